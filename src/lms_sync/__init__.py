@@ -1,0 +1,3 @@
+"""lms-sync: unified LMS progress sync."""
+
+__version__ = "0.1.0"

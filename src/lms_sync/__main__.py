@@ -1,0 +1,3 @@
+from lms_sync.cli import main
+
+raise SystemExit(main())

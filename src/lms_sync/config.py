@@ -1,0 +1,317 @@
+"""Config file loading (DESIGN §3): YAML + ``${VAR}`` interpolation + pydantic.
+
+Every problem becomes one :class:`ConfigError` naming the file, the key path
+and the fix. Per-kind ``auth`` and ``options`` are validated by the models the
+connector declares (``Connector.Auth`` / ``Connector.Options``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from lms_sync.connectors import KINDS, connector_class
+from lms_sync.errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def validate_cron(expr: str, timezone: str = "UTC") -> str:
+    """Raise ValueError unless ``expr`` is a 5-field crontab expression."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    if len(expr.split()) != 5:
+        raise ValueError(f"cron expression {expr!r} must have 5 fields (min hour day month dow)")
+    CronTrigger.from_crontab(expr, timezone=ZoneInfo(timezone))
+    return expr
+
+
+def _validate_tz(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name such as UTC)") from exc
+    return value
+
+
+class WarehouseConfig(_Model):
+    url: str = "sqlite:///lms_sync.db"
+    schema_: str | None = Field(default=None, alias="schema")
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LoggingConfig(_Model):
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class HttpSettings(_Model):
+    """Per-source HTTP behaviour; defaults.http sets it for all sources."""
+
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    max_wait_seconds: float = Field(default=60.0, ge=0)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    requests_per_second: float | None = Field(default=None, gt=0)
+
+
+class DefaultsConfig(_Model):
+    schedule: str = "0 */2 * * *"
+    timezone: str = "UTC"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    _tz = field_validator("timezone")(_validate_tz)
+
+
+class IdentityConfig(_Model):
+    hr_id_sources: list[str] | None = None
+    """Sources whose HR ids are comparable; None means all."""
+    email_domain_aliases: dict[str, str] = Field(default_factory=dict)
+    """alias domain -> canonical domain, e.g. corp.example.com: example.com."""
+    shared_mailboxes: list[str] = Field(default_factory=list)
+    """Emails that never link people (training@, hr@ ...)."""
+
+
+class DaemonConfig(_Model):
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "0.0.0.0"  # noqa: S104 - inside a container by design
+    run_on_start: bool = False
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+    jitter_seconds: int = Field(default=10, ge=0)
+    shutdown_timeout_seconds: float = Field(default=60.0, ge=0)
+
+
+class SourceConfig(_Model):
+    id: str
+    kind: str
+    base_url: str
+    enabled: bool = True
+    schedule: str | None = None
+    timezone: str | None = None
+    auth: BaseModel
+    options: BaseModel
+    http: HttpSettings
+    fail_on_invalid_records: bool = False
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def secret_values(self) -> list[str]:
+        out = []
+        for value in self.auth.__dict__.values():
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                out.append(value.get_secret_value())
+        return out
+
+
+class Config(_Model):
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    path: str = "<memory>"
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the config, for the log redaction processor."""
+        values = [v for s in self.sources.values() for v in s.secret_values()]
+        password = _url_password(self.warehouse.url)
+        if password:
+            values.append(password)
+        return values
+
+    def schedule_of(self, source: SourceConfig) -> tuple[str, str]:
+        return (source.schedule or self.defaults.schedule, source.timezone or self.defaults.timezone)
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:  # noqa: BLE001 - a bad URL is reported elsewhere
+        return None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_config_path() -> str:
+    return os.environ.get("LMS_SYNC_CONFIG") or "config.yaml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, interpolate and validate a config file."""
+    path = str(path or default_config_path())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found", fix="pass --config PATH or set LMS_SYNC_CONFIG"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config is not valid YAML ({problem})", where, "fix the syntax") from None
+    return parse_config(tree if tree is not None else {}, path)
+
+
+def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML tree."""
+    if not isinstance(tree, dict):
+        raise ConfigError("config must be a mapping at the top level", path)
+    env = os.environ if environ is None else environ
+    tree = _interpolate(tree, env, path, ())
+    sources_tree = tree.pop("sources", None) or {}
+    if not isinstance(sources_tree, dict):
+        raise ConfigError("'sources' must be a mapping of source id to settings", f"{path}: sources")
+    try:
+        cfg = Config.model_validate({**tree, "path": path})
+    except ValidationError as exc:
+        raise _as_config_error(exc, path, ()) from None
+    try:
+        validate_cron(cfg.defaults.schedule, cfg.defaults.timezone)
+    except ValueError as exc:
+        raise ConfigError(str(exc), f"{path}: defaults.schedule", "use e.g. '0 */2 * * *'") from None
+    for source_id, settings in sources_tree.items():
+        cfg.sources[str(source_id)] = _parse_source(str(source_id), settings, cfg, path)
+    return cfg
+
+
+def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceConfig:
+    loc = ("sources", source_id)
+    where = f"{path}: {'.'.join(loc)}"
+    if not _SOURCE_ID.match(source_id):
+        raise ConfigError(
+            f"source id {source_id!r} is not valid", where, "use letters, digits, '-', '_' or '.'"
+        )
+    if not isinstance(tree, dict):
+        raise ConfigError("a source must be a mapping", where)
+    kind = tree.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(
+            f"unknown source kind {kind!r}", f"{where}.kind", f"use one of: {', '.join(KINDS)}"
+        )
+    try:
+        cls = connector_class(kind)
+    except ImportError:
+        raise ConfigError(
+            f"source kind {kind!r} is not available in this installation", f"{where}.kind"
+        ) from None
+    unknown = set(tree) - {
+        "kind", "base_url", "enabled", "schedule", "timezone", "auth", "options", "http",
+        "fail_on_invalid_records",
+    }
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown key {key!r}", f"{where}.{key}", "remove it or check the spelling")
+    if not tree.get("base_url"):
+        raise ConfigError("base_url is required", f"{where}.base_url", "set the vendor's API URL")
+    base_url = str(tree["base_url"])
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ConfigError(
+            f"base_url {base_url!r} is not an http(s) URL", f"{where}.base_url",
+            "use e.g. https://rest.myabsorb.com",
+        )
+    auth = _validate(cls.Auth, tree.get("auth") or {}, path, (*loc, "auth"))
+    options = _validate(cls.Options, tree.get("options") or {}, path, (*loc, "options"))
+    http = _validate(
+        HttpSettings, {**cfg.defaults.http.model_dump(), **(tree.get("http") or {})}, path,
+        (*loc, "http"),
+    )
+    source = _validate(
+        SourceConfig,
+        dict(
+            id=source_id, kind=kind, base_url=base_url.rstrip("/"),
+            enabled=tree.get("enabled", True), schedule=tree.get("schedule"),
+            timezone=tree.get("timezone"), auth=auth, options=options, http=http,
+            fail_on_invalid_records=tree.get("fail_on_invalid_records", False),
+        ),
+        path, loc,
+    )
+    schedule, tz = cfg.schedule_of(source)
+    try:
+        _validate_tz(tz)
+        validate_cron(schedule, tz)
+    except ValueError as exc:
+        raise ConfigError(str(exc), f"{where}.schedule", "use e.g. '*/30 * * * *'") from None
+    return source
+
+
+def _validate(model: type[BaseModel], data: Any, path: str, loc: tuple[str, ...]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _as_config_error(exc, path, loc) from None
+
+
+def _as_config_error(exc: ValidationError, path: str, prefix: tuple[str, ...]) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [*prefix, *(str(p) for p in err["loc"])]
+    msg = err["msg"]
+    if err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "auth" not in loc:  # never echo what someone typed into a credential
+        msg = f"{msg} (got {_short(err.get('input'))})"
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(msg, f"{path}: {'.'.join(loc)}", "see config.example.yaml for the expected value")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return type(value).__name__
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _interpolate(node: Any, env: dict[str, str] | os._Environ, path: str, loc: tuple) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, path, (*loc, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, path, (*loc, str(i))) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {name} is not set",
+                f"{path}: {'.'.join(loc)}",
+                f"export {name}=... (or write ${{{name}:-default}})",
+            )
+        return value
+
+    return _VAR.sub(replace, node)

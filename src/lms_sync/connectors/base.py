@@ -1,0 +1,179 @@
+"""The connector contract.
+
+A connector knows one vendor: its auth, paging, fields and status mapping. It
+yields canonical records (:mod:`lms_sync.canonical`) and :class:`Checkpoint`
+objects; it never touches the database. The pipeline batches what it yields,
+writes each batch in one transaction together with the latest checkpoint, and
+knows nothing about vendors.
+
+To add a vendor:
+
+1. subclass :class:`Connector`; set ``kind`` and nested pydantic models ``Auth``
+   (secrets as ``SecretStr``) and ``Options`` (every option with a default);
+2. build the HTTP client in ``__init__`` with :meth:`Connector.make_client`;
+3. return the streams from :meth:`Connector.streams`, in dependency order
+   (learners and courses before enrollments, although a reference to a row not
+   yet seen makes a stub row that the real record fills later);
+4. register the kind in :data:`lms_sync.connectors.KINDS` and add a sandbox fake.
+
+Stream semantics
+----------------
+``Stream.read(ctx)`` is a generator. ``ctx.cursor`` is the saved cursor (None on
+the first run and on ``--full-refresh``). Yield a ``Checkpoint(cursor)`` whenever
+every record yielded so far is enough to resume from ``cursor``; the pipeline
+saves it with the batch that holds those records. Records may repeat after a
+crash (upserts are idempotent), but never be lost.
+
+``Stream.full_refresh_tables`` names the tables of which a complete read of the
+stream yields *every* live row of the source; after such a read succeeds, rows
+not seen are soft-deleted (``deleted_at``). Incremental reads delete nothing.
+
+Normalization (vendor model -> canonical record) is a pure function in the
+connector module, tested value by value; mapping tables are data (dicts), not
+if-chains. A vendor record that fails validation goes to ``ctx.skip()``:
+counted and logged, not fatal unless the source sets ``fail_on_invalid_records``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lms_sync.canonical import Record
+from lms_sync.errors import RecordError
+from lms_sync.http.auth import Auth
+from lms_sync.http.client import HttpClient
+from lms_sync.http.errors import ErrorDescriber
+
+if TYPE_CHECKING:
+    import structlog
+
+    from lms_sync.config import SourceConfig
+
+T = TypeVar("T")
+
+
+class Settings(BaseModel):
+    """Base for a connector's ``Auth`` and ``Options`` models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything yielded before this is enough to resume from ``cursor``."""
+
+    cursor: dict[str, Any] | None
+
+
+@dataclass
+class ReadContext:
+    """What a stream needs to know about the run it is part of."""
+
+    source_id: str
+    stream: str
+    cursor: dict[str, Any] | None
+    full_refresh: bool
+    since: datetime | None
+    started_at: datetime
+    log: structlog.stdlib.BoundLogger
+    fail_on_invalid: bool = False
+    partial: bool = False
+    """Set by the stream when it read only part of the data (incremental, --since):
+    then nothing is soft-deleted."""
+    skipped: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, vendor_id: object, error: Exception | str) -> None:
+        """Count and log a vendor record that cannot be normalized."""
+        self.skipped += 1
+        reason = _short_error(error)
+        self.log.warning("record.skipped", vendor_id=str(vendor_id), reason=reason)
+        if self.fail_on_invalid:
+            raise RecordError(f"invalid record {vendor_id}: {reason}", source=self.source_id,
+                              fix="set fail_on_invalid_records: false to skip such records")
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def normalize(self, vendor_id: object, fn: Callable[[], T]) -> T | None:
+        """Run a normalizer; on a validation error, skip the record and return None."""
+        try:
+            return fn()
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            self.skip(vendor_id, exc)
+            return None
+
+
+def _short_error(error: Exception | str) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return f"{loc}: {first['msg']}" if loc else first["msg"]
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+
+
+class Stream(ABC):
+    """One named stream of a connector (``users``, ``courses``, ``enrollments``...)."""
+
+    name: ClassVar[str]
+    full_refresh_tables: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        """Yield canonical records and checkpoints."""
+
+
+class Connector(ABC):
+    """One vendor. Subclasses set ``kind``, ``Auth`` and ``Options``."""
+
+    kind: ClassVar[str]
+    Auth: ClassVar[type[BaseModel]] = Settings
+    Options: ClassVar[type[BaseModel]] = Settings
+
+    def __init__(self, source: SourceConfig, log: structlog.stdlib.BoundLogger) -> None:
+        self.source = source
+        self.auth: Any = source.auth
+        self.options: Any = source.options
+        self.log = log
+        self.http: HttpClient | None = None
+
+    def make_client(self, auth: Auth | None = None, describe_error: ErrorDescriber | None = None,
+                    **overrides: Any) -> HttpClient:
+        """The source's HTTP client, configured from its ``http`` settings."""
+        h = self.source.http
+        settings: dict[str, Any] = dict(
+            timeout=h.timeout_seconds, max_attempts=h.max_attempts, max_wait=h.max_wait_seconds,
+            max_concurrency=h.max_concurrency, requests_per_second=h.requests_per_second,
+        )
+        settings.update(overrides)
+        self.http = HttpClient(self.source.id, self.source.base_url, auth=auth,
+                               describe_error=describe_error, **settings)
+        return self.http
+
+    @abstractmethod
+    def streams(self) -> list[Stream]:
+        """The streams of this source, in the order they run."""
+
+    def check(self) -> None:
+        """Prove the credentials work with one cheap request; raise SourceError if not."""
+        streams = self.streams()
+        ctx = ReadContext(self.source.id, streams[0].name, None, True, None,
+                          datetime.now().astimezone(), self.log)
+        for _ in streams[0].read(ctx):
+            break
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

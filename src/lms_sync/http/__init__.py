@@ -1,0 +1,15 @@
+"""The one HTTP layer every connector uses: client, auth, budget, paging, errors."""
+
+from lms_sync.http.auth import BasicAuth, HeaderAuth, Token, TokenAuth
+from lms_sync.http.client import HttpClient
+from lms_sync.http.paging import (
+    NextUrlPaginator,
+    PageNumberPaginator,
+    PageTokenPaginator,
+    Paginator,
+)
+
+__all__ = [
+    "BasicAuth", "HeaderAuth", "HttpClient", "NextUrlPaginator", "PageNumberPaginator",
+    "PageTokenPaginator", "Paginator", "Token", "TokenAuth",
+]

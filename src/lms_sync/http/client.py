@@ -1,0 +1,226 @@
+"""HttpClient: one per source; httpx + tenacity at the request level.
+
+* pooling and timeouts from the source's ``http`` settings; a User-Agent naming lms-sync;
+* retries (tenacity, wrapping one request, never a stream) on 429, 5xx and transport
+  errors, exponential backoff with jitter, honouring ``Retry-After``, capped, bounded;
+  each retry logs ``http.retry`` with status, attempt and wait (never headers/bodies);
+* auth hooks (:mod:`lms_sync.http.auth`): a 401 refreshes a token once, single-flight;
+  a second 401 with a fresh token is :class:`CredentialsRejected`;
+* a request budget (:mod:`lms_sync.http.budget`);
+* an absolute URL (a ``next`` link) is followed only if scheme, host and port equal the
+  base URL's and it has no userinfo, checked before anything is sent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from lms_sync import __version__
+from lms_sync.errors import CredentialsRejected, DataError, RetriableError
+from lms_sync.http.auth import Auth
+from lms_sync.http.budget import RequestBudget
+from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
+from lms_sync.logs import get_logger
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+USER_AGENT = f"lms-sync/{__version__} (+https://github.com/lms-sync/lms-sync)"
+
+
+class HttpClient:
+    """The HTTP client of one source."""
+
+    def __init__(
+        self,
+        source_id: str,
+        base_url: str,
+        *,
+        auth: Auth | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        max_wait: float = 60.0,
+        max_concurrency: int = 4,
+        requests_per_second: float | None = None,
+        burst: int | None = None,
+        describe_error: ErrorDescriber | None = None,
+        backoff_base: float = 0.5,
+    ) -> None:
+        self.source_id = source_id
+        self.base_url = httpx.URL(base_url.rstrip("/") + "/")
+        self.auth = auth or Auth()
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self.backoff_base = backoff_base
+        self.describe_error = describe_error
+        self.budget = RequestBudget(max_concurrency, requests_per_second, burst)
+        limits = httpx.Limits(max_connections=max_concurrency + 2,
+                              max_keepalive_connections=max_concurrency + 2)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout), limits=limits, follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self.log = get_logger("lms_sync.http", source=source_id)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def raw(self) -> httpx.Client:
+        """The underlying httpx client, without our auth (for token endpoints)."""
+        return self._http
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def url(self, path_or_url: str) -> httpx.URL:
+        """Resolve a path against the base URL, or check an absolute URL's origin."""
+        if path_or_url.startswith(("http://", "https://")):
+            url = httpx.URL(path_or_url)
+            if url.userinfo or (url.scheme, url.host, url.port) != (
+                self.base_url.scheme, self.base_url.host, self.base_url.port
+            ):
+                raise DataError(
+                    f"refusing to follow a link to another origin ({url.scheme}://{url.host}"
+                    f"{':' + str(url.port) if url.port else ''})",
+                    source=self.source_id, path=url.path,
+                    fix="the vendor returned a next link outside base_url; check base_url",
+                )
+            return url
+        return self.base_url.join(path_or_url.lstrip("/"))
+
+    def request(self, method: str, path_or_url: str, *, params: Any = None, json: Any = None,
+                data: Any = None, headers: dict[str, str] | None = None,
+                accept: Iterable[int] = ()) -> httpx.Response:
+        """Send one request with retries, auth and the budget; raise on failure.
+
+        Statuses in ``accept`` are returned instead of raised (e.g. 404 "no record").
+        """
+        url = self.url(path_or_url)
+        accepted = frozenset(accept)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            retry=retry_if_exception_type(RetriableError),
+            wait=self._wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return retrying(self._send_authenticated, method, url, params, json, data, headers or {},
+                        accepted)
+
+    def get(self, path_or_url: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path_or_url, **kw)
+
+    def get_json(self, path_or_url: str, **kw: Any) -> Any:
+        response = self.get(path_or_url, **kw)
+        try:
+            return response.json()
+        except ValueError:
+            raise DataError("the body is not valid JSON", source=self.source_id,
+                            path=response.request.url.path, status=response.status_code) from None
+
+    def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """Run ``fn`` over ``items`` on up to max_concurrency threads, yielding in order.
+
+        Log context (run_id, source, stream) is carried into the worker threads.
+        """
+        workers = self.budget.max_concurrency
+        if workers <= 1:
+            yield from map(fn, items)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.source_id) as pool:
+            pending: list[Any] = []
+            for item in items:
+                ctx = contextvars.copy_context()
+                pending.append(pool.submit(ctx.run, fn, item))
+                if len(pending) >= workers * 2:
+                    yield pending.pop(0).result()
+            for future in pending:
+                yield future.result()
+
+    # ------------------------------------------------------------------ internals
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def _send_authenticated(self, method: str, url: httpx.URL, params: Any, json: Any, data: Any,
+                            headers: dict[str, str], accepted: frozenset[int]) -> httpx.Response:
+        refreshed = False
+        while True:
+            auth_headers, generation = self.auth.headers(self._http)
+            response = self._send(method, url, params, json, data, {**headers, **auth_headers})
+            if response.status_code == 401 and 401 not in accepted:
+                if self.auth.refreshable and not refreshed:
+                    self._count("reauth")
+                    self.log.info("http.reauth", path=url.path)
+                    self.auth.refresh(self._http, generation)
+                    refreshed = True
+                    continue
+                error = classify_response(response, self.source_id, self.describe_error)
+                raise CredentialsRejected(
+                    "credentials rejected" + (" even after re-authenticating" if refreshed else ""),
+                    source=self.source_id, path=url.path, status=401,
+                    fix="check the source's auth settings (key, user, secret)",
+                ) from error
+            if response.status_code in accepted:
+                return response
+            error = classify_response(response, self.source_id, self.describe_error)
+            if error is not None:
+                if isinstance(error, RetriableError) and error.retry_after:
+                    self.budget.pause(min(error.retry_after, self.max_wait))
+                raise error
+            return response
+
+    def _send(self, method: str, url: httpx.URL, params: Any, json: Any, data: Any,
+              headers: dict[str, str]) -> httpx.Response:
+        with self.budget:
+            self._count("requests")
+            try:
+                response = self._http.request(method, url, params=params, json=json, data=data,
+                                              headers=headers)
+                response.read()
+            except httpx.TransportError as exc:
+                self._count("transport_errors")
+                raise classify_transport(exc, self.source_id, url.path) from None
+        if response.status_code == 429:
+            self._count("throttled")
+        self.budget.observe(response.headers)
+        self.log.debug("http.response", method=method, path=url.path, status=response.status_code)
+        return response
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, self.max_wait)
+        backoff = self.backoff_base * (2 ** (state.attempt_number - 1))
+        return min(self.max_wait, backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self._count("retries")
+        self.log.warning(
+            "http.retry",
+            status=getattr(exc, "status", None),
+            error=type(exc).__name__ if exc else None,
+            path=getattr(exc, "path", None),
+            attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 3),
+        )

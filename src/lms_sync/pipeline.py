@@ -1,0 +1,242 @@
+"""The pipeline: run a source's streams into the warehouse. Knows no vendor.
+
+For each stream: one ``sync_runs`` row; the connector's records are buffered
+into batches; each batch is written in one transaction together with the
+latest checkpoint's cursor, so a crash loses at most the batch in flight and
+the next run resumes from the saved cursor. A failing stream fails its run but
+not the other streams' or sources' runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from lms_sync import metrics
+from lms_sync.canonical import Record
+from lms_sync.config import Config, SourceConfig
+from lms_sync.connectors import connector_class
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
+from lms_sync.errors import LmsSyncError, SourceError
+from lms_sync.logs import get_logger
+from lms_sync.warehouse import identity, state
+from lms_sync.warehouse.dialect import LockBusy, source_lock
+from lms_sync.warehouse.upsert import BatchWriter, WriteStats, mark_deleted
+
+_UNSET: Any = object()
+
+
+class Interrupted(LmsSyncError):
+    """The run was asked to stop (SIGTERM) and stopped after committing its batch."""
+
+
+@dataclass
+class StreamResult:
+    stream: str
+    result: str  # succeeded | failed
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    error: str | None = None
+    error_class: str | None = None
+    cursor: Any = None
+    tables: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class SourceResult:
+    source_id: str
+    kind: str
+    run_id: str
+    result: str  # succeeded | failed | skipped
+    streams: list[StreamResult] = field(default_factory=list)
+    error: str | None = None
+    http: Counter[str] = field(default_factory=Counter)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "succeeded"
+
+
+def run_source(
+    engine: Engine,
+    cfg: Config,
+    source: SourceConfig,
+    *,
+    full_refresh: bool = False,
+    since: datetime | None = None,
+    stop: threading.Event | None = None,
+) -> SourceResult:
+    """Run every stream of ``source`` once; never raises for a source's own failure."""
+    run_id = str(uuid.uuid4())
+    result = SourceResult(source.id, source.kind, run_id, "succeeded")
+    log = get_logger("lms_sync.pipeline")
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(run_id=run_id, source=source.id, kind=source.kind):
+        try:
+            with source_lock(engine, source.id):
+                _run_locked(engine, cfg, source, result, full_refresh, since, stop, log)
+        except LockBusy as exc:
+            result.result, result.error = "skipped", str(exc)
+            log.warning("sync.skipped", reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one source never stops the others
+            result.result, result.error = "failed", _message(exc)
+            log.error("sync.failed", error_class=type(exc).__name__, error=_message(exc),
+                      exc_info=not isinstance(exc, LmsSyncError))
+    result.duration = time.monotonic() - started
+    metrics.run_duration.labels(source.id).observe(result.duration)
+    return result
+
+
+def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: SourceResult,
+                full_refresh: bool, since: datetime | None, stop: threading.Event | None,
+                log: structlog.stdlib.BoundLogger) -> None:
+    with engine.begin() as conn:
+        state.ensure_source(conn, source.id, source.kind)
+    connector: Connector = connector_class(source.kind)(source, log)
+    learner_ids: set[int] = set()
+    fatal: SourceError | None = None
+    try:
+        for stream in connector.streams():
+            with structlog.contextvars.bound_contextvars(stream=stream.name):
+                if fatal is not None:
+                    res = _record_not_run(engine, result.run_id, source.id, stream.name, fatal)
+                else:
+                    res = run_stream(engine, cfg, source, connector, stream, result.run_id,
+                                     full_refresh=full_refresh, since=since, stop=stop,
+                                     learner_ids=learner_ids)
+                    if res.error_class in {"CredentialsRejected", "Interrupted"}:
+                        fatal = res._exc  # type: ignore[attr-defined]
+            result.streams.append(res)
+    finally:
+        if connector.http is not None:
+            for key, metric in (("requests", metrics.http_requests), ("retries", metrics.http_retries),
+                                ("throttled", metrics.http_throttled)):
+                metric.labels(source.id).inc(connector.http.stats[key])
+            result.http.update(connector.http.stats)
+        connector.close()
+    if learner_ids:
+        identity.after_run(engine, cfg.identity, learner_ids)
+    if all(s.result == "succeeded" for s in result.streams):
+        with engine.begin() as conn:
+            state.mark_source_success(conn, source.id, state.now_utc())
+        metrics.last_success.labels(source.id).set_to_current_time()
+    else:
+        result.result = "failed"
+        result.error = next(s.error for s in result.streams if s.result != "succeeded")
+
+
+def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
+                    cause: SourceError) -> StreamResult:
+    now = state.now_utc()
+    with engine.begin() as conn:
+        row = state.start_run(conn, run_id, source_id, stream, now)
+        state.finish_run(conn, row, result="failed", read=0, written=0,
+                         error=f"not run: {cause}")
+    metrics.runs.labels(source_id, stream, "failed").inc()
+    return StreamResult(stream, "failed", error=f"not run: {cause}", error_class=type(cause).__name__)
+
+
+def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector,
+               stream: Stream, run_id: str, *, full_refresh: bool = False,
+               since: datetime | None = None, stop: threading.Event | None = None,
+               learner_ids: set[int] | None = None) -> StreamResult:
+    """Run one stream; returns its result (failed streams are recorded, not raised)."""
+    log = get_logger("lms_sync.pipeline")
+    started_at = state.now_utc()
+    t0 = time.monotonic()
+    with engine.begin() as conn:
+        row_id = state.start_run(conn, run_id, source.id, stream.name, started_at)
+        saved = None if full_refresh else state.load_cursor(conn, source.id, stream.name)
+    log.info("sync.started", cursor=saved, full_refresh=full_refresh,
+             since=since.isoformat() if since else None)
+    ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
+                      log, fail_on_invalid=source.fail_on_invalid_records)
+    res = StreamResult(stream.name, "running", cursor=saved)
+    seen: dict[str, set[str]] = {t: set() for t in stream.full_refresh_tables}
+    buffer: list[Record] = []
+    pending: Any = _UNSET
+    batch_size = cfg.warehouse.batch_size
+    totals = WriteStats()
+
+    def flush() -> None:
+        nonlocal pending, buffer
+        if not buffer and pending is _UNSET:
+            return
+        with engine.begin() as conn:
+            writer = BatchWriter(conn, source.id, run_id)
+            stats = writer.write(buffer, state.now_utc(), as_of=started_at)
+            if pending is not _UNSET:
+                state.save_cursor(conn, source.id, stream.name, pending)
+                res.cursor = pending
+        if learner_ids is not None:
+            learner_ids.update(writer.learner_ids)
+        totals.merge(stats)
+        log.info("batch.written", records=len(buffer), written=stats.written,
+                 tables=stats.by_table(), cursor=res.cursor if pending is not _UNSET else None)
+        buffer, pending = [], _UNSET
+
+    try:
+        for item in stream.read(ctx):
+            if isinstance(item, Checkpoint):
+                pending = item.cursor
+                continue
+            buffer.append(item)
+            res.read += 1
+            if item.table in seen:
+                seen[item.table].add(item.external_id)
+            if len(buffer) >= batch_size:
+                flush()
+                if stop is not None and stop.is_set():
+                    raise Interrupted("interrupted")
+        flush()
+        if seen and not ctx.partial:
+            with engine.begin() as conn:
+                now = state.now_utc()
+                for table, ids in seen.items():
+                    res.deleted += mark_deleted(conn, table, source.id, ids, now)
+            if res.deleted:
+                log.info("rows.soft_deleted", count=res.deleted)
+        res.result = "succeeded"
+    except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
+        res.result, res.error, res.error_class = "failed", _message(exc), type(exc).__name__
+        res._exc = exc  # type: ignore[attr-defined]
+        if isinstance(exc, Interrupted):
+            res.error = "interrupted"
+        log.error("sync.failed", error_class=res.error_class, error=res.error,
+                  exc_info=not isinstance(exc, LmsSyncError))
+    res.skipped = ctx.skipped
+    res.written = totals.written + res.deleted
+    res.tables = Counter(totals.by_table())
+    with engine.begin() as conn:
+        state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
+                         skipped=res.skipped, error=res.error, cursor=res.cursor)
+    metrics.runs.labels(source.id, stream.name, res.result).inc()
+    metrics.records_read.labels(source.id).inc(res.read)
+    for table, n in res.tables.items():
+        metrics.records_written.labels(source.id, table).inc(n)
+    if res.result == "succeeded":
+        log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
+                 deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
+                 duration=round(time.monotonic() - t0, 3), **ctx.counters)
+    return res
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], **kw: Any) -> list[SourceResult]:
+    """Run several sources one after another (each isolated from the others' failures)."""
+    return [run_source(engine, cfg, s, **kw) for s in sources]

@@ -1,0 +1,158 @@
+"""Everything that differs between PostgreSQL, SQLite and MySQL/MariaDB.
+
+The rest of the warehouse package speaks SQLAlchemy Core and calls in here for
+the three things that cannot be written portably: the upsert statement, the
+per-source run lock, and connection set-up (schema, pragmas, sql_mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, event, text
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+_SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def name(bind: Engine | Connection) -> str:
+    """'postgresql', 'sqlite' or 'mysql' (MariaDB reports as mysql)."""
+    return "mysql" if bind.dialect.name in {"mysql", "mariadb"} else bind.dialect.name
+
+
+def upsert_statement(table: Table, key: Sequence[str], update: Sequence[str], dialect: str) -> Insert:
+    """INSERT that updates ``update`` columns when ``key`` already exists."""
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        )
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        )
+    if dialect == "mysql":
+        stmt = mysql.insert(table)
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+def insert_ignore_statement(table: Table, key: Sequence[str], dialect: str) -> Insert:
+    """INSERT that silently keeps an existing row with the same ``key``."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(key))
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))
+    if dialect == "mysql":
+        return mysql.insert(table).prefix_with("IGNORE")
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+def prepare_engine(engine: Engine, schema: str | None) -> None:
+    """Per-connection settings: search_path, SQLite pragmas, MySQL time zone."""
+    dialect = name(engine)
+    if schema and dialect != "postgresql":
+        raise ValueError("warehouse.schema is only supported on PostgreSQL")
+    if schema and not _SAFE_SCHEMA.match(schema):
+        raise ValueError(f"warehouse.schema {schema!r} must be a plain identifier")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if dialect == "sqlite":
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+        elif dialect == "mysql":
+            cur.execute("SET time_zone = '+00:00'")
+        elif dialect == "postgresql":
+            cur.execute("SET TIME ZONE 'UTC'")
+            if schema:
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                cur.execute(f'SET search_path TO "{schema}"')
+        cur.close()
+        if dialect == "postgresql" and schema:
+            dbapi_conn.commit()
+
+
+def lock_key(source_id: str) -> int:
+    """A stable signed 64-bit number for a source id (PostgreSQL advisory lock key)."""
+    digest = hashlib.blake2b(source_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class LockBusy(Exception):
+    """Another process is already running this source."""
+
+
+@contextmanager
+def source_lock(engine: Engine, source_id: str) -> Iterator[None]:
+    """Hold the per-source run lock for the duration of the block, or raise LockBusy.
+
+    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock'd
+    file beside the database. The lock lives on its own connection so that
+    batches may commit freely while it is held.
+    """
+    dialect = name(engine)
+    if dialect == "sqlite":
+        with _file_lock(engine, source_id):
+            yield
+        return
+    conn = engine.connect()
+    try:
+        if dialect == "postgresql":
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(source_id)}
+            ).scalar()
+        else:
+            got = conn.execute(
+                text("SELECT GET_LOCK(:n, 0)"), {"n": f"lms_sync:{source_id}"[:64]}
+            ).scalar()
+        conn.commit()
+        if not got:
+            raise LockBusy(f"source {source_id!r} is already being synced by another process")
+        try:
+            yield
+        finally:
+            if dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(source_id)})
+            else:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": f"lms_sync:{source_id}"[:64]})
+            conn.commit()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _file_lock(engine: Engine, source_id: str) -> Iterator[None]:
+    import fcntl
+
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source_id)
+    path = Path(f"{database}.{safe}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockBusy(
+                f"source {source_id!r} is already being synced by another process"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,71 @@
+"""Run bookkeeping: ``sources``, ``sync_runs`` and the per-stream cursor in ``sync_state``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from lms_sync.warehouse import dialect as dialects
+from lms_sync.warehouse.tables import sources, sync_runs, sync_state
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def ensure_source(conn: Connection, source_id: str, kind: str) -> None:
+    now = now_utc()
+    stmt = dialects.upsert_statement(sources, ["id"], ["kind"], dialects.name(conn))
+    conn.execute(stmt, [{"id": source_id, "kind": kind, "first_seen_at": now, "updated_at": now}])
+
+
+def mark_source_success(conn: Connection, source_id: str, at: datetime) -> None:
+    conn.execute(update(sources).where(sources.c.id == source_id).values(last_success_at=at))
+
+
+def load_cursor(conn: Connection, source_id: str, stream: str) -> dict[str, Any] | None:
+    return conn.execute(
+        select(sync_state.c.cursor).where(
+            sync_state.c.source_id == source_id, sync_state.c.stream == stream
+        )
+    ).scalar()
+
+
+def save_cursor(conn: Connection, source_id: str, stream: str, cursor: dict[str, Any] | None) -> None:
+    """Write the stream's cursor; call inside the batch's transaction."""
+    stmt = dialects.upsert_statement(
+        sync_state, ["source_id", "stream"], ["cursor", "updated_at"], dialects.name(conn)
+    )
+    conn.execute(stmt, [{"source_id": source_id, "stream": stream, "cursor": cursor,
+                         "updated_at": now_utc()}])
+
+
+def start_run(conn: Connection, run_id: str, source_id: str, stream: str, started_at: datetime) -> int:
+    result = conn.execute(
+        sync_runs.insert().values(
+            run_id=run_id, source_id=source_id, stream=stream, started_at=started_at,
+            result="running", records_read=0, records_written=0, records_skipped=0,
+        )
+    )
+    return result.inserted_primary_key[0]
+
+
+def finish_run(conn: Connection, row_id: int, *, result: str, read: int, written: int,
+               skipped: int = 0, error: str | None = None, cursor: Any = None) -> None:
+    conn.execute(
+        update(sync_runs).where(sync_runs.c.id == row_id).values(
+            finished_at=now_utc(), result=result, records_read=read, records_written=written,
+            records_skipped=skipped, error=(error or None) and error[:4000], cursor=cursor,
+        )
+    )
+
+
+def fail_stale_runs(engine: Engine, reason: str, source_ids: list[str] | None = None) -> int:
+    """Mark runs left ``running`` (by a killed process) as failed with ``reason``."""
+    stmt = update(sync_runs).where(sync_runs.c.result == "running")
+    if source_ids is not None:
+        stmt = stmt.where(sync_runs.c.source_id.in_(source_ids))
+    with engine.begin() as conn:
+        return conn.execute(stmt.values(result="failed", error=reason, finished_at=now_utc())).rowcount

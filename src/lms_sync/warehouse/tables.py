@@ -1,0 +1,260 @@
+"""The canonical warehouse schema (DESIGN §4) as SQLAlchemy Core tables.
+
+Every vendor row is keyed by ``(source_id, external_id)`` with a surrogate
+integer ``id``; ``row_hash`` is the digest of the canonical record and is how
+upserts tell an unchanged row from a changed one without comparing columns.
+The ``learner_progress`` view is created by the migrations (see ``views.py``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import sqlite
+
+from lms_sync.warehouse.types import JSONType, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL/MySQL; INTEGER on SQLite so it is the rowid alias.
+Id = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+SourceId = String(100)
+ExternalId = String(255)
+
+
+def _id() -> Column:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _source_fk() -> Column:
+    return Column("source_id", SourceId, ForeignKey("sources.id"), nullable=False)
+
+
+def _lifecycle() -> list[Column]:
+    return [
+        Column("raw", JSONType),
+        Column("row_hash", String(40), nullable=False),
+        Column("first_seen_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        Column("deleted_at", UTCDateTime()),
+    ]
+
+
+def _progress() -> list[Column]:
+    return [
+        Column("status", String(20), nullable=False),
+        Column("passed", Boolean),
+        Column("progress_pct", Float),
+        Column("score", Float),
+        Column("time_spent_seconds", Float),
+        Column("enrolled_at", UTCDateTime()),
+        Column("started_at", UTCDateTime()),
+        Column("completed_at", UTCDateTime()),
+        Column("due_at", UTCDateTime()),
+        Column("expires_at", UTCDateTime()),
+        Column("last_activity_at", UTCDateTime()),
+        Column("is_overdue", Boolean),
+        Column("vendor_status", String(100)),
+    ]
+
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", SourceId, primary_key=True),
+    Column("kind", String(50), nullable=False),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("last_success_at", UTCDateTime()),
+)
+
+persons = Table(
+    "persons",
+    metadata,
+    _id(),
+    Column("primary_email", String(320)),
+    Column("display_name", String(500)),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("deleted_at", UTCDateTime()),
+)
+
+learners = Table(
+    "learners",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("person_id", Id, ForeignKey("persons.id")),
+    Column("email", String(320)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("display_name", String(500)),
+    Column("hr_id", String(255)),
+    Column("department", String(255)),
+    Column("is_active", Boolean),
+    Column("is_placeholder", Boolean, nullable=False, default=False),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+    Index(None, "email"),
+    Index(None, "hr_id"),
+    Index(None, "person_id"),
+)
+
+courses = Table(
+    "courses",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("title", String(1000)),
+    Column("category", String(255)),
+    Column("description", Text),
+    Column("duration_minutes", Float),
+    Column("parent_course_id", Id, ForeignKey("courses.id")),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("learner_id", Id, ForeignKey("learners.id"), nullable=False),
+    Column("course_id", Id, ForeignKey("courses.id"), nullable=False),
+    *_progress(),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+    Index(None, "learner_id"),
+    Index(None, "course_id"),
+)
+
+activity_progress = Table(
+    "activity_progress",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("enrollment_id", Id, ForeignKey("enrollments.id")),
+    Column("learner_id", Id, ForeignKey("learners.id"), nullable=False),
+    Column("course_id", Id, ForeignKey("courses.id"), nullable=False),
+    Column("activity_type", String(50)),
+    *_progress(),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+    Index(None, "learner_id"),
+)
+
+enrollment_history = Table(
+    "enrollment_history",
+    metadata,
+    _id(),
+    Column("enrollment_id", Id, ForeignKey("enrollments.id"), nullable=False),
+    Column("run_id", String(36)),
+    Column("observed_at", UTCDateTime(), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("passed", Boolean),
+    Column("progress_pct", Float),
+    Column("completed_at", UTCDateTime()),
+    Index(None, "enrollment_id"),
+)
+
+stat_snapshots = Table(
+    "stat_snapshots",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("metric", String(100), nullable=False),
+    Column("subject_id", String(255)),
+    Column("subject_title", String(1000)),
+    Column("group_key", String(255), nullable=False),
+    Column("as_of", UTCDateTime(), nullable=False),
+    Column("value", Float),
+    Column("figures", JSONType),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id", "as_of"),
+    Index(None, "metric"),
+)
+
+person_merges = Table(
+    "person_merges",
+    metadata,
+    _id(),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kept_person_id", Id, nullable=False),
+    Column("merged_person_id", Id, nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("detail", JSONType),
+)
+
+identity_overrides = Table(
+    "identity_overrides",
+    metadata,
+    _id(),
+    Column("learner_a_id", Id, ForeignKey("learners.id"), nullable=False),
+    Column("learner_b_id", Id, ForeignKey("learners.id"), nullable=False),
+    Column("action", String(10), nullable=False),
+    Column("note", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("learner_a_id", "learner_b_id"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    _id(),
+    Column("run_id", String(36), nullable=False),
+    Column("source_id", SourceId, ForeignKey("sources.id"), nullable=False),
+    Column("stream", String(50), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("result", String(20), nullable=False),
+    Column("records_read", Integer, nullable=False, default=0),
+    Column("records_written", Integer, nullable=False, default=0),
+    Column("records_skipped", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("cursor", JSONType),
+    Index(None, "source_id", "stream", "started_at"),
+    Index(None, "run_id"),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("source_id", SourceId, ForeignKey("sources.id"), primary_key=True),
+    Column("stream", String(50), primary_key=True),
+    Column("cursor", JSONType),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+RECORD_TABLES: dict[str, Table] = {
+    "learners": learners,
+    "courses": courses,
+    "enrollments": enrollments,
+    "activity_progress": activity_progress,
+    "stat_snapshots": stat_snapshots,
+}

@@ -1,0 +1,270 @@
+"""Writing canonical records: idempotent, batched, per-dialect upserts.
+
+``write_batch`` writes one batch of records in the caller's transaction:
+
+* a record whose ``row_hash`` equals the stored one is not written at all (no
+  ``updated_at`` churn), unless its row was soft-deleted (then it is revived);
+* new and changed rows go through one dialect upsert statement per table;
+* references by vendor id (an enrollment's learner and course, a course's
+  parent) are resolved to warehouse ids; a reference to a row we have not seen
+  yet creates a stub row (``row_hash`` empty) that the real record fills later;
+* a new enrollment, or one whose status/passed/progress/completed_at changed,
+  appends one ``enrollment_history`` row;
+* a snapshot series gains a row only when its figures differ from its latest row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, func, select, update
+
+from lms_sync.canonical import Record
+from lms_sync.warehouse import dialect as dialects
+from lms_sync.warehouse.tables import (
+    RECORD_TABLES,
+    courses,
+    enrollment_history,
+    enrollments,
+    learners,
+    stat_snapshots,
+)
+
+CHUNK = 500  # keys per IN (...) lookup: well below every driver's parameter limit
+_KEY = ("source_id", "external_id")
+_HISTORY_FIELDS = ("status", "passed", "progress_pct", "completed_at")
+_REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id"}
+
+
+@dataclass
+class WriteStats:
+    """What one batch wrote, per table."""
+
+    inserted: Counter[str] = field(default_factory=Counter)
+    updated: Counter[str] = field(default_factory=Counter)
+    unchanged: Counter[str] = field(default_factory=Counter)
+    stubs: Counter[str] = field(default_factory=Counter)
+    history: int = 0
+
+    @property
+    def written(self) -> int:
+        return sum(self.inserted.values()) + sum(self.updated.values())
+
+    def merge(self, other: WriteStats) -> None:
+        self.inserted.update(other.inserted)
+        self.updated.update(other.updated)
+        self.unchanged.update(other.unchanged)
+        self.stubs.update(other.stubs)
+        self.history += other.history
+
+    def by_table(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        out.update(self.inserted)
+        out.update(self.updated)
+        if self.history:
+            out["enrollment_history"] += self.history
+        return dict(out)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class BatchWriter:
+    """Writes batches of canonical records for one source."""
+
+    def __init__(self, conn: Connection, source_id: str, run_id: str | None = None) -> None:
+        self.conn = conn
+        self.source_id = source_id
+        self.run_id = run_id
+        self.dialect = dialects.name(conn)
+        self.learner_ids: set[int] = set()
+        """Ids of learners inserted or changed: what identity matching re-examines."""
+
+    def write(self, records: Iterable[Record], now: datetime, as_of: datetime | None = None) -> WriteStats:
+        """Write ``records``; snapshots get ``as_of`` (default ``now``)."""
+        by_table: dict[str, dict[str, Record]] = {name: {} for name in RECORD_TABLES}
+        for record in records:
+            by_table[record.table][record.external_id] = record  # last one wins
+        stats = WriteStats()
+        for name, table in RECORD_TABLES.items():
+            batch = list(by_table[name].values())
+            if not batch:
+                continue
+            if table is stat_snapshots:
+                self._write_snapshots(batch, as_of or now, stats)
+            else:
+                self._write_rows(table, batch, now, stats)
+        return stats
+
+    # ------------------------------------------------------------------ lookups
+
+    def existing(self, table: Table, external_ids: Sequence[str], *extra: str) -> dict[str, Any]:
+        """external_id -> row (id, row_hash, deleted_at, *extra) for this source."""
+        cols = [table.c.external_id, table.c.id, table.c.row_hash, table.c.deleted_at]
+        cols += [table.c[c] for c in extra]
+        out: dict[str, Any] = {}
+        for part in chunks(list(external_ids)):
+            rows = self.conn.execute(
+                select(*cols).where(table.c.source_id == self.source_id, table.c.external_id.in_(part))
+            )
+            for row in rows:
+                out[row.external_id] = row
+        return out
+
+    def resolve(self, table: Table, external_ids: set[str], now: datetime,
+                stats: WriteStats) -> dict[str, int]:
+        """external_id -> id, creating stub rows for ids not seen yet."""
+        if not external_ids:
+            return {}
+        found = {k: row.id for k, row in self.existing(table, sorted(external_ids)).items()}
+        missing = sorted(external_ids - found.keys())
+        if missing:
+            stub: dict[str, Any] = {"row_hash": "", "first_seen_at": now, "updated_at": now}
+            if table is courses:
+                stub["kind"] = "course"
+            if table is learners:
+                stub["is_placeholder"] = False
+            rows = [{"source_id": self.source_id, "external_id": x, **stub} for x in missing]
+            self.conn.execute(dialects.insert_ignore_statement(table, _KEY, self.dialect), rows)
+            stats.stubs[table.name] += len(missing)
+            found.update({k: row.id for k, row in self.existing(table, missing).items()})
+        return found
+
+    # ------------------------------------------------------------------ writers
+
+    def _write_rows(self, table: Table, batch: list[Record], now: datetime, stats: WriteStats) -> None:
+        extra = _HISTORY_FIELDS if table is enrollments else ()
+        current = self.existing(table, [r.external_id for r in batch], *extra)
+        todo: list[tuple[Record, str]] = []
+        for record in batch:
+            digest = record.content_hash()
+            row = current.get(record.external_id)
+            if row is not None and row.row_hash == digest and row.deleted_at is None:
+                stats.unchanged[table.name] += 1
+                continue
+            todo.append((record, digest))
+        if not todo:
+            return
+        refs = self._references(table, [r for r, _ in todo], now, stats)
+        rows = [self._row(table, record, digest, now, refs) for record, digest in todo]
+        update_cols = [c for c in rows[0] if c not in {"source_id", "external_id", "first_seen_at"}]
+        stmt = dialects.upsert_statement(table, _KEY, update_cols, self.dialect)
+        self.conn.execute(stmt, rows)
+        for record, _ in todo:
+            if record.external_id in current:
+                stats.updated[table.name] += 1
+            else:
+                stats.inserted[table.name] += 1
+        if table is learners:
+            ids = self.existing(learners, [r.external_id for r, _ in todo])
+            self.learner_ids.update(row.id for row in ids.values())
+        if table is courses:
+            self._link_parents([r for r, _ in todo], now, stats)
+        if table is enrollments:
+            self._append_history(todo, current, now, stats)
+
+    def _references(self, table: Table, records: list[Record], now: datetime, stats: WriteStats) -> dict:
+        refs: dict[str, dict[str, int]] = {}
+        if "learner_id" in table.c:
+            refs["learner"] = self.resolve(learners, {r.learner_external_id for r in records}, now, stats)
+            refs["course"] = self.resolve(courses, {r.course_external_id for r in records}, now, stats)
+        if "enrollment_id" in table.c:
+            wanted = {r.enrollment_external_id for r in records if r.enrollment_external_id}
+            found = self.existing(enrollments, sorted(wanted)) if wanted else {}
+            refs["enrollment"] = {k: row.id for k, row in found.items()}
+        return refs
+
+    def _row(self, table: Table, record: Record, digest: str, now: datetime, refs: dict) -> dict[str, Any]:
+        data = record.model_dump(exclude=_REFS)
+        row = {k: v for k, v in data.items() if k in table.c}
+        row.update(source_id=self.source_id, row_hash=digest, first_seen_at=now, updated_at=now,
+                   deleted_at=None)
+        if "learner_id" in table.c:
+            row["learner_id"] = refs["learner"][record.learner_external_id]
+            row["course_id"] = refs["course"][record.course_external_id]
+        if "enrollment_id" in table.c:
+            row["enrollment_id"] = refs["enrollment"].get(record.enrollment_external_id)
+        return row
+
+    def _link_parents(self, records: list[Record], now: datetime, stats: WriteStats) -> None:
+        children = [r for r in records if r.parent_external_id]
+        if not children:
+            return
+        parents = self.resolve(courses, {r.parent_external_id for r in children}, now, stats)
+        ids = self.existing(courses, [r.external_id for r in children])
+        for record in children:
+            self.conn.execute(
+                update(courses)
+                .where(courses.c.id == ids[record.external_id].id)
+                .values(parent_course_id=parents[record.parent_external_id])
+            )
+
+    def _append_history(self, todo: list[tuple[Record, str]], before: dict, now: datetime,
+                        stats: WriteStats) -> None:
+        changed = []
+        for record, _ in todo:
+            old = before.get(record.external_id)
+            new = tuple(getattr(record, f) for f in _HISTORY_FIELDS)
+            if old is None or old.row_hash == "" or tuple(getattr(old, f) for f in _HISTORY_FIELDS) != new:
+                changed.append(record)
+        if not changed:
+            return
+        ids = self.existing(enrollments, [r.external_id for r in changed])
+        rows = [
+            {"enrollment_id": ids[r.external_id].id, "run_id": self.run_id, "observed_at": now,
+             **{f: getattr(r, f) for f in _HISTORY_FIELDS}}
+            for r in changed
+        ]
+        self.conn.execute(enrollment_history.insert(), rows)
+        stats.history += len(rows)
+
+    def _write_snapshots(self, batch: list[Record], now: datetime, stats: WriteStats) -> None:
+        t = stat_snapshots
+        latest: dict[str, str] = {}
+        series = [r.external_id for r in batch]
+        for part in chunks(series):
+            newest = (
+                select(t.c.external_id, func.max(t.c.as_of).label("as_of"))
+                .where(t.c.source_id == self.source_id, t.c.external_id.in_(part))
+                .group_by(t.c.external_id)
+                .subquery()
+            )
+            rows = self.conn.execute(
+                select(t.c.external_id, t.c.row_hash).join(
+                    newest, and_(t.c.external_id == newest.c.external_id, t.c.as_of == newest.c.as_of)
+                ).where(t.c.source_id == self.source_id)
+            )
+            latest.update({row.external_id: row.row_hash for row in rows})
+        rows = []
+        for record in batch:
+            digest = record.content_hash()
+            if latest.get(record.external_id) == digest:
+                stats.unchanged[t.name] += 1
+                continue
+            data = {k: v for k, v in record.model_dump().items() if k in t.c}
+            rows.append({**data, "source_id": self.source_id, "as_of": now, "row_hash": digest,
+                         "first_seen_at": now, "updated_at": now})
+        if rows:
+            self.conn.execute(t.insert(), rows)
+            stats.inserted[t.name] += len(rows)
+
+
+def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[str],
+                 now: datetime) -> int:
+    """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
+    table = RECORD_TABLES[table_name]
+    live = conn.execute(
+        select(table.c.id, table.c.external_id).where(
+            table.c.source_id == source_id, table.c.deleted_at.is_(None), table.c.row_hash != ""
+        )
+    ).all()
+    gone = [row.id for row in live if row.external_id not in seen]
+    for part in chunks(gone):
+        conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
+    return len(gone)

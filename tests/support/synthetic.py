@@ -1,0 +1,99 @@
+"""A test connector standing in for a vendor: deterministic, no HTTP.
+
+Streams: ``users`` (incremental by a version counter, checkpoint every 50 rows)
+and ``enrollments`` (full refresh). Options control size, which rows changed,
+which were removed, and a crash after N records (``crash_after``; with
+``crash_hard`` the process dies with os._exit, like a kill -9).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from pydantic import SecretStr
+
+from lms_sync.canonical import Course, Enrollment, Learner
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+
+
+class SyntheticAuth(Settings):
+    token: SecretStr = SecretStr("synthetic-token")
+
+
+class SyntheticOptions(Settings):
+    users: int = 300
+    courses: int = 5
+    changed: list[int] = []      # user indexes whose enrollment progressed
+    removed: list[int] = []      # user indexes whose enrollment disappeared
+    version: int = 1             # users with index < bumped get this version
+    bumped: int = 0
+    crash_after: int | None = None
+    crash_hard: bool = False
+    fail_stream: str | None = None
+
+
+class Users(Stream):
+    name = "users"
+    full_refresh_tables = ()
+
+    def __init__(self, opts: SyntheticOptions) -> None:
+        self.opts = opts
+
+    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+        if self.opts.fail_stream == self.name:
+            raise RuntimeError("synthetic failure")
+        last = (ctx.cursor or {}).get("position", -1)
+        ctx.partial = ctx.cursor is not None
+        emitted = 0
+        for i in range(last + 1, self.opts.users):
+            version = self.opts.version if i < self.opts.bumped else 1
+            yield Learner(external_id=f"u{i}", email=f"User{i}@Example.com ", first_name="Ünï",
+                          last_name=f"Number{i}", hr_id=f"H{i}", raw={"i": i, "v": version})
+            emitted += 1
+            if self.opts.crash_after is not None and emitted >= self.opts.crash_after:
+                if self.opts.crash_hard:
+                    os._exit(9)
+                raise RuntimeError("synthetic crash")
+            if i % 50 == 49:
+                yield Checkpoint({"position": i})
+        yield Checkpoint({"position": self.opts.users - 1})
+
+
+class Enrollments(Stream):
+    name = "enrollments"
+    full_refresh_tables = ("enrollments",)
+
+    def __init__(self, opts: SyntheticOptions) -> None:
+        self.opts = opts
+
+    def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
+        if self.opts.fail_stream == self.name:
+            raise RuntimeError("synthetic failure")
+        for c in range(self.opts.courses):
+            yield Course(external_id=f"c{c}", title=f"Course {c}", duration_minutes=30 + c)
+        for i in range(self.opts.users):
+            if i in self.opts.removed:
+                continue
+            done = i in self.opts.changed
+            yield Enrollment(
+                external_id=f"u{i}:c{i % self.opts.courses}", learner_external_id=f"u{i}",
+                course_external_id=f"c{i % self.opts.courses}",
+                status="completed" if done else "in_progress", progress_pct=100 if done else 40,
+                passed=True if done else None, raw={"i": i, "done": done},
+            )
+
+
+class SyntheticConnector(Connector):
+    kind = "synthetic"
+    Auth = SyntheticAuth
+    Options = SyntheticOptions
+
+    def streams(self) -> list[Stream]:
+        return [Users(self.options), Enrollments(self.options)]
+
+
+def register() -> None:
+    from lms_sync.connectors import KINDS
+
+    KINDS.setdefault("synthetic", "tests.support.synthetic:SyntheticConnector")
