@@ -64,6 +64,8 @@ def prepare_engine(engine: Engine, schema: str | None) -> None:
     if schema and not _SAFE_SCHEMA.match(schema):
         raise ValueError(f"warehouse.schema {schema!r} must be a plain identifier")
 
+    _NAMESPACES[id(engine)] = f"{engine.url.database}/{schema or ''}"
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
@@ -84,10 +86,23 @@ def prepare_engine(engine: Engine, schema: str | None) -> None:
             dbapi_conn.commit()
 
 
-def lock_key(source_id: str) -> int:
+_NAMESPACES: dict[int, str] = {}
+
+
+def _namespace(engine: Engine) -> str:
+    """The warehouse a lock belongs to: two schemas on one server never block each other."""
+    return _NAMESPACES.get(id(engine), str(engine.url.database))
+
+
+def lock_key(source_id: str, namespace: str = "") -> int:
     """A stable signed 64-bit number for a source id (PostgreSQL advisory lock key)."""
-    digest = hashlib.blake2b(source_id.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{namespace}|{source_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _mysql_lock_name(source_id: str, namespace: str) -> str:
+    digest = hashlib.blake2b(f"{namespace}|{source_id}".encode(), digest_size=16).hexdigest()
+    return f"lms_sync:{digest}"
 
 
 class LockBusy(Exception):
@@ -107,15 +122,17 @@ def source_lock(engine: Engine, source_id: str) -> Iterator[None]:
         with _file_lock(engine, source_id):
             yield
         return
+    ns = _namespace(engine)
+    key, lock_name = lock_key(source_id, ns), _mysql_lock_name(source_id, ns)
     conn = engine.connect()
     try:
         if dialect == "postgresql":
             got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(source_id)}
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
             ).scalar()
         else:
             got = conn.execute(
-                text("SELECT GET_LOCK(:n, 0)"), {"n": f"lms_sync:{source_id}"[:64]}
+                text("SELECT GET_LOCK(:n, 0)"), {"n": lock_name}
             ).scalar()
         conn.commit()
         if not got:
@@ -124,9 +141,9 @@ def source_lock(engine: Engine, source_id: str) -> Iterator[None]:
             yield
         finally:
             if dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(source_id)})
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             else:
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": f"lms_sync:{source_id}"[:64]})
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
             conn.commit()
     finally:
         conn.close()
