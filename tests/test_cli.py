@@ -1,0 +1,105 @@
+"""The real CLI end to end, on every database: sync, status, db upgrade, check, logs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from sqlalchemy import func, select
+
+from lms_sync.warehouse.tables import learners, sync_runs
+from tests.cli_helpers import run_cli
+
+SECRET = "tok-Sup3rSecret-9d8f7e"
+
+
+def write_config(tmp_path, warehouse, fmt="json", **sources):
+    tree = {
+        "warehouse": warehouse.config_block(),
+        "logging": {"format": fmt, "level": "DEBUG"},
+        "sources": {
+            sid: {"kind": "synthetic", "base_url": "http://127.0.0.1:9",
+                  "auth": {"token": "${SYN_SECRET}"}, "options": opts}
+            for sid, opts in sources.items()
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return str(path)
+
+
+def test_sync_status_and_failing_source(tmp_path, warehouse):
+    cfg = write_config(tmp_path, warehouse, good={"users": 120},
+                       bad={"users": 10, "fail_stream": "enrollments"})
+    env = {"SYN_SECRET": SECRET}
+    proc = run_cli("sync", "--config", cfg, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "good: succeeded" in proc.stdout and "bad: failed" in proc.stdout
+    with warehouse.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(learners)
+                            .where(learners.c.source_id == "good")).scalar() == 120
+        results = dict(conn.execute(
+            select(sync_runs.c.source_id + ":" + sync_runs.c.stream, sync_runs.c.result)).all())
+    assert results == {"good:users": "succeeded", "good:enrollments": "succeeded",
+                       "bad:users": "succeeded", "bad:enrollments": "failed"}
+
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert {"sync.started", "batch.written", "sync.finished", "sync.failed"} <= {e["event"] for e in events}
+    run_lines = [e for e in events if e["event"] in {"sync.started", "batch.written", "sync.finished"}]
+    assert all({"run_id", "source", "kind", "stream"} <= e.keys() for e in run_lines)
+    assert SECRET not in proc.stderr + proc.stdout
+
+    proc = run_cli("sync", "--config", cfg, "--source", "good", env=env)
+    assert proc.returncode == 0
+    assert "good: succeeded (users 0 read/0 written, enrollments 125 read/0 written)" in proc.stdout
+
+    status = run_cli("status", "--config", cfg, env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SOURCE", "STREAM", "LAST_RUN", "RESULT"]
+    good_users = next(line for line in lines if line.startswith("good") and " users " in line)
+    assert "succeeded" in good_users and '{"position":119}' in good_users
+    assert any(line.startswith("  ! bad/enrollments: synthetic failure") for line in lines)
+    assert "learners per source: bad=10, good=120" in status.stdout
+
+    as_json = json.loads(run_cli("status", "--config", cfg, "--format", "json", env=env).stdout)
+    assert {r["source"] for r in as_json["streams"]} == {"good", "bad"}
+
+
+def test_db_upgrade_and_no_migrate(tmp_path, unmigrated_warehouse):
+    cfg = write_config(tmp_path, unmigrated_warehouse, s={"users": 5})
+    env = {"SYN_SECRET": SECRET}
+    proc = run_cli("sync", "--config", cfg, "--no-migrate", env=env)
+    assert proc.returncode != 0  # no tables yet
+    proc = run_cli("db", "upgrade", "--config", cfg, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "warehouse at revision" in proc.stdout
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert events and all("event" in e for e in events)  # alembic's lines are JSON too
+    assert run_cli("sync", "--config", cfg, "--no-migrate", env=env).returncode == 0
+
+
+def test_unreachable_warehouse_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("warehouse: {url: 'postgresql+psycopg://nobody:pw-secret-77@127.0.0.1:1/x'}\n")
+    proc = run_cli("sync", "--config", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot reach the warehouse" in proc.stderr
+    assert "pw-secret-77" not in proc.stderr
+
+
+def test_console_format_is_readable_and_redacted(tmp_path, sqlite_warehouse):
+    cfg = write_config(tmp_path, sqlite_warehouse, fmt="console", s={"users": 5})
+    proc = run_cli("sync", "--config", cfg, env={"SYN_SECRET": SECRET})
+    assert proc.returncode == 0
+    assert "sync.finished" in proc.stderr and not proc.stderr.lstrip().startswith("{")
+    assert SECRET not in proc.stderr
+
+
+def test_check_validates_without_writing(tmp_path, sqlite_warehouse):
+    cfg = write_config(tmp_path, sqlite_warehouse, s={"users": 5})
+    proc = run_cli("check", "--config", cfg, env={"SYN_SECRET": SECRET})
+    assert proc.returncode == 0, proc.stderr
+    assert "s: ok" in proc.stdout and "valid, 1 source(s)" in proc.stdout
+    with sqlite_warehouse.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sync_runs)).scalar() == 0

@@ -1,0 +1,118 @@
+"""Config loading: interpolation, validation, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from pydantic import SecretStr
+
+from lms_sync.config import load_config, parse_config
+from lms_sync.errors import ConfigError
+from tests.cli_helpers import run_cli
+
+GOOD = """
+warehouse: {url: "sqlite:///%(db)s"}
+sources:
+  syn-a:
+    kind: synthetic
+    base_url: http://127.0.0.1:9
+    schedule: "*/5 * * * *"
+    auth: {token: "${SYN_TOKEN:-fallback-token}"}
+    options: {users: 20}
+"""
+
+
+def write(tmp_path, text: str, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text) % {"db": tmp_path / "w.db"}, encoding="utf-8")
+    return path
+
+
+def test_env_interpolation_and_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYN_TOKEN", "from-env-123")
+    cfg = load_config(write(tmp_path, GOOD))
+    source = cfg.sources["syn-a"]
+    assert isinstance(source.auth.token, SecretStr)
+    assert source.auth.token.get_secret_value() == "from-env-123"
+    assert source.options.users == 20
+    assert cfg.schedule_of(source) == ("*/5 * * * *", "UTC")
+    assert "from-env-123" in cfg.secret_values()
+    assert "from-env-123" not in repr(cfg)
+    monkeypatch.delenv("SYN_TOKEN")
+    assert load_config(write(tmp_path, GOOD)).sources["syn-a"].auth.token.get_secret_value() == \
+        "fallback-token"
+
+
+def test_example_config_is_valid(monkeypatch):
+    for var in ("ABSORB_API_KEY", "ABSORB_USER", "ABSORB_PASSWORD", "ISPRING_CLIENT_ID",
+                "ISPRING_CLIENT_SECRET", "UDEMY_CLIENT_ID", "UDEMY_CLIENT_SECRET",
+                "UDEMY_ORGANIZATION_ID", "SPARKWISE_API_KEY", "MONOTREE_API_KEY"):
+        monkeypatch.setenv(var, "x-" + var.lower())
+    from lms_sync.connectors import available_kinds
+
+    cfg = load_config("config.example.yaml") if set(available_kinds()) >= {
+        "absorb", "ispring", "udemy", "sessions", "academy"} else None
+    if cfg is not None:
+        assert {s.kind for s in cfg.sources.values()} == {"absorb", "ispring", "udemy", "sessions",
+                                                           "academy"}
+
+
+BAD_CASES = {
+    "unknown-kind": (
+        "sources:\n  a:\n    kind: moodle\n    base_url: http://x\n",
+        ["unknown source kind 'moodle'", "sources.a.kind", "use one of"],
+    ),
+    "missing-env": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n"
+        "    auth: {token: \"${LMS_SYNC_TEST_UNSET_VAR}\"}\n",
+        ["environment variable LMS_SYNC_TEST_UNSET_VAR is not set", "sources.a.auth.token"],
+    ),
+    "bad-cron": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n    schedule: \"every hour\"\n",
+        ["cron expression", "sources.a.schedule"],
+    ),
+    "wrong-type": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n    options: {users: lots}\n",
+        ["sources.a.options.users", "valid integer"],
+    ),
+    "unknown-option": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n    options: {pagesize: 5}\n",
+        ["unknown key", "sources.a.options.pagesize"],
+    ),
+    "bad-yaml": ("sources: [unclosed\n", ["not valid YAML", "config.yaml:"]),
+    "missing-file": (None, ["not found", "--config"]),
+    "bad-timezone": ("defaults: {timezone: Mars/Olympus}\n", ["unknown timezone", "defaults.timezone"]),
+    "bad-warehouse-url": ("warehouse: {url: 'nonsense'}\n", ["warehouse.url"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_config_is_one_line_exit_2(case, tmp_path):
+    text, expected = BAD_CASES[case]
+    path = tmp_path / "config.yaml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    proc = run_cli("sync", "--config", str(path))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("lms-sync: error: ")
+    assert "Traceback" not in proc.stderr
+    for fragment in expected:
+        assert fragment in lines[0]
+
+
+def test_secret_typed_wrongly_is_not_echoed(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"sources": {"a": {"kind": "synthetic", "base_url": "http://x",
+                                        "auth": {"token": ["hunter2-secret"]}}}})
+    assert "hunter2" not in str(err.value)
+    assert "sources.a.auth.token" in str(err.value)
+
+
+def test_unknown_source_on_command_line(tmp_path):
+    path = write(tmp_path, GOOD)
+    proc = run_cli("sync", "--config", str(path), "--source", "nope")
+    assert proc.returncode == 2
+    assert "unknown source 'nope'" in proc.stderr and "syn-a" in proc.stderr
