@@ -202,7 +202,8 @@ class HttpClient:
         if response.status_code == 429:
             self._count("throttled")
         self.budget.observe(response.headers)
-        self.log.debug("http.response", method=method, path=url.path, status=response.status_code)
+        self.log.debug("page.fetched", method=method, path=url.path, status=response.status_code,
+                       bytes=len(response.content), ms=round(response.elapsed.total_seconds() * 1000, 1))
         return response
 
     def _wait(self, state: RetryCallState) -> float:
