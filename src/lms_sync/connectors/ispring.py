@@ -1,0 +1,374 @@
+"""iSpring Learn REST API (XML), ``kind: ispring``.
+
+Auth: ``POST /api/v3/token`` (form: client_id, client_secret, grant_type=client_credentials)
+-> JSON ``access_token``/``expires_in``; sent as ``Authorization: Bearer <token>``, renewed a
+minute before it expires and once on a 401.
+
+Streams (no change feed: every run reads everything; the warehouse skips unchanged rows
+and soft-deletes what a complete read no longer returns):
+
+* ``users``: ``GET /departments`` first (department id -> name), then ``GET /users/v2`` ->
+  learners (status 1 active, 3 inactive, 5 terminated; only 1 is ``is_active``).
+* ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1,3,5`` (the vendor
+  defaults to active users only, which would drop leavers' history) -> one enrollment per
+  module result, plus the course (kind ``course``) and its module (kind ``module``).
+
+External ids: learner = ``userId``; course = ``courseId``; module = ``courseId:moduleId`` (a
+module may sit in several courses); enrollment = ``enrollmentId:moduleId`` (the vendor's
+samples repeat neither, but a course enrollment spans modules), or
+``userId:courseId:moduleId`` when a row has no enrollmentId.
+
+``department_ids`` are expanded with their sub-departments (from ``GET /departments``) and
+restrict both the learners and the results (``departmentIds[]``).
+
+XML is parsed with lxml, entities/DTD/network off, streamed row by row with iterparse
+(rows are cleared as they are read, so memory stays flat as pages grow); a body that
+declares a DTD is refused, as is one that is not well-formed (a DataError naming the page).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+from lxml import etree
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.http.auth import Token, TokenAuth
+from lms_sync.http.errors import classify_response, classify_transport
+from lms_sync.http.paging import PageTokenPaginator
+
+TOKEN_PATH = "/api/v3/token"
+SAFE_XML = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+STATUS_MAP: dict[str, tuple[EnrollmentStatus, bool | None]] = {
+    "not_started": (EnrollmentStatus.NOT_STARTED, None),
+    "in_progress": (EnrollmentStatus.IN_PROGRESS, None),
+    "pending": (EnrollmentStatus.PENDING, None),
+    "complete": (EnrollmentStatus.COMPLETED, None),
+    "passed": (EnrollmentStatus.COMPLETED, True),
+    "accepted": (EnrollmentStatus.COMPLETED, None),
+    "incomplete": (EnrollmentStatus.INCOMPLETE, None),
+    "failed": (EnrollmentStatus.FAILED, False),
+    "declined": (EnrollmentStatus.DECLINED, None),
+}
+ACTIVE_STATUS = 1
+PROFILE_FIELDS = {"FIRST_NAME": "firstName", "LAST_NAME": "lastName", "EMAIL": "email", "LOGIN": "login"}
+
+
+# ---------------------------------------------------------------------------- XML
+
+
+class XmlRows:
+    """The ``row_tag`` elements of one XML page as dicts, streamed; ``next_token`` is set
+    once the rows are exhausted. Errors name the source, path and page."""
+
+    def __init__(self, body: bytes, row_tag: str, *, source: str = "", path: str = "",
+                 page: int = 1) -> None:
+        self.body, self.row_tag, self.source, self.path, self.page = body, row_tag, source, path, page
+        self.next_token: str | None = None
+
+    def _error(self, problem: str) -> DataError:
+        return DataError(f"page {self.page} of {self.path or 'the response'}: {problem}",
+                         source=self.source, fix="the vendor sent a broken page; retry later or "
+                         "report it to iSpring")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        events = etree.iterparse(io.BytesIO(self.body), events=("start", "end"), **SAFE_XML)
+        depth = 0
+        try:
+            for event, el in events:
+                if event == "start":
+                    depth += 1
+                    if depth == 1 and el.getroottree().docinfo.doctype:
+                        raise self._error("the XML declares a DTD/entities; refused")
+                    continue
+                depth -= 1
+                if el.tag == self.row_tag and depth == 2:
+                    yield _element_dict(el)
+                    el.clear(keep_tail=False)
+                    while el.getprevious() is not None:
+                        del el.getparent()[0]
+                elif el.tag in ("nextPageToken", "nextPageToekn") and depth == 1:
+                    self.next_token = (el.text or "").strip() or self.next_token
+        except etree.XMLSyntaxError as exc:
+            raise self._error(f"the XML is not well-formed ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _element_dict(el: Any) -> dict[str, Any]:
+    return {child.tag: _element_value(child) for child in el if isinstance(child.tag, str)}
+
+
+def _element_value(el: Any) -> Any:
+    kids = [c for c in el if isinstance(c.tag, str)]
+    if not kids:
+        return (el.text or "").strip() or None
+    if len({c.tag for c in kids}) == 1 and (len(kids) > 1 or el.tag == kids[0].tag + "s"):
+        return [_element_value(c) for c in kids]  # <fields><field>...: a list
+    return _element_dict(el)
+
+
+def describe_error(response: httpx.Response) -> str | None:
+    """``<response><code/><message/></response>``, a JSON error, or a plain-text line."""
+    body = response.content[:65536].strip()
+    if body.startswith(b"<"):
+        try:
+            root = etree.fromstring(body, etree.XMLParser(**SAFE_XML))
+        except etree.XMLSyntaxError:
+            return None
+        if root.getroottree().docinfo.doctype:
+            return None
+        parts = [(root.findtext(t) or "").strip() for t in ("code", "message")]
+        return ": ".join(p for p in parts if p)[:300] or None
+    if body.startswith(b"{"):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        text = data.get("error_description") or data.get("message") or data.get("error")
+        return str(text)[:300] if text else None
+    text = body.decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:200] if text else None
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class IspringUser(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    userId: str = Field(min_length=1)
+    status: int | None = None
+    departmentId: str | None = None
+    login: str | None = None
+    email: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> IspringUser:
+        """Profile fields come as ``<fields><field><name>FIRST_NAME</name><value>``."""
+        data = dict(row)
+        for field in row.get("fields") or []:
+            if isinstance(field, dict) and field.get("name") in PROFILE_FIELDS:
+                data.setdefault(PROFILE_FIELDS[field["name"]], field.get("value"))
+        return cls.model_validate(data)
+
+    def field(self, name: str) -> str | None:
+        for field in getattr(self, "fields", None) or []:
+            if isinstance(field, dict) and field.get("name") == name:
+                return field.get("value")
+        return None
+
+
+class IspringResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    userId: str = Field(min_length=1)
+    courseId: str = Field(min_length=1)
+    moduleId: str = Field(min_length=1)
+    moduleTitle: str | None = None
+    courseItemId: str | None = None
+    enrollmentId: str | None = None
+    accessDate: datetime | None = None
+    dueDate: datetime | None = None
+    expirationDate: datetime | None = None
+    completionDate: datetime | None = None
+    timeSpent: float | None = None
+    completionStatus: str
+    progress: float | None = None
+    isOverdue: bool | None = None
+    viewsCount: int | None = None
+    awardedScore: float | None = None
+    passingScore: float | None = None
+
+
+def normalize_user(user: IspringUser, departments: dict[str, Department], raw: dict[str, Any],
+                   hr_id_field: str | None = None) -> Learner:
+    dept = departments.get(user.departmentId or "")
+    names = [n for n in (user.firstName, user.lastName) if n]
+    return Learner(
+        external_id=user.userId, email=user.email, first_name=user.firstName,
+        last_name=user.lastName, display_name=" ".join(names) or user.login,
+        hr_id=user.field(hr_id_field) if hr_id_field else None,
+        department=dept.name if dept else None, is_active=user.status == ACTIVE_STATUS, raw=raw,
+    )
+
+
+def normalize_result(result: IspringResult, raw: dict[str, Any]) -> tuple[Course, Course, Enrollment]:
+    if result.completionStatus not in STATUS_MAP:
+        raise ValueError(f"unknown completionStatus {result.completionStatus!r}")
+    status, passed = STATUS_MAP[result.completionStatus]
+    course = Course(external_id=result.courseId, kind=CourseKind.COURSE, raw={"courseId": result.courseId})
+    module_id = f"{result.courseId}:{result.moduleId}"
+    module = Course(external_id=module_id, kind=CourseKind.MODULE, title=result.moduleTitle,
+                    parent_external_id=result.courseId,
+                    raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
+    key = (f"{result.enrollmentId}:{result.moduleId}" if result.enrollmentId
+           else f"{result.userId}:{result.courseId}:{result.moduleId}")
+    enrollment = Enrollment(
+        external_id=key, learner_external_id=result.userId, course_external_id=module_id,
+        status=status, passed=passed, vendor_status=result.completionStatus,
+        progress_pct=result.progress, score=result.awardedScore, time_spent_seconds=result.timeSpent,
+        enrolled_at=result.accessDate, completed_at=result.completionDate, due_at=result.dueDate,
+        expires_at=result.expirationDate, is_overdue=result.isOverdue, raw=raw,
+    )
+    return course, module, enrollment
+
+
+# ---------------------------------------------------------------------------- connector
+
+
+class Department(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    departmentId: str
+    name: str | None = None
+    parentDepartmentId: str | None = None
+
+
+class IspringAuth(Settings):
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+
+
+class IspringOptions(Settings):
+    page_size: int = Field(default=1000, ge=1, le=1000)
+    user_statuses: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    department_ids: list[str] = Field(default_factory=list)
+    course_ids: list[str] = Field(default_factory=list)
+    hr_id_field: str | None = None
+    """Name of a user profile field holding the employee id (e.g. a custom EMPLOYEE_ID)."""
+
+
+class IspringConnector(Connector):
+    kind = "ispring"
+    Auth = IspringAuth
+    Options = IspringOptions
+
+    def __init__(self, source: Any, log: Any) -> None:
+        super().__init__(source, log)
+        self.token_auth = TokenAuth(self._fetch_token)
+        self.make_client(auth=self.token_auth, describe_error=describe_error)
+        self._departments: dict[str, Department] | None = None
+
+    def _fetch_token(self, client: httpx.Client) -> Token:
+        assert self.http is not None
+        sid = self.source.id
+        form = {"client_id": self.auth.client_id, "grant_type": "client_credentials",
+                "client_secret": self.auth.client_secret.get_secret_value()}
+        try:
+            resp = client.post(self.http.url(TOKEN_PATH), data=form, headers={"Accept": "application/json"})
+        except httpx.TransportError as exc:
+            raise classify_transport(exc, sid, TOKEN_PATH) from None
+        if resp.status_code in (400, 401, 403):
+            detail = describe_error(resp)
+            raise CredentialsRejected(
+                "the token endpoint refused the client credentials" + (f": {detail}" if detail else ""),
+                source=sid, path=TOKEN_PATH, status=resp.status_code,
+                fix="check auth.client_id and auth.client_secret (Settings > API in iSpring Learn)")
+        error = classify_response(resp, sid, describe_error)
+        if error is not None:
+            raise error
+        try:
+            data = resp.json()
+            return Token(str(data["access_token"]), time.monotonic() + float(data.get("expires_in") or 1800))
+        except (ValueError, KeyError, TypeError):
+            raise DataError("the token response is not JSON with access_token", source=sid,
+                            path=TOKEN_PATH, status=resp.status_code) from None
+
+    def pages(self, path: str, row_tag: str, params: list[tuple[str, Any]],
+              ctx: ReadContext) -> Iterator[dict[str, Any]]:
+        """Every row of a pageToken-paged XML list."""
+        assert self.http is not None
+        pager, page = PageTokenPaginator("pageToken"), 0
+        while pager.has_next:
+            page += 1
+            query = [*params, ("pageSize", self.options.page_size), *pager.next_request().params.items()]
+            resp = self.http.get(path, params=query)
+            rows = XmlRows(resp.content, row_tag, source=self.source.id, path=path, page=page)
+            count = 0
+            for row in rows:
+                count += 1
+                yield row
+            ctx.count("pages")
+            pager.update(count=count, next_token=rows.next_token)
+
+    def departments(self, ctx: ReadContext) -> dict[str, Department]:
+        if self._departments is None:
+            found = {}
+            for row in self.pages("/departments", "department", [], ctx):
+                dept = ctx.normalize(row.get("departmentId"), lambda r=row: Department.model_validate(r))
+                if dept is not None:
+                    found[dept.departmentId] = dept
+            self._departments = found
+        return self._departments
+
+    def department_scope(self, ctx: ReadContext) -> set[str] | None:
+        """``department_ids`` and all their sub-departments (None: no filter)."""
+        if not self.options.department_ids:
+            return None
+        depts, scope = self.departments(ctx), set(self.options.department_ids)
+        grew = True
+        while grew:
+            more = {d.departmentId for d in depts.values() if d.parentDepartmentId in scope}
+            grew = bool(more - scope)
+            scope |= more
+        return scope
+
+    def streams(self) -> list[Stream]:
+        return [UsersStream(self), ResultsStream(self)]
+
+
+class UsersStream(Stream):
+    name = "users"
+    full_refresh_tables = ("learners",)
+
+    def __init__(self, conn: IspringConnector) -> None:
+        self.conn = conn
+
+    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+        depts, scope = self.conn.departments(ctx), self.conn.department_scope(ctx)
+        hr_field, n = self.conn.options.hr_id_field, 0
+        for row in self.conn.pages("/users/v2", "userProfile", [], ctx):
+            learner = ctx.normalize(row.get("userId"), lambda r=row: normalize_user(
+                IspringUser.from_row(r), depts, r, hr_field))
+            if learner is None or (scope is not None and row.get("departmentId") not in scope):
+                continue
+            n += 1
+            yield learner
+        yield Checkpoint({"full_read": True, "learners": n})
+
+
+class ResultsStream(Stream):
+    name = "results"
+    full_refresh_tables = ("enrollments", "courses")
+
+    def __init__(self, conn: IspringConnector) -> None:
+        self.conn = conn
+
+    def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
+        opts = self.conn.options
+        params: list[tuple[str, Any]] = [("userStatuses[]", s) for s in opts.user_statuses]
+        params += [("courseIds[]", c) for c in opts.course_ids]
+        scope = self.conn.department_scope(ctx)
+        params += [("departmentIds[]", d) for d in sorted(scope or ())]
+        seen: set[str] = set()
+        n = 0
+        for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
+            records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
+                                    lambda r=row: normalize_result(IspringResult.model_validate(r), r))
+            if records is None:
+                continue
+            for record in records[:2]:
+                if record.external_id not in seen:
+                    seen.add(record.external_id)
+                    yield record
+            n += 1
+            yield records[2]
+        yield Checkpoint({"full_read": True, "results": n})
