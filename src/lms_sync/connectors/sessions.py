@@ -1,0 +1,398 @@
+"""Sparkwise Account API (live facilitated sessions), ``kind: sessions``.
+
+Auth: a static API key in a header whose name Sparkwise does not publish
+(option ``api_key_header``, default ``x-api-key``); the endpoint paths are not
+published either (option ``paths``). Error bodies are
+``{"success": false, "error": {"message", "metadata"}, "data": null}``.
+
+Streams, in order:
+
+``users``
+    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page) ->
+    :class:`Learner`. **External id = ``remoteId``** (the customer's HR id) when
+    the user has one, else the Sparkwise ``id`` (64 hex). Completions name their
+    participant only by ``remoteUserId``, so keying learners by ``remoteId`` makes
+    a completion resolve to the same learner row as the user. ``hr_id`` =
+    ``remoteId``; no email exists in these shapes. Sparkwise deactivates users
+    (``active: false``) rather than deleting them, so this stream soft-deletes
+    nothing (it would also delete the stub learners below).
+``clusters``
+    ``GET session-clusters`` without ``from``/``to`` (both optional; the list is
+    unpaged and small), read whole every run because a creation-time window
+    would miss edits to older clusters. A cluster -> :class:`Course` of kind
+    ``session`` (external id = ``clusterId``), whose parent is a course of kind
+    ``module`` (external id ``module:<moduleId>``). Nothing is soft-deleted:
+    completions of a removed cluster still point at its course.
+``completions``
+    ``GET session-completions?from=&to=`` (a bare JSON array, filtered on when
+    the session took place; ``from`` inclusive, ``to`` exclusive and later than
+    ``from``) -> :class:`Enrollment` (external id = the completion ``id``). No
+    change feed exists, so each run reads the window [saved ``to`` minus
+    ``lag_days``, now), first run from ``start_date`` (default 365 days back),
+    in slices of ``window_days``; the cursor is ``{"to": iso}``. An empty window
+    is never requested. Rows whose vendor ``hash`` is unchanged give identical
+    records (``raw`` carries the hash), so the warehouse writes nothing for them.
+    A ``remoteUserId`` matching no Sparkwise user still lands: a stub
+    :class:`Learner` (external id and ``hr_id`` = ``remoteUserId``) is emitted,
+    counted (``unknown_users``) and logged; a cluster missing from the cluster
+    list gets a course built from the completion's module fields
+    (``unknown_clusters``).
+
+Completion -> enrollment: status by :data:`STATUS_RULES` (first match wins);
+``percentageStepsVisited`` -> ``progress_pct``; ``timeInSessionMins`` * 60 ->
+``time_spent_seconds``; first/last visit -> ``started_at``/``last_activity_at``;
+``sessionScheduledStartAt`` -> ``due_at`` (when the learner is expected);
+``completed_at`` = last visit, else the scheduled end, for attended rows;
+``vendor_status`` = ``attended`` / ``not_attended``. Both scheduled times stay in ``raw``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, utc
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.errors import DataError
+from lms_sync.http import HeaderAuth, PageNumberPaginator
+
+S = EnrollmentStatus
+STATUS_RULES: tuple[tuple[dict[str, bool], EnrollmentStatus], ...] = (
+    ({"attended": True}, S.COMPLETED),
+    ({"ended": True}, S.ABSENT),
+    ({"visited": True}, S.IN_PROGRESS),
+    ({}, S.NOT_STARTED),
+)
+"""Facts of a completion -> canonical status; the first rule whose facts all hold wins."""
+
+MODULE_FIELDS = ("moduleId", "moduleName", "moduleCategory", "moduleDescription",
+                 "moduleThumbnailUrl", "duration")
+
+
+class SessionsAuth(Settings):
+    api_key: SecretStr
+
+
+class SessionsPaths(Settings):
+    clusters: str = "/v1/session-clusters"
+    completions: str = "/v1/session-completions"
+    users: str = "/v1/users"
+
+
+class SessionsOptions(Settings):
+    api_key_header: str = Field("x-api-key", min_length=1)
+    paths: SessionsPaths = Field(default_factory=SessionsPaths)
+    start_date: datetime | None = None  # default: 365 days before the run
+    lag_days: float = Field(7, ge=0)
+    window_days: float = Field(31, gt=0)  # one completions request covers at most this
+    page_size: int = Field(200, ge=1, le=200)
+
+
+# ------------------------------------------------------------------ vendor shapes
+
+class _Vendor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class User(_Vendor):
+    id: str = Field(min_length=1)
+    firstName: str | None = None
+    lastName: str | None = None
+    active: bool | None = None
+    remoteId: str | None = None
+
+
+class Cluster(_Vendor):
+    clusterId: str = Field(min_length=1)
+    moduleId: str | None = None
+    moduleName: str | None = None
+    moduleCategory: str | None = None
+    moduleDescription: str | None = None
+    duration: float | None = None
+
+
+class Completion(Cluster):
+    id: str = Field(min_length=1)
+    remoteUserId: str = Field(min_length=1)
+    attended: bool = False
+    sessionScheduledStartAt: datetime | None = None
+    sessionScheduledEndAt: datetime | None = None
+    participantFirstVisitedAt: datetime | None = None
+    participantLastVisitedAt: datetime | None = None
+    timeInSessionMins: float | None = Field(None, ge=0)
+    stepsVisited: int | None = None
+    percentageStepsVisited: float | None = None
+    hash: str | None = None
+
+
+# ------------------------------------------------------------------ normalization (pure)
+
+def learner_key(user: dict[str, Any]) -> str:
+    return user.get("remoteId") or user["id"]
+
+
+def normalize_user(raw: dict[str, Any]) -> Learner:
+    u = User.model_validate(raw)
+    name = " ".join(p for p in (u.firstName, u.lastName) if p) or None
+    return Learner(external_id=u.remoteId or u.id, first_name=u.firstName, last_name=u.lastName,
+                   display_name=name, hr_id=u.remoteId, is_active=u.active, raw=raw)
+
+
+def stub_learner(remote_user_id: str) -> Learner:
+    """A participant Sparkwise has no user for: known only by the customer's HR id."""
+    return Learner(external_id=remote_user_id, hr_id=remote_user_id, is_active=None,
+                   raw={"remoteUserId": remote_user_id, "stub": "no Sparkwise user has this remoteId"})
+
+
+def normalize_module(raw: dict[str, Any]) -> Course | None:
+    m = Cluster.model_validate({"clusterId": "-", **raw})
+    if not m.moduleId:
+        return None
+    return Course(external_id=f"module:{m.moduleId}", kind=CourseKind.MODULE, title=m.moduleName,
+                  category=m.moduleCategory, description=m.moduleDescription,
+                  duration_minutes=m.duration, raw={k: raw.get(k) for k in MODULE_FIELDS})
+
+
+def normalize_cluster(raw: dict[str, Any]) -> Course:
+    c = Cluster.model_validate(raw)
+    return Course(external_id=c.clusterId, kind=CourseKind.SESSION, title=c.moduleName,
+                  category=c.moduleCategory, description=c.moduleDescription,
+                  duration_minutes=c.duration,
+                  parent_external_id=f"module:{c.moduleId}" if c.moduleId else None, raw=raw)
+
+
+def cluster_from_completion(raw: dict[str, Any]) -> dict[str, Any]:
+    """The cluster fields a completion repeats (for a cluster the list lacks)."""
+    return {"clusterId": raw["clusterId"], **{k: raw.get(k) for k in MODULE_FIELDS},
+            "source": "completion"}
+
+
+def status_of(facts: dict[str, bool]) -> EnrollmentStatus:
+    for when, status in STATUS_RULES:
+        if all(facts.get(k) == v for k, v in when.items()):
+            return status
+    raise ValueError(f"no status rule matches {facts}")
+
+
+def normalize_completion(raw: dict[str, Any], now: datetime, learner_id: str | None = None) -> Enrollment:
+    c = Completion.model_validate(raw)
+    end = utc(c.sessionScheduledEndAt)
+    if end is None and c.sessionScheduledStartAt and c.duration is not None:
+        end = utc(c.sessionScheduledStartAt) + timedelta(minutes=c.duration)
+    facts = {
+        "attended": c.attended,
+        "ended": end is not None and end <= now,
+        "visited": bool(c.participantFirstVisitedAt or c.timeInSessionMins or c.stepsVisited),
+    }
+    status = status_of(facts)
+    done = status == S.COMPLETED
+    return Enrollment(
+        external_id=c.id, learner_external_id=learner_id or c.remoteUserId,
+        course_external_id=c.clusterId, status=status, passed=None,
+        progress_pct=c.percentageStepsVisited,
+        time_spent_seconds=None if c.timeInSessionMins is None else c.timeInSessionMins * 60,
+        started_at=c.participantFirstVisitedAt, last_activity_at=c.participantLastVisitedAt,
+        completed_at=(c.participantLastVisitedAt or end) if done else None,
+        due_at=c.sessionScheduledStartAt,
+        vendor_status="attended" if c.attended else "not_attended", raw=raw,
+    )
+
+
+def window(cursor: dict[str, Any] | None, since: datetime | None, now: datetime,
+           opts: SessionsOptions) -> tuple[datetime, datetime]:
+    """[from, to) of this run, whole seconds; callers skip it when from >= to."""
+    to = now.astimezone(UTC).replace(microsecond=0)
+    if since is not None:
+        start = utc(since)
+    elif cursor and cursor.get("to"):
+        start = datetime.fromisoformat(cursor["to"]) - timedelta(days=opts.lag_days)
+    elif opts.start_date is not None:
+        start = utc(opts.start_date)
+    else:
+        start = to - timedelta(days=365)
+    assert start is not None
+    return start.astimezone(UTC).replace(microsecond=0), to
+
+
+def slices(start: datetime, end: datetime, days: float) -> list[tuple[datetime, datetime]]:
+    out, step = [], timedelta(days=days)
+    while start < end:
+        out.append((start, min(start + step, end)))
+        start = out[-1][1]
+    return out
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_error(response: httpx.Response) -> str | None:
+    """``{"success": false, "error": {"message"}}`` -> the message."""
+    try:
+        return error_message(response.json())
+    except ValueError:
+        return None
+
+
+def error_message(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    message = message or body.get("message")
+    return str(message).splitlines()[0][:300] if message else None
+
+
+# ------------------------------------------------------------------ connector
+
+class SessionsConnector(Connector):
+    kind = "sessions"
+    Auth = SessionsAuth
+    Options = SessionsOptions
+
+    def __init__(self, source: Any, log: Any) -> None:
+        super().__init__(source, log)
+        key = self.auth.api_key.get_secret_value()
+        self.client = self.make_client(HeaderAuth({self.options.api_key_header: key}),
+                                       describe_error=describe_error)
+        self._clusters: dict[str, dict[str, Any]] | None = None
+        self._learner_keys: dict[str, str] | None = None  # remoteId and id -> learner key
+
+    def streams(self) -> list[Stream]:
+        return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
+
+    def envelope(self, body: Any, path: str) -> dict[str, Any]:
+        """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""
+        if isinstance(body, dict) and body.get("success") is not False \
+                and isinstance(body.get("data"), dict):
+            return body["data"]
+        message = error_message(body) or "unexpected body shape"
+        raise DataError(f"the vendor sent no data: {message}", source=self.source.id, path=path,
+                        fix="check the paths option against the vendor's API")
+
+    def user_pages(self) -> Iterator[list[dict[str, Any]]]:
+        path, size = self.options.paths.users, self.options.page_size
+        pager = PageNumberPaginator("page", start=0, page_size=size)
+        keys: dict[str, str] = {}
+        while pager.has_next:
+            params = {**pager.next_request().params, "pageSize": size}
+            data = self.envelope(self.client.get_json(path, params=params), path)
+            items = [u for u in data.get("items") or [] if isinstance(u, dict)]
+            pager.update(count=len(items), total_pages=data.get("totalPages"))
+            if "next" in data and data["next"] is None:
+                pager.has_next = False
+            self.log.debug("page.fetched", path=path, page=params["page"], count=len(items))
+            for u in items:
+                if u.get("id"):
+                    keys.setdefault(u["id"], learner_key(u))
+                    if u.get("remoteId"):
+                        keys[u["remoteId"]] = u["remoteId"]
+            yield items
+        self._learner_keys = keys
+
+    def learner_keys(self) -> dict[str, str]:
+        if self._learner_keys is None:
+            for _ in self.user_pages():
+                pass
+        assert self._learner_keys is not None
+        return self._learner_keys
+
+    def clusters(self) -> dict[str, dict[str, Any]]:
+        if self._clusters is None:
+            path = self.options.paths.clusters
+            data = self.envelope(self.client.get_json(path), path)
+            self._clusters = {c["clusterId"]: c for c in data.get("items") or []
+                              if isinstance(c, dict) and c.get("clusterId")}
+        return self._clusters
+
+    def completions(self, bounds: tuple[datetime, datetime]) -> list[dict[str, Any]]:
+        path = self.options.paths.completions
+        body = self.client.get_json(path, params={"from": iso(bounds[0]), "to": iso(bounds[1])})
+        if not isinstance(body, list):
+            what = error_message(body) or f"got {type(body).__name__}"
+            raise DataError(f"expected a JSON array of completions: {what}", source=self.source.id,
+                            path=path, fix="check the paths option against the vendor's API")
+        self.log.debug("page.fetched", path=path, count=len(body), **{"from": iso(bounds[0])})
+        return [row for row in body if isinstance(row, dict)]
+
+
+class UsersStream(Stream):
+    name = "users"
+
+    def __init__(self, connector: SessionsConnector) -> None:
+        self.c = connector
+
+    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+        for items in self.c.user_pages():
+            for raw in items:
+                record = ctx.normalize(raw.get("id"), lambda raw=raw: normalize_user(raw))
+                if record is not None:
+                    yield record
+        yield Checkpoint({"read_at": iso(ctx.started_at)})
+
+
+class ClustersStream(Stream):
+    name = "clusters"
+
+    def __init__(self, connector: SessionsConnector) -> None:
+        self.c = connector
+
+    def read(self, ctx: ReadContext) -> Iterator[Course | Checkpoint]:
+        modules: set[str] = set()
+        for cid, raw in self.c.clusters().items():
+            yield from _cluster_courses(ctx, cid, raw, modules)
+        yield Checkpoint({"read_at": iso(ctx.started_at)})
+
+
+def _cluster_courses(ctx: ReadContext, cid: str, raw: dict[str, Any],
+                     modules: set[str]) -> Iterator[Course]:
+    module = ctx.normalize(cid, lambda: normalize_module(raw))
+    if module is not None and module.external_id not in modules:
+        modules.add(module.external_id)
+        yield module
+    course = ctx.normalize(cid, lambda: normalize_cluster(raw))
+    if course is not None:
+        yield course
+
+
+class CompletionsStream(Stream):
+    name = "completions"
+
+    def __init__(self, connector: SessionsConnector) -> None:
+        self.c = connector
+
+    def read(self, ctx: ReadContext) -> Iterator[Learner | Course | Enrollment | Checkpoint]:
+        ctx.partial = True  # a window, never the whole history
+        opts = self.c.options
+        start, end = window(ctx.cursor, ctx.since, ctx.started_at, opts)
+        if start >= end:
+            ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
+            return
+        keys, clusters = self.c.learner_keys(), self.c.clusters()
+        stubs: set[str] = set()
+        extra_clusters: set[str] = set()
+        modules = {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")}
+        parts = slices(start, end, opts.window_days)
+        for bounds, rows in zip(parts, self.c.client.map_concurrent(self.c.completions, parts),
+                                strict=True):
+            for raw in rows:
+                rid, cid = raw.get("remoteUserId"), raw.get("clusterId")
+                if isinstance(rid, str) and rid and rid not in keys and rid not in stubs:
+                    stubs.add(rid)
+                    ctx.count("unknown_users")
+                    ctx.log.warning("learner.unknown", remote_user_id=rid, completion_id=raw.get("id"))
+                    yield stub_learner(rid)
+                if isinstance(cid, str) and cid and cid not in clusters and cid not in extra_clusters:
+                    extra_clusters.add(cid)
+                    ctx.count("unknown_clusters")
+                    yield from _cluster_courses(ctx, cid, cluster_from_completion(raw), modules)
+                key = keys.get(rid) if isinstance(rid, str) else None
+                record = ctx.normalize(raw.get("id"),
+                                       lambda raw=raw, key=key: normalize_completion(raw, end, key))
+                if record is not None:
+                    yield record
+            yield Checkpoint({"to": iso(bounds[1])})
