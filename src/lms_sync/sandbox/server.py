@@ -155,6 +155,9 @@ class FakeVendor:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: with Nagle on, a keep-alive client waits
+    # ~40 ms (delayed ACK) for every response's body
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, *args: Any) -> None:  # keep test output clean
