@@ -76,10 +76,10 @@ class XmlRows:
         self.body, self.row_tag, self.source, self.path, self.page = body, row_tag, source, path, page
         self.next_token: str | None = None
 
-    def _error(self, problem: str) -> DataError:
+    def _error(self, problem: str, fix: str = "the vendor sent a broken page; retry later or "
+               "report it to iSpring") -> DataError:
         return DataError(f"page {self.page} of {self.path or 'the response'}: {problem}",
-                         source=self.source, fix="the vendor sent a broken page; retry later or "
-                         "report it to iSpring")
+                         source=self.source, fix=fix)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         events = etree.iterparse(io.BytesIO(self.body), events=("start", "end"), **SAFE_XML)
@@ -89,7 +89,8 @@ class XmlRows:
                 if event == "start":
                     depth += 1
                     if depth == 1 and el.getroottree().docinfo.doctype:
-                        raise self._error("the XML declares a DTD/entities; refused")
+                        raise self._error("the XML declares a DTD/entities; refused",
+                                          "check that base_url points at iSpring Learn")
                     continue
                 depth -= 1
                 if el.tag == self.row_tag and depth == 2:
@@ -100,7 +101,8 @@ class XmlRows:
                 elif el.tag in ("nextPageToken", "nextPageToekn") and depth == 1:
                     self.next_token = (el.text or "").strip() or self.next_token
         except etree.XMLSyntaxError as exc:
-            raise self._error(f"the XML is not well-formed ({str(exc).splitlines()[0][:200]})") from None
+            detail = (getattr(exc, "msg", None) or str(exc)).splitlines()[0][:200]
+            raise self._error(f"the XML is not well-formed ({detail})") from None
 
 
 def _element_dict(el: Any) -> dict[str, Any]:

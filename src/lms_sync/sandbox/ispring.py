@@ -96,6 +96,8 @@ class FakeIspring(FakeVendor):
                         _uuid(seed, "item", c, m)) for m in range(1 + rng.randrange(4))]
             self.catalog.append((course_id, COURSE_TITLES[c % len(COURSE_TITLES)], modules))
         self.course_ids = {c[0] for c in self.catalog}
+        # even a tiny population has a blocked user and a leaver
+        self._forced_status = {p.index: s for p, s in zip(self.members[1:3], (3, 5), strict=False)}
         self.tokens: dict[str, float] = {}
         self.token_fetches = 0
         self.unauthorized = 0
@@ -122,6 +124,8 @@ class FakeIspring(FakeVendor):
         return _uuid(self.population.seed, "user", person.index)
 
     def user_status(self, person: Person) -> int:
+        if person.index in self._forced_status:
+            return self._forced_status[person.index]
         k = person.key("ispring-status") % 100
         return 1 if k < 80 else 3 if k < 92 else 5
 
