@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -346,3 +347,21 @@ def test_removed_enrollment_soft_deleted_but_not_by_a_backfill(start_vendor, sql
         gone = conn.execute(select(enrollments.c.external_id)
                             .where(enrollments.c.deleted_at.is_not(None))).scalars().all()
     assert gone == [key]
+
+
+def test_options_from_yaml_values():
+    from lms_sync.config import parse_config
+    from lms_sync.errors import ConfigError
+
+    def source(**options):
+        return {"sources": {"u": {"kind": "udemy", "base_url": "https://acme.udemy.com",
+                                  "auth": {"client_id": "id", "client_secret": "s3cr3t"},
+                                  "options": options}}}
+
+    cfg = parse_config(source(organization_id=8888, from_date=date(2026, 1, 1)), "c.yaml")
+    options = cfg.sources["u"].options
+    assert (options.organization_id, options.page_size, str(options.from_date)) == ("8888", 100, "2026-01-01")
+    with pytest.raises(ConfigError, match="organization_id"):
+        parse_config(source(), "c.yaml")
+    with pytest.raises(ConfigError, match="from_date must not be after to_date"):
+        parse_config(source(organization_id="1", from_date="2026-02-01", to_date="2026-01-01"), "c.yaml")

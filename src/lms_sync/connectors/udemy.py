@@ -41,7 +41,15 @@ from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
 
 from lms_sync.canonical import (
     ActivityProgress,
@@ -273,10 +281,17 @@ class UdemyAuth(Settings):
 
 
 class UdemyOptions(Settings):
-    organization_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    organization_id: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = (
+        Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$"))
     page_size: int = Field(default=100, ge=1, le=1000)
     from_date: date | None = None
     to_date: date | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> UdemyOptions:
+        if self.from_date and self.to_date and self.from_date > self.to_date:
+            raise ValueError("from_date must not be after to_date")
+        return self
 
 
 class _Reader(Stream):

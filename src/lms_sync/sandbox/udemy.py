@@ -226,7 +226,8 @@ class FakeUdemy(FakeVendor):
 
     def _check(self, request: Request, match: re.Match[str]) -> Response | None:
         header = request.headers.get("authorization")
-        self.seen_auth.append(header)
+        if len(self.seen_auth) < 10_000:
+            self.seen_auth.append(header)
         if not header:
             return Response.json({"detail": "Authentication credentials were not provided."}, 401,
                                  **{"WWW-Authenticate": 'Basic realm="api"'})
