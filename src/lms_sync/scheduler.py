@@ -1,0 +1,244 @@
+"""The daemon's scheduler: one cron job per enabled source (DESIGN §1, §2).
+
+APScheduler 3 ``BackgroundScheduler`` runs each source's job in a worker thread:
+``max_instances=1`` and ``coalesce=True`` (a source never overlaps itself in this
+process, missed fires collapse into one), ``misfire_grace_time`` and ``jitter``
+from ``daemon:`` in the config. Across processes the pipeline's per-source
+warehouse lock keeps two daemons from running the same source at once (the
+loser logs ``sync.skipped``).
+
+Stopping sets one :class:`threading.Event` that the pipeline checks after each
+committed batch: a run in flight commits its batch and stops with ``interrupted``.
+Runs left ``running`` by a killed process are marked ``abandoned`` — only under
+the source's lock, so a live process's run is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine, select, update
+
+from lms_sync import metrics
+from lms_sync.config import Config, SourceConfig
+from lms_sync.logs import get_logger
+from lms_sync.pipeline import run_source
+from lms_sync.warehouse import state
+from lms_sync.warehouse.dialect import LockBusy, source_lock
+from lms_sync.warehouse.tables import sources as sources_table
+from lms_sync.warehouse.tables import sync_runs
+
+ABANDONED = "abandoned: the process running it stopped without finishing"
+INTERRUPTED = "interrupted"
+
+
+def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None) -> dict[str, int]:
+    """Mark ``running`` rows failed (``abandoned``) for every source whose lock is free.
+
+    A source whose lock another live process holds is left alone: its running
+    rows are that process's. Returns {source_id: rows marked}.
+    """
+    with engine.connect() as conn:
+        query = select(sync_runs.c.source_id).where(sync_runs.c.result == "running").distinct()
+        if source_ids is not None:
+            query = query.where(sync_runs.c.source_id.in_(source_ids))
+        candidates = [r[0] for r in conn.execute(query)]
+    marked: dict[str, int] = {}
+    for source_id in candidates:
+        try:
+            with source_lock(engine, source_id):
+                n = state.fail_stale_runs(engine, ABANDONED, [source_id])
+        except LockBusy:
+            continue
+        if n:
+            marked[source_id] = n
+    return marked
+
+
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_NUMERIC_DOW = re.compile(r"(\*|[0-7](?:-[0-7])?)(?:/(\d+))?")
+
+
+def crontab_day_of_week(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler 3 names.
+
+    APScheduler 3 reads numbers with 0 = Monday (its ``from_crontab`` passes them
+    through), so ``0 3 * * 0`` would run on Mondays. Numbers become day names,
+    which mean the same in both.
+    """
+    if field in {"*", "?"}:
+        return "*"
+    out: list[str] = []
+    for part in field.split(","):
+        match = _NUMERIC_DOW.fullmatch(part)
+        if not match:
+            out.append(part.lower())  # names (mon-fri) mean the same in both
+            continue
+        span, step = match.group(1), int(match.group(2) or 1)
+        if span == "*":
+            lo, hi = 0, 6
+        elif "-" in span:
+            lo, hi = (int(x) for x in span.split("-"))
+        else:
+            lo = int(span)
+            hi = 6 if match.group(2) else lo  # "1/2" is "1-6/2" in cron
+        out.extend(_DAYS[d % 7] for d in range(lo, hi + 1, max(step, 1)))
+    return ",".join(dict.fromkeys(out))
+
+
+def cron_trigger(expr: str, timezone: str, jitter_seconds: int = 0) -> CronTrigger:
+    """A trigger for a 5-field crontab expression with crontab's weekday numbers, plus jitter."""
+    minute, hour, day, month, day_of_week = expr.split()
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=crontab_day_of_week(day_of_week),
+                       timezone=ZoneInfo(timezone), jitter=jitter_seconds or None)
+
+
+class Scheduler:
+    """Runs every enabled source of ``cfg`` on its cron schedule until :meth:`shutdown`."""
+
+    def __init__(self, engine: Engine, cfg: Config, sources: list[SourceConfig] | None = None) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.sources = sources if sources is not None else [s for s in cfg.sources.values() if s.enabled]
+        self.stop = threading.Event()
+        self.log = get_logger("lms_sync.scheduler")
+        self._inflight: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stopped = False
+        self.last_results: dict[str, str] = {}
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, min(len(self.sources), 16)))},
+            timezone=UTC,
+        )
+        self._scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        daemon = self.cfg.daemon
+        now = datetime.now(UTC)
+        for source in self.sources:
+            expr, tz = self.cfg.schedule_of(source)
+            trigger = cron_trigger(expr, tz, daemon.jitter_seconds)
+            kwargs: dict[str, Any] = {}
+            if daemon.run_on_start:
+                kwargs["next_run_time"] = now
+            self._scheduler.add_job(
+                self._run_job, trigger, args=[source.id], id=source.id, name=source.id,
+                max_instances=1, coalesce=True, misfire_grace_time=daemon.misfire_grace_seconds,
+                replace_existing=True, **kwargs,
+            )
+        self._load_last_success()
+        self._scheduler.start()
+        self.log.info("scheduler.started", jobs=self.jobs(), run_on_start=daemon.run_on_start,
+                      misfire_grace_seconds=daemon.misfire_grace_seconds,
+                      jitter_seconds=daemon.jitter_seconds)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop scheduling, ask runs in flight to stop, wait up to ``timeout`` seconds.
+
+        Returns True when every run finished in time. Otherwise the rows of the
+        runs still in flight are marked failed (``interrupted``) and False is
+        returned: the caller exits without waiting for them.
+        """
+        timeout = self.cfg.daemon.shutdown_timeout_seconds if timeout is None else timeout
+        self.stop.set()
+        with self._lock:
+            self._stopped = True
+            waiting = sorted(self._inflight)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        self.log.info("scheduler.stopping", in_flight=waiting, timeout_seconds=timeout)
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._inflight and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            left = dict(self._inflight)
+        for source_id, since in left.items():
+            self._mark_interrupted(source_id, since)
+        self.log.info("scheduler.stopped", clean=not left, abandoned_in_flight=sorted(left),
+                      results=dict(self.last_results))
+        return not left
+
+    @property
+    def running(self) -> bool:
+        from apscheduler.schedulers.base import STATE_RUNNING
+
+        return self._scheduler.state == STATE_RUNNING and not self._stopped
+
+    def jobs(self) -> list[dict[str, Any]]:
+        out = []
+        for source in self.sources:
+            job = self._scheduler.get_job(source.id)
+            expr, tz = self.cfg.schedule_of(source)
+            when = getattr(job, "next_run_time", None) if job else None
+            out.append({"source": source.id, "kind": source.kind, "schedule": expr, "timezone": tz,
+                        "next_run": when.astimezone(UTC).isoformat() if when else None})
+        return out
+
+    def in_flight(self) -> list[str]:
+        with self._lock:
+            return sorted(self._inflight)
+
+    # ------------------------------------------------------------------ the job
+
+    def _run_job(self, source_id: str) -> None:
+        source = next(s for s in self.sources if s.id == source_id)
+        with self._lock:
+            if self._stopped:
+                return
+            self._inflight[source_id] = datetime.now(UTC)
+        try:
+            # a run a killed process left behind is closed first (only if we get its lock)
+            fail_abandoned_runs(self.engine, [source_id])
+            result = run_source(self.engine, self.cfg, source, stop=self.stop)
+            self.last_results[source_id] = result.result
+        finally:
+            with self._idle:
+                self._inflight.pop(source_id, None)
+                self._idle.notify_all()
+
+    def _on_job_error(self, event: JobExecutionEvent) -> None:
+        # run_source never raises for a source's failure; this is a bug somewhere else
+        self.log.error("scheduler.job_error", source=event.job_id, error_class=type(event.exception).__name__,
+                       error=str(event.exception).splitlines()[0] if str(event.exception) else "")
+
+    def _mark_interrupted(self, source_id: str, since: datetime) -> None:
+        """Close the rows of a run that did not stop in time (we hold its lock)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(sync_runs)
+                    .where(sync_runs.c.source_id == source_id, sync_runs.c.result == "running",
+                           sync_runs.c.started_at >= since.replace(microsecond=0))
+                    .values(result="failed", error=INTERRUPTED, finished_at=state.now_utc())
+                )
+        except Exception as exc:  # noqa: BLE001 - shutting down; the next start marks it abandoned
+            self.log.warning("scheduler.mark_failed", source=source_id, error=str(exc).splitlines()[0])
+
+    def _load_last_success(self) -> None:
+        """Seed the last-success gauge from the warehouse, so /metrics is right after a restart."""
+        ids = [s.id for s in self.sources]
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(sources_table.c.id, sources_table.c.last_success_at)
+                    .where(sources_table.c.id.in_(ids), sources_table.c.last_success_at.is_not(None))
+                ).all()
+        except Exception:  # noqa: BLE001 - metrics only
+            return
+        for source_id, at in rows:
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            metrics.last_success.labels(source_id).set(at.timestamp())

@@ -1,0 +1,296 @@
+"""`lms-sync daemon` as a real subprocess: schedules, failures, signals, locks, health.
+
+The daemon runs the synthetic test connector, plus ``slow`` (below): the
+synthetic users stream with a pause per record, or one that hangs, so a run is
+still in flight when a signal or a second daemon arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from lms_sync.canonical import Learner
+from lms_sync.warehouse import state
+from lms_sync.warehouse.dialect import source_lock
+from lms_sync.warehouse.tables import sync_runs
+from tests.support.synthetic import Enrollments, SyntheticConnector, SyntheticOptions, Users
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOT = ("from tests.support import synthetic; synthetic.register(); "
+        "from lms_sync.connectors import KINDS; KINDS['slow'] = 'tests.test_daemon:SlowConnector'; "
+        "from lms_sync.cli import main; raise SystemExit(main())")
+
+
+# --------------------------------------------------------------------- the slow connector
+
+
+class SlowOptions(SyntheticOptions):
+    delay: float = 0.02   # seconds per user record
+    hang: bool = False    # the users stream blocks without yielding (a vendor that never answers)
+
+
+class SlowUsers(Users):
+    def read(self, ctx):  # type: ignore[no-untyped-def]
+        if self.opts.hang:
+            time.sleep(3600)
+        for item in super().read(ctx):
+            if isinstance(item, Learner):
+                time.sleep(self.opts.delay)
+            yield item
+
+
+class SlowConnector(SyntheticConnector):
+    kind = "slow"
+    Options = SlowOptions
+
+    def streams(self):  # type: ignore[no-untyped-def]
+        return [SlowUsers(self.options), Enrollments(self.options)]
+
+
+# --------------------------------------------------------------------- helpers
+
+
+class Daemon:
+    """A `lms-sync daemon` subprocess with its stderr in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in wait()
+        env = {k: v for k, v in os.environ.items() if k != "LMS_SYNC_CONFIG"}
+        self.proc = subprocess.Popen([sys.executable, "-c", BOOT, "daemon", "--config", str(config)],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"event": "<not json>", "line": line})
+        return out
+
+    def wait_for(self, predicate, what: str, limit: float = 20.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before {what}:\n"
+                                     + self.log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        raise AssertionError(f"no {what} within {limit}s:\n" + self.log_path.read_text()[-3000:])
+
+    def event(self, name: str, **match: object) -> dict | None:
+        for e in self.events():
+            if e.get("event") == name and all(e.get(k) == v for k, v in match.items()):
+                return e
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def write_config(path: Path, warehouse_block: dict, sources: dict, **daemon: object) -> Path:
+    tree = {
+        "warehouse": warehouse_block,
+        "logging": {"format": "json", "level": "INFO"},
+        "defaults": {"schedule": "* * * * *"},
+        "daemon": {"run_on_start": True, "jitter_seconds": 0, **daemon},
+        "sources": {
+            sid: {"kind": opts.pop("kind", "synthetic"), "base_url": "http://127.0.0.1:9", "options": opts}
+            for sid, opts in sources.items()
+        },
+    }
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+def runs(engine) -> list[dict]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(sync_runs).order_by(sync_runs.c.id)).mappings()]
+
+
+def finished(engine, *source_ids: str):  # type: ignore[no-untyped-def]
+    """True once every named source has a finished row for each of its streams."""
+    done = {(r["source_id"], r["stream"]) for r in runs(engine) if r["result"] != "running"}
+    return all((sid, s) in done for sid in source_ids for s in ("users", "enrollments"))
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test server
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_daemon_runs_sources_survives_failure_serves_health_and_stops_on_sigterm(
+        tmp_path, sqlite_warehouse, daemons):
+    cfg = write_config(tmp_path / "config.yaml", sqlite_warehouse.config_block(),
+                       {"good": {"users": 120}, "bad": {"users": 10, "fail_stream": "users"}},
+                       health_port=0, health_host="127.0.0.1")
+    d = Daemon(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    started = d.wait_for(lambda: d.event("scheduler.started"), "scheduler.started")
+    assert {j["source"] for j in started["jobs"]} == {"good", "bad"}
+    assert all(j["schedule"] == "* * * * *" and j["next_run"] for j in started["jobs"])
+    port = d.wait_for(lambda: d.event("health.listening"), "health.listening")["port"]
+    base = f"http://127.0.0.1:{port}"
+    # both runs over (the daemon's own account of them)
+    d.wait_for(lambda: len(json.loads(http_get(base + "/healthz")[1])["last_results"]) == 2,
+               "both sources run")
+
+    results = {(r["source_id"], r["stream"]): r for r in runs(sqlite_warehouse.engine)}
+    assert results["good", "users"]["result"] == "succeeded"
+    assert results["good", "users"]["records_written"] == 120
+    assert results["bad", "users"]["result"] == "failed"
+    assert results["bad", "users"]["error"] == "synthetic failure"
+
+    code, body = http_get(base + "/healthz")
+    health = json.loads(body)
+    assert code == 200 and health["status"] == "ok" and health["warehouse"] == "ok"
+    # the failing source keeps its schedule
+    jobs = {j["source"]: j for j in health["jobs"]}
+    assert jobs["bad"]["next_run"] and jobs["good"]["next_run"]
+    assert health["last_results"] == {"good": "succeeded", "bad": "failed"}
+
+    code, text = http_get(base + "/metrics")
+    assert code == 200
+    assert 'lms_sync_records_written_total{source="good",table="learners"} 120.0' in text
+    assert 'lms_sync_runs_total{result="failed",source="bad",stream="users"} 1.0' in text
+    assert 'lms_sync_runs_total{result="succeeded",source="good",stream="users"} 1.0' in text
+    assert 'lms_sync_last_success_timestamp_seconds{source="good"}' in text
+    assert 'lms_sync_last_success_timestamp_seconds{source="bad"}' not in text
+    assert 'lms_sync_run_duration_seconds_count{source="good"} 1.0' in text
+    assert http_get(base + "/nope")[0] == 404
+
+    assert d.stop() == 0
+    assert all(r["result"] != "running" for r in runs(sqlite_warehouse.engine))
+    stopped = d.event("scheduler.stopped")
+    assert stopped and stopped["clean"] is True
+    assert all(e["event"] != "<not json>" for e in d.events())
+
+
+def test_sigterm_interrupts_a_run_in_flight_at_a_batch_boundary(tmp_path, sqlite_warehouse, daemons):
+    block = sqlite_warehouse.config_block()
+    cfg = write_config(tmp_path / "config.yaml", {**block, "batch_size": 10},
+                       {"slow": {"kind": "slow", "users": 100_000, "delay": 0.01}})
+    d = Daemon(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    # wait until some batches are committed, then stop
+    d.wait_for(lambda: any(e.get("event") == "batch.written" and e.get("cursor") for e in d.events()),
+               "a committed batch with a cursor")
+    assert d.stop(signal.SIGINT) == 0
+
+    rows = {r["stream"]: r for r in runs(sqlite_warehouse.engine)}
+    assert rows["users"]["result"] == "failed" and rows["users"]["error"] == "interrupted"
+    assert rows["enrollments"]["result"] == "failed" and "interrupted" in rows["enrollments"]["error"]
+    # the committed batches are kept, with a cursor to resume from
+    with sqlite_warehouse.engine.connect() as conn:
+        cursor = state.load_cursor(conn, "slow", "users")
+    assert cursor is not None and cursor["position"] >= 49
+    assert rows["users"]["records_written"] >= 50
+    assert d.event("scheduler.stopped")["clean"] is True
+
+
+def test_a_run_that_does_not_stop_in_time_is_marked_interrupted(tmp_path, sqlite_warehouse, daemons):
+    cfg = write_config(tmp_path / "config.yaml", sqlite_warehouse.config_block(),
+                       {"stuck": {"kind": "slow", "hang": True}}, shutdown_timeout_seconds=0.5)
+    d = Daemon(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    d.wait_for(lambda: any(r["result"] == "running" for r in runs(sqlite_warehouse.engine)),
+               "a run in flight")
+    assert d.stop() == 0
+    rows = runs(sqlite_warehouse.engine)
+    assert [(r["stream"], r["result"], r["error"]) for r in rows] == [("users", "failed", "interrupted")]
+    stopped = d.event("scheduler.stopped")
+    assert stopped["clean"] is False and stopped["abandoned_in_flight"] == ["stuck"]
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_abandoned_unless_locked(
+        tmp_path, sqlite_warehouse, daemons):
+    engine = sqlite_warehouse.engine
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for sid in ("dead", "alive"):
+            state.ensure_source(conn, sid, "synthetic")
+            state.start_run(conn, f"run-{sid}", sid, "users", long_ago)
+    cfg = write_config(tmp_path / "config.yaml", sqlite_warehouse.config_block(),
+                       {"dead": {"users": 5}, "alive": {"users": 5}})
+    # another live process is running "alive": the daemon must leave its row alone
+    with source_lock(engine, "alive"):
+        d = Daemon(cfg, tmp_path / "daemon.log")
+        daemons.append(d)
+        d.wait_for(lambda: d.event("sync.skipped", source="alive"), "alive skipped")
+        d.wait_for(lambda: finished(engine, "dead"), "dead source run")
+        old = {r["run_id"]: r for r in runs(engine) if r["run_id"].startswith("run-")}
+        assert old["run-dead"]["result"] == "failed" and "abandoned" in old["run-dead"]["error"]
+        assert old["run-alive"]["result"] == "running"
+    assert d.event("runs.abandoned")["runs"] == {"dead": 1}
+    assert d.stop() == 0
+
+
+def test_two_daemons_on_one_postgres_warehouse_never_overlap_a_source(
+        tmp_path, postgres_warehouse, daemons):
+    sources = {"s1": {"kind": "slow", "users": 100_000, "delay": 0.01},
+               "s2": {"kind": "slow", "users": 100_000, "delay": 0.01}}
+    block = {**postgres_warehouse.config_block(), "batch_size": 20}
+    cfg_a = write_config(tmp_path / "a.yaml", block, {k: dict(v) for k, v in sources.items()})
+    cfg_b = write_config(tmp_path / "b.yaml", block, {k: dict(v) for k, v in sources.items()})
+    a = Daemon(cfg_a, tmp_path / "a.log")
+    daemons.append(a)
+    a.wait_for(lambda: a.event("batch.written", source="s1") and a.event("batch.written", source="s2"),
+               "daemon A running both sources")
+    b = Daemon(cfg_b, tmp_path / "b.log")
+    daemons.append(b)
+    b.wait_for(lambda: b.event("sync.skipped", source="s1") and b.event("sync.skipped", source="s2"),
+               "daemon B skipping both sources")
+    assert "already being synced by another process" in b.event("sync.skipped", source="s1")["reason"]
+    assert b.stop() == 0
+    assert a.stop() == 0
+
+    rows = runs(postgres_warehouse.engine)
+    assert rows and all(r["result"] != "running" for r in rows)
+    for sid in ("s1", "s2"):
+        mine = sorted((r for r in rows if r["source_id"] == sid and r["stream"] == "users"),
+                      key=lambda r: r["started_at"])
+        assert len({r["run_id"] for r in mine}) == 1  # only A ran it
+        for earlier, later in zip(mine, mine[1:], strict=False):
+            assert earlier["finished_at"] <= later["started_at"]
+    assert not b.event("batch.written")
