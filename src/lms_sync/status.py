@@ -1,4 +1,11 @@
-"""What ``lms-sync status`` shows: one row per source and stream, plus identity totals."""
+"""What ``lms-sync status`` shows: one row per source and stream, plus identity totals.
+
+Identity totals (live learners only): ``persons`` (live persons),
+``persons_in_several_sources``, ``learners_per_source``, ``unmatched_learners``
+(non-placeholder learners whose person has no other learner: nothing matched
+them), ``placeholder_learners`` (anonymized identities, never matched) and
+``learners_without_person`` (not matched yet; 0 after every sync).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, func, select
 
 from lms_sync.config import Config
+from lms_sync.warehouse.identity import summary as identity_summary
 from lms_sync.warehouse.tables import learners, persons, sources, sync_runs, sync_state
 
 
@@ -44,9 +52,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             select(learners.c.source_id, func.count()).where(learners.c.deleted_at.is_(None))
             .group_by(learners.c.source_id)
         ).all())
-        unmatched = conn.execute(
-            select(func.count()).where(learners.c.person_id.is_(None), learners.c.deleted_at.is_(None))
-        ).scalar()
+        identity_totals = identity_summary(conn)
         person_count = conn.execute(select(func.count()).select_from(persons)
                                     .where(persons.c.deleted_at.is_(None))).scalar()
         known_sources = [r.id for r in conn.execute(select(sources.c.id)).all()]
@@ -73,7 +79,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
     summary = {
         "persons": person_count,
         "learners_per_source": per_source,
-        "unmatched_learners": unmatched,
+        **identity_totals,
         "sources_in_warehouse": known_sources,
     }
     return rows, summary
@@ -102,6 +108,10 @@ def render_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             lines.append(f"  ! {r['source']}/{r['stream']}: {r['error']}")
     per = ", ".join(f"{k}={v}" for k, v in sorted(summary["learners_per_source"].items())) or "none"
     lines.append("")
-    lines.append(f"persons: {summary['persons']}   learners per source: {per}   "
-                 f"unmatched learners: {summary['unmatched_learners']}")
+    lines.append(f"persons: {summary['persons']} "
+                 f"({summary['persons_in_several_sources']} in several sources)   "
+                 f"learners per source: {per}")
+    lines.append(f"unmatched learners: {summary['unmatched_learners']}   "
+                 f"placeholders: {summary['placeholder_learners']}   "
+                 f"without a person: {summary['learners_without_person']}")
     return "\n".join(lines)

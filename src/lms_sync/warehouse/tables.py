@@ -114,10 +114,17 @@ learners = Table(
     Column("is_active", Boolean),
     Column("is_placeholder", Boolean, nullable=False, default=False),
     *_lifecycle(),
+    # identity matching (warehouse/identity.py; migration 0002): the normalized keys
+    # this learner links by (NULL: never links that way) and when it was last matched
+    Column("email_key", String(320)),
+    Column("hr_key", String(255)),
+    Column("matched_at", UTCDateTime()),
     UniqueConstraint("source_id", "external_id"),
     Index(None, "email"),
     Index(None, "hr_id"),
     Index(None, "person_id"),
+    Index(None, "email_key"),
+    Index(None, "hr_key"),
 )
 
 courses = Table(
