@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def demo_kinds() -> list[str]:
     """Every vendor with both a sandbox fake and a connector in this installation."""
+    import importlib.util  # noqa: F401 - the registries call importlib.util.find_spec
+
     from lms_sync.connectors import available_kinds
     from lms_sync.sandbox.registry import available_fakes
 
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t0
     print(render_summary(engine, results, db, elapsed))
     engine.dispose()
+    for lock in db.parent.glob(f"{db.name}.*.lock"):  # the per-source run locks, now free
+        lock.unlink(missing_ok=True)
     return 0 if all(r.ok for r in results) else 1
 
 
