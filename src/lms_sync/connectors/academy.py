@@ -1,0 +1,451 @@
+"""Monotree academy (``kind: academy``): Open API statistics, users, per-user progress.
+
+Auth: a static key ``mono_...`` sent as ``Authorization: Bearer``; scopes ``read:stats``
+(every ``/stats/academy/*`` path) and ``read:users`` (``/users``). 401 (expired or
+revoked key) is fatal for the source; 403 fails the stream with the missing scope named.
+
+Streams, in order:
+
+``users``     ``/users`` (page from 1, ``per_page`` <= 50, follow ``links.next``) -> learners,
+              full refresh. Kiosk and bot accounts are kept but marked ``is_placeholder``
+              (a shared device or a machine never links to a person); ``type`` stays in raw.
+              ``name`` is the display name; first/last split at the last space.
+``stats``     aggregates -> stat_snapshots, once without a group filter and once per
+              ``group_sets`` entry (``group_key`` = set name): ``academy.onboarding``,
+              ``academy.course_completion`` (per course), ``academy.journey_completion``
+              (per journey), ``academy.quiz_question`` (per question of ``quiz_ids``; a quiz
+              404 is counted as ``quizzes_gone``). The unfiltered pass also yields the
+              courses (full refresh of ``courses``). ``value`` = completion / pass rate in %.
+``progress``  the user sweep: per user ``/users/{id}/courses`` -> enrollments (rule table
+              :data:`COURSE_RULES`) and ``/users/{id}/onboarding`` -> an enrollment in the
+              onboarding course. 404 = no academy record (kiosk, bot, shadow, banned): counted
+              as ``users_without_record``, and the onboarding call is then not made.
+
+Deterministic external ids: courses use the vendor id; journeys ``journey:<id>``; the
+onboarding flow ``onboarding`` (one per customer); enrollments ``<user id>:<course id>``
+and ``<user id>:onboarding``; quiz questions' snapshot subject ``<quiz id>:<question id>``.
+
+Rate budget: 60 requests/minute per key (``requests_per_minute``) as a token bucket, plus
+pacing from ``X-RateLimit-Remaining/Reset`` (shared RequestBudget), so 429 stays rare.
+``max_requests_per_run`` bounds every request of a run (users list and aggregates
+included); the sweep gets what is left (at least one user per run) and its position is
+the ``progress`` cursor ``{"sweep", "after_id", "done", "total"}`` (users in id order),
+so a run goes on where the last one stopped: every user is refreshed within
+ceil(2 * users / (budget - overhead)) runs, overhead = ceil(users / 50) list pages +
+3 aggregates per group pass + quizzes. Enrollments are soft-deleted only after a sweep
+that started and finished in one run. Onboarding ``due_at`` = run date (UTC) +
+``onboarding_days`` (days left); ``enrolled_at`` = ``hired_at`` or ``registered_at``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Snapshot
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
+from lms_sync.http.auth import HeaderAuth
+from lms_sync.http.paging import NextUrlPaginator
+
+PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
+"""User ``type`` -> never links to a person (shared device, machine account)."""
+
+COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
+    # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first
+    ("awaits_manual_completion", EnrollmentStatus.PENDING, None),
+    ("has_passed", EnrollmentStatus.COMPLETED, True),
+    ("chapters_completed_count", EnrollmentStatus.IN_PROGRESS, None),
+)
+ONBOARDING_ID = "onboarding"
+METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
+           "journeys": "academy.journey_completion", "quiz": "academy.quiz_question"}
+
+
+class _Vendor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class VUser(_Vendor):
+    id: int
+    name: str | None = None
+    email: str | None = None
+    type: str | None = None
+    groups: list[Any] = []
+    hired_at: datetime | None = None
+    registered_at: datetime | None = None
+
+
+class VCourseRow(_Vendor):
+    course_id: int
+    title: str | None = None
+    has_passed: bool = False
+    completed_at: datetime | None = None
+    chapters_completed_count: int = 0
+    awaits_manual_completion: bool = False
+
+
+class VOnboarding(_Vendor):
+    onboarding_completed_at: datetime | None = None
+    is_overdue: bool | None = None
+    onboarding_days: int | None = None
+
+
+class VFigures(_Vendor):
+    id: int | None = None
+    title: str | None = None
+    type: str | None = None
+    completed: int = Field(ge=0)
+    not_completed: int = Field(ge=0)
+
+
+class VQuestion(_Vendor):
+    question_id: int
+    body: str | None = None
+    respondents: int = Field(ge=0)
+    passed: int = Field(ge=0)
+    pass_rate: float
+
+
+# ---------------------------------------------------------------------- normalization (pure)
+
+def split_name(name: str | None) -> tuple[str | None, str | None]:
+    parts = (name or "").strip().rsplit(" ", 1)
+    return (parts[0] or None, None) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def learner_from(row: dict[str, Any]) -> Learner:
+    u = VUser.model_validate(row)
+    first, last = split_name(u.name)
+    department = next((g.get("name") for g in u.groups
+                       if isinstance(g, dict) and g.get("type") == "department"), None)
+    return Learner(external_id=str(u.id), email=u.email, first_name=first, last_name=last,
+                   display_name=(u.name or "").strip() or None, department=department,
+                   is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
+
+
+def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
+    """Raw holds only id and title, so the aggregate and the per-user rows make equal records."""
+    return Course(external_id=str(course_id), kind=kind, title=title,
+                  raw={"id": course_id, "title": title})
+
+
+def journey_course(row: dict[str, Any]) -> Course:
+    j = VFigures.model_validate(row)
+    if j.type == "onboarding":
+        return course_record(ONBOARDING_ID, j.title, CourseKind.ONBOARDING)
+    return course_record(f"journey:{j.id}", j.title, CourseKind.JOURNEY)
+
+
+def _rate(done: int, not_done: int) -> float | None:
+    return round(done * 100 / (done + not_done), 2) if done + not_done else None
+
+
+def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
+    """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
+    f = VFigures.model_validate(row)
+    figures = {"completed": f.completed, "not_completed": f.not_completed}
+    if f.type is not None:
+        figures["type"] = f.type
+    title = "Onboarding" if kind == "onboarding" else f.title
+    return Snapshot.series(METRICS[kind], None if kind == "onboarding" else f.id, group_key,
+                           subject_title=title, value=_rate(f.completed, f.not_completed),
+                           figures=figures, raw=row)
+
+
+def question_snapshot(quiz_id: int, row: dict[str, Any]) -> Snapshot:
+    q = VQuestion.model_validate(row)
+    return Snapshot.series(METRICS["quiz"], f"{quiz_id}:{q.question_id}", subject_title=q.body,
+                           value=q.pass_rate, raw=row,
+                           figures={"quiz_id": quiz_id, "question_id": q.question_id,
+                                    "respondents": q.respondents, "passed": q.passed,
+                                    "pass_rate": q.pass_rate})
+
+
+def course_status(row: VCourseRow) -> tuple[EnrollmentStatus, bool | None, str]:
+    for fld, status, passed in COURSE_RULES:
+        if getattr(row, fld):
+            return status, passed, fld
+    return EnrollmentStatus.NOT_STARTED, None, "none"
+
+
+def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
+    r = VCourseRow.model_validate(row)
+    status, passed, why = course_status(r)
+    return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
+                      course_external_id=str(r.course_id), status=status, passed=passed,
+                      progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
+                      completed_at=r.completed_at, vendor_status=why, raw=row)
+
+
+def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
+    u, o = VUser.model_validate(user), VOnboarding.model_validate(row)
+    done = o.onboarding_completed_at is not None
+    due = None
+    if o.onboarding_days is not None:
+        due = datetime.combine(today + timedelta(days=o.onboarding_days), datetime.min.time(), UTC)
+    return Enrollment(
+        external_id=f"{u.id}:{ONBOARDING_ID}", learner_external_id=str(u.id),
+        course_external_id=ONBOARDING_ID,
+        status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
+        completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
+        enrolled_at=u.hired_at or u.registered_at,
+        vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
+
+
+def describe_error(response: httpx.Response) -> str | None:
+    body = response.json()
+    return str(body.get("message"))[:200] if isinstance(body, dict) and body.get("message") else None
+
+
+# ---------------------------------------------------------------------- connector
+
+class AcademyAuth(Settings):
+    api_key: SecretStr
+
+
+class AcademyOptions(Settings):
+    quiz_ids: list[int] = []
+    group_sets: dict[str, list[int]] = {}
+    requests_per_minute: float = Field(default=60, gt=0)
+    max_requests_per_run: int | None = Field(default=None, ge=1)
+    page_size: int = Field(default=50, ge=1, le=50)
+    sweep_skip_types: list[str] = ["kiosk", "bot"]
+    """[guess] user types with no academy record (they 404): not swept, to save budget."""
+
+
+class AcademyConnector(Connector):
+    kind = "academy"
+    Auth = AcademyAuth
+    Options = AcademyOptions
+
+    def __init__(self, source: Any, log: Any) -> None:
+        super().__init__(source, log)
+        rps = self.options.requests_per_minute / 60
+        if source.http.requests_per_second:
+            rps = min(rps, source.http.requests_per_second)
+        key = self.auth.api_key.get_secret_value()
+        self.http = self.make_client(HeaderAuth({"Authorization": f"Bearer {key}"}),
+                                     describe_error, requests_per_second=rps)
+        self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
+        self.users: list[dict[str, Any]] | None = None  # the complete list, once read this run
+        self.emitted: set[str] = set()                    # course ids yielded this run
+        self.onboarding_course = course_record(ONBOARDING_ID, "Onboarding", CourseKind.ONBOARDING)
+
+    def streams(self) -> list[Stream]:
+        return [UsersStream(self), StatsStream(self), ProgressStream(self)]
+
+    def check(self) -> None:
+        self.get("users", "read:users", params={"page": 1, "per_page": 1})
+        self.get("stats/academy/onboarding", "read:stats")
+
+    def get(self, path: str, scope: str, *, params: Any = None,
+            accept: tuple[int, ...] = ()) -> httpx.Response:
+        """GET with the source's failures made readable (revoked key, missing scope)."""
+        assert self.http is not None
+        url = path if path.startswith("http") else self.prefix + path
+        try:
+            return self.http.get(url, params=params, accept=accept)
+        except CredentialsRejected as exc:
+            raise CredentialsRejected(
+                "the API key was rejected (expired or revoked)", source=self.source.id,
+                path=exc.path, status=401,
+                fix="create a mono_ key with scopes read:stats and read:users; set auth.api_key",
+            ) from None
+        except RequestRejected as exc:
+            if exc.status != 403:
+                raise
+            raise RequestRejected(f"the API key lacks the {scope} scope", source=self.source.id,
+                                  path=exc.path, status=403,
+                                  fix=f"grant the key the {scope} scope in Monotree") from None
+
+    def body(self, response: httpx.Response, want: type = list) -> Any:
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            data = None
+        if not isinstance(data, want):
+            raise DataError(f"expected a JSON body with a data {want.__name__}", source=self.source.id,
+                            path=response.request.url.path, status=response.status_code)
+        return data
+
+    def list_users(self, ctx: ReadContext, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        pager = NextUrlPaginator()
+        params: dict[str, Any] = {"page": 1, "per_page": self.options.page_size}
+        if since is not None:
+            params["since"] = since.isoformat()
+        while pager.has_next:
+            req = pager.next_request()
+            response = self.get(req.url or "users", "read:users", params=None if req.url else params)
+            data = self.body(response)
+            links = response.json().get("links") or {}
+            yield from data
+            pager.update(count=len(data), next_url=links.get("next"))
+
+    def all_users(self, ctx: ReadContext) -> list[dict[str, Any]]:
+        if self.users is None:
+            self.users = list(self.list_users(ctx))
+        return self.users
+
+    def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
+        if not ids:
+            return self.body(self.get(f"stats/academy/{what}", "read:stats"), want)
+        response = self.get(f"stats/academy/{what}", "read:stats",
+                            params={"group_ids": ",".join(map(str, ids))}, accept=(422,))
+        if response.status_code == 422:
+            body = response.json() if response.content else {}
+            bad = sorted({ids[int(n)] for key in (body.get("errors") or {})
+                          for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
+            which = ", ".join(map(str, bad or ids))
+            raise RequestRejected(
+                f"group set {set_name!r}: unknown group id(s) {which}", source=self.source.id,
+                path=response.request.url.path, status=422,
+                fix=f"remove them from options.group_sets.{set_name} (Monotree group ids)")
+        return self.body(response, want)
+
+    def fetch_progress(self, user: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+        base = f"stats/academy/users/{user['id']}"
+        courses = self.get(f"{base}/courses", "read:stats", accept=(404,))
+        if courses.status_code == 404:
+            return user, None, None  # no academy record: onboarding would 404 too
+        onboarding = self.get(f"{base}/onboarding", "read:stats", accept=(404,))
+        return (user, self.body(courses),
+                None if onboarding.status_code == 404 else self.body(onboarding, dict))
+
+    def sweep_size(self, wanted: int, ctx: ReadContext) -> int:
+        cap = self.options.max_requests_per_run
+        if cap is None or self.http is None:
+            return wanted
+        left = cap - self.http.stats["requests"]
+        if left < 2:
+            ctx.log.warning("sweep.budget_exhausted", max_requests_per_run=cap,
+                            used=self.http.stats["requests"], fix="raise max_requests_per_run")
+        return min(wanted, max(1, left // 2))
+
+
+class UsersStream(Stream):
+    name = "users"
+    full_refresh_tables = ("learners",)
+
+    def __init__(self, c: AcademyConnector) -> None:
+        self.c = c
+
+    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+        ctx.partial = ctx.since is not None
+        rows = self.c.list_users(ctx, ctx.since) if ctx.since else self.c.all_users(ctx)
+        for row in rows:
+            learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
+                                    lambda row=row: learner_from(row))
+            if learner is not None:
+                yield learner
+        yield Checkpoint({"listed_at": ctx.started_at.isoformat()})  # informative: always full
+
+
+class StatsStream(Stream):
+    name = "stats"
+    full_refresh_tables = ("courses",)
+
+    def __init__(self, c: AcademyConnector) -> None:
+        self.c = c
+
+    def read(self, ctx: ReadContext) -> Iterator[Course | Snapshot | Checkpoint]:
+        c = self.c
+        passes: list[tuple[str, list[int] | None]] = [("", None), *c.options.group_sets.items()]
+        for key, ids in passes:
+            rows = [("onboarding", c.aggregate("onboarding", key, ids, dict))]
+            rows += [("courses", r) for r in c.aggregate("courses", key, ids, list)]
+            rows += [("journeys", r) for r in c.aggregate("journeys", key, ids, list)]
+            for kind, row in rows:
+                if not isinstance(row, dict):
+                    ctx.skip(kind, f"not an object: {str(row)[:50]}")
+                    continue
+                if not key and kind != "onboarding":
+                    course = ctx.normalize(row.get("id"), lambda k=kind, r=row: course_record(
+                        r["id"], r.get("title")) if k == "courses" else journey_course(r))
+                    if course is not None:
+                        if course.external_id == ONBOARDING_ID:
+                            c.onboarding_course = course
+                        else:
+                            yield course
+                            c.emitted.add(course.external_id)
+                snap = ctx.normalize(f"{kind}:{row.get('id', '')}",
+                                     lambda k=kind, r=row, g=key: figures_snapshot(k, r, g))
+                if snap is not None:
+                    yield snap
+        yield c.onboarding_course
+        c.emitted.add(ONBOARDING_ID)
+        for quiz_id in c.options.quiz_ids:
+            response = c.get(f"stats/academy/quizzes/{quiz_id}", "read:stats", accept=(404,))
+            if response.status_code == 404:
+                ctx.count("quizzes_gone")
+                ctx.log.warning("quiz.gone", quiz_id=quiz_id, fix="remove it from options.quiz_ids")
+                continue
+            for row in c.body(response):
+                snap = ctx.normalize(f"quiz {quiz_id}", partial(question_snapshot, quiz_id, row))
+                if snap is not None:
+                    yield snap
+        yield Checkpoint({"as_of": ctx.started_at.isoformat()})
+
+
+class ProgressStream(Stream):
+    name = "progress"
+    full_refresh_tables = ("enrollments",)
+
+    def __init__(self, c: AcademyConnector) -> None:
+        self.c = c
+
+    def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
+        c, cur = self.c, ctx.cursor or {}
+        skip = {t.lower() for t in c.options.sweep_skip_types}
+        users = sorted((u for u in c.all_users(ctx) if isinstance(u, dict) and isinstance(u.get("id"), int)
+                        and str(u.get("type") or "").lower() not in skip), key=lambda u: u["id"])
+        sweep, after = int(cur.get("sweep") or 1), cur.get("after_id")
+        todo = [u for u in users if after is None or u["id"] > after]
+        done, total = len(users) - len(todo), len(users)
+        batch = todo[: c.sweep_size(len(todo), ctx)]
+        today = ctx.started_at.astimezone(UTC).date()
+        if ONBOARDING_ID not in c.emitted:
+            yield c.onboarding_course
+            c.emitted.add(ONBOARDING_ID)
+        assert c.http is not None
+        for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress, batch):
+            done += 1
+            if courses is None:
+                ctx.count("users_without_record")
+            else:
+                yield from self.records(ctx, user, courses, onboarding, today)
+            ctx.count("users_swept")
+            yield Checkpoint({"sweep": sweep, "after_id": user["id"], "done": done, "total": total})
+            if done % 100 == 0:
+                ctx.log.info("sweep.progress", sweep=sweep, done=done, total=total)
+        complete = len(batch) == len(todo)
+        ctx.partial = not (after is None and complete)
+        ctx.log.info("sweep.progress", sweep=sweep, done=done, total=total, complete=complete,
+                     visited=len(batch))
+        if complete:
+            yield Checkpoint({"sweep": sweep + 1, "after_id": None, "done": 0, "total": total})
+
+    def records(self, ctx: ReadContext, user: dict[str, Any], courses: list[Any],
+                onboarding: dict[str, Any] | None, today: date) -> Iterator[Course | Enrollment]:
+        uid, emitted = user["id"], self.c.emitted
+        for row in courses:
+            cid = row.get("course_id") if isinstance(row, dict) else None
+            if cid is not None and str(cid) not in emitted:
+                course = ctx.normalize(cid, partial(course_record, cid, row.get("title")))
+                if course is not None:
+                    emitted.add(course.external_id)
+                    yield course
+            enrollment = ctx.normalize(f"{uid}:{cid}", partial(course_enrollment, uid, row))
+            if enrollment is not None:
+                yield enrollment
+        if onboarding is not None:
+            enrollment = ctx.normalize(f"{uid}:onboarding",
+                                       partial(onboarding_enrollment, user, onboarding, today))
+            if enrollment is not None:
+                yield enrollment

@@ -1,0 +1,354 @@
+"""Monotree academy: normalization value by value, then the real connector against FakeAcademy."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from lms_sync.canonical import CourseKind, EnrollmentStatus
+from lms_sync.config import parse_config
+from lms_sync.connectors.academy import (
+    AcademyConnector,
+    course_enrollment,
+    course_record,
+    describe_error,
+    figures_snapshot,
+    journey_course,
+    learner_from,
+    onboarding_enrollment,
+    question_snapshot,
+    split_name,
+)
+from lms_sync.connectors.base import ReadContext
+from lms_sync.logs import get_logger
+from lms_sync.sandbox.academy import API, FULL_KEY
+from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots, sync_state
+from tests.connectors.conftest import sync
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "academy"
+
+
+def fixture(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+# ---------------------------------------------------------------------- normalization
+
+def test_users_become_learners_kiosks_and_bots_are_placeholders():
+    rows = fixture("users_page.json")["data"]
+    got = {r["id"]: learner_from(r) for r in rows}
+    jane = got[1001]
+    assert (jane.external_id, jane.email, jane.first_name, jane.last_name, jane.display_name) == (
+        "1001", "jane.doe@example.com", "Jane", "Doe", "Jane Doe")
+    assert jane.department == "Kitchen"  # the department group, not the custom one listed first
+    assert jane.is_placeholder is False and jane.is_active is True
+    mary = got[1002]
+    assert (mary.first_name, mary.last_name, mary.department) == ("Mary Ann", "O'Brien", None)
+    assert mary.raw["favourite_colour"] == "teal"  # unknown fields stay in raw
+    assert got[900001].is_placeholder is True and got[900001].raw["type"] == "kiosk"
+    assert got[900002].is_placeholder is True and got[900002].email is None
+    assert (got[1003].first_name, got[1003].last_name) == ("Cher", None)
+    assert split_name("  ") == (None, None)
+
+
+COURSE_EXPECTED = {  # course_id -> (status, passed, vendor_status, progress_pct, completed_at)
+    12: (EnrollmentStatus.COMPLETED, True, "has_passed", 100.0, datetime(2026, 5, 1, 10, tzinfo=UTC)),
+    13: (EnrollmentStatus.PENDING, None, "awaits_manual_completion", None, None),
+    14: (EnrollmentStatus.IN_PROGRESS, None, "chapters_completed_count", None, None),
+    15: (EnrollmentStatus.NOT_STARTED, None, "none", None, None),
+}
+
+
+@pytest.mark.parametrize("row", fixture("user_courses.json")["data"], ids=lambda r: str(r["course_id"]))
+def test_course_rows_follow_the_rule_table(row):
+    e = course_enrollment(1001, row)
+    assert (e.status, e.passed, e.vendor_status, e.progress_pct, e.completed_at) == COURSE_EXPECTED[
+        row["course_id"]]
+    assert (e.external_id, e.learner_external_id, e.course_external_id) == (
+        f"1001:{row['course_id']}", "1001", str(row["course_id"]))
+    assert e.raw == row
+
+
+def test_onboarding_becomes_an_enrollment_with_a_due_date():
+    cases = fixture("user_onboarding.json")
+    user = fixture("users_page.json")["data"][0]  # hired 2026-01-05
+    today = date(2026, 5, 10)
+    done = onboarding_enrollment(user, cases["completed"]["data"], today)
+    assert (done.external_id, done.course_external_id, done.status, done.is_overdue) == (
+        "1001:onboarding", "onboarding", EnrollmentStatus.COMPLETED, False)
+    assert done.completed_at == datetime(2026, 5, 1, 10, tzinfo=UTC)
+    assert done.due_at == datetime(2026, 5, 22, tzinfo=UTC)
+    assert done.enrolled_at == datetime(2026, 1, 5, tzinfo=UTC)  # hired_at
+    late = onboarding_enrollment(user, cases["overdue"]["data"], today)
+    assert (late.status, late.is_overdue, late.vendor_status, late.due_at) == (
+        EnrollmentStatus.IN_PROGRESS, True, "overdue", datetime(2026, 5, 7, tzinfo=UTC))
+    unhired = fixture("users_page.json")["data"][1]
+    open_ = onboarding_enrollment(unhired, cases["no_limit"]["data"], today)
+    assert (open_.due_at, open_.vendor_status) == (None, "open")
+    assert open_.enrolled_at == datetime(2026, 2, 1, 10, tzinfo=UTC)  # registered_at
+
+
+def test_aggregates_become_snapshots():
+    onb = figures_snapshot("onboarding", fixture("onboarding.json")["data"], "nordics")
+    assert (onb.external_id, onb.metric, onb.subject_id, onb.group_key, onb.value) == (
+        "academy.onboarding||nordics", "academy.onboarding", None, "nordics", 78.0)
+    assert onb.figures == {"completed": 312, "not_completed": 88}
+    c12, c13 = (figures_snapshot("courses", r) for r in fixture("courses.json")["data"])
+    assert (c12.external_id, c12.subject_title, c12.value, c12.figures) == (
+        "academy.course_completion|12|", "Food Safety Basics", 70.0,
+        {"completed": 210, "not_completed": 90})
+    assert c13.value is None  # nobody can access it: no rate, not 0 %
+    j = [figures_snapshot("journeys", r) for r in fixture("journeys.json")["data"]]
+    assert [(s.subject_id, s.figures["type"], s.value) for s in j] == [
+        ("3", "onboarding", 78.0), ("7", "custom", 68.33)]
+    q45, q46 = (question_snapshot(101, r) for r in fixture("quiz.json")["data"])
+    assert (q45.external_id, q45.subject_title, q45.value) == (
+        "academy.quiz_question|101:45|", "At what core temperature is poultry safe to serve?", 80)
+    assert q45.figures == {"quiz_id": 101, "question_id": 45, "respondents": 120, "passed": 96,
+                           "pass_rate": 80}
+    assert q46.figures["respondents"] == 0
+
+
+def test_courses_and_journeys_become_course_records():
+    onboarding, leadership = (journey_course(r) for r in fixture("journeys.json")["data"])
+    assert (onboarding.external_id, onboarding.kind) == ("onboarding", CourseKind.ONBOARDING)
+    assert (leadership.external_id, leadership.kind, leadership.title) == (
+        "journey:7", CourseKind.JOURNEY, "Leadership Track")
+    # the aggregate row and a user's row describe the same course: equal records, no churn
+    aggregate = fixture("courses.json")["data"][0]
+    per_user = fixture("user_courses.json")["data"][0]
+    assert course_record(aggregate["id"], aggregate["title"]) == course_record(
+        per_user["course_id"], per_user["title"])
+
+
+def test_error_bodies_are_read():
+    bodies = fixture("errors.json")
+    request = httpx.Request("GET", "https://acme.monotree.com/api/open/v1/users")
+    assert describe_error(httpx.Response(429, json=bodies["throttled"], request=request)) == (
+        "Too Many Attempts.")
+    assert describe_error(httpx.Response(422, json=bodies["unknown_group"], request=request)) == (
+        "The selected group_ids.1 is invalid.")
+    assert describe_error(httpx.Response(500, json=[], request=request)) is None
+
+
+# ---------------------------------------------------------------------- against the fake
+
+def read_stream(block: dict, name: str, cursor: dict | None = None):
+    """Run one stream of the real connector; returns (records, ctx)."""
+    cfg = parse_config({"sources": {"a": block}})
+    log = get_logger("test")
+    with AcademyConnector(cfg.sources["a"], log) as connector:
+        stream = next(s for s in connector.streams() if s.name == name)
+        ctx = ReadContext("a", name, cursor, False, None, datetime.now(UTC), log)
+        return list(stream.read(ctx)), ctx
+
+
+def snapshot_rows(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(stat_snapshots).order_by(stat_snapshots.c.id)).all()
+
+
+def test_aggregates_land_as_snapshots_and_only_changes_add_rows(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=40)
+    v.source["options"]["group_sets"] = {"kitchen": [12], "front": [40, 41]}
+    first = sync(sqlite_warehouse, {"a": v.source})
+    assert first.ok, first.error
+    rows = snapshot_rows(sqlite_warehouse.engine)
+    per_pass = 1 + 5 + 3  # onboarding + 5 courses + 3 journeys
+    assert len(rows) == per_pass * 3 + 5  # three passes + 5 quiz questions
+    assert {r.group_key for r in rows} == {"", "kitchen", "front"}
+    as_of_1 = {r.as_of for r in rows}
+    assert len(as_of_1) == 1
+
+    # a shift lead (group 41 only) passes Allergen Awareness; a quiz question gets more passes
+    fake = v.fake
+    uid = next(u.id for u in fake.users.values() if u.has_record and u.groups == [41]
+               and not u.courses[13].has_passed)
+    fake.complete_course(uid, 13)
+    fake.set_quiz_question(101, 46, 72)
+    second = sync(sqlite_warehouse, {"a": v.source})
+    assert second.ok, second.error
+    stats = next(s for s in second.streams if s.stream == "stats")
+    assert stats.tables == {"stat_snapshots": 3}
+    rows2 = snapshot_rows(sqlite_warehouse.engine)
+    new = {r.external_id: r for r in rows2[len(rows):]}
+    assert set(new) == {"academy.course_completion|13|", "academy.course_completion|13|front",
+                        "academy.quiz_question|101:46|"}
+    old = {r.external_id: r for r in rows}
+    assert new["academy.course_completion|13|front"].figures["completed"] == (
+        old["academy.course_completion|13|front"].figures["completed"] + 1)
+    assert new["academy.quiz_question|101:46|"].figures["passed"] == 72
+    assert all(r.as_of > max(as_of_1) for r in new.values())
+    # unchanged series keep their single row, dated when that value was first seen
+    assert {r.as_of for r in rows2[: len(rows)]} == as_of_1
+
+    third = sync(sqlite_warehouse, {"a": v.source})
+    assert third.ok and len(snapshot_rows(sqlite_warehouse.engine)) == len(rows2)
+
+
+def test_budgeted_sweep_visits_every_user_once_per_sweep(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=30, rate_limit=40)
+    v.source["options"].update(quiz_ids=[], max_requests_per_run=12)
+    fake = v.fake
+    swept = sorted(u.id for u in fake.users.values() if u.type == "employee")
+    with_record = fake.employee_ids()
+    assert len(swept) > len(with_record) > 12  # some banned users, and more users than budget
+    overhead = 1 + 3  # one users page, three aggregates
+    per_run = (12 - overhead) // 2
+    runs_needed = math.ceil(len(swept) / per_run)
+
+    def visits(kind: str) -> dict[int, int]:
+        counts = fake.path_counts(rf"^{API}/stats/academy/users/\d+/{kind}$")
+        return {int(p.split("/")[-2]): n for p, n in counts.items()}
+
+    cursors = []
+    for run in range(runs_needed):
+        result = sync(sqlite_warehouse, {"a": v.source})
+        assert result.ok, result.error
+        assert result.http["requests"] <= 12
+        cursors.append(next(s for s in result.streams if s.stream == "progress").cursor)
+        if run < runs_needed - 1:
+            assert cursors[-1]["sweep"] == 1 and cursors[-1]["done"] == per_run * (run + 1)
+    assert cursors[-1] == {"sweep": 2, "after_id": None, "done": 0, "total": len(swept)}
+    assert visits("courses") == dict.fromkeys(swept, 1)
+    assert visits("onboarding") == dict.fromkeys(with_record, 1)  # a 404 user costs one call
+    with sqlite_warehouse.engine.connect() as conn:
+        enrolled = {int(x) for x in conn.execute(
+            select(learners.c.external_id).join(enrollments, enrollments.c.learner_id == learners.c.id)
+            .distinct()).scalars()}
+        saved = conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "progress")).scalar()
+    assert enrolled == set(with_record)
+    assert saved["sweep"] == 2
+
+    # the next sweep starts over from the lowest id, again once per user
+    sync(sqlite_warehouse, {"a": v.source})
+    assert visits("courses") == {uid: 2 if uid in swept[:per_run] else 1 for uid in swept}
+    assert fake.throttled == 0
+
+
+def test_pacing_from_rate_limit_headers_avoids_429(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=30, rate_limit=20)
+    v.source["options"]["requests_per_minute"] = 1_000_000  # only the headers pace
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert result.http["requests"] > 2 * 20  # the limit was binding for several windows
+    assert v.fake.throttled == 0
+    assert result.http.get("throttled", 0) == 0
+
+
+def test_throttled_key_gets_429_and_a_run_waits_it_out(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=4, rate_limit=5)
+    headers = {"Authorization": f"Bearer {FULL_KEY}"}
+    with httpx.Client(base_url=v.url, headers=headers) as client:
+        statuses = [client.get(f"{API}/stats/academy/onboarding") for _ in range(6)]
+    last = statuses[-1]
+    if last.status_code == 200:  # the window turned over mid-loop; exhaust the new one
+        with httpx.Client(base_url=v.url, headers=headers) as client:
+            while last.status_code == 200:
+                last = client.get(f"{API}/stats/academy/onboarding")
+    assert last.status_code == 429
+    assert last.json() == {"message": "Too Many Attempts."}
+    assert int(last.headers["Retry-After"]) >= 1 and last.headers["X-RateLimit-Remaining"] == "0"
+    assert statuses[0].headers["X-RateLimit-Limit"] == "5"
+    v.source["options"].update(quiz_ids=[], requests_per_minute=1_000_000)
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+
+
+def test_users_without_an_academy_record_are_counted_not_failed(start_vendor):
+    v = start_vendor("academy", learners=30)
+    fake = v.fake
+    v.source["options"]["sweep_skip_types"] = []  # sweep kiosks and the bot too
+    no_record = [u.id for u in fake.users.values() if not u.has_record]
+    assert {fake.users[i].type for i in no_record} == {"employee", "kiosk", "bot"}
+    records, ctx = read_stream(v.source, "progress")
+    assert ctx.counters["users_without_record"] == len(no_record)
+    assert ctx.counters["users_swept"] == len(fake.users)
+    assert ctx.skipped == 0
+    learners_enrolled = {r.learner_external_id for r in records if getattr(r, "table", "") == "enrollments"}
+    assert learners_enrolled == {str(i) for i in fake.employee_ids()}
+
+
+def test_users_are_paged_and_kiosks_kept(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=100)
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert v.fake.requests[f"{API}/users"] == math.ceil(len(v.fake.users) / 50) >= 2
+    with sqlite_warehouse.engine.connect() as conn:
+        rows = conn.execute(select(learners.c.external_id, learners.c.is_placeholder)).all()
+    assert len(rows) == len(v.fake.users)
+    placeholders = {int(r.external_id) for r in rows if r.is_placeholder}
+    assert placeholders == {u.id for u in v.fake.users.values() if u.type in ("kiosk", "bot")}
+
+
+def test_missing_scope_and_revoked_key_are_clear_errors(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=10)
+    v.fake.keys["mono_stats_only"] = {"read:stats"}
+    v.source["auth"]["api_key"] = "mono_stats_only"
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert not result.ok
+    by_stream = {s.stream: s for s in result.streams}
+    assert "lacks the read:users scope" in by_stream["users"].error
+    assert "grant the key the read:users scope" in by_stream["users"].error
+    assert by_stream["stats"].result == "succeeded"  # read:stats is enough for the figures
+    assert len(snapshot_rows(sqlite_warehouse.engine)) > 0
+
+    v.fake.keys["mono_users_only"] = {"read:users"}
+    v.source["auth"]["api_key"] = "mono_users_only"
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert "lacks the read:stats scope" in {s.stream: s for s in result.streams}["stats"].error
+
+    v.source["auth"]["api_key"] = "mono_revoked"
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert not result.ok
+    assert "API key was rejected (expired or revoked)" in result.error
+    assert "mono_revoked" not in result.error
+    assert [s.error_class for s in result.streams][0] == "CredentialsRejected"
+    assert all(s.error.startswith("not run") for s in result.streams[1:])
+
+
+def test_unknown_group_id_names_the_group_set(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=10)
+    v.source["options"]["group_sets"] = {"kitchen": [12], "typo": [40, 999]}
+    result = sync(sqlite_warehouse, {"a": v.source})
+    stats = {s.stream: s for s in result.streams}["stats"]
+    assert stats.result == "failed"
+    assert "group set 'typo': unknown group id(s) 999" in stats.error
+    assert "options.group_sets.typo" in stats.error
+
+
+def test_a_deleted_quiz_is_counted_not_fatal(start_vendor):
+    v = start_vendor("academy", learners=10)
+    v.fake.delete_quiz(102)
+    records, ctx = read_stream(v.source, "stats")
+    assert ctx.counters["quizzes_gone"] == 1
+    quiz_subjects = {r.subject_id for r in records if getattr(r, "metric", "") == "academy.quiz_question"}
+    assert quiz_subjects == {"101:45", "101:46", "101:47"}
+
+
+def test_end_to_end_on_every_warehouse(start_vendor, warehouse):
+    v = start_vendor("academy", learners=20)
+    result = sync(warehouse, {"a": v.source})
+    assert result.ok, result.error
+    fake = v.fake
+    with warehouse.engine.connect() as conn:
+        n_learners = conn.execute(select(func.count()).select_from(learners)).scalar()
+        kinds = dict(conn.execute(select(courses.c.external_id, courses.c.kind)).all())
+        stubs = conn.execute(select(func.count()).select_from(courses)
+                             .where(courses.c.row_hash == "")).scalar()
+        statuses = {r.status for r in conn.execute(select(enrollments.c.status))}
+        n_enrollments = conn.execute(select(func.count()).select_from(enrollments)).scalar()
+    assert n_learners == len(fake.users)
+    assert kinds["onboarding"] == "onboarding" and kinds["journey:7"] == "journey" and kinds["12"] == "course"
+    assert stubs == 0
+    expected = sum(len(fake.users[i].courses) + 1 for i in fake.employee_ids())
+    assert n_enrollments == expected
+    assert {"completed", "in_progress"} <= statuses
+    again = sync(warehouse, {"a": v.source})
+    assert again.ok and sum(s.written for s in again.streams) == 0
