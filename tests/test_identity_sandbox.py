@@ -1,0 +1,62 @@
+"""Sandbox-wide identity: every fake vendor synced into one warehouse gives one person
+per generated human (plus one per anonymized placeholder learner).
+
+Runs over every kind that has both a fake (sandbox registry) and a connector, so
+it grows as vendors land; with none available it checks an empty warehouse.
+"""
+
+from __future__ import annotations
+
+import importlib.util  # noqa: F401 - the registries call importlib.util.find_spec
+
+from sqlalchemy import func, select
+
+from lms_sync.connectors import available_kinds
+from lms_sync.pipeline import run_source
+from lms_sync.sandbox.population import Population
+from lms_sync.sandbox.registry import available_fakes, make_fake
+from lms_sync.sandbox.server import SandboxServer
+from lms_sync.warehouse.tables import learners, persons
+from tests.conftest import make_config
+
+PEOPLE = 40
+
+
+def test_persons_are_the_generated_people_plus_placeholders(sqlite_warehouse):
+    kinds = [k for k in available_fakes() if k in set(available_kinds())]
+    population = Population(PEOPLE, seed=3)
+    servers = []
+    try:
+        blocks = {}
+        for kind in kinds:
+            fake = make_fake(kind, population)
+            server = SandboxServer(fake).start()
+            servers.append(server)
+            block = fake.source_config(server.url)
+            block.setdefault("http", {}).setdefault("max_wait_seconds", 2)
+            blocks[f"{kind}-sandbox"] = block
+        cfg = make_config(sqlite_warehouse, blocks)
+        for source in cfg.sources.values():
+            result = run_source(sqlite_warehouse.engine, cfg, source)
+            assert result.ok, f"{source.id}: {result.error}"
+    finally:
+        for server in servers:
+            server.stop()
+
+    expected_people = {p.index for kind in kinds for p in population.members(kind)}
+    with sqlite_warehouse.engine.connect() as conn:
+        placeholders = conn.execute(select(func.count()).where(learners.c.is_placeholder.is_(True))).scalar()
+        person_count = conn.execute(select(func.count()).select_from(persons)
+                                    .where(persons.c.deleted_at.is_(None))).scalar()
+        without = conn.execute(select(func.count()).where(learners.c.person_id.is_(None))).scalar()
+        emails = set(conn.execute(select(persons.c.primary_email)
+                                  .where(persons.c.deleted_at.is_(None))).scalars())
+    assert without == 0
+    assert person_count == len(expected_people) + placeholders, (kinds, placeholders)
+    if len(kinds) >= 2:  # the same humans really were matched across vendors
+        with sqlite_warehouse.engine.connect() as conn:
+            live = conn.execute(select(func.count()).select_from(learners)).scalar()
+        assert live > person_count
+    by_index = {p.index: p.email for p in population.people}
+    assert {by_index[i] for i in expected_people} <= emails
+
