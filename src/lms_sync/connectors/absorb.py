@@ -1,0 +1,457 @@
+"""Absorb LMS Integration API v2 (``kind: absorb``).
+
+Auth: ``POST /authenticate`` with ``x-api-key`` and ``x-api-version: 2`` and the JSON body
+``{"username", "password", "privateKey"}`` (= the API key) answers a bare JSON string, the
+token (4 h). Every call sends ``x-api-key``, ``x-api-version: 2`` and ``Authorization: Bearer``.
+Absorb keeps one token per admin user (a new one invalidates the old), so the source holds
+exactly one token, shared by every concurrent request, renewed single-flight on a 401.
+
+Collections are paged by ``_limit`` (<= 1000) and ``_offset`` = page number from 0 (<= 65535),
+body ``{"totalItems", "returnedItems", "limit", "offset", "<collection>": [...]}``; a short
+or empty page ends, a page that repeats the previous one or paging past ``max_page`` is a
+DataError (a vendor that ignores ``_offset`` would otherwise never end).
+
+Streams, each incremental by the record's ``dateEdited`` (``_filter=dateEdited ge
+datetime'<iso>'``, ``_sort=dateEdited``), re-reading ``overlap_minutes`` before the saved
+cursor ``{"date_edited": <max seen>}``; the first run and ``--full-refresh`` read everything
+(and soft-delete what is gone); ``--since`` reads from that moment (never later than the
+saved cursor) and never moves the cursor backwards:
+
+``users``        ``GET /users`` -> learners (``externalId`` -> hr_id; department name from
+                 ``GET /departments``, read once per run). Checkpoint per page (sorted).
+``courses``      ``GET /courses`` -> courses (kind course; category name from
+                 ``GET /categories``; ``estimatedDuration`` TimeSpan -> minutes [guess]).
+``enrollments``  ``GET /courses`` (ids only, all of them) then ``GET /courses/{id}/enrollments``
+                 per course, ``max_concurrency`` at a time (Absorb has no organisation-wide
+                 list; filtering users by *their* dateEdited would miss progress) -> one
+                 enrollment per user and course. With ``lesson_enrollments``, each active
+                 enrollment read in this run that is not an untouched NotStarted gets
+                 ``GET /users/{userId}/enrollments/{courseId}/lessons`` (path [guess], bare
+                 array) -> activity_progress. The cursor is saved once, at the end.
+
+Historical enrollments (``isActive: false``, superseded by a re-enrollment) are skipped and
+counted (``historical_skipped``): the enrollment's external id is ``<userId>:<courseId>``, so
+a re-enrollment updates the one row (the old state stays in enrollment_history) and
+dashboards see one row per learner and course. Lesson progress: ``<userId>:<courseId>:
+<lessonId>`` (its course is the Absorb course; lesson id, name, chapter in raw).
+
+Values: status 0..12 via :data:`STATUS_MAP`, ``vendor_status`` the enum name; ``timeSpent``
+is a .NET TimeSpan (``"1.02:03:04.5"``; ISO 8601 durations accepted) or ``timeSpentTicks``
+(100 ns); ``progress``/``score`` are percentages, clamped to 0..100 within
+:data:`PCT_TOLERANCE`, a record further out is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Record, utc
+from lms_sync.canonical import EnrollmentStatus as S
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.http.auth import Token, TokenAuth
+from lms_sync.http.errors import classify_response, classify_transport
+from lms_sync.http.paging import PageNumberPaginator
+
+AUTH_PATH = "/authenticate"
+API_VERSION = "2"
+TOKEN_SECONDS = 4 * 3600
+PCT_TOLERANCE = 0.5
+
+STATUS_MAP: dict[int, tuple[str, S, bool | None]] = {
+    0: ("NotStarted", S.NOT_STARTED, None),
+    1: ("InProgress", S.IN_PROGRESS, None),
+    2: ("PendingApproval", S.PENDING, None),
+    3: ("Complete", S.COMPLETED, None),
+    4: ("NotComplete", S.INCOMPLETE, None),
+    5: ("Failed", S.FAILED, False),
+    6: ("Declined", S.DECLINED, None),
+    7: ("PendingEvaluationRequired", S.PENDING, None),
+    8: ("OnWaitlist", S.WAITLISTED, None),
+    9: ("Absent", S.ABSENT, None),
+    10: ("NotApplicable", S.NOT_APPLICABLE, None),
+    11: ("PendingProctor", S.PENDING, None),
+    12: ("ReadyForReview", S.PENDING, None),
+}
+"""Absorb enrollment status -> (vendor name, canonical status, passed) — DESIGN §4."""
+
+_TIMESPAN = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
+_ISO_DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
+                           r"(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def timespan_seconds(value: str | None) -> float | None:
+    """``"[-][d.]hh:mm:ss[.fffffff]"`` (or ISO 8601 ``P1DT2H``) -> seconds; ValueError if not."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    m = _TIMESPAN.match(text)
+    if m:
+        sign, days, h, mins, s, frac = m.groups()
+        total = int(days or 0) * 86400 + int(h) * 3600 + int(mins) * 60 + int(s)
+        total += float(f"0.{frac}") if frac else 0.0
+        return -total if sign else total
+    m = _ISO_DURATION.match(text)
+    if m and text not in ("P", "PT") and not text.endswith("T"):
+        d, h, mins, s = (float(x or 0) for x in m.groups())
+        return d * 86400 + h * 3600 + mins * 60 + s
+    raise ValueError(f"timeSpent {text!r} is not a TimeSpan")
+
+
+def percent(value: float | None, name: str) -> float | None:
+    """A percentage clamped to 0..100; further out than the tolerance is a ValueError."""
+    if value is None:
+        return None
+    if not -PCT_TOLERANCE <= value <= 100 + PCT_TOLERANCE:
+        raise ValueError(f"{name} {value} is not a percentage")
+    return min(100.0, max(0.0, float(value)))
+
+
+class _Vendor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class AbsorbUser(_Vendor):
+    id: str = Field(min_length=1)
+    username: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    emailAddress: str | None = None
+    externalId: str | None = None
+    departmentId: str | None = None
+    isActive: bool | None = None
+    dateEdited: datetime | None = None
+
+
+class AbsorbCourse(_Vendor):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    description: str | None = None
+    categoryId: str | None = None
+    estimatedDuration: str | None = None
+    dateEdited: datetime | None = None
+
+
+class _Progress(_Vendor):
+    id: str | None = None
+    userId: str = Field(min_length=1)
+    courseId: str | None = None
+    status: int
+    progress: float | None = None
+    score: float | None = None
+    timeSpent: str | None = None
+    timeSpentTicks: int | None = None
+    dateStarted: datetime | None = None
+    dateCompleted: datetime | None = None
+    dateEdited: datetime | None = None
+
+
+class AbsorbEnrollment(_Progress):
+    courseId: str = Field(min_length=1)
+    isActive: bool = True
+    dateAdded: datetime | None = None
+    dateDue: datetime | None = None
+    dateExpires: datetime | None = None
+
+
+class AbsorbLesson(_Progress):
+    lessonId: str = Field(min_length=1)
+    type: str | None = None
+    dateEnrolled: datetime | None = None
+    lastAttempt: datetime | None = None
+
+
+def _progress_fields(r: _Progress) -> dict[str, Any]:
+    if r.status not in STATUS_MAP:
+        raise ValueError(f"unknown enrollment status {r.status}")
+    name, status, passed = STATUS_MAP[r.status]
+    seconds = r.timeSpentTicks / 10_000_000 if r.timeSpentTicks is not None else timespan_seconds(r.timeSpent)
+    return dict(status=status, passed=passed, vendor_status=name,
+                progress_pct=percent(r.progress, "progress"), score=percent(r.score, "score"),
+                time_spent_seconds=seconds, started_at=r.dateStarted, completed_at=r.dateCompleted)
+
+
+def normalize_user(raw: dict[str, Any], departments: dict[str, str] | None = None) -> Learner:
+    u = AbsorbUser.model_validate(raw)
+    names = [n for n in (u.firstName, u.lastName) if n]
+    return Learner(external_id=u.id, email=u.emailAddress, first_name=u.firstName,
+                   last_name=u.lastName, display_name=" ".join(names) or u.username,
+                   hr_id=(u.externalId or "").strip() or None,
+                   department=(departments or {}).get(u.departmentId or ""),
+                   is_active=u.isActive, raw=raw)
+
+
+def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = None) -> Course:
+    c = AbsorbCourse.model_validate(raw)
+    seconds = timespan_seconds(c.estimatedDuration)
+    return Course(external_id=c.id, kind=CourseKind.COURSE, title=c.name, description=c.description,
+                  category=(categories or {}).get(c.categoryId or ""),
+                  duration_minutes=None if seconds is None else seconds / 60, raw=raw)
+
+
+def normalize_enrollment(raw: dict[str, Any]) -> Enrollment:
+    e = AbsorbEnrollment.model_validate(raw)
+    return Enrollment(external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
+                      course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
+                      expires_at=e.dateExpires, last_activity_at=e.dateEdited,
+                      **_progress_fields(e), raw=raw)
+
+
+def normalize_lesson(raw: dict[str, Any], user_id: str, course_id: str) -> ActivityProgress:
+    r = AbsorbLesson.model_validate({"userId": user_id, **raw})
+    return ActivityProgress(
+        external_id=f"{user_id}:{course_id}:{r.lessonId}", learner_external_id=user_id,
+        course_external_id=course_id, enrollment_external_id=f"{user_id}:{course_id}",
+        activity_type=(r.type or "lesson").lower(), enrolled_at=r.dateEnrolled,
+        last_activity_at=r.lastAttempt or r.dateEdited, **_progress_fields(r), raw=raw)
+
+
+def describe_error(response: httpx.Response) -> str | None:
+    """``{"validations": [...], "code", "message", "term"}``, or a bare JSON string."""
+    body = response.json()
+    if isinstance(body, str):
+        return body[:300] or None
+    if not isinstance(body, dict):
+        return None
+    parts = [str(body.get("message") or body.get("Message") or "").strip()]
+    parts += [str(v) for v in body.get("validations") or [] if v]
+    text = "; ".join(p for p in parts if p)
+    return text[:300] or None
+
+
+def iso(value: datetime) -> str:
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[union-attr]
+
+
+class AbsorbAuth(Settings):
+    api_key: SecretStr
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class AbsorbOptions(Settings):
+    page_size: int = Field(default=500, ge=1, le=1000)
+    lesson_enrollments: bool = True
+    overlap_minutes: float = Field(default=10, ge=0)
+    max_page: int = Field(default=65535, ge=1, le=65535)
+    """Highest ``_offset`` (page number) we ask for; the vendor's documented maximum."""
+
+
+class AbsorbConnector(Connector):
+    kind = "absorb"
+    Auth = AbsorbAuth
+    Options = AbsorbOptions
+
+    def __init__(self, source: Any, log: Any) -> None:
+        super().__init__(source, log)
+        key = self.auth.api_key.get_secret_value()
+        self.token_auth = TokenAuth(self._fetch_token,
+                                    static_headers={"x-api-key": key, "x-api-version": API_VERSION})
+        self.make_client(auth=self.token_auth, describe_error=describe_error)
+        self._lookups: dict[str, dict[str, str]] = {}
+
+    def _fetch_token(self, client: httpx.Client) -> Token:
+        assert self.http is not None
+        sid, key = self.source.id, self.auth.api_key.get_secret_value()
+        body = {"username": self.auth.username, "password": self.auth.password.get_secret_value(),
+                "privateKey": key}
+        try:
+            resp = client.post(self.http.url(AUTH_PATH), json=body,
+                               headers={"x-api-key": key, "x-api-version": API_VERSION})
+        except httpx.TransportError as exc:
+            raise classify_transport(exc, sid, AUTH_PATH) from None
+        if resp.status_code in (400, 401, 403, 404):
+            error = classify_response(resp, sid, describe_error)
+            detail = error.message.partition(": ")[2] if error else ""
+            raise CredentialsRejected(
+                "Absorb refused the API key or admin login" + (f": {detail}" if detail else ""),
+                source=sid, path=AUTH_PATH, status=resp.status_code,
+                fix="check auth.api_key, auth.username and auth.password (an admin with API access)")
+        error = classify_response(resp, sid, describe_error)
+        if error is not None:
+            raise error
+        try:
+            token = resp.json()
+        except ValueError:
+            token = None
+        if not isinstance(token, str) or not token:
+            raise DataError("the authenticate answer is not a JSON string token", source=sid,
+                            path=AUTH_PATH, status=resp.status_code)
+        return Token(token, time.monotonic() + TOKEN_SECONDS)
+
+    def pages(self, path: str, key: str, params: dict[str, Any] | None = None,
+              ctx: ReadContext | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Each page (the ``key`` array) of a paged collection."""
+        assert self.http is not None
+        size = self.options.page_size
+        pager = PageNumberPaginator("_offset", 0, page_size=size, max_page=self.options.max_page)
+        previous: list[Any] | None = None
+        while pager.has_next:
+            request = pager.next_request()
+            body = self.http.get_json(path, params={**(params or {}), "_limit": size, **request.params})
+            rows = body.get(key) if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise DataError(f"the page has no {key!r} list", source=self.source.id, path=path)
+            ids = [r.get("id") for r in rows if isinstance(r, dict)]
+            if rows and ids == previous:
+                raise DataError(f"paging loop: page {request.params['_offset']} repeats the page "
+                                "before it", source=self.source.id, path=path,
+                                fix="the vendor ignores _offset; report it to Absorb")
+            previous = ids
+            if ctx is not None:
+                ctx.count("pages")
+            try:
+                pager.update(count=len(rows))
+            except DataError as exc:
+                raise DataError(exc.message, source=self.source.id, path=path,
+                                fix="the vendor keeps returning full pages; raise options.max_page "
+                                "or report it to Absorb") from None
+            yield rows
+
+    def lookup(self, path: str, key: str) -> dict[str, str]:
+        """id -> name of a small list (departments, categories), once per run."""
+        if path not in self._lookups:
+            names: dict[str, str] = {}
+            for rows in self.pages(path, key):
+                names.update({str(r["id"]): str(r["name"]) for r in rows if r.get("id") and r.get("name")})
+            self._lookups[path] = names
+        return self._lookups[path]
+
+    def streams(self) -> list[Stream]:
+        return [UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
+
+
+class _Incremental(Stream):
+    path: str
+    key: str
+
+    def __init__(self, conn: AbsorbConnector) -> None:
+        self.conn = conn
+
+    def window(self, ctx: ReadContext) -> tuple[datetime | None, dict[str, str]]:
+        """(saved cursor, query params) of this run; sets ``ctx.partial`` when filtered."""
+        saved = (ctx.cursor or {}).get("date_edited")
+        saved_at = utc(datetime.fromisoformat(saved.replace("Z", "+00:00"))) if saved else None
+        start = saved_at - timedelta(minutes=self.conn.options.overlap_minutes) if saved_at else None
+        if ctx.since is not None:
+            start = min(start, utc(ctx.since)) if start else utc(ctx.since)  # type: ignore[type-var]
+        params = {"_sort": "dateEdited"}
+        if start is not None:
+            params["_filter"] = f"dateEdited ge datetime'{iso(start)}'"
+            ctx.partial = True
+        return saved_at, params
+
+    @staticmethod
+    def cursor(saved: datetime | None, seen: datetime | None) -> Checkpoint:
+        best = max((d for d in (saved, seen) if d is not None), default=None)
+        return Checkpoint({"date_edited": iso(best) if best else None})
+
+    def read_sorted(self, ctx: ReadContext, normalize: Callable[[dict[str, Any]], Record]
+                    ) -> Iterator[Record | Checkpoint]:
+        saved, params = self.window(ctx)
+        seen: datetime | None = None
+        for rows in self.conn.pages(self.path, self.key, params, ctx):
+            for row in rows:
+                record = ctx.normalize(row.get("id"), lambda r=row: normalize(r))
+                if record is not None:
+                    yield record
+                    edited = _edited(row)
+                    seen = max(seen, edited) if seen and edited else edited or seen
+            yield self.cursor(saved, seen)  # sorted by dateEdited: everything before is read
+
+
+def _edited(row: dict[str, Any]) -> datetime | None:
+    value = row.get("dateEdited")
+    try:
+        return utc(datetime.fromisoformat(str(value).replace("Z", "+00:00"))) if value else None
+    except ValueError:
+        return None
+
+
+class UsersStream(_Incremental):
+    name, path, key = "users", "/users", "users"
+    full_refresh_tables = ("learners",)
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        depts = self.conn.lookup("/departments", "departments")
+        yield from self.read_sorted(ctx, lambda r: normalize_user(r, depts))
+
+
+class CoursesStream(_Incremental):
+    name, path, key = "courses", "/courses", "courses"
+    full_refresh_tables = ("courses",)
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        categories = self.conn.lookup("/categories", "categories")
+        yield from self.read_sorted(ctx, lambda r: normalize_course(r, categories))
+
+
+class EnrollmentsStream(_Incremental):
+    name = "enrollments"
+
+    def __init__(self, conn: AbsorbConnector) -> None:
+        super().__init__(conn)
+        lessons = conn.options.lesson_enrollments
+        self.full_refresh_tables = ("enrollments", "activity_progress") if lessons else ("enrollments",)
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        conn, http = self.conn, self.conn.http
+        assert http is not None
+        saved, params = self.window(ctx)
+        course_ids = [r["id"] for rows in conn.pages("/courses", "courses", {"_sort": "dateEdited"})
+                      for r in rows if r.get("id")]
+
+        def course_enrollments(course_id: str) -> list[dict[str, Any]]:
+            path = f"/courses/{course_id}/enrollments"
+            return [row for rows in conn.pages(path, "enrollments", params, ctx) for row in rows]
+
+        seen: datetime | None = None
+        todo: list[tuple[str, str]] = []
+        for rows in http.map_concurrent(course_enrollments, course_ids):
+            for row in rows:
+                edited = _edited(row)
+                seen = max(seen, edited) if seen and edited else edited or seen
+                if row.get("isActive") is False:
+                    ctx.count("historical_skipped")
+                    continue
+                record = ctx.normalize(row.get("id"), lambda r=row: normalize_enrollment(r))
+                if record is None:
+                    continue
+                yield record
+                if record.status != S.NOT_STARTED or record.progress_pct:
+                    todo.append((record.learner_external_id, record.course_external_id))
+        if conn.options.lesson_enrollments:
+            yield from self.lessons(ctx, todo)
+        yield self.cursor(saved, seen)
+
+    def lessons(self, ctx: ReadContext, todo: list[tuple[str, str]]) -> Iterator[Record]:
+        http = self.conn.http
+        assert http is not None
+
+        def fetch(pair: tuple[str, str]) -> tuple[str, str, Any]:
+            user_id, course_id = pair
+            path = f"/users/{user_id}/enrollments/{course_id}/lessons"
+            resp = http.get(path, accept=(404,))  # 404: the enrollment went away meanwhile
+            try:
+                return user_id, course_id, [] if resp.status_code == 404 else resp.json()
+            except ValueError:
+                raise DataError("the body is not valid JSON", source=self.conn.source.id,
+                                path=path, status=resp.status_code) from None
+
+        for user_id, course_id, body in http.map_concurrent(fetch, todo):
+            rows = body.get("lessonEnrollments") if isinstance(body, dict) else body
+            if not isinstance(rows, list):
+                raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
+                                path=f"/users/{user_id}/enrollments/{course_id}/lessons")
+            ctx.count("lesson_calls")
+            for row in rows:
+                record = ctx.normalize(row.get("id"), lambda r=row: normalize_lesson(r, user_id, course_id))
+                if record is not None:
+                    yield record

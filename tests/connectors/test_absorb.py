@@ -1,0 +1,405 @@
+"""Absorb LMS connector: pure normalization from fixture files, then the real connector
+against the sandbox fake over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from structlog.testing import capture_logs
+
+from lms_sync.canonical import CourseKind, EnrollmentStatus
+from lms_sync.connectors.absorb import (
+    STATUS_MAP,
+    describe_error,
+    normalize_course,
+    normalize_enrollment,
+    normalize_lesson,
+    normalize_user,
+    percent,
+    timespan_seconds,
+)
+from lms_sync.pipeline import run_sources
+from lms_sync.warehouse.tables import (
+    activity_progress,
+    courses,
+    enrollment_history,
+    enrollments,
+    learners,
+    sync_runs,
+    sync_state,
+)
+from tests.conftest import make_config
+from tests.connectors.conftest import sync
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "absorb"
+
+
+def load(name: str):
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def rows_by_status() -> dict[int, dict]:
+    return {r["status"]: r for r in load("course_enrollments.json")["enrollments"][:13]}
+
+
+# ---------------------------------------------------------------- normalization
+
+EXPECTED_STATUS = {
+    0: ("not_started", None, "NotStarted"),
+    1: ("in_progress", None, "InProgress"),
+    2: ("pending", None, "PendingApproval"),
+    3: ("completed", None, "Complete"),
+    4: ("incomplete", None, "NotComplete"),
+    5: ("failed", False, "Failed"),
+    6: ("declined", None, "Declined"),
+    7: ("pending", None, "PendingEvaluationRequired"),
+    8: ("waitlisted", None, "OnWaitlist"),
+    9: ("absent", None, "Absent"),
+    10: ("not_applicable", None, "NotApplicable"),
+    11: ("pending", None, "PendingProctor"),
+    12: ("pending", None, "ReadyForReview"),
+}
+
+
+@pytest.mark.parametrize("vendor_status", range(13))
+def test_status_map_value_by_value(vendor_status):
+    e = normalize_enrollment(rows_by_status()[vendor_status])
+    assert (e.status, e.passed, e.vendor_status) == EXPECTED_STATUS[vendor_status]
+
+
+def test_status_map_is_exactly_the_design_table():
+    assert set(STATUS_MAP) == set(range(13))
+    assert {s for _, s, _ in STATUS_MAP.values()} <= set(EnrollmentStatus)
+
+
+def test_unknown_status_is_rejected():
+    with pytest.raises(ValueError, match="unknown enrollment status 13"):
+        normalize_enrollment({**rows_by_status()[1], "status": 13})
+
+
+def test_enrollment_fields_value_by_value():
+    raw = rows_by_status()[3]
+    e = normalize_enrollment(raw)
+    assert e.external_id == "u0000000-0000-0000-0000-000000000003:c0000000-0000-0000-0000-000000000001"
+    assert e.learner_external_id == "u0000000-0000-0000-0000-000000000003"
+    assert e.course_external_id == "c0000000-0000-0000-0000-000000000001"
+    assert (e.progress_pct, e.score) == (100, 85)
+    assert e.time_spent_seconds == 93784.5  # 1 day 02:03:04.5
+    assert e.enrolled_at == at("2026-02-28T00:00:00Z")
+    assert e.started_at == at("2026-03-01T09:00:00Z")
+    assert e.completed_at == at("2026-03-10T12:00:00Z")
+    assert e.due_at == at("2026-04-01T00:00:00Z")
+    assert e.expires_at is None
+    assert e.last_activity_at == at("2026-03-10T12:03:00Z")
+    assert e.raw["courseVersionId"] == "v0000000-0000-0000-0000-000000000001"  # unknown fields kept
+    assert e.raw["id"] == "e0000000-0000-0000-0000-000000000003"
+
+
+def test_ticks_win_and_percentages_are_clamped_within_tolerance():
+    rows = load("course_enrollments.json")["enrollments"]
+    ticks = normalize_enrollment(rows[-1])
+    assert ticks.time_spent_seconds == 3600  # timeSpentTicks, the unparsable string ignored
+    assert (ticks.progress_pct, ticks.score) == (100, 0)
+    with pytest.raises(ValueError, match="progress 150"):
+        normalize_enrollment(rows[-2])
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1.02:03:04.5", 93784.5), ("00:10:00", 600), ("12:00:00", 43200), ("0:00:01.25", 1.25),
+    ("3.00:00:00", 259200), ("00:00:00.1234567", 0.1234567), ("PT1H30M", 5400), ("P1DT0.5S", 86400.5),
+    (None, None), ("", None),
+])
+def test_timespan(text, seconds):
+    assert timespan_seconds(text) == pytest.approx(seconds) if seconds is not None else (
+        timespan_seconds(text) is None)
+
+
+@pytest.mark.parametrize("text", ["1:2", "abc", "25:61:00x", "P", "PT"])
+def test_bad_timespan(text):
+    with pytest.raises(ValueError):
+        timespan_seconds(text)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0), (55.5, 55.5), (100.5, 100),
+                                                  (-0.5, 0)])
+def test_percent(value, expected):
+    assert percent(value, "progress") == expected
+
+
+def test_percent_out_of_range():
+    with pytest.raises(ValueError):
+        percent(101, "score")
+
+
+def test_users_value_by_value():
+    depts = {d["id"]: d["name"] for d in load("departments_page.json")["departments"]}
+    zoe, kiosk = (normalize_user(u, depts) for u in load("users_page.json")["users"])
+    assert zoe.external_id == "8b0f6f3e-1c1a-4a53-9a55-0d7a1f7f0001"
+    assert (zoe.email, zoe.first_name, zoe.last_name) == ("zoe.overli@example.com", "Zoë", "Øverli")
+    assert (zoe.display_name, zoe.hr_id, zoe.department, zoe.is_active) == (
+        "Zoë Øverli", "E100042", "Opérations", True)
+    assert zoe.raw["customFields"] == {"string1": "Nord"}
+    assert (kiosk.email, kiosk.hr_id, kiosk.department, kiosk.is_active) == (None, None, None, False)
+    assert kiosk.display_name == "kiosk-7"
+
+
+def test_courses_value_by_value():
+    cats = {c["id"]: c["name"] for c in load("categories_page.json")["categories"]}
+    first, second = (normalize_course(c, cats) for c in load("courses_page.json")["courses"])
+    assert (first.external_id, first.kind, first.title) == (
+        "c0000000-0000-0000-0000-000000000001", CourseKind.COURSE, "Datenschutz & DSGVO")
+    assert (first.category, first.duration_minutes, first.description) == ("Compliance", 90, "<p>DSGVO</p>")
+    assert second.category is None and second.duration_minutes is None
+    assert second.raw["courseType"] == "Curriculum"
+
+
+def test_lessons_value_by_value():
+    done, todo = (normalize_lesson(r, "u3", "c1") for r in load("user_course_lessons.json"))
+    assert done.external_id == "u3:c1:l0000000-0000-0000-0000-000000000001"
+    assert (done.learner_external_id, done.course_external_id, done.enrollment_external_id) == ("u3", "c1", "u3:c1")
+    assert (done.activity_type, done.status, done.vendor_status, done.score) == (
+        "assessment", "completed", "Complete", 90)
+    assert done.time_spent_seconds == 750
+    assert done.last_activity_at == at("2026-03-09T15:00:00Z")
+    assert done.raw["name"] == "Abschlusstest" and done.raw["failures"] == 1
+    assert (todo.activity_type, todo.status, todo.started_at) == ("lesson", "not_started", None)
+
+
+def test_describe_error_reads_the_documented_body():
+    request = httpx.Request("GET", "http://x/users")
+    assert describe_error(httpx.Response(400, json=load("error.json"), request=request)) == (
+        "Invalid paging parameters.; _limit must be between 1 and 1000")
+    assert describe_error(httpx.Response(401, json="Invalid API key", request=request)) == "Invalid API key"
+    assert describe_error(httpx.Response(500, json=[1], request=request)) is None
+
+
+# ---------------------------------------------------------------- against the fake
+
+
+def count(wh, table, *where) -> int:
+    with wh.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
+
+
+def by_stream(result):
+    return {s.stream: s for s in result.streams}
+
+
+def active_enrollments(fake) -> list[dict]:
+    return [r for rows in fake.enrollments.values() for r in rows if r["isActive"]]
+
+
+def test_full_sync(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30)
+    fake = vendor.fake
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    streams = by_stream(result)
+    assert list(streams) == ["users", "courses", "enrollments"]
+    assert all(s.skipped == 0 for s in result.streams)
+    wh = sqlite_warehouse
+    assert count(wh, learners) == 30 and count(wh, courses) == 8
+    active = active_enrollments(fake)
+    assert count(wh, enrollments) == len(active)
+    assert count(wh, enrollment_history) == len(active)
+    historical = sum(1 for rows in fake.enrollments.values() for r in rows if not r["isActive"])
+    assert historical > 0  # skipped, not stored: one row per learner and course
+    with wh.engine.connect() as conn:
+        statuses = set(conn.execute(select(enrollments.c.vendor_status)).scalars())
+        hr_ids = set(conn.execute(select(learners.c.hr_id)).scalars())
+        cursor = conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "enrollments")).scalar()
+    assert statuses == {name for name, _, _ in STATUS_MAP.values()}
+    assert "E100000" in hr_ids
+    assert cursor == {"date_edited": max(r["dateEdited"] for rows in fake.enrollments.values() for r in rows)}
+    # lessons: one call per active enrollment that is not an untouched NotStarted
+    started = [r for r in active if r["status"] != 0 or r["progress"]]
+    assert sum(n for p, n in fake.requests.items() if p.endswith("/lessons")) == len(started)
+    assert count(wh, activity_progress) == sum(len(fake.lesson_rows(r)) for r in started)
+    assert count(wh, activity_progress, activity_progress.c.enrollment_id.is_(None)) == 0
+    assert fake.token_fetches == 1 and fake.filters == []  # a first run reads everything
+
+    again = sync(wh, {"absorb": vendor.source})
+    assert again.ok and sum(s.written for s in again.streams) == 0
+
+
+def test_incremental_sync_changes_exactly_k_enrollments(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30)
+    fake, wh = vendor.fake, sqlite_warehouse
+    assert sync(wh, {"absorb": vendor.source}).ok
+    with wh.engine.connect() as conn:
+        before = dict(conn.execute(select(enrollments.c.external_id, enrollments.c.updated_at)).all())
+        saved = conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "enrollments")).scalar()
+    history_before = count(wh, enrollment_history)
+    changed = fake.change_enrollments(5)
+    requests_before = sum(fake.requests.values())
+
+    result = sync(wh, {"absorb": vendor.source})
+    assert result.ok, result.error
+    with wh.engine.connect() as conn:
+        after = dict(conn.execute(select(enrollments.c.external_id, enrollments.c.updated_at)).all())
+        done = set(conn.execute(select(enrollments.c.external_id)
+                                .where(enrollments.c.vendor_status == "Complete")).scalars())
+    assert sorted(k for k in after if after[k] != before[k]) == sorted(changed)
+    assert set(changed) <= done
+    assert count(wh, enrollment_history) - history_before == 5
+    assert by_stream(result)["enrollments"].tables["enrollments"] == 5
+    assert by_stream(result)["users"].written == 0
+    # read with the overlap: 10 minutes before the saved cursor, sorted by dateEdited
+    start = datetime.fromisoformat(saved["date_edited"].replace("Z", "+00:00")) - timedelta(minutes=10)
+    assert f"dateEdited ge datetime'{start:%Y-%m-%dT%H:%M:%SZ}'" in fake.filters
+    assert sum(fake.requests.values()) - requests_before < 40  # not a full re-read
+    assert count(wh, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+
+
+def test_since_backfill_keeps_the_cursor(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    fake, wh = vendor.fake, sqlite_warehouse
+    assert sync(wh, {"absorb": vendor.source}).ok
+    with wh.engine.connect() as conn:
+        saved = dict(conn.execute(select(sync_state.c.stream, sync_state.c.cursor)).all())
+    fake.remove_enrollments(1)
+    result = sync(wh, {"absorb": vendor.source}, since=datetime(2026, 1, 1, tzinfo=UTC))
+    assert result.ok, result.error
+    assert "dateEdited ge datetime'2026-01-01T00:00:00Z'" in fake.filters
+    with wh.engine.connect() as conn:
+        now = dict(conn.execute(select(sync_state.c.stream, sync_state.c.cursor)).all())
+    assert now == saved  # never moved backwards
+    assert count(wh, enrollments, enrollments.c.deleted_at.is_not(None)) == 0  # partial: no deletes
+
+
+def test_full_refresh_soft_deletes_removed_enrollments(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    wh = sqlite_warehouse
+    assert sync(wh, {"absorb": vendor.source}).ok
+    gone = vendor.fake.remove_enrollments(2)
+    assert sync(wh, {"absorb": vendor.source}).ok
+    assert count(wh, enrollments, enrollments.c.deleted_at.is_not(None)) == 0  # incremental
+    filters = len(vendor.fake.filters)
+    result = sync(wh, {"absorb": vendor.source}, full_refresh=True)
+    assert result.ok, result.error
+    with wh.engine.connect() as conn:
+        deleted = set(conn.execute(select(enrollments.c.external_id)
+                                   .where(enrollments.c.deleted_at.is_not(None))).scalars())
+    assert deleted == set(gone)
+    assert len(vendor.fake.filters) == filters  # a full refresh reads everything
+
+
+def test_token_invalidated_mid_run_reauthenticates_once(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30)
+    fake = vendor.fake
+    fake.invalidate_token_after(12)  # during the enrollments fan-out (4 requests in flight)
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert fake.token_fetches == 2 and fake.rejected >= 1
+    assert count(sqlite_warehouse, enrollments) == len(active_enrollments(fake))
+
+
+def test_throttling_storm_waits_what_retry_after_says(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    # five 429s in a row on the users page: one short of max_attempts (6)
+    vendor.fake.faults.update({"fail_next": 5, "fail_status": 429, "retry_after": 0.2,
+                               "path_filter": "/users"})
+    with capture_logs() as logs:
+        result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert result.http["throttled"] == 5 and result.http["retries"] == 5
+    waits = [(e["status"], e["wait"]) for e in logs if e["event"] == "http.retry"]
+    assert waits == [(429, 0.2)] * 5
+    assert count(sqlite_warehouse, learners) == 20
+
+
+def test_server_errors_then_success(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.fake.faults.update({"fail_next": 2, "fail_status": 503, "retry_after": 0.1,
+                               "path_filter": "/enrollments"})
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert result.http["retries"] == 2
+    assert count(sqlite_warehouse, enrollments) == len(active_enrollments(vendor.fake))
+
+
+def test_wrong_api_key_fails_that_source_only(start_vendor, sqlite_warehouse):
+    bad, good = start_vendor("absorb", learners=10, courses=2), start_vendor("absorb", learners=10, courses=2)
+    bad.source["auth"]["api_key"] = "wrong-key-123"
+    cfg = make_config(sqlite_warehouse, {"absorb-bad": bad.source, "absorb-good": good.source})
+    first, second = run_sources(sqlite_warehouse.engine, cfg, list(cfg.sources.values()))
+    assert not first.ok and second.ok
+    assert first.error.startswith("source 'absorb-bad': Absorb refused the API key or admin login: "
+                                  "Invalid API key. (HTTP 401 /authenticate); check auth.api_key")
+    assert "\n" not in first.error and "wrong-key-123" not in first.error
+    assert [s.result for s in first.streams] == ["failed"] * 3
+    with sqlite_warehouse.engine.connect() as conn:
+        runs = conn.execute(select(sync_runs.c.source_id, sync_runs.c.stream, sync_runs.c.result)).all()
+    assert {(r.stream, r.result) for r in runs if r.source_id == "absorb-bad"} == {
+        ("users", "failed"), ("courses", "failed"), ("enrollments", "failed")}
+    assert {r.result for r in runs if r.source_id == "absorb-good"} == {"succeeded"}
+    assert bad.fake.token_fetches == 0
+
+
+def test_paging_loop_is_a_clear_error(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30, courses=2, ignore_offset=True)
+    vendor.source["options"]["page_size"] = 10
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert not result.ok
+    error = by_stream(result)["users"].error
+    assert error.startswith("source 'absorb': paging loop: page 1 repeats the page before it (/users)")
+    assert vendor.fake.requests["/users"] == 2
+
+
+def test_paging_stops_at_max_page(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30, courses=2)
+    vendor.source["options"].update(page_size=5, max_page=2)
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    error = by_stream(result)["users"].error
+    assert error == ("source 'absorb': paging went past page 2 without an end (/users); the vendor "
+                     "keeps returning full pages; raise options.max_page or report it to Absorb")
+    assert vendor.fake.requests["/users"] == 3
+
+
+def test_page_size_reaches_the_vendor(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30, courses=2)
+    vendor.source["options"].update(page_size=7, lesson_enrollments=False)
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert vendor.fake.requests["/users"] == 5  # 30 users: 7+7+7+7+2
+    assert count(sqlite_warehouse, learners) == 30
+    assert count(sqlite_warehouse, activity_progress) == 0
+    assert not any(p.endswith("/lessons") for p in vendor.fake.requests)
+
+
+def test_page_size_over_the_maximum_is_refused_by_config():
+    from lms_sync.config import parse_config
+    from lms_sync.errors import ConfigError
+
+    tree = {"sources": {"a": {"kind": "absorb", "base_url": "https://rest.myabsorb.com",
+                              "auth": {"api_key": "k", "username": "u", "password": "p"},
+                              "options": {"page_size": 5000}}}}
+    with pytest.raises(ConfigError, match="page_size"):
+        parse_config(tree, "x.yaml")
+
+
+def test_end_to_end_on_every_database(start_vendor, warehouse):
+    vendor = start_vendor("absorb", learners=25, courses=4)
+    first = sync(warehouse, {"absorb": vendor.source})
+    assert first.ok, first.error
+    active = len(active_enrollments(vendor.fake))
+    changed = vendor.fake.change_enrollments(3, status=5)
+    second = sync(warehouse, {"absorb": vendor.source})
+    assert second.ok, second.error
+    assert by_stream(second)["enrollments"].tables["enrollments"] == 3
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(text("SELECT learner_external_id, course_external_id, status, passed "
+                                 "FROM learner_progress")).all()
+    assert len(rows) == active
+    failed = {f"{r.learner_external_id}:{r.course_external_id}" for r in rows if r.status == "failed"}
+    assert set(changed) <= failed
+    assert all(not r.passed for r in rows if r.status == "failed")
