@@ -275,7 +275,7 @@ class AcademyConnector(Connector):
                             path=response.request.url.path, status=response.status_code)
         return data
 
-    def list_users(self, ctx: ReadContext, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    def list_users(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         pager = NextUrlPaginator()
         params: dict[str, Any] = {"page": 1, "per_page": self.options.page_size}
         if since is not None:
@@ -288,9 +288,9 @@ class AcademyConnector(Connector):
             yield from data
             pager.update(count=len(data), next_url=links.get("next"))
 
-    def all_users(self, ctx: ReadContext) -> list[dict[str, Any]]:
+    def all_users(self) -> list[dict[str, Any]]:
         if self.users is None:
-            self.users = list(self.list_users(ctx))
+            self.users = list(self.list_users())
         return self.users
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
@@ -299,8 +299,11 @@ class AcademyConnector(Connector):
         response = self.get(f"stats/academy/{what}", "read:stats",
                             params={"group_ids": ",".join(map(str, ids))}, accept=(422,))
         if response.status_code == 422:
-            body = response.json() if response.content else {}
-            bad = sorted({ids[int(n)] for key in (body.get("errors") or {})
+            try:
+                errors = response.json().get("errors") or {}
+            except (ValueError, AttributeError):
+                errors = {}
+            bad = sorted({ids[int(n)] for key in errors
                           for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
             which = ", ".join(map(str, bad or ids))
             raise RequestRejected(
@@ -338,7 +341,7 @@ class UsersStream(Stream):
 
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         ctx.partial = ctx.since is not None
-        rows = self.c.list_users(ctx, ctx.since) if ctx.since else self.c.all_users(ctx)
+        rows = self.c.list_users(ctx.since) if ctx.since else self.c.all_users()
         for row in rows:
             learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
                                     lambda row=row: learner_from(row))
@@ -403,7 +406,7 @@ class ProgressStream(Stream):
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
         c, cur = self.c, ctx.cursor or {}
         skip = {t.lower() for t in c.options.sweep_skip_types}
-        users = sorted((u for u in c.all_users(ctx) if isinstance(u, dict) and isinstance(u.get("id"), int)
+        users = sorted((u for u in c.all_users() if isinstance(u, dict) and isinstance(u.get("id"), int)
                         and str(u.get("type") or "").lower() not in skip), key=lambda u: u["id"])
         sweep, after = int(cur.get("sweep") or 1), cur.get("after_id")
         todo = [u for u in users if after is None or u["id"] > after]
