@@ -341,6 +341,15 @@ def test_header_name_paths_and_paging_are_options(start_vendor, sqlite_warehouse
     assert vendor.fake.requests["/api/people"] == -(-users // 5) + 2  # pages + the retried 503s
 
 
+def test_truncated_and_failing_responses_are_retried(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("sessions", learners=30)
+    vendor.fake.faults.update({"truncate_next": 2, "path_filter": "completions"})
+    result = sync(sqlite_warehouse, {"s": vendor.source})
+    assert result.ok, result.error
+    assert vendor.fake.faults.truncate_next == 0
+    assert table_count(sqlite_warehouse, enrollments) == len(visible(vendor.fake))
+
+
 def test_end_to_end_on_every_warehouse(start_vendor, warehouse):
     vendor = start_vendor("sessions", learners=30)
     assert sync(warehouse, {"sessions": vendor.source}).ok

@@ -30,7 +30,9 @@ Streams, in order:
     change feed exists, so each run reads the window [saved ``to`` minus
     ``lag_days``, now), first run from ``start_date`` (default 365 days back),
     in slices of ``window_days``; the cursor is ``{"to": iso}``. An empty window
-    is never requested. Rows whose vendor ``hash`` is unchanged give identical
+    is never requested. The lag must cover the longest session plus the time
+    Sparkwise takes to settle attendance: a session under way at run time is
+    ``in_progress`` until a later run re-reads it. Rows whose vendor ``hash`` is unchanged give identical
     records (``raw`` carries the hash), so the warehouse writes nothing for them.
     A ``remoteUserId`` matching no Sparkwise user still lands: a stub
     :class:`Learner` (external id and ``hr_id`` = ``remoteUserId``) is emitted,
