@@ -294,3 +294,56 @@ def test_two_daemons_on_one_postgres_warehouse_never_overlap_a_source(
         for earlier, later in zip(mine, mine[1:], strict=False):
             assert earlier["finished_at"] <= later["started_at"]
     assert not b.event("batch.written")
+
+
+def test_healthz_is_503_with_the_reason_when_the_warehouse_or_scheduler_is_down(tmp_path):
+    from lms_sync.config import parse_config
+    from lms_sync.health import HealthServer
+    from lms_sync.scheduler import Scheduler
+    from lms_sync.warehouse.db import make_engine
+
+    # nothing listens on port 1: the warehouse does not answer
+    url = "postgresql+psycopg://lms:pw@127.0.0.1:1/lms"
+    cfg = parse_config({"warehouse": {"url": url}, "daemon": {"jitter_seconds": 0}})
+    engine = make_engine(url)
+    scheduler = Scheduler(engine, cfg, [])
+    scheduler.start()
+    server = HealthServer("127.0.0.1", 0, engine, status=lambda: {"jobs": scheduler.jobs()},
+                          alive=lambda: scheduler.running).start()
+    try:
+        code, body = http_get(f"http://127.0.0.1:{server.port}/healthz")
+        health = json.loads(body)
+        assert code == 503 and health["status"] == "unavailable"
+        assert health["reason"].startswith("warehouse unreachable: ")
+        assert "refused" in health["reason"].lower()
+        scheduler.shutdown(timeout=1)
+        code, body = http_get(f"http://127.0.0.1:{server.port}/healthz")
+        assert code == 503 and json.loads(body)["reason"] == "scheduler is not running"
+    finally:
+        server.stop()
+        engine.dispose()
+
+
+def test_cron_weekday_numbers_mean_what_crontab_means():
+    from lms_sync.scheduler import cron_trigger
+
+    monday = datetime(2026, 3, 2, tzinfo=UTC)
+    assert monday.strftime("%A") == "Monday"
+
+    def next_days(expr: str, n: int = 3) -> list[str]:
+        trigger, when, out = cron_trigger(expr, "UTC"), monday, []
+        for _ in range(n):
+            when = trigger.get_next_fire_time(None, when)
+            out.append(when.strftime("%a %H:%M"))
+            when = when.replace(minute=when.minute + 1)
+        return out
+
+    assert next_days("0 3 * * 0", 1) == ["Sun 03:00"]
+    assert next_days("0 3 * * 7", 1) == ["Sun 03:00"]
+    assert next_days("30 6 * * 1-5", 6) == ["Mon 06:30", "Tue 06:30", "Wed 06:30", "Thu 06:30",
+                                            "Fri 06:30", "Mon 06:30"]
+    assert next_days("0 0 * * */2", 4) == ["Tue 00:00", "Thu 00:00", "Sat 00:00", "Sun 00:00"]
+    assert next_days("0 0 * * sat,sun", 2) == ["Sat 00:00", "Sun 00:00"]
+    # with a time zone: 09:00 in Helsinki is 07:00 UTC in March
+    trigger = cron_trigger("0 9 * * 1", "Europe/Helsinki")
+    assert trigger.get_next_fire_time(None, monday).astimezone(UTC).strftime("%a %H:%M") == "Mon 07:00"

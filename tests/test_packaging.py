@@ -194,6 +194,13 @@ def test_sandbox_service_and_sandbox_daemon_run_as_compose_runs_them(tmp_path):
         assert health.get("last_results") == {f"{k}-sandbox": "succeeded" for k in kinds}, \
             log.read_text()[-3000:]
 
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310
+            metrics = resp.read().decode()
+        for kind in kinds:
+            requests = re.search(rf'^lms_sync_http_requests_total{{source="{kind}-sandbox"}} (\S+)$',
+                                 metrics, re.M)
+            assert requests and float(requests.group(1)) > 0, kind
+
         # the image's HEALTHCHECK, as Docker runs it in the container
         probe = _dockerfile_healthcheck()
         ok = subprocess.run([sys.executable, *probe[1:]], env=_env(LMS_SYNC_HEALTH_PORT=str(port)),

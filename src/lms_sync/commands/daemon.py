@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: object) -> None:
         received.append(signal.Signals(signum).name)
+        if len(received) > 1:  # a second signal: stop now; runs left running are marked
+            log.warning("daemon.forced_exit", signal=received[-1])  # abandoned at the next start
+            logging.shutdown()
+            os._exit(1)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
