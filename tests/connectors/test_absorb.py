@@ -165,7 +165,8 @@ def test_courses_value_by_value():
 def test_lessons_value_by_value():
     done, todo = (normalize_lesson(r, "u3", "c1") for r in load("user_course_lessons.json"))
     assert done.external_id == "u3:c1:l0000000-0000-0000-0000-000000000001"
-    assert (done.learner_external_id, done.course_external_id, done.enrollment_external_id) == ("u3", "c1", "u3:c1")
+    assert (done.learner_external_id, done.course_external_id, done.enrollment_external_id) == (
+        "u3", "c1", "u3:c1")
     assert (done.activity_type, done.status, done.vendor_status, done.score) == (
         "assessment", "completed", "Complete", 90)
     assert done.time_spent_seconds == 750
@@ -216,7 +217,8 @@ def test_full_sync(start_vendor, sqlite_warehouse):
     with wh.engine.connect() as conn:
         statuses = set(conn.execute(select(enrollments.c.vendor_status)).scalars())
         hr_ids = set(conn.execute(select(learners.c.hr_id)).scalars())
-        cursor = conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "enrollments")).scalar()
+        cursor = conn.execute(select(sync_state.c.cursor)
+                              .where(sync_state.c.stream == "enrollments")).scalar()
     assert statuses == {name for name, _, _ in STATUS_MAP.values()}
     assert "E100000" in hr_ids
     assert cursor == {"date_edited": max(r["dateEdited"] for rows in fake.enrollments.values() for r in rows)}
@@ -262,6 +264,7 @@ def test_incremental_sync_changes_exactly_k_enrollments(start_vendor, sqlite_war
 
 def test_since_backfill_keeps_the_cursor(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
     fake, wh = vendor.fake, sqlite_warehouse
     assert sync(wh, {"absorb": vendor.source}).ok
     with wh.engine.connect() as conn:
@@ -278,6 +281,7 @@ def test_since_backfill_keeps_the_cursor(start_vendor, sqlite_warehouse):
 
 def test_full_refresh_soft_deletes_removed_enrollments(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
     wh = sqlite_warehouse
     assert sync(wh, {"absorb": vendor.source}).ok
     gone = vendor.fake.remove_enrollments(2)
@@ -305,20 +309,22 @@ def test_token_invalidated_mid_run_reauthenticates_once(start_vendor, sqlite_war
 
 def test_throttling_storm_waits_what_retry_after_says(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
     # five 429s in a row on the users page: one short of max_attempts (6)
-    vendor.fake.faults.update({"fail_next": 5, "fail_status": 429, "retry_after": 0.2,
+    vendor.fake.faults.update({"fail_next": 5, "fail_status": 429, "retry_after": 0.1,
                                "path_filter": "/users"})
     with capture_logs() as logs:
         result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert result.ok, result.error
     assert result.http["throttled"] == 5 and result.http["retries"] == 5
     waits = [(e["status"], e["wait"]) for e in logs if e["event"] == "http.retry"]
-    assert waits == [(429, 0.2)] * 5
+    assert waits == [(429, 0.1)] * 5
     assert count(sqlite_warehouse, learners) == 20
 
 
 def test_server_errors_then_success(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
     vendor.fake.faults.update({"fail_next": 2, "fail_status": 503, "retry_after": 0.1,
                                "path_filter": "/enrollments"})
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
@@ -329,6 +335,7 @@ def test_server_errors_then_success(start_vendor, sqlite_warehouse):
 
 def test_wrong_api_key_fails_that_source_only(start_vendor, sqlite_warehouse):
     bad, good = start_vendor("absorb", learners=10, courses=2), start_vendor("absorb", learners=10, courses=2)
+    good.source["options"]["lesson_enrollments"] = False
     bad.source["auth"]["api_key"] = "wrong-key-123"
     cfg = make_config(sqlite_warehouse, {"absorb-bad": bad.source, "absorb-good": good.source})
     first, second = run_sources(sqlite_warehouse.engine, cfg, list(cfg.sources.values()))

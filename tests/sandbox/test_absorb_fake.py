@@ -13,11 +13,22 @@ from lms_sync.sandbox.population import Population
 from lms_sync.sandbox.server import SandboxServer
 
 
-@pytest.fixture
-def absorb() -> Iterator[tuple[FakeAbsorb, httpx.Client]]:
+def _serve() -> Iterator[tuple[FakeAbsorb, httpx.Client]]:
     fake = FakeAbsorb(Population(30), courses=4)
     with SandboxServer(fake) as server, httpx.Client(base_url=server.url) as client:
         yield fake, client
+
+
+@pytest.fixture
+def absorb() -> Iterator[tuple[FakeAbsorb, httpx.Client]]:
+    """A fake of its own, for tests that change it."""
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[FakeAbsorb, httpx.Client]]:
+    """One fake for the tests that only read."""
+    yield from _serve()
 
 
 def login(client: httpx.Client) -> dict[str, str]:
@@ -41,8 +52,8 @@ def test_a_new_token_invalidates_the_old_one(absorb):
     assert fake.token_fetches == 2 and fake.rejected == 1
 
 
-def test_headers_and_credentials_are_checked(absorb):
-    _, client = absorb
+def test_headers_and_credentials_are_checked(shared):
+    _, client = shared
     headers = login(client)
     assert client.get("/users", headers={**headers, "x-api-version": "1"}).status_code == 400
     assert client.get("/users", headers={**headers, "x-api-key": "nope"}).status_code == 401
@@ -51,7 +62,8 @@ def test_headers_and_credentials_are_checked(absorb):
                             "privateKey": "nope"})
     assert bad.status_code == 401 and bad.json()["message"] == "Invalid API key."
     wrong = client.post("/authenticate", headers={"x-api-key": FakeAbsorb.API_KEY, "x-api-version": "2"},
-                        json={"username": FakeAbsorb.USERNAME, "password": "x", "privateKey": FakeAbsorb.API_KEY})
+                        json={"username": FakeAbsorb.USERNAME, "password": "x",
+                              "privateKey": FakeAbsorb.API_KEY})
     assert wrong.status_code == 401 and wrong.json()["message"] == "Invalid username or password."
 
 
@@ -59,16 +71,16 @@ def test_headers_and_credentials_are_checked(absorb):
     ({"_limit": 1000}, 200), ({"_limit": 1001}, 400), ({"_limit": 0}, 400),
     ({"_offset": 65535}, 200), ({"_offset": 65536}, 400), ({"_limit": "ten"}, 400),
 ])
-def test_paging_limits(absorb, params, status):
-    _, client = absorb
+def test_paging_limits(shared, params, status):
+    _, client = shared
     resp = client.get("/users", headers=login(client), params=params)
     assert resp.status_code == status
     if status == 400:
         assert set(resp.json()) == {"validations", "code", "message", "term", "_meta"}
 
 
-def test_pages_are_page_numbers_from_zero(absorb):
-    _, client = absorb
+def test_pages_are_page_numbers_from_zero(shared):
+    _, client = shared
     headers = login(client)
     pages = [client.get("/users", headers=headers, params={"_limit": 12, "_offset": n}).json()
              for n in range(4)]
@@ -80,10 +92,11 @@ def test_pages_are_page_numbers_from_zero(absorb):
     assert client.get("/users", headers=headers).json()["returnedItems"] == 20  # default _limit
 
 
-def test_filter_and_sort_on_date_edited(absorb):
-    _, client = absorb
+def test_filter_and_sort_on_date_edited(shared):
+    _, client = shared
     headers = login(client)
-    rows = client.get("/users", headers=headers, params={"_limit": 100, "_sort": "dateEdited"}).json()["users"]
+    rows = client.get("/users", headers=headers,
+                      params={"_limit": 100, "_sort": "dateEdited"}).json()["users"]
     dates = [r["dateEdited"] for r in rows]
     assert dates == sorted(dates)
     pivot = dates[10]
@@ -99,8 +112,8 @@ def test_filter_and_sort_on_date_edited(absorb):
     assert client.get("/users", headers=headers, params={"_sort": "name"}).status_code == 400
 
 
-def test_enrollments_cover_every_status_history_and_timespans(absorb):
-    fake, client = absorb
+def test_enrollments_cover_every_status_history_and_timespans(shared):
+    fake, client = shared
     headers = login(client)
     rows = []
     for course in fake.courses:

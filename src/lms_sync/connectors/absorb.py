@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -452,6 +452,7 @@ class EnrollmentsStream(_Incremental):
                                 path=f"/users/{user_id}/enrollments/{course_id}/lessons")
             ctx.count("lesson_calls")
             for row in rows:
-                record = ctx.normalize(row.get("id"), lambda r=row: normalize_lesson(r, user_id, course_id))
+                record = ctx.normalize(row.get("id"), lambda r=row, u=user_id, c=course_id:
+                                       normalize_lesson(r, u, c))
                 if record is not None:
                     yield record

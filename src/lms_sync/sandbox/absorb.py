@@ -91,10 +91,9 @@ class FakeAbsorb(FakeVendor):
         self._invalidate_after: int | None = None
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
-        self.route("GET", "/users", self._guarded(lambda r, m: self._list(r, "users", self.users)))
-        self.route("GET", "/departments", self._guarded(lambda r, m: self._list(r, "departments", self.departments)))
-        self.route("GET", "/categories", self._guarded(lambda r, m: self._list(r, "categories", self.categories)))
-        self.route("GET", "/courses", self._guarded(lambda r, m: self._list(r, "courses", self.courses)))
+        for key in ("users", "departments", "categories", "courses"):
+            handler = self._guarded(lambda r, m, k=key: self._list(r, k, getattr(self, k)))
+            self.route("GET", f"/{key}", handler)
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
         self.route("GET", "/users/([^/]+)/enrollments/([^/]+)/lessons", self._guarded(self._lessons))
 
@@ -126,7 +125,8 @@ class FakeAbsorb(FakeVendor):
                        for k in range(1 + rng.randrange(4))]
             out.append({"id": _uuid(seed, "course", c), "courseType": kind,
                         "name": title if c < len(COURSES) else f"{title} ({c})",
-                        "description": f"<p>{title}</p>", "categoryId": self.category_ids[c % len(CATEGORIES)],
+                        "description": f"<p>{title}</p>",
+                        "categoryId": self.category_ids[c % len(CATEGORIES)],
                         "estimatedDuration": _timespan(rng.choice([15, 30, 45, 90, 120]) * 60),
                         "activeStatus": 1, "tagIds": [], "externalId": f"C-{c:03d}",
                         "dateAdded": _date(EPOCH - timedelta(days=30)),
@@ -140,7 +140,8 @@ class FakeAbsorb(FakeVendor):
             rng = random.Random((self.population.seed * 1_000_003 + person.index) * 2)
             added = self.population.when(rng, 200)
             out.append({
-                "id": self.user_id(person.index), "departmentId": self.dept_ids[person.key("absorb-dept") % 5],
+                "id": self.user_id(person.index),
+                "departmentId": self.dept_ids[person.key("absorb-dept") % len(DEPARTMENTS)],
                 "firstName": person.first_name, "middleName": None, "lastName": person.last_name,
                 "username": person.email.split("@")[0], "emailAddress": person.vendor_email("absorb"),
                 "externalId": person.hr_id if person.key("absorb-hr") % 10 else None,
@@ -179,7 +180,8 @@ class FakeAbsorb(FakeVendor):
         added = self.population.when(rng, 250)
         started = added + timedelta(hours=rng.randrange(1, 400)) if status not in (0, 6, 8) else None
         done = status in (3, 5)
-        progress = 100.0 if done or status in (2, 7, 11, 12) else 0.0 if not started else rng.randrange(1, 100)
+        progress = (100.0 if done or status in (2, 7, 11, 12) else
+                    0.0 if not started else float(rng.randrange(1, 100)))
         seconds = rng.randrange(60, 3 * 86400) + rng.choice([0, 0.5]) if started else 0
         completed = started + timedelta(hours=rng.randrange(1, 200)) if done and started else None
         edited = max(d for d in (added, started, completed) if d is not None)
@@ -211,7 +213,8 @@ class FakeAbsorb(FakeVendor):
         for k, lesson in enumerate(lessons):
             st = 3 if k < done else (1 if k == done and status != 0 else 0)
             rows.append({
-                "id": _uuid(enrollment["id"], lesson["lessonId"]), "chapterEnrollmentId": _uuid(enrollment["id"], "ch"),
+                "id": _uuid(enrollment["id"], lesson["lessonId"]),
+                "chapterEnrollmentId": _uuid(enrollment["id"], "ch"),
                 "type": lesson["type"], "attempts": 1 if st else 0, "failures": 0,
                 "lastAttempt": enrollment["dateEdited"] if st else None,
                 "courseEnrollmentId": enrollment["id"], "chapterId": lesson["chapterId"],
@@ -219,7 +222,8 @@ class FakeAbsorb(FakeVendor):
                 "fullName": enrollment["fullName"], "status": st, "progress": 100.0 if st == 3 else 0.0,
                 "score": enrollment["score"] if st == 3 and lesson["type"] == "Assessment" else 0.0,
                 "timeSpent": _timespan(600 * k + 90) if st else "00:00:00",
-                "dateEnrolled": enrollment["dateAdded"], "dateStarted": enrollment["dateStarted"] if st else None,
+                "dateEnrolled": enrollment["dateAdded"],
+                "dateStarted": enrollment["dateStarted"] if st else None,
                 "dateCompleted": enrollment["dateEdited"] if st == 3 else None,
                 "dateEdited": enrollment["dateEdited"], "dateAdded": enrollment["dateAdded"],
             })
