@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -347,3 +348,26 @@ def test_cron_weekday_numbers_mean_what_crontab_means():
     # with a time zone: 09:00 in Helsinki is 07:00 UTC in March
     trigger = cron_trigger("0 9 * * 1", "Europe/Helsinki")
     assert trigger.get_next_fire_time(None, monday).astimezone(UTC).strftime("%a %H:%M") == "Mon 07:00"
+
+
+def test_daemon_refuses_a_config_with_nothing_to_run_or_a_busy_health_port(tmp_path, sqlite_warehouse):
+    from tests.cli_helpers import run_cli
+
+    cfg = write_config(tmp_path / "none.yaml", sqlite_warehouse.config_block(), {})
+    proc = run_cli("daemon", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"lms-sync: error: no enabled source to schedule, {cfg}: sources; "
+                                   "add a source or set enabled: true on one")
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path / "busy.yaml", sqlite_warehouse.config_block(), {"s": {"users": 1}},
+                           health_port=port, health_host="127.0.0.1")
+        proc = run_cli("daemon", "--config", str(cfg))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lms-sync: error: cannot listen on 127.0.0.1:{port} (")
+    assert last.endswith(f"{cfg}: daemon.health_port; choose a free port, or remove daemon.health_port")
+    assert "Traceback" not in proc.stderr

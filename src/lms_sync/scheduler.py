@@ -116,6 +116,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stopped = False
+        self._started = False
         self.last_results: dict[str, str] = {}
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=max(1, min(len(self.sources), 16)))},
@@ -141,6 +142,7 @@ class Scheduler:
             )
         self._load_last_success()
         self._scheduler.start()
+        self._started = True
         self.log.info("scheduler.started", jobs=self.jobs(), run_on_start=daemon.run_on_start,
                       misfire_grace_seconds=daemon.misfire_grace_seconds,
                       jitter_seconds=daemon.jitter_seconds)
@@ -154,6 +156,9 @@ class Scheduler:
         """
         timeout = self.cfg.daemon.shutdown_timeout_seconds if timeout is None else timeout
         self.stop.set()
+        if not self._started:
+            self._stopped = True
+            return True
         with self._lock:
             self._stopped = True
             waiting = sorted(self._inflight)
@@ -201,7 +206,11 @@ class Scheduler:
             self._inflight[source_id] = datetime.now(UTC)
         try:
             # a run a killed process left behind is closed first (only if we get its lock)
-            fail_abandoned_runs(self.engine, [source_id])
+            try:
+                fail_abandoned_runs(self.engine, [source_id])
+            except Exception as exc:  # noqa: BLE001 - the run below reports a warehouse problem
+                self.log.warning("scheduler.sweep_failed", source=source_id,
+                                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             result = run_source(self.engine, self.cfg, source, stop=self.stop)
             self.last_results[source_id] = result.result
         finally:

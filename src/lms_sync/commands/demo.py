@@ -204,12 +204,14 @@ def render_summary(engine: Any, results: list[Any], db: Path, elapsed: float) ->
                 counts.setdefault(source_id, {})[table] = n
         lines.append("")
         lines.append("Rows per source and table")
-        header = f"  {'source':<20}" + "".join(f"{t:>19}" for t in SUMMARY_TABLES)
-        lines.append(header)
+        width = {t: len(t) + 2 for t in SUMMARY_TABLES}
+        first = max([20, *(len(s) + 1 for s in counts)])
+        lines.append(f"  {'source':<{first}}" + "".join(f"{t:>{width[t]}}" for t in SUMMARY_TABLES))
         for source_id, per in counts.items():
-            lines.append(f"  {source_id:<20}" + "".join(f"{per.get(t, 0):>19,}" for t in SUMMARY_TABLES))
+            lines.append(f"  {source_id:<{first}}"
+                         + "".join(f"{per.get(t, 0):>{width[t]},}" for t in SUMMARY_TABLES))
         totals = {t: sum(per.get(t, 0) for per in counts.values()) for t in SUMMARY_TABLES}
-        lines.append(f"  {'total':<20}" + "".join(f"{totals[t]:>19,}" for t in SUMMARY_TABLES))
+        lines.append(f"  {'total':<{first}}" + "".join(f"{totals[t]:>{width[t]},}" for t in SUMMARY_TABLES))
 
         spread = conn.execute(text(
             "SELECT person_id, COUNT(DISTINCT source_id) AS n FROM learners "
