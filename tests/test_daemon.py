@@ -84,7 +84,7 @@ class Daemon:
                 out.append({"event": "<not json>", "line": line})
         return out
 
-    def wait_for(self, predicate, what: str, limit: float = 20.0):  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, what: str, limit: float = 45.0):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             value = predicate()

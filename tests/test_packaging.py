@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -147,10 +148,17 @@ def test_sandbox_service_and_sandbox_daemon_run_as_compose_runs_them(tmp_path):
     daemon = None
     try:
         printed: list[str] = []
-        for line in sandbox.stdout:  # type: ignore[union-attr]
-            if not line.strip() and printed:
-                break
-            printed.append(line)
+        done = threading.Event()
+
+        def read() -> None:  # the printed config ends with a blank line; the sandbox keeps serving
+            for line in sandbox.stdout:  # type: ignore[union-attr]
+                if not line.strip() and printed:
+                    break
+                printed.append(line)
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert done.wait(60), "the sandbox printed no config"
         served = yaml.safe_load("".join(printed))
 
         # docker/sandbox-config.yaml points at exactly what the sandbox service serves
