@@ -298,3 +298,14 @@ def test_identity_commands(tmp_path, sqlite_warehouse):
     assert unknown.stdout == ""
     assert unknown.stderr.strip().startswith("lms-sync: error: no person matches 'nobody@example.com'")
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_learners_written_without_a_pass_are_matched_by_the_next_one(warehouse):
+    """A run that died before matching: the next pass still finds its learners."""
+    run(warehouse, absorb=[L("a1", "kim@example.com"), L("a2", "lee@example.com")])
+    write(warehouse, "udemy", L("u1", "KIM@example.com"))            # new, never matched
+    write(warehouse, "absorb", L("a2", "kim@corp.example.com"))       # changed, never re-matched
+    result = identity.after_run(warehouse.engine, RULES, [])
+    assert result.learners == 3
+    assert groups(warehouse) == {frozenset({"absorb:a1", "absorb:a2", "udemy:u1"})}
+    assert identity.after_run(warehouse.engine, RULES, []).learners == 0  # nothing stale now

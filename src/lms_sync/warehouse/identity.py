@@ -124,14 +124,18 @@ class Rules:
 
     def keys(self, row: Any) -> tuple[str | None, str | None]:
         """(email key, HR key) a learner row links by; None where it never links."""
-        if row.is_placeholder:
+        return self.keys_of(row.source_id, row.email, row.hr_id, row.is_placeholder)
+
+    def keys_of(self, source_id: str, email: str | None, hr_id: str | None,
+                is_placeholder: bool) -> tuple[str | None, str | None]:
+        if is_placeholder:
             return None, None
-        ek = self.email_key(row.email)
+        ek = self.email_key(email) if email else None
         if ek is not None and (ek in self.shared or len(ek) > 320):
             ek = None
         hk = None
-        if self.hr_sources is None or row.source_id in self.hr_sources:
-            hk = normalize_hr_id(row.hr_id)
+        if hr_id and (self.hr_sources is None or source_id in self.hr_sources):
+            hk = normalize_hr_id(hr_id)
             if hk is not None and len(hk) > 255:
                 hk = None
         return ek, hk
@@ -320,15 +324,20 @@ class _Pass:
         self.dialect = dialects.name(conn)
         self.rows: dict[int, Any] = {}
         self.keys: dict[int, tuple[str | None, str | None]] = {}
+        self.stored: dict[int, tuple[int | None, str | None, str | None]] = {}
+        """learner id -> (person_id, email_key, hr_key) as stored before this pass"""
 
     # ------------------------------------------------------------------ loading
 
     def _add(self, rows: Iterable[Any]) -> list[Any]:
         new = []
+        known, keys, stored, keys_of = self.rows, self.keys, self.stored, self.rules.keys_of
         for row in rows:
-            if row.id not in self.rows:
-                self.rows[row.id] = row
-                self.keys[row.id] = self.rules.keys(row)
+            lid, source_id, _ext, email, hr_id, placeholder, pid, _f, _l, _d, ek, hk = row
+            if lid not in known:
+                known[lid] = row
+                keys[lid] = keys_of(source_id, email, hr_id, placeholder)
+                stored[lid] = (pid, ek, hk)
                 new.append(row)
         return new
 
@@ -434,7 +443,8 @@ class _Pass:
         conn, rows = self.conn, self.rows
         now = now_utc()
         # the persons involved, as they are now
-        old_ids = {r.person_id for r in rows.values() if r.person_id is not None}
+        stored = self.stored
+        old_ids = {v[0] for v in stored.values() if v[0] is not None}
         person_rows: dict[int, Any] = {}
         pc = persons.c
         if full:
@@ -455,17 +465,21 @@ class _Pass:
         # which part of each old person keeps its id: most of its learners, then the oldest
         old_members: dict[int, list[int]] = defaultdict(list)
         for lid in sorted(rows):
-            pid = rows[lid].person_id
+            pid = stored[lid][0]
             if pid in live:
                 old_members[pid].append(lid)
         heir_of: dict[int, int] = {}
         claims: dict[int, list[int]] = defaultdict(list)
+        moved: list[int] = []  # persons whose learners did not all stay together
         for pid, members in old_members.items():
-            counts = Counter(comp_of[lid] for lid in members)
-            first: dict[int, int] = {}
-            for lid in members:
-                first.setdefault(comp_of[lid], lid)
-            heir = min(counts, key=lambda ci: (-counts[ci], first[ci]))
+            heir = comp_of[members[0]]
+            if any(comp_of[lid] != heir for lid in members):
+                counts = Counter(comp_of[lid] for lid in members)
+                first: dict[int, int] = {}
+                for lid in members:
+                    first.setdefault(comp_of[lid], lid)
+                heir = min(counts, key=lambda ci: (-counts[ci], first[ci]))
+                moved.append(pid)
             heir_of[pid] = heir
             claims[heir].append(pid)
 
@@ -504,19 +518,24 @@ class _Pass:
         # learner rows: person and keys
         person_of = {lid: final[comp_of[lid]] for lid in rows}
         changes = []
-        for lid, row in rows.items():
-            ek, hk = self.keys[lid]
-            if row.person_id != person_of[lid] or row.email_key != ek or row.hr_key != hk:
-                changes.append({"lid": lid, "pid": person_of[lid], "ek": ek, "hk": hk})
-            if row.person_id != person_of[lid]:
-                result.relinked += 1
+        keys = self.keys
+        for lid, (old_pid, old_ek, old_hk) in self.stored.items():
+            pid = person_of[lid]
+            ek, hk = keys[lid]
+            if old_pid != pid or old_ek != ek or old_hk != hk:
+                changes.append({"lid": lid, "pid": pid, "ek": ek, "hk": hk})
+                if old_pid != pid:
+                    result.relinked += 1
         changes.sort(key=lambda c: c["lid"])
-        self._update_learners(changes)
+        self._update_learners(changes, started_at)
+        # matched_at only moves on stale learners (an up-to-date learner stays up to date)
+        c = learners.c
+        stale = or_(c.matched_at.is_(None), c.updated_at > c.matched_at)
         if full:
-            conn.execute(update(learners).values(matched_at=started_at))
+            conn.execute(update(learners).where(stale).values(matched_at=started_at))
         else:
             for part in _chunks(sorted(rows)):
-                conn.execute(update(learners).where(learners.c.id.in_(part))
+                conn.execute(update(learners).where(c.id.in_(part), stale)
                              .values(matched_at=started_at))
         for part in _chunks(gone):
             conn.execute(update(persons).where(persons.c.id.in_(part))
@@ -524,24 +543,30 @@ class _Pass:
         result.persons_deleted = len(gone)
 
         # the merge/split log
-        records = self._history(comps, comp_of, heir_of, old_members, final, uf, overrides, now)
+        moved += [pid for pid, heir in heir_of.items() if final[heir] != pid]
+        records = self._history(sorted(set(moved)), comp_of, heir_of, old_members, final, uf,
+                                overrides, now)
         if records:
             conn.execute(person_merges.insert(), records)
         result.merges = sum(1 for r in records if r["kind"] == "merge")
         result.splits = len(records) - result.merges
 
-    def _history(self, comps: list[list[int]], comp_of: dict[int, int], heir_of: dict[int, int],
+    def _history(self, moved: list[int], comp_of: dict[int, int], heir_of: dict[int, int],
                  old_members: dict[int, list[int]], final: dict[int, int], uf: _UnionFind,
                  overrides: list[Any], now: datetime) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        old_of = {lid: pid for pid, members in old_members.items() for lid in members}
+        if not moved:
+            return records
+        old_of = {lid: pid for pid in moved for lid in old_members[pid]}
         incident: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for a, b, rule in uf.edges:
-            incident[a].append((b, rule))
-            incident[b].append((a, rule))
+            if a in old_of:
+                incident[a].append((b, rule))
+            if b in old_of:
+                incident[b].append((a, rule))
         apart = {(min(o.learner_a_id, o.learner_b_id), max(o.learner_a_id, o.learner_b_id))
                  for o in overrides if o.action == APART}
-        for pid in sorted(old_members):
+        for pid in moved:
             members = old_members[pid]
             heir = heir_of[pid]
             by_comp: dict[int, list[int]] = defaultdict(list)
@@ -568,16 +593,20 @@ class _Pass:
         counts: Counter[str] = Counter()
         first: dict[str, int] = {}
         name = None
+        keys, rows = self.keys, self.rows
         for lid in members:
-            ek = self.keys[lid][0]
+            ek = keys[lid][0]
             if ek is not None:
                 counts[ek] += 1
                 first.setdefault(ek, lid)
             if name is None:
-                row = self.rows[lid]
-                full_name = " ".join(p for p in (row.first_name, row.last_name) if p)
-                name = full_name or row.display_name or None
-        email = min(counts, key=lambda k: (-counts[k], first[k])) if counts else None
+                row = rows[lid]  # (..., first_name, last_name, display_name, ...) as in _COLS
+                full_name = " ".join(p for p in (row[7], row[8]) if p)
+                name = full_name or row[9] or None
+        if len(counts) == 1:
+            email = next(iter(counts))
+        else:
+            email = min(counts, key=lambda k: (-counts[k], first[k])) if counts else None
         return email, (name[:500] if name else None)
 
     def _insert_persons(self, attrs: list[tuple[str | None, str | None]], now: datetime) -> list[int]:
@@ -589,25 +618,51 @@ class _Pass:
             return list(self.conn.execute(stmt, rows).scalars())
         return [self.conn.execute(persons.insert().values(**r)).inserted_primary_key[0] for r in rows]
 
-    def _update_learners(self, changes: list[dict[str, Any]]) -> None:
+    def _update_learners(self, changes: list[dict[str, Any]], started_at: datetime) -> None:
+        """Write person/keys of changed learners (and matched_at, so the row is written once)."""
         if not changes:
             return
-        if self.dialect != "mysql":
-            # SQLite runs executemany in-process; psycopg pipelines it
+        c = learners.c
+        matched = case((or_(c.matched_at.is_(None), c.updated_at > c.matched_at),
+                        bindparam("started", started_at, type_=c.matched_at.type)),
+                       else_=c.matched_at)
+        if self.dialect == "postgresql":
+            # one statement per 5000 learners: arrays unnested into a join
+            stmt = text(
+                f"UPDATE {_qualified(learners)} AS l SET person_id = v.pid, email_key = v.ek, "
+                "hr_key = v.hk, matched_at = CASE WHEN l.matched_at IS NULL OR "
+                "l.updated_at > l.matched_at THEN :started ELSE l.matched_at END "
+                "FROM unnest(CAST(:lids AS BIGINT[]), CAST(:pids AS BIGINT[]), "
+                "CAST(:eks AS TEXT[]), CAST(:hks AS TEXT[])) AS v(lid, pid, ek, hk) WHERE l.id = v.lid"
+            ).bindparams(bindparam("started", type_=c.matched_at.type))
+            for part in _chunks(changes, 5000):
+                self.conn.execute(stmt, {"lids": [x["lid"] for x in part],
+                                         "pids": [x["pid"] for x in part],
+                                         "eks": [x["ek"] for x in part],
+                                         "hks": [x["hk"] for x in part],
+                                         "started": started_at})
+            return
+        if self.dialect == "sqlite":
+            # SQLite runs executemany in-process
             self.conn.execute(
-                update(learners).where(learners.c.id == bindparam("lid"))
-                .values(person_id=bindparam("pid"), email_key=bindparam("ek"), hr_key=bindparam("hk")),
-                changes,
+                update(learners).where(c.id == bindparam("lid"))
+                .values(person_id=bindparam("pid"), email_key=bindparam("ek"),
+                        hr_key=bindparam("hk"), matched_at=matched),
+                [{**x, "started": started_at} for x in changes],
             )
             return
         # PyMySQL runs an UPDATE executemany row by row: one CASE statement per chunk instead
+        # (MySQL assigns SET columns left to right: matched_at's CASE reads no column set before it)
         for part in _chunks(changes, 300):
-            ids = [c["lid"] for c in part]
+            ids = [x["lid"] for x in part]
             values = {}
             for col, key in (("person_id", "pid"), ("email_key", "ek"), ("hr_key", "hk")):
-                values[col] = case({c["lid"]: c[key] for c in part}, value=learners.c.id,
-                                   else_=learners.c[col])
-            self.conn.execute(update(learners).where(learners.c.id.in_(ids)).values(**values))
+                values[col] = case({x["lid"]: x[key] for x in part}, value=c.id, else_=c[col])
+            self.conn.execute(update(learners).where(c.id.in_(ids)).values(**values, matched_at=matched))
+
+
+def _qualified(table: Any) -> str:
+    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
 
 
 def _record(at: datetime, kept: int, merged: int, rule: str, kind: str,
