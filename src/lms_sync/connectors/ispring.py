@@ -81,32 +81,42 @@ class XmlRows:
         return DataError(f"page {self.page} of {self.path or 'the response'}: {problem}",
                          source=self.source, fix=fix)
 
+    def _refuse_dtd(self, el: Any) -> None:
+        if el is not None and el.getroottree().docinfo.doctype:
+            raise self._error("the XML declares a DTD/entities; refused",
+                              "check that base_url points at iSpring Learn")
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        events = etree.iterparse(io.BytesIO(self.body), events=("start", "end"), **SAFE_XML)
-        depth = 0
+        tags = (self.row_tag, "nextPageToken", "nextPageToekn")
+        events = etree.iterparse(io.BytesIO(self.body), events=("end",), tag=tags, **SAFE_XML)
+        first = True
         try:
-            for event, el in events:
-                if event == "start":
-                    depth += 1
-                    if depth == 1 and el.getroottree().docinfo.doctype:
-                        raise self._error("the XML declares a DTD/entities; refused",
-                                          "check that base_url points at iSpring Learn")
-                    continue
-                depth -= 1
-                if el.tag == self.row_tag and depth == 2:
-                    yield _element_dict(el)
-                    el.clear(keep_tail=False)
-                    while el.getprevious() is not None:
-                        del el.getparent()[0]
-                elif el.tag in ("nextPageToken", "nextPageToekn") and depth == 1:
+            for _, el in events:
+                if first:
+                    self._refuse_dtd(el)
+                    first = False
+                parent = el.getparent()
+                grand = parent.getparent() if parent is not None else None
+                if el.tag == self.row_tag:
+                    if grand is not None and grand.getparent() is None:  # <response><list><row>
+                        yield _element_dict(el)
+                        el.clear(keep_tail=False)
+                        while el.getprevious() is not None:
+                            del parent[0]
+                elif parent is not None and grand is None:  # a direct child of <response>
                     self.next_token = (el.text or "").strip() or self.next_token
+            self._refuse_dtd(events.root)
         except etree.XMLSyntaxError as exc:
             detail = (getattr(exc, "msg", None) or str(exc)).splitlines()[0][:200]
             raise self._error(f"the XML is not well-formed ({detail})") from None
 
 
 def _element_dict(el: Any) -> dict[str, Any]:
-    return {child.tag: _element_value(child) for child in el if isinstance(child.tag, str)}
+    out: dict[str, Any] = {}
+    for child in el:
+        if isinstance(child.tag, str):
+            out[child.tag] = _element_value(child) if len(child) else (child.text or "").strip() or None
+    return out
 
 
 def _element_value(el: Any) -> Any:
@@ -292,14 +302,15 @@ class IspringConnector(Connector):
         while pager.has_next:
             page += 1
             query = [*params, ("pageSize", self.options.page_size), *pager.next_request().params.items()]
-            resp = self.http.get(path, params=query)
-            rows = XmlRows(resp.content, row_tag, source=self.source.id, path=path, page=page)
+            rows = XmlRows(self.http.get(path, params=query).content, row_tag,
+                           source=self.source.id, path=path, page=page)
             count = 0
             for row in rows:
                 count += 1
                 yield row
+            token, rows = rows.next_token, None  # free this page's body before the next request
             ctx.count("pages")
-            pager.update(count=count, next_token=rows.next_token)
+            pager.update(count=count, next_token=token)
 
     def departments(self, ctx: ReadContext) -> dict[str, Department]:
         if self._departments is None:
