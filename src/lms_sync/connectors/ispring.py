@@ -283,7 +283,7 @@ class IspringConnector(Connector):
             raise CredentialsRejected(
                 "the token endpoint refused the client credentials" + (f": {detail}" if detail else ""),
                 source=sid, path=TOKEN_PATH, status=resp.status_code,
-                fix="check auth.client_id and auth.client_secret (Settings > API in iSpring Learn)")
+                fix="check auth.client_id and auth.client_secret")
         error = classify_response(resp, sid, describe_error)
         if error is not None:
             raise error
