@@ -410,3 +410,12 @@ def test_end_to_end_on_every_database(start_vendor, warehouse):
     failed = {f"{r.learner_external_id}:{r.course_external_id}" for r in rows if r.status == "failed"}
     assert set(changed) <= failed
     assert all(not r.passed for r in rows if r.status == "failed")
+
+
+def test_course_deleted_between_listing_and_fan_out_is_skipped(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
+    vendor.fake.enrollments.pop(vendor.fake.courses[0]["id"])  # listed, but its enrollments 404
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert count(sqlite_warehouse, enrollments) == len(active_enrollments(vendor.fake)) > 0

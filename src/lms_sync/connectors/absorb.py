@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Record, utc
 from lms_sync.canonical import EnrollmentStatus as S
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
-from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.errors import classify_response, classify_transport
 from lms_sync.http.paging import PageNumberPaginator
@@ -410,8 +410,14 @@ class EnrollmentsStream(_Incremental):
 
         def course_enrollments(course_id: str) -> list[dict[str, Any]]:
             path = f"/courses/{course_id}/enrollments"
-            return [row for rows in conn.pages(path, "enrollments", params, ctx) for row in rows]
+            try:
+                return [row for rows in conn.pages(path, "enrollments", params) for row in rows]
+            except RequestRejected as exc:
+                if exc.status == 404:  # the course was deleted since we listed it
+                    return []
+                raise
 
+        ctx.count("course_calls", len(course_ids))  # (worker threads do not touch ctx)
         seen: datetime | None = None
         todo: list[tuple[str, str]] = []
         for rows in http.map_concurrent(course_enrollments, course_ids):
