@@ -70,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lms-sync: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `lms-sync status | head`: the reader went away; that is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _load_extra_commands() -> None:
