@@ -651,14 +651,23 @@ class _Pass:
                 [{**x, "started": started_at} for x in changes],
             )
             return
-        # PyMySQL runs an UPDATE executemany row by row: one CASE statement per chunk instead
-        # (MySQL assigns SET columns left to right: matched_at's CASE reads no column set before it)
-        for part in _chunks(changes, 300):
-            ids = [x["lid"] for x in part]
-            values = {}
-            for col, key in (("person_id", "pid"), ("email_key", "ek"), ("hr_key", "hk")):
-                values[col] = case({x["lid"]: x[key] for x in part}, value=c.id, else_=c[col])
-            self.conn.execute(update(learners).where(c.id.in_(ids)).values(**values, matched_at=matched))
+        # MySQL/MariaDB: the changes go into a temporary table (PyMySQL batches an INSERT
+        # executemany into multi-row INSERTs), then one UPDATE ... JOIN writes them all.
+        # (MySQL assigns SET columns left to right: matched_at's CASE reads no column set before it.)
+        conn = self.conn
+        conn.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS lms_sync_identity_changes "
+                          "(lid BIGINT PRIMARY KEY, pid BIGINT, ek VARCHAR(320), hk VARCHAR(255)) "
+                          "CHARACTER SET utf8mb4"))
+        conn.execute(text("DELETE FROM lms_sync_identity_changes"))
+        conn.execute(text("INSERT INTO lms_sync_identity_changes (lid, pid, ek, hk) "
+                          "VALUES (:lid, :pid, :ek, :hk)"), changes)
+        conn.execute(text(
+            "UPDATE learners l JOIN lms_sync_identity_changes t ON l.id = t.lid "
+            "SET l.person_id = t.pid, l.email_key = t.ek, l.hr_key = t.hk, "
+            "l.matched_at = CASE WHEN l.matched_at IS NULL OR l.updated_at > l.matched_at "
+            "THEN :started ELSE l.matched_at END"
+        ).bindparams(bindparam("started", type_=c.matched_at.type)), {"started": started_at})
+        conn.execute(text("DROP TEMPORARY TABLE lms_sync_identity_changes"))
 
 
 def _qualified(table: Any) -> str:
