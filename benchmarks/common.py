@@ -1,0 +1,324 @@
+"""Helpers for benchmarks/sync.py: warehouses of their own, the two limits, child processes.
+
+The limits a sync is compared to, measured on the same machine in the same run:
+
+* warehouse limit: the rows the sync wrote (read back from its warehouse, so the
+  same number and width) loaded into empty tables of the same shape with the
+  fastest raw path of that database, one transaction per ``batch_size`` rows as
+  the sync must: PostgreSQL COPY into a temp table + one INSERT … SELECT … ON
+  CONFLICT DO UPDATE; SQLite executemany in one transaction; MariaDB/MySQL
+  multi-row INSERT … ON DUPLICATE KEY UPDATE (PyMySQL's executemany).
+* fetch limit: the HTTP requests the sync sent (recorded by the fakes), replayed
+  with a bare httpx client at the source's ``max_concurrency``, bodies read and
+  not parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+# tables the sync writes, in load order; value: the conflict key (None: plain insert)
+LOAD_TABLES: dict[str, tuple[str, ...] | None] = {
+    "persons": None,
+    "learners": ("source_id", "external_id"),
+    "courses": ("source_id", "external_id"),
+    "enrollments": ("source_id", "external_id"),
+    "activity_progress": ("source_id", "external_id"),
+    "enrollment_history": None,
+    "stat_snapshots": ("source_id", "external_id", "as_of"),
+}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux ru_maxrss is KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# --------------------------------------------------------------------------- warehouses
+
+
+@contextmanager
+def scratch_warehouse(url: str, tmp: Path) -> Iterator[dict[str, Any]]:
+    """A fresh, empty warehouse block ({"url", "schema"?}) dropped afterwards."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    if backend == "sqlite":
+        yield {"url": f"sqlite:///{tmp / (name + '.db')}"}
+        return
+    if backend == "postgresql":
+        try:
+            yield {"url": url, "schema": name}
+        finally:
+            drop_pg_schemas(url, [name, name + "_limit"])
+        return
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    admin.dispose()
+    try:
+        yield {"url": parsed.set(database=name).render_as_string(hide_password=False)}
+    finally:
+        admin = create_engine(url)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}_limit`"))
+        admin.dispose()
+
+
+def drop_pg_schemas(url: str, names: list[str]) -> None:
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        for name in names:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    admin.dispose()
+
+
+# --------------------------------------------------------------------------- warehouse limit
+
+
+def warehouse_limit(block: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """Load the rows the sync wrote into empty twins of its tables; time only the load."""
+    backend = make_url(block["url"]).get_backend_name()
+    fn = {"postgresql": _limit_postgres, "sqlite": _limit_sqlite}.get(backend, _limit_mysql)
+    per_table: dict[str, dict[str, Any]] = {}
+    total_rows, total_s = 0, 0.0
+    for table, key in LOAD_TABLES.items():
+        rows, seconds = fn(block, table, key, batch_size)
+        if rows:
+            per_table[table] = {"rows": rows, "seconds": round(seconds, 3)}
+            total_rows += rows
+            total_s += seconds
+    return {"method": {"postgresql": "COPY to temp table + INSERT ... SELECT ... ON CONFLICT",
+                       "sqlite": "executemany INSERT ... ON CONFLICT, one transaction per batch",
+                       }.get(backend, "multi-row INSERT ... ON DUPLICATE KEY UPDATE"),
+            "batch_size": batch_size, "rows": total_rows, "seconds": round(total_s, 3),
+            "rows_per_s": round(total_rows / total_s) if total_s else None, "tables": per_table}
+
+
+def _batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def _limit_postgres(block: dict, table: str, key: tuple[str, ...] | None,
+                    batch_size: int) -> tuple[int, float]:
+    import psycopg
+
+    url = make_url(block["url"]).set(drivername="postgresql")
+    schema, limit = block["schema"], block["schema"] + "_limit"
+    dsn = url.render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{limit}"')
+        conn.execute(f'CREATE TABLE "{limit}".{table} (LIKE "{schema}".{table} INCLUDING ALL)')
+        cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema=%s "
+            "AND table_name=%s AND column_name <> 'id' ORDER BY ordinal_position", (schema, table))]
+        collist = ", ".join(cols)
+        # text values: what COPY parses anyway; the same bytes as the sync's rows
+        rows = conn.execute(
+            f'SELECT {", ".join(f"{c}::text" for c in cols)} FROM "{schema}".{table} ORDER BY id'
+        ).fetchall()
+        conn.commit()
+        if not rows:
+            return 0, 0.0
+        if key:
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in key)
+            merge = (f'INSERT INTO "{limit}".{table} ({collist}) SELECT {collist} FROM bench_tmp '
+                     f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+        else:
+            merge = f'INSERT INTO "{limit}".{table} ({collist}) SELECT {collist} FROM bench_tmp'
+        t0 = time.perf_counter()
+        for part in _batches(rows, batch_size):
+            with conn.transaction():
+                conn.execute(f'CREATE TEMP TABLE bench_tmp (LIKE "{limit}".{table} '
+                             "INCLUDING DEFAULTS) ON COMMIT DROP")
+                with conn.cursor().copy(f"COPY bench_tmp ({collist}) FROM STDIN") as copy:
+                    for row in part:
+                        copy.write_row(row)
+                conn.execute(merge)
+        return len(rows), time.perf_counter() - t0
+
+
+def _limit_sqlite(block: dict, table: str, key: tuple[str, ...] | None,
+                  batch_size: int) -> tuple[int, float]:
+    import sqlite3
+
+    path = make_url(block["url"]).database
+    src = sqlite3.connect(path)
+    ddl = src.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?",
+                      (table,)).fetchone()[0]
+    cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})") if r[1] != "id"]
+    rows = src.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY id").fetchall()
+    src.close()
+    if not rows:
+        return 0, 0.0
+    dst = sqlite3.connect(f"{path}.limit.db", isolation_level=None)
+    dst.execute("PRAGMA journal_mode=WAL")
+    dst.execute("PRAGMA synchronous=NORMAL")
+    dst.execute(ddl)
+    if key:
+        dst.execute(f"CREATE UNIQUE INDEX uq_{table} ON {table} ({', '.join(key)})")
+    marks = ", ".join("?" for _ in cols)
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"
+    if key:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+        sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+    t0 = time.perf_counter()
+    for part in _batches(rows, batch_size):
+        dst.execute("BEGIN")
+        dst.executemany(sql, part)
+        dst.execute("COMMIT")
+    seconds = time.perf_counter() - t0
+    dst.close()
+    return len(rows), seconds
+
+
+def _limit_mysql(block: dict, table: str, key: tuple[str, ...] | None,
+                 batch_size: int) -> tuple[int, float]:
+    import pymysql
+
+    url = make_url(block["url"])
+    src_db, lim_db = url.database, f"{url.database}_limit"
+    conn = pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306,
+                           user=url.username or "root", password=url.password or "",
+                           charset="utf8mb4", autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{lim_db}` CHARACTER SET utf8mb4")
+        cur.execute(f"CREATE TABLE `{lim_db}`.`{table}` LIKE `{src_db}`.`{table}`")
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema=%s "
+                    "AND table_name=%s AND column_name <> 'id' ORDER BY ordinal_position",
+                    (src_db, table))
+        cols = [r[0] for r in cur.fetchall()]
+        cur.execute(f"SELECT {', '.join(cols)} FROM `{src_db}`.`{table}` ORDER BY id")
+        rows = cur.fetchall()
+        conn.commit()
+        if not rows:
+            return 0, 0.0
+        sql = (f"INSERT INTO `{lim_db}`.`{table}` ({', '.join(cols)}) "
+               f"VALUES ({', '.join('%s' for _ in cols)})")
+        if key:
+            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(
+                f"{c} = VALUES({c})" for c in cols if c not in key)
+        t0 = time.perf_counter()
+        for part in _batches(list(rows), batch_size):
+            cur.executemany(sql, part)  # PyMySQL sends one multi-row INSERT per batch
+            conn.commit()
+        return len(rows), time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- fetch limit
+
+
+class RequestRecorder:
+    """Wraps a fake's dispatch to keep every request it answers (while ``on``)."""
+
+    def __init__(self, fake: Any) -> None:
+        self.on = False
+        self.requests: list[dict[str, Any]] = []
+        inner = fake.dispatch
+
+        def dispatch(request: Any) -> Any:
+            if self.on:
+                self.requests.append({
+                    "method": request.method, "path": request.path,
+                    "query": [[k, v] for k, vs in request.query.items() for v in vs],
+                    "headers": {k: v for k, v in request.headers.items() if k not in _HOP},
+                    "body": request.body.decode("latin-1"),
+                })
+            return inner(request)
+
+        fake.dispatch = dispatch
+
+
+_HOP = {"host", "content-length", "connection", "accept-encoding", "keep-alive",
+        "transfer-encoding"}
+
+
+def replay(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """Send ``requests`` with raw httpx at ``concurrency``; read bodies, parse nothing."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    statuses: dict[int, int] = {}
+    nbytes = 0
+    with httpx.Client(base_url=base_url, limits=limits, timeout=60) as client:
+
+        def one(req: dict[str, Any]) -> tuple[int, int]:
+            r = client.request(req["method"], req["path"], params=req["query"] or None,
+                               headers=req["headers"], content=req["body"].encode("latin-1") or None)
+            return r.status_code, len(r.content)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for status, size in pool.map(one, requests):
+                statuses[status] = statuses.get(status, 0) + 1
+                nbytes += size
+        seconds = time.perf_counter() - t0
+    return {"requests": len(requests), "seconds": round(seconds, 3), "bytes": nbytes,
+            "statuses": statuses, "concurrency": concurrency}
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def run_child(script: str, mode: str, spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """Run ``script --child MODE spec.json`` in a fresh interpreter; return its JSON result."""
+    spec_path = tmp / f"{mode}-{uuid.uuid4().hex[:6]}.json"
+    out_path = spec_path.with_suffix(".out.json")
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, script, "--child", mode, str(spec_path), str(out_path)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not out_path.exists():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"benchmark child {mode!r} failed (exit {proc.returncode}):\n{tail}")
+    result = json.loads(out_path.read_text())
+    result["process_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+class SqlTimer:
+    """Time every statement the sync sends (SQLAlchemy cursor events), by statement shape."""
+
+    def __init__(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        self.stats: dict[str, list[float]] = {}
+        event.listen(Engine, "before_cursor_execute", self._before)
+        event.listen(Engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, _cur: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        conn.info["bench_t0"] = time.perf_counter()
+
+    def _after(self, conn: Any, _cur: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        key = " ".join(stmt.split())[:90]
+        s = self.stats.setdefault(key, [0, 0.0])
+        s[0] += 1
+        s[1] += time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
+
+    def top(self, n: int = 12) -> dict[str, Any]:
+        total = sum(v[1] for v in self.stats.values())
+        rows = sorted(self.stats.items(), key=lambda kv: -kv[1][1])[:n]
+        return {"total_seconds": round(total, 3),
+                "statements": sum(int(v[0]) for v in self.stats.values()),
+                "top": [{"sql": k, "count": int(v[0]), "seconds": round(v[1], 3)} for k, v in rows]}
