@@ -1,5 +1,9 @@
 """Sandbox-wide identity: every fake vendor synced into one warehouse gives one person
-per generated human (plus one per anonymized placeholder learner).
+per generated human, plus one per anonymized placeholder learner, plus one per account
+that carries nothing to match on (no email, no HR id: some Sparkwise users have no
+remoteId, and Sparkwise has no emails), since such an account can only be a person
+of its own (the absorb fake has every human, with an email, so each such account is
+one person more).
 
 Runs over every kind that has both a fake (sandbox registry) and a connector, so
 it grows as vendors land; with none available it checks an empty warehouse.
@@ -19,7 +23,7 @@ from lms_sync.sandbox.server import SandboxServer
 from lms_sync.warehouse.tables import learners, persons
 from tests.conftest import make_config
 
-PEOPLE = 40
+PEOPLE = 60
 
 
 def test_persons_are_the_generated_people_plus_placeholders(sqlite_warehouse):
@@ -45,14 +49,18 @@ def test_persons_are_the_generated_people_plus_placeholders(sqlite_warehouse):
 
     expected_people = {p.index for kind in kinds for p in population.members(kind)}
     with sqlite_warehouse.engine.connect() as conn:
-        placeholders = conn.execute(select(func.count()).where(learners.c.is_placeholder.is_(True))).scalar()
+        placeholders = conn.execute(select(func.count())
+                                    .where(learners.c.is_placeholder.is_(True))).scalar()
         person_count = conn.execute(select(func.count()).select_from(persons)
                                     .where(persons.c.deleted_at.is_(None))).scalar()
         without = conn.execute(select(func.count()).where(learners.c.person_id.is_(None))).scalar()
         emails = set(conn.execute(select(persons.c.primary_email)
                                   .where(persons.c.deleted_at.is_(None))).scalars())
+        bare = conn.execute(select(func.count()).where(
+            learners.c.is_placeholder.is_(False), learners.c.email.is_(None),
+            learners.c.hr_id.is_(None))).scalar()
     assert without == 0
-    assert person_count == len(expected_people) + placeholders, (kinds, placeholders)
+    assert person_count == len(expected_people) + placeholders + bare, (kinds, placeholders, bare)
     if len(kinds) >= 2:  # the same humans really were matched across vendors
         with sqlite_warehouse.engine.connect() as conn:
             live = conn.execute(select(func.count()).select_from(learners)).scalar()
