@@ -190,6 +190,9 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         for item in stream.read(ctx):
             if isinstance(item, Checkpoint):
                 pending = item.cursor
+                if stop is not None and stop.is_set():
+                    flush()  # everything read so far resumes from this cursor: commit, stop
+                    raise Interrupted("interrupted")
                 continue
             buffer.append(item)
             res.read += 1
