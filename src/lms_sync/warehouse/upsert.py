@@ -15,13 +15,14 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, select, update
+from sqlalchemy import JSON, Connection, Table, and_, bindparam, func, select, text, update
 
 from lms_sync.canonical import Record
 from lms_sync.warehouse import dialect as dialects
@@ -85,6 +86,14 @@ class BatchWriter:
         self.dialect = dialects.name(conn)
         self.learner_ids: set[int] = set()
         """Ids of learners inserted or changed: what identity matching re-examines."""
+        if self.dialect == "postgresql":
+            # psycopg prepares a statement after 5 runs and PostgreSQL then may switch to a
+            # generic plan; on a table loaded since its last ANALYZE that plan filters
+            # ``external_id IN (...)`` over every row of the source instead of using the
+            # unique index, so each lookup costs O(table) and a first load goes quadratic
+            # (benchmarks/sync.py: 0.3 s per 500-key lookup at 10,000 rows). Custom plans
+            # cost ~0.5 ms of planning per statement. SET LOCAL ends with the transaction.
+            conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     def write(self, records: Iterable[Record], now: datetime, as_of: datetime | None = None) -> WriteStats:
         """Write ``records``; snapshots get ``as_of`` (default ``now``)."""
@@ -154,8 +163,11 @@ class BatchWriter:
         refs = self._references(table, [r for r, _ in todo], now, stats)
         rows = [self._row(table, record, digest, now, refs) for record, digest in todo]
         update_cols = [c for c in rows[0] if c not in {"source_id", "external_id", "first_seen_at"}]
-        stmt = dialects.upsert_statement(table, _KEY, update_cols, self.dialect)
-        self.conn.execute(stmt, rows)
+        if self.dialect == "postgresql":
+            self._copy_merge(table, rows, update_cols)
+        else:
+            stmt = dialects.upsert_statement(table, _KEY, update_cols, self.dialect)
+            self.conn.execute(stmt, rows)
         for record, _ in todo:
             if record.external_id in current:
                 stats.updated[table.name] += 1
@@ -168,6 +180,33 @@ class BatchWriter:
             self._link_parents([r for r, _ in todo], now, stats)
         if table is enrollments:
             self._append_history(todo, current, now, stats)
+
+    def _copy_merge(self, table: Table, rows: list[dict[str, Any]], update_cols: list[str]) -> None:
+        """PostgreSQL: COPY the rows into a session temp table, then one INSERT … SELECT … ON
+        CONFLICT DO UPDATE. Same rows and result as the executemany upsert, about 4x faster
+        (benchmarks/sync.py: ~0.4 s -> ~0.1 s per 1,000 enrollments). Values are bound as
+        SQLAlchemy would: UTC-aware datetimes, JSON columns as JSON text with None -> 'null'.
+        """
+        from psycopg.types.json import Json
+
+        cols = list(rows[0])
+        stage = f"lms_stage_{table.name}_{zlib.crc32(' '.join(cols).encode()):08x}"  # per column set
+        collist = ", ".join(f'"{c}"' for c in cols)
+        cur = self.conn.connection.dbapi_connection.cursor()  # same transaction
+        cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS '
+                    f'SELECT {collist} FROM "{table.name}" WITH NO DATA')
+        json_cols = {i for i, c in enumerate(cols) if isinstance(table.c[c].type, JSON)}
+        with cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as copy:
+            for row in rows:
+                values = [row[c] for c in cols]
+                for i in json_cols:
+                    values[i] = Json(values[i])
+                copy.write_row(values)
+        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update_cols)
+        cur.execute(f'INSERT INTO "{table.name}" ({collist}) SELECT {collist} FROM {stage} '
+                    f'ON CONFLICT ({", ".join(_KEY)}) DO UPDATE SET {sets}')
+        cur.execute(f"TRUNCATE {stage}")
+        cur.close()
 
     def _references(self, table: Table, records: list[Record], now: datetime, stats: WriteStats) -> dict:
         refs: dict[str, dict[str, int]] = {}
@@ -198,12 +237,13 @@ class BatchWriter:
             return
         parents = self.resolve(courses, {r.parent_external_id for r in children}, now, stats)
         ids = self.existing(courses, [r.external_id for r in children])
-        for record in children:
-            self.conn.execute(
-                update(courses)
-                .where(courses.c.id == ids[record.external_id].id)
-                .values(parent_course_id=parents[record.parent_external_id])
-            )
+        # one executemany, not one UPDATE round trip per child course
+        self.conn.execute(
+            update(courses).where(courses.c.id == bindparam("b_id"))
+            .values(parent_course_id=bindparam("b_parent")),
+            [{"b_id": ids[r.external_id].id, "b_parent": parents[r.parent_external_id]}
+             for r in children],
+        )
 
     def _append_history(self, todo: list[tuple[Record, str]], before: dict, now: datetime,
                         stats: WriteStats) -> None:
@@ -221,7 +261,15 @@ class BatchWriter:
              **{f: getattr(r, f) for f in _HISTORY_FIELDS}}
             for r in changed
         ]
-        self.conn.execute(enrollment_history.insert(), rows)
+        if self.dialect == "postgresql":  # append-only: a plain COPY, no executemany round trips
+            cols = list(rows[0])
+            cur = self.conn.connection.dbapi_connection.cursor()  # same transaction
+            with cur.copy(f"COPY enrollment_history ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in cols])
+            cur.close()
+        else:
+            self.conn.execute(enrollment_history.insert(), rows)
         stats.history += len(rows)
 
     def _write_snapshots(self, batch: list[Record], now: datetime, stats: WriteStats) -> None:
