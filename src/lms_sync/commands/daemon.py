@@ -13,9 +13,17 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from lms_sync.commands import command
 from lms_sync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from lms_sync.config import Config
+    from lms_sync.health import HealthServer
+    from lms_sync.scheduler import Scheduler
 
 
 @command
@@ -27,7 +35,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     from lms_sync.cli import open_warehouse, setup
-    from lms_sync.health import HealthServer
     from lms_sync.logs import get_logger
     from lms_sync.scheduler import Scheduler, fail_abandoned_runs
 
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     health = None
     try:
         if cfg.daemon.health_port is not None:
-            health = _health_server(HealthServer, cfg, engine, scheduler)
+            health = _health_server(cfg, engine, scheduler)
         scheduler.start()
         while not stop.wait(1.0):
             pass
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not clean:
-        # a run did not reach a batch boundary in time; its rows are marked
+        # a run reached no checkpoint or batch boundary in time; its rows are marked
         # interrupted, and waiting for its thread would block the exit
         logging.shutdown()
         sys.stdout.flush()
@@ -82,10 +89,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _health_server(cls, cfg, engine, scheduler):  # type: ignore[no-untyped-def]
+def _health_server(cfg: Config, engine: Engine, scheduler: Scheduler) -> HealthServer:
+    from lms_sync.health import HealthServer
+
     host, port = cfg.daemon.health_host, cfg.daemon.health_port
+    assert port is not None
     try:
-        server = cls(host, port, engine,
+        server = HealthServer(host, port, engine,
                      status=lambda: {"jobs": scheduler.jobs(), "in_flight": scheduler.in_flight(),
                                      "last_results": dict(scheduler.last_results)},
                      alive=lambda: scheduler.running)
