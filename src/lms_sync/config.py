@@ -29,11 +29,14 @@ class _Model(BaseModel):
 
 def validate_cron(expr: str, timezone: str = "UTC") -> str:
     """Raise ValueError unless ``expr`` is a 5-field crontab expression."""
-    from apscheduler.triggers.cron import CronTrigger
+    from lms_sync.cron import cron_trigger
 
     if len(expr.split()) != 5:
         raise ValueError(f"cron expression {expr!r} must have 5 fields (min hour day month dow)")
-    CronTrigger.from_crontab(expr, timezone=ZoneInfo(timezone))
+    try:
+        cron_trigger(expr, timezone)
+    except ValueError as exc:
+        raise ValueError(f"cron expression {expr!r} is not valid: {exc}") from None
     return expr
 
 

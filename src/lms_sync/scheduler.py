@@ -15,21 +15,19 @@ the source's lock, so a live process's run is never touched.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine, select, update
 
 from lms_sync import metrics
 from lms_sync.config import Config, SourceConfig
+from lms_sync.cron import cron_trigger, crontab_day_of_week  # noqa: F401 - re-exported
 from lms_sync.logs import get_logger
 from lms_sync.pipeline import run_source
 from lms_sync.warehouse import state
@@ -62,45 +60,6 @@ def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None) -> 
         if n:
             marked[source_id] = n
     return marked
-
-
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_NUMERIC_DOW = re.compile(r"(\*|[0-7](?:-[0-7])?)(?:/(\d+))?")
-
-
-def crontab_day_of_week(field: str) -> str:
-    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler 3 names.
-
-    APScheduler 3 reads numbers with 0 = Monday (its ``from_crontab`` passes them
-    through), so ``0 3 * * 0`` would run on Mondays. Numbers become day names,
-    which mean the same in both.
-    """
-    if field in {"*", "?"}:
-        return "*"
-    out: list[str] = []
-    for part in field.split(","):
-        match = _NUMERIC_DOW.fullmatch(part)
-        if not match:
-            out.append(part.lower())  # names (mon-fri) mean the same in both
-            continue
-        span, step = match.group(1), int(match.group(2) or 1)
-        if span == "*":
-            lo, hi = 0, 6
-        elif "-" in span:
-            lo, hi = (int(x) for x in span.split("-"))
-        else:
-            lo = int(span)
-            hi = 6 if match.group(2) else lo  # "1/2" is "1-6/2" in cron
-        out.extend(_DAYS[d % 7] for d in range(lo, hi + 1, max(step, 1)))
-    return ",".join(dict.fromkeys(out))
-
-
-def cron_trigger(expr: str, timezone: str, jitter_seconds: int = 0) -> CronTrigger:
-    """A trigger for a 5-field crontab expression with crontab's weekday numbers, plus jitter."""
-    minute, hour, day, month, day_of_week = expr.split()
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                       day_of_week=crontab_day_of_week(day_of_week),
-                       timezone=ZoneInfo(timezone), jitter=jitter_seconds or None)
 
 
 class Scheduler:

@@ -22,13 +22,13 @@ from lms_sync.warehouse.tables import learners, persons, sources, sync_runs, syn
 
 
 def next_run(cfg: Config, source_id: str) -> datetime | None:
-    from apscheduler.triggers.cron import CronTrigger
+    from lms_sync.cron import cron_trigger
 
     source = cfg.sources.get(source_id)
     if source is None or not source.enabled:
         return None
     expr, tz = cfg.schedule_of(source)
-    trigger = CronTrigger.from_crontab(expr, timezone=ZoneInfo(tz))
+    trigger = cron_trigger(expr, tz)
     now = datetime.now(ZoneInfo(tz))
     when = trigger.get_next_fire_time(None, now)
     return when.astimezone(UTC) if when else None

@@ -6,6 +6,7 @@ Adding a vendor is one module in this package plus one line here.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -64,8 +64,11 @@ class FakeSessions(FakeVendor):
 
     def __init__(self, population: Population, *, api_key: str = API_KEY,
                  api_key_header: str = "x-api-key", paths: dict[str, str] | None = None,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, no_remote_id_every: int = 0) -> None:
         super().__init__(population)
+        # Real Sparkwise accounts may lack a remoteId (then nothing links them to a
+        # person); off by default so the sandbox's people match across vendors exactly.
+        self.no_remote_id_every = no_remote_id_every
         self.api_key, self.api_key_header = api_key, api_key_header.lower()
         self.paths = {**PATHS, **(paths or {})}
         self.now = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
@@ -108,7 +111,8 @@ class FakeSessions(FakeVendor):
                 users.append({
                     "id": hashlib.sha256(f"sparkwise:{seed}:{p.index}".encode()).hexdigest(),
                     "firstName": p.first_name, "lastName": p.last_name,
-                    "active": k % 13 != 0, "remoteId": None if k % 29 == 0 else p.hr_id,
+                    "active": k % 13 != 0, "remoteId": None if self.no_remote_id_every and k % self.no_remote_id_every == 0
+                    else p.hr_id,
                 })
             now = self.now
             offsets = [timedelta(minutes=-20), timedelta(days=-1, hours=-2), timedelta(days=9)]
