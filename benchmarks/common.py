@@ -44,8 +44,19 @@ LOAD_TABLES: dict[str, tuple[str, ...] | None] = {
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux ru_maxrss is KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """Peak resident set size of this process so far, in MB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so a child's figure
+    would start at the (fake-serving) parent's RSS; VmHWM belongs to the new image.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 # --------------------------------------------------------------------------- warehouses
