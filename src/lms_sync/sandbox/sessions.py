@@ -105,14 +105,15 @@ class FakeSessions(FakeVendor):
                 return
             rng, seed = self.population.rng("sessions"), self.population.seed
             members = self.population.members("sessions")
+            every = self.no_remote_id_every
             users = []
             for p in members:
                 k = p.key("sessions")
                 users.append({
                     "id": hashlib.sha256(f"sparkwise:{seed}:{p.index}".encode()).hexdigest(),
                     "firstName": p.first_name, "lastName": p.last_name,
-                    "active": k % 13 != 0, "remoteId": None if self.no_remote_id_every and k % self.no_remote_id_every == 0
-                    else p.hr_id,
+                    "active": k % 13 != 0,
+                    "remoteId": None if every and k % every == 0 else p.hr_id,
                 })
             now = self.now
             offsets = [timedelta(minutes=-20), timedelta(days=-1, hours=-2), timedelta(days=9)]
