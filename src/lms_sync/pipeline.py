@@ -103,6 +103,9 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                 log: structlog.stdlib.BoundLogger) -> None:
     with engine.begin() as conn:
         state.ensure_source(conn, source.id, source.kind)
+    # We hold the source's lock, so a run still marked running died with its process.
+    if state.fail_stale_runs(engine, "abandoned", [source.id]):
+        log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids: set[int] = set()
     fatal: SourceError | None = None
