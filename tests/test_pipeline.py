@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import threading
+
+import structlog
 from sqlalchemy import func, select
 
-from lms_sync.pipeline import run_source
+from lms_sync.canonical import Learner
+from lms_sync.connectors.base import Checkpoint, Stream
+from lms_sync.logs import configure
+from lms_sync.pipeline import run_source, run_stream
+from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import enrollment_history, enrollments, learners, sync_runs, sync_state
 from tests.conftest import make_config, synthetic_source
 
@@ -68,3 +77,38 @@ def test_crash_between_batches_resumes_from_cursor(warehouse):
     assert res.streams[0].read == 200  # resumed at 100, not at 0
     assert _count(warehouse.engine, learners) == 300
     assert _count(warehouse.engine, learners, learners.c.row_hash == "") == 0
+
+
+class _LoggingStream(Stream):
+    """Reads in the pipeline's reader thread: logs a skip, yields one learner, then fails."""
+
+    name = "users"
+
+    def read(self, ctx):  # type: ignore[no-untyped-def]
+        ctx.skip("v1", "no email")
+        yield Learner(external_id="u1")
+        yield Checkpoint({"position": 1})
+        raise RuntimeError("vendor went away")
+
+
+def test_reader_thread_logs_with_the_run_context_and_its_error_fails_the_stream(sqlite_warehouse):
+    out = io.StringIO()
+    configure("json", "INFO", stream=out)
+    try:
+        cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=1)})
+        engine = sqlite_warehouse.engine
+        with engine.begin() as conn:
+            state.ensure_source(conn, "syn", "synthetic")
+        with structlog.contextvars.bound_contextvars(run_id="run-1", source="syn", stream="users"):
+            res = run_stream(engine, cfg, cfg.sources["syn"], None, _LoggingStream(), "run-1")
+    finally:
+        configure("json", "WARNING")
+    assert (res.result, res.error, res.error_class, res.read, res.skipped) == (
+        "failed", "vendor went away", "RuntimeError", 1, 1)
+    assert not [t for t in threading.enumerate() if t.name == "lms-sync-reader"]
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    skipped = next(e for e in events if e["event"] == "record.skipped")
+    assert (skipped["run_id"], skipped["source"], skipped["stream"]) == ("run-1", "syn", "users")
+    failed = next(e for e in events if e["event"] == "sync.failed")
+    assert failed["error_class"] == "RuntimeError" and failed["error"] == "vendor went away"
+    assert _count(engine, learners) == 0  # the failure came before the batch was written

@@ -4,15 +4,20 @@ For each stream: one ``sync_runs`` row; the connector's records are buffered
 into batches; each batch is written in one transaction together with the
 latest checkpoint's cursor, so a crash loses at most the batch in flight and
 the next run resumes from the saved cursor. A failing stream fails its run but
-not the other streams' or sources' runs.
+not the other streams' or sources' runs. A stream is read in a thread of its
+own (``_Reader``) a few batches ahead of the writer, so fetching and writing overlap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import queue
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -171,6 +176,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
     totals = WriteStats()
+    reader = _Reader(lambda: stream.read(ctx), min(256, batch_size), stop)
 
     def flush() -> None:
         nonlocal pending, buffer
@@ -190,7 +196,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         buffer, pending = [], _UNSET
 
     try:
-        for item in stream.read(ctx):
+        for item in reader:
             if isinstance(item, Checkpoint):
                 pending = item.cursor
                 if stop is not None and stop.is_set():
@@ -221,6 +227,8 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
             res.error = "interrupted"
         log.error("sync.failed", error_class=res.error_class, error=res.error,
                   exc_info=not isinstance(exc, LmsSyncError))
+    finally:
+        reader.close()  # the reader has ended: ctx is no longer touched by it
     res.skipped = ctx.skipped
     res.written = totals.written + res.deleted
     res.tables = Counter(totals.by_table())
@@ -236,6 +244,89 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                  deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
                  duration=round(time.monotonic() - t0, 3), **ctx.counters)
     return res
+
+
+class _Reader:
+    """Runs a stream's generator in a thread of its own, a few batches ahead of the writer.
+
+    Items travel in order through a bounded queue in chunks of up to ``chunk`` items; a
+    chunk ends at every checkpoint, so the writer sees a checkpoint as soon as it is read.
+    The thread runs in a copy of the caller's context (the log's run/source/stream fields).
+    An exception of the generator is raised by ``__iter__`` after the items yielded before
+    it. On a stop request the reader pauses after handing over a checkpoint (the writer
+    stops there). ``close()`` makes the reader close the generator in its own thread and
+    waits for it: after an item in flight (e.g. an HTTP request) the thread is gone.
+    """
+
+    _DONE: Any = object()
+    _AHEAD = 16  # chunks in the queue: ~4 batches of 1000
+
+    def __init__(self, read: Callable[[], Iterable[Any]], chunk: int,
+                 stop: threading.Event | None) -> None:
+        self._read, self._chunk, self._stop = read, max(1, chunk), stop
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self._AHEAD)
+        self._closed = threading.Event()
+        run = contextvars.copy_context().run
+        self._thread = threading.Thread(target=run, args=(self._run,), name="lms-sync-reader",
+                                        daemon=True)  # a vendor that never answers can't block exit
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():  # timeouts: a writer that has gone doesn't hang us
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        items: Iterator[Any] | None = None
+        chunk: list[Any] = []
+        try:
+            items = iter(self._read())
+            for item in items:
+                if self._closed.is_set():
+                    return
+                chunk.append(item)
+                checkpoint = isinstance(item, Checkpoint)
+                if checkpoint or len(chunk) >= self._chunk:
+                    # stop is checked before the put: the writer, checking after, sees it too
+                    pause = checkpoint and self._stop is not None and self._stop.is_set()
+                    if not self._put(chunk):
+                        return
+                    chunk = []
+                    while pause and self._stop.is_set():  # type: ignore[union-attr]
+                        if self._closed.wait(0.1):
+                            return
+            if self._put(chunk):
+                self._put(self._DONE)
+        except BaseException as exc:  # noqa: BLE001 - raised in the writer, in order
+            if self._put(chunk):
+                self._put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                got = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._queue.empty():
+                    continue
+                raise RuntimeError("stream reader ended without a result") from None
+            if got is self._DONE:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
 
 
 def _message(exc: BaseException) -> str:

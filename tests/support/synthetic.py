@@ -3,7 +3,8 @@
 Streams: ``users`` (incremental by a version counter, checkpoint every 50 rows)
 and ``enrollments`` (full refresh). Options control size, which rows changed,
 which were removed, and a crash after N records (``crash_after``; with
-``crash_hard`` the process dies with os._exit, like a kill -9).
+``crash_hard`` the process dies with os._exit, like a kill -9, when the pipeline's writer
+reaches the N-th record: the stream itself is read ahead in a thread of its own).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_serializer
 
 from lms_sync.canonical import Course, Enrollment, Learner
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
@@ -33,6 +34,14 @@ class SyntheticOptions(Settings):
     fail_stream: str | None = None
 
 
+class _KilledWhenWritten(Learner):
+    """A learner whose serialization (by the writer, never by the reader) kills the process."""
+
+    @model_serializer(mode="wrap")
+    def _die(self, handler):  # type: ignore[no-untyped-def]
+        os._exit(9)
+
+
 class Users(Stream):
     name = "users"
     full_refresh_tables = ()
@@ -48,12 +57,12 @@ class Users(Stream):
         emitted = 0
         for i in range(last + 1, self.opts.users):
             version = self.opts.version if i < self.opts.bumped else 1
-            yield Learner(external_id=f"u{i}", email=f"User{i}@Example.com ", first_name="Ünï",
-                          last_name=f"Number{i}", hr_id=f"H{i}", raw={"i": i, "v": version})
+            crash = self.opts.crash_after is not None and emitted + 1 >= self.opts.crash_after
+            cls = _KilledWhenWritten if crash and self.opts.crash_hard else Learner
+            yield cls(external_id=f"u{i}", email=f"User{i}@Example.com ", first_name="Ünï",
+                      last_name=f"Number{i}", hr_id=f"H{i}", raw={"i": i, "v": version})
             emitted += 1
-            if self.opts.crash_after is not None and emitted >= self.opts.crash_after:
-                if self.opts.crash_hard:
-                    os._exit(9)
+            if crash and not self.opts.crash_hard:
                 raise RuntimeError("synthetic crash")
             if i % 50 == 49:
                 yield Checkpoint({"position": i})
