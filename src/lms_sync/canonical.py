@@ -62,9 +62,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+_STABLE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default)
+"""Built once: ``json.dumps`` with these options builds an encoder per call (~3 us of ~25)."""
+
+
 def stable_json(value: Any) -> str:
     """JSON with sorted keys: equal content gives equal text (used for hashing)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return _STABLE.encode(value)
 
 
 class Record(BaseModel):

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, and_, bindparam, func, select, text, update
@@ -69,6 +70,15 @@ class WriteStats:
         if self.history:
             out["enrollment_history"] += self.history
         return dict(out)
+
+
+@cache
+def _stored_fields(cls: type[Record], table: Table) -> frozenset[str]:
+    """The fields of ``cls`` that are columns of ``table`` (references are resolved apart).
+
+    Dumping only these is the same dict as dumping all and filtering, for less work.
+    """
+    return frozenset(f for f in cls.model_fields if f not in _REFS and f in table.c)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -140,9 +150,15 @@ class BatchWriter:
             if table is learners:
                 stub["is_placeholder"] = False
             rows = [{"source_id": self.source_id, "external_id": x, **stub} for x in missing]
-            self.conn.execute(dialects.insert_ignore_statement(table, _KEY, self.dialect), rows)
+            stmt = dialects.insert_ignore_statement(table, _KEY, self.dialect)
+            if self.dialect == "postgresql":  # the new ids come back with the insert
+                stmt = stmt.returning(table.c.external_id, table.c.id)
+                found.update({row.external_id: row.id for row in self.conn.execute(stmt, rows)})
+            else:
+                self.conn.execute(stmt, rows)
             stats.stubs[table.name] += len(missing)
-            found.update({k: row.id for k, row in self.existing(table, missing).items()})
+            if missing_after := [x for x in missing if x not in found]:
+                found.update({k: row.id for k, row in self.existing(table, missing_after).items()})
         return found
 
     # ------------------------------------------------------------------ writers
@@ -163,8 +179,10 @@ class BatchWriter:
         refs = self._references(table, [r for r, _ in todo], now, stats)
         rows = [self._row(table, record, digest, now, refs) for record, digest in todo]
         update_cols = [c for c in rows[0] if c not in {"source_id", "external_id", "first_seen_at"}]
+        want_ids = table is learners or table is courses or table is enrollments
+        ids: dict[str, int] | None = None  # external_id -> id of every row written
         if self.dialect == "postgresql":
-            self._copy_merge(table, rows, update_cols)
+            ids = self._copy_merge(table, rows, update_cols, returning=want_ids)
         else:
             stmt = dialects.upsert_statement(table, _KEY, update_cols, self.dialect)
             self.conn.execute(stmt, rows)
@@ -173,19 +191,24 @@ class BatchWriter:
                 stats.updated[table.name] += 1
             else:
                 stats.inserted[table.name] += 1
+        if want_ids and ids is None:  # the rows we had plus one lookup of the new ones
+            ids = {r.external_id: current[r.external_id].id for r, _ in todo if r.external_id in current}
+            new = [r.external_id for r, _ in todo if r.external_id not in current]
+            ids.update({k: row.id for k, row in self.existing(table, new).items()})
         if table is learners:
-            ids = self.existing(learners, [r.external_id for r, _ in todo])
-            self.learner_ids.update(row.id for row in ids.values())
+            self.learner_ids.update(ids.values())  # type: ignore[union-attr]
         if table is courses:
-            self._link_parents([r for r, _ in todo], now, stats)
+            self._link_parents([r for r, _ in todo], ids, now, stats)  # type: ignore[arg-type]
         if table is enrollments:
-            self._append_history(todo, current, now, stats)
+            self._append_history(todo, current, ids, now, stats)  # type: ignore[arg-type]
 
-    def _copy_merge(self, table: Table, rows: list[dict[str, Any]], update_cols: list[str]) -> None:
+    def _copy_merge(self, table: Table, rows: list[dict[str, Any]], update_cols: list[str],
+                    returning: bool = False) -> dict[str, int] | None:
         """PostgreSQL: COPY the rows into a session temp table, then one INSERT … SELECT … ON
         CONFLICT DO UPDATE. Same rows and result as the executemany upsert, 1.1-1.7x faster
         per 1,000-row batch on a loaded 2-core machine (more on a quiet one). Values are bound as
         SQLAlchemy would: UTC-aware datetimes, JSON columns as JSON text with None -> 'null'.
+        With ``returning``: external_id -> id of every row written (inserted or updated).
         """
         from psycopg.types.json import Json
 
@@ -204,9 +227,12 @@ class BatchWriter:
                 copy.write_row(values)
         sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update_cols)
         cur.execute(f'INSERT INTO "{table.name}" ({collist}) SELECT {collist} FROM {stage} '
-                    f'ON CONFLICT ({", ".join(_KEY)}) DO UPDATE SET {sets}')
+                    f'ON CONFLICT ({", ".join(_KEY)}) DO UPDATE SET {sets}'
+                    + (" RETURNING external_id, id" if returning else ""))
+        ids = dict(cur.fetchall()) if returning else None
         cur.execute(f"TRUNCATE {stage}")
         cur.close()
+        return ids
 
     def _references(self, table: Table, records: list[Record], now: datetime, stats: WriteStats) -> dict:
         refs: dict[str, dict[str, int]] = {}
@@ -220,8 +246,7 @@ class BatchWriter:
         return refs
 
     def _row(self, table: Table, record: Record, digest: str, now: datetime, refs: dict) -> dict[str, Any]:
-        data = record.model_dump(exclude=_REFS)
-        row = {k: v for k, v in data.items() if k in table.c}
+        row = record.model_dump(include=_stored_fields(type(record), table))
         row.update(source_id=self.source_id, row_hash=digest, first_seen_at=now, updated_at=now,
                    deleted_at=None)
         if "learner_id" in table.c:
@@ -231,22 +256,22 @@ class BatchWriter:
             row["enrollment_id"] = refs["enrollment"].get(record.enrollment_external_id)
         return row
 
-    def _link_parents(self, records: list[Record], now: datetime, stats: WriteStats) -> None:
+    def _link_parents(self, records: list[Record], ids: dict[str, int], now: datetime,
+                      stats: WriteStats) -> None:
         children = [r for r in records if r.parent_external_id]
         if not children:
             return
         parents = self.resolve(courses, {r.parent_external_id for r in children}, now, stats)
-        ids = self.existing(courses, [r.external_id for r in children])
         # one executemany, not one UPDATE round trip per child course
         self.conn.execute(
             update(courses).where(courses.c.id == bindparam("b_id"))
             .values(parent_course_id=bindparam("b_parent")),
-            [{"b_id": ids[r.external_id].id, "b_parent": parents[r.parent_external_id]}
+            [{"b_id": ids[r.external_id], "b_parent": parents[r.parent_external_id]}
              for r in children],
         )
 
-    def _append_history(self, todo: list[tuple[Record, str]], before: dict, now: datetime,
-                        stats: WriteStats) -> None:
+    def _append_history(self, todo: list[tuple[Record, str]], before: dict, ids: dict[str, int],
+                        now: datetime, stats: WriteStats) -> None:
         changed = []
         for record, _ in todo:
             old = before.get(record.external_id)
@@ -255,9 +280,8 @@ class BatchWriter:
                 changed.append(record)
         if not changed:
             return
-        ids = self.existing(enrollments, [r.external_id for r in changed])
         rows = [
-            {"enrollment_id": ids[r.external_id].id, "run_id": self.run_id, "observed_at": now,
+            {"enrollment_id": ids[r.external_id], "run_id": self.run_id, "observed_at": now,
              **{f: getattr(r, f) for f in _HISTORY_FIELDS}}
             for r in changed
         ]
