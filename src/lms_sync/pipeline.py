@@ -34,7 +34,7 @@ from lms_sync.errors import LmsSyncError, SourceError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, source_lock
-from lms_sync.warehouse.upsert import BatchWriter, WriteStats, mark_deleted
+from lms_sync.warehouse.upsert import BatchWriter, WriteStats, mark_deleted, seen_key
 
 _UNSET: Any = object()
 
@@ -171,7 +171,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
                       log, fail_on_invalid=source.fail_on_invalid_records)
     res = StreamResult(stream.name, "running", cursor=saved)
-    seen: dict[str, set[str]] = {t: set() for t in stream.full_refresh_tables}
+    seen: dict[str, set[int]] = {t: set() for t in stream.full_refresh_tables}  # seen_key()s
     buffer: list[Record] = []
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
@@ -206,7 +206,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
             buffer.append(item)
             res.read += 1
             if item.table in seen:
-                seen[item.table].add(item.external_id)
+                seen[item.table].add(seen_key(item.external_id))
             if len(buffer) >= batch_size:
                 flush()
                 if stop is not None and stop.is_set():

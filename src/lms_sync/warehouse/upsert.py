@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -327,9 +328,19 @@ class BatchWriter:
             stats.inserted[t.name] += len(rows)
 
 
-def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[str],
+def seen_key(external_id: str) -> int:
+    """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest.
+
+    A set of these holds an int of ~36 bytes a row instead of the id's str (~50 bytes plus
+    one a character). Two ids share a digest with odds ~2^-64: a row gone upstream whose
+    digest equals a read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
+    """
+    return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "little")
+
+
+def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[int],
                  now: datetime) -> int:
-    """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
+    """Soft-delete this source's live rows of ``table_name`` whose ``seen_key`` is not in ``seen``."""
     table = RECORD_TABLES[table_name]
     # streamed (server-side cursor where the driver has one): holding every live row of a
     # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept
@@ -339,7 +350,7 @@ def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[st
         ),
         execution_options={"yield_per": 10_000},  # this statement only
     )
-    gone = [row.id for row in live if row.external_id not in seen]
+    gone = [row.id for row in live if seen_key(row.external_id) not in seen]
     live.close()
     for part in chunks(gone):
         conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
