@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -151,25 +151,65 @@ def source_lock(engine: Engine, source_id: str) -> Iterator[None]:
 
 @contextmanager
 def _file_lock(engine: Engine, source_id: str) -> Iterator[None]:
-    import fcntl
-
     database = engine.url.database
     if not database or database == ":memory:":
         yield
         return
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source_id)
-    path = Path(f"{database}.{safe}.lock")
+    busy = f"source {source_id!r} is already being synced by another process"
+    with _flock(Path(f"{database}.{safe}.lock"), blocking=False, busy=busy):
+        yield
+
+
+@contextmanager
+def _flock(path: Path, *, blocking: bool, busy: str) -> Iterator[None]:
+    """An exclusive flock on ``path``; LockBusy(busy) if not blocking and it is taken."""
+    import fcntl
+
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise LockBusy(
-                f"source {source_id!r} is already being synced by another process"
-            ) from None
+            raise LockBusy(busy) from None
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def locked_transaction(engine: Engine, what: str, timeout: int = 600) -> Iterator[Connection]:
+    """A transaction that holds the warehouse-wide lock ``what``, waiting up to ``timeout`` s.
+
+    PostgreSQL: a transaction-level advisory lock; MySQL: GET_LOCK around the
+    transaction; SQLite: a blocking flock beside the database file. LockBusy if
+    MySQL's wait runs out.
+    """
+    dialect = name(engine)
+    namespace = _namespace(engine)
+    database = engine.url.database
+    if dialect == "sqlite" and database and database != ":memory:":
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", what.strip(":"))
+        guard = _flock(Path(f"{database}.{safe}.lock"), blocking=True, busy="")
+    else:
+        guard = nullcontext()
+    with guard, engine.connect() as conn:
+        lock_name = _mysql_lock_name(what, namespace)
+        if dialect == "mysql":
+            got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": lock_name, "t": timeout}).scalar()
+            conn.commit()
+            if not got:
+                raise LockBusy(f"{what.strip(':')} is busy in another process")
+        try:
+            with conn.begin():
+                if dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": lock_key(what, namespace)})
+                yield conn
+        finally:
+            if dialect == "mysql":
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
+                conn.commit()

@@ -56,7 +56,6 @@ name changes.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -65,7 +64,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, case, func, or_, select, text, update
@@ -217,46 +215,12 @@ _PROCESS_LOCK = threading.Lock()
 @contextmanager
 def locked_transaction(engine: Engine, timeout: int = 600) -> Iterator[Connection]:
     """A transaction holding the warehouse-wide identity lock (one pass at a time)."""
-    dialect = dialects.name(engine)
-    namespace = dialects._namespace(engine)
-    with _PROCESS_LOCK, _sqlite_file_lock(engine):
-        with engine.connect() as conn:
-            lock_name = dialects._mysql_lock_name("identity:", namespace)
-            if dialect == "mysql":
-                got = conn.execute(text("SELECT GET_LOCK(:n, :t)"),
-                                   {"n": lock_name, "t": timeout}).scalar()
-                conn.commit()
-                if not got:
-                    raise UserError("identity matching is busy in another process; try again later")
-            try:
-                with conn.begin():
-                    if dialect == "postgresql":
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                                     {"k": dialects.lock_key("identity:", namespace)})
-                    yield conn
-            finally:
-                if dialect == "mysql":
-                    conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
-                    conn.commit()
-
-
-@contextmanager
-def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
-    database = engine.url.database
-    if dialects.name(engine) != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    import fcntl
-
-    fd = os.open(Path(f"{database}.identity.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _PROCESS_LOCK:
         try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            with dialects.locked_transaction(engine, "identity:", timeout) as conn:
+                yield conn
+        except dialects.LockBusy:
+            raise UserError("identity matching is busy in another process; try again later") from None
 
 
 # --------------------------------------------------------------------------- the pass
