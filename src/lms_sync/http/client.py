@@ -149,7 +149,7 @@ class HttpClient:
             for item in items:
                 ctx = contextvars.copy_context()
                 pending.append(pool.submit(ctx.run, fn, item))
-                if len(pending) >= workers * 2:
+                if len(pending) >= workers * 4:  # room to keep every worker busy while we wait on the head
                     yield pending.pop(0).result()
             for future in pending:
                 yield future.result()
