@@ -112,3 +112,24 @@ def test_reader_thread_logs_with_the_run_context_and_its_error_fails_the_stream(
     failed = next(e for e in events if e["event"] == "sync.failed")
     assert failed["error_class"] == "RuntimeError" and failed["error"] == "vendor went away"
     assert _count(engine, learners) == 0  # the failure came before the batch was written
+
+
+def test_sources_run_in_parallel_and_stay_isolated(warehouse):
+    from lms_sync.pipeline import run_sources
+
+    sources = {f"s{i}": synthetic_source(users=200, delay_ms=150) for i in range(3)}
+    sources["broken"] = synthetic_source(users=20, fail_stream="enrollments")
+    cfg = make_config(warehouse, sources)
+    results = run_sources(warehouse.engine, cfg, list(cfg.sources.values()), parallel=4)
+    assert [r.source_id for r in results] == ["s0", "s1", "s2", "broken"]
+    assert [r.result for r in results] == ["succeeded"] * 3 + ["failed"]
+    with warehouse.engine.connect() as conn:
+        runs = conn.execute(select(sync_runs.c.source_id, sync_runs.c.started_at,
+                                   sync_runs.c.finished_at)
+                            .where(sync_runs.c.stream == "users")).all()
+        assert _count(warehouse.engine, learners, learners.c.row_hash != "") == 620
+    spans = {r.source_id: (r.started_at, r.finished_at) for r in runs}
+    # each users stream sleeps 4 x 150 ms: run one after another they could not overlap
+    assert spans["s0"][0] < spans["s1"][1] and spans["s1"][0] < spans["s0"][1]
+    again = run_sources(warehouse.engine, cfg, list(cfg.sources.values())[:3], parallel=3)
+    assert all(r.ok and sum(s.written for s in r.streams) == 0 for r in again)

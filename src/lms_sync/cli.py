@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--full-refresh", action="store_true", help="ignore saved cursors")
     s.add_argument("--since", metavar="ISO8601", help="read changes since this time (backfill)")
     s.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    s.add_argument("--parallel", type=int, metavar="N",
+                   help="sources run at once (default: defaults.parallel_sources)")
     s.set_defaults(func=cmd_sync)
 
     st = sub.add_parser("status", parents=[common], help="last run, result, rows and cursor per stream")
@@ -146,7 +148,7 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from lms_sync.pipeline import run_source
+    from lms_sync.pipeline import run_sources
 
     cfg = setup(args)
     sources = select_sources(cfg, args.source)
@@ -156,8 +158,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not sources:
         log.warning("sync.nothing_to_do", reason="no enabled sources in the config")
         return EXIT_OK
-    results = [run_source(engine, cfg, s, full_refresh=args.full_refresh, since=since)
-               for s in sources]
+    results = run_sources(engine, cfg, sources, parallel=args.parallel,
+                          full_refresh=args.full_refresh, since=since)
     failed = [r for r in results if r.result != "succeeded"]
     for r in results:
         line = f"{r.source_id}: {r.result}"

@@ -10,6 +10,7 @@ reaches the N-th record: the stream itself is read ahead in a thread of its own)
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 from pydantic import SecretStr, model_serializer
@@ -32,6 +33,7 @@ class SyntheticOptions(Settings):
     crash_after: int | None = None
     crash_hard: bool = False
     fail_stream: str | None = None
+    delay_ms: float = 0          # wait per 50 users read (a slow vendor)
 
 
 class _KilledWhenWritten(Learner):
@@ -65,6 +67,8 @@ class Users(Stream):
             if crash and not self.opts.crash_hard:
                 raise RuntimeError("synthetic crash")
             if i % 50 == 49:
+                if self.opts.delay_ms:
+                    time.sleep(self.opts.delay_ms / 1000)
                 yield Checkpoint({"position": i})
         yield Checkpoint({"position": self.opts.users - 1})
 
