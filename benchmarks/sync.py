@@ -66,18 +66,20 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = parse_config(spec["config"], "benchmark")
     for source in cfg.sources.values():  # import the connectors before the baseline
         connector_class(source.kind)
+    import structlog
+
     import lms_sync.pipeline as pipeline
 
     identity_s: Counter[str] = Counter()
     inner = pipeline.identity.after_run
-    current = {"source": ""}
 
     def timed_after_run(*a: Any, **kw: Any) -> Any:  # timing only; behaviour unchanged
         t = time.perf_counter()
         try:
             return inner(*a, **kw)
         finally:
-            identity_s[current["source"]] += time.perf_counter() - t
+            source = structlog.contextvars.get_contextvars().get("source", "")
+            identity_s[source] += time.perf_counter() - t
 
     pipeline.identity.after_run = timed_after_run
     engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
@@ -85,9 +87,10 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     baseline = common.peak_rss_mb()
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for source in cfg.sources.values():
-        current["source"] = source.id
-        res = pipeline.run_source(engine, cfg, source, full_refresh=spec["full_refresh"])
+    # as `lms-sync sync` does: sources concurrently (defaults.parallel_sources)
+    results = pipeline.run_sources(engine, cfg, list(cfg.sources.values()),
+                                   full_refresh=spec["full_refresh"])
+    for source, res in zip(cfg.sources.values(), results, strict=True):
         tables: Counter[str] = Counter()
         for s in res.streams:
             tables.update(s.tables)
