@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from lms_sync import metrics
 from lms_sync.canonical import Record
@@ -33,10 +34,14 @@ from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
 from lms_sync.errors import LmsSyncError, SourceError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import identity, state
-from lms_sync.warehouse.dialect import LockBusy, source_lock
+from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
 from lms_sync.warehouse.upsert import BatchWriter, WriteStats, mark_deleted, seen_key
 
 _UNSET: Any = object()
+
+
+WRITE_ATTEMPTS = 3
+"""Tries of one batch transaction that failed on a deadlock or lock timeout."""
 
 
 class Interrupted(LmsSyncError):
@@ -182,12 +187,22 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         nonlocal pending, buffer
         if not buffer and pending is _UNSET:
             return
-        with engine.begin() as conn:
-            writer = BatchWriter(conn, source.id, run_id)
-            stats = writer.write(buffer, state.now_utc(), as_of=started_at)
-            if pending is not _UNSET:
-                state.save_cursor(conn, source.id, stream.name, pending)
-                res.cursor = pending
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with engine.begin() as conn:
+                    writer = BatchWriter(conn, source.id, run_id)
+                    stats = writer.write(buffer, state.now_utc(), as_of=started_at)
+                    if pending is not _UNSET:
+                        state.save_cursor(conn, source.id, stream.name, pending)
+                break
+            except DBAPIError as exc:
+                # a deadlock with another source's batch rolled ours back whole: write it again
+                if attempt == WRITE_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("batch.retry", attempt=attempt, error=_message(exc.orig or exc))
+                time.sleep(0.2 * attempt)
+        if pending is not _UNSET:
+            res.cursor = pending
         if learner_ids is not None:
             learner_ids.update(writer.learner_ids)
         totals.merge(stats)

@@ -56,6 +56,23 @@ def insert_ignore_statement(table: Table, key: Sequence[str], dialect: str) -> I
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
+_TRANSIENT_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+_TRANSIENT_PG = {"40001", "40P01"}  # serialization failure, deadlock
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a write conflict that the same transaction may pass when retried."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_PG:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL:
+        return True
+    return "database is locked" in str(orig)  # SQLite past its busy timeout
+
+
 def prepare_engine(engine: Engine, schema: str | None) -> None:
     """Per-connection settings: search_path, SQLite pragmas, MySQL time zone."""
     dialect = name(engine)
