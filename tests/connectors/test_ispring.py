@@ -3,6 +3,7 @@ real connector against the sandbox fake over loopback HTTP."""
 
 from __future__ import annotations
 
+import logging
 import resource
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +17,11 @@ from lms_sync.config import parse_config
 from lms_sync.connectors.ispring import (
     STATUS_MAP,
     Department,
+    IspringContentItem,
     IspringResult,
     IspringUser,
     XmlRows,
+    content_titles,
     describe_error,
     normalize_result,
     normalize_user,
@@ -107,6 +110,37 @@ def test_unknown_status_is_an_invalid_record():
     row = dict(rows("results_statuses.xml", "result")[0], completionStatus="archived")
     with pytest.raises(ValueError, match="archived"):
         normalize_result(IspringResult.model_validate(row), row)
+
+
+def test_content_items_give_course_titles():
+    page = XmlRows((FIXTURES / "contents.xml").read_bytes(), "contentItem")
+    items = [IspringContentItem.model_validate(r) for r in page]
+    assert page.next_token == "Yzoz"
+    course, track, untitled = items
+    assert (course.contentItemId, course.title, course.type, course.is_course) == (
+        "f0e7400a-ca31-11e9-b6fc-0a580af40a22", "Охрана труда & Brandschutz", "Course", True)
+    assert (track.is_course, untitled.title) == (False, None)
+    assert course.model_extra["viewUrl"].startswith("https://myaccount.ispringlearn.com/view/")
+    assert content_titles(items) == {
+        "f0e7400a-ca31-11e9-b6fc-0a580af40a22": "Охрана труда & Brandschutz",
+        "86479c62-4e4a-11e9-9ddf-e6163e60333c": "Sample Simulation - Car Sale Dialog"}
+    # the seed's first result names the course only through /contents
+    first = rows("results_seed.xml", "result")[0]
+    course_rec, module, _ = normalize_result(IspringResult.model_validate(first), first,
+                                             content_titles(items).get(first["courseId"]))
+    assert (course_rec.title, module.title) == ("Охрана труда & Brandschutz", "Course 1")
+
+
+def test_content_item_field_names_are_read_tolerantly():
+    odd = IspringContentItem.model_validate(
+        {"id": "c-1", "name": "Première connexion", "contentType": "COURSE"})
+    assert (odd.contentItemId, odd.title, odd.is_course) == ("c-1", "Première connexion", True)
+    assert IspringContentItem.model_validate({"courseId": "c-2"}).is_course  # no type: a course
+    same_id = [IspringContentItem.model_validate({"contentItemId": "x", "title": t, "type": k})
+               for t, k in (("Kurs", "course"), ("Pfad", "LearningTrack"))]
+    assert content_titles(same_id) == {"x": "Kurs"}
+    with pytest.raises(ValueError):
+        IspringContentItem.model_validate({"title": "no id"})
 
 
 def test_users_status_names_department_and_hr_id():
@@ -251,6 +285,13 @@ def test_full_sync_then_resync_writes_nothing(isp, warehouse):
         assert leaver_rows == len(fake.person_results(fake.members.index(terminated[0])))
         assert any(not r.first_name.isascii() for r in people.values())
         assert all(r.department for r in people.values())
+        titles = dict(conn.execute(select(courses.c.external_id, courses.c.title)
+                                   .where(courses.c.kind == "course")).all())
+        assert titles == {cid: title for cid, title, _ in fake.catalog if cid in titles}
+        assert all(titles.values()) and any(not t.isascii() for t in titles.values())
+        modules = conn.execute(select(courses.c.title).where(courses.c.kind == "module")).scalars().all()
+        assert all(modules) and set(modules).isdisjoint(titles.values())  # module titles kept
+    assert fake.contents_pages == 1  # 9 items, page size 25: read once per run
     second = run(warehouse, isp.source)
     assert second.ok, second.error
     assert {s.stream: s.written for s in second.streams} == {"users": 0, "results": 0}
@@ -373,3 +414,43 @@ def test_transient_503s_are_retried(isp, sqlite_warehouse):
     result = run(sqlite_warehouse, isp.source)
     assert result.ok, result.error
     assert result.http["retries"] == 2
+
+
+def test_contents_paged_with_small_pages(isp, sqlite_warehouse):
+    isp.source["options"]["page_size"] = 2
+    result = run(sqlite_warehouse, isp.source)
+    assert result.ok, result.error
+    assert isp.fake.contents_pages == 5  # 8 courses + 1 learning track, 2 a page
+    with sqlite_warehouse.engine.connect() as conn:
+        titles = dict(conn.execute(select(courses.c.external_id, courses.c.title)
+                                   .where(courses.c.kind == "course")).all())
+    catalog = {cid: title for cid, title, _ in isp.fake.catalog}
+    assert titles and all(titles[cid] == catalog[cid] for cid in titles)
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_contents_refused_still_syncs_without_course_titles(status, isp, sqlite_warehouse, caplog):
+    isp.fake.deny_contents(status)
+    with caplog.at_level(logging.INFO):
+        result = run(sqlite_warehouse, isp.source)
+    assert result.ok, result.error
+    results = by_stream(result)["results"]
+    assert results.skipped == 0
+    engine = sqlite_warehouse.engine
+    assert count(engine, enrollments) == len(dict(isp.fake.all_results()))
+    with engine.connect() as conn:
+        kinds = conn.execute(select(courses.c.kind, courses.c.title)).all()
+        run_row = conn.execute(select(sync_runs).where(sync_runs.c.stream == "results")).one()
+    assert {t for k, t in kinds if k == "course"} == {None}
+    assert all(t for k, t in kinds if k == "module")
+    assert run_row.result == "succeeded"
+    events = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    warned = [e for e in events if e["event"] == "contents.unavailable"]
+    assert len(warned) == 1 and warned[0]["status"] == status and warned[0]["level"] == "warning"
+    finished = [e for e in events if e["event"] == "sync.finished" and e["stream"] == "results"]
+    assert finished and finished[0]["contents_unavailable"] == 1
+
+    isp.fake.contents_status = None  # permission granted: the next run names the courses
+    again = run(sqlite_warehouse, isp.source)
+    assert again.ok, again.error
+    assert count(engine, courses, courses.c.kind == "course", courses.c.title.is_(None)) == 0

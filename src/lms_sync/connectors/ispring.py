@@ -12,6 +12,17 @@ and soft-deletes what a complete read no longer returns):
 * ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1,3,5`` (the vendor
   defaults to active users only, which would drop leavers' history) -> one enrollment per
   module result, plus the course (kind ``course``) and its module (kind ``module``).
+  Results carry only module titles, so ``GET /contents`` (paged like the other lists,
+  ``<contentItems><contentItem>``) is read once per run first: content item id -> title
+  names the ``course`` rows. Documented fields are contentItemId, title, subtitle,
+  description, userId, addedDate, viewUrl and type (``Course``, learning tracks and
+  standalone content share the list); we assume a results ``courseId`` is the course's
+  contentItemId, and read the id/title/type tolerantly (``contentItemId``/``id``/
+  ``courseId``, ``title``/``name``, ``type``/``contentType``, any case) since only the
+  single-item sample is published. The vendor lists only originally uploaded content (not
+  copies), so some courses may stay untitled. A 403/404 on ``/contents`` (the API user
+  may lack the content permission) is logged (``contents.unavailable``), counted
+  (``contents_unavailable``) and the run goes on without course titles.
 
 External ids: learner = ``userId``; course = ``courseId``; module = ``courseId:moduleId`` (a
 module may sit in several courses); enrollment = ``enrollmentId:moduleId`` (the vendor's
@@ -37,11 +48,11 @@ from typing import Any
 
 import httpx
 from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
-from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.errors import classify_response, classify_transport
 from lms_sync.http.paging import PageTokenPaginator
@@ -201,6 +212,29 @@ class IspringResult(BaseModel):
     passingScore: float | None = None
 
 
+class IspringContentItem(BaseModel):
+    """A ``<contentItem>`` of ``GET /contents`` (field names read tolerantly, see above)."""
+
+    model_config = ConfigDict(extra="allow")
+    contentItemId: str = Field(min_length=1, validation_alias=AliasChoices(
+        "contentItemId", "contentItemID", "id", "courseId"))
+    title: str | None = Field(default=None, validation_alias=AliasChoices("title", "name", "courseTitle"))
+    type: str | None = Field(default=None, validation_alias=AliasChoices("type", "contentType"))
+
+    @property
+    def is_course(self) -> bool:
+        return (self.type or "course").strip().lower() == "course"
+
+
+def content_titles(items: list[IspringContentItem]) -> dict[str, str]:
+    """Content item id -> title; a course wins over another kind of item with the same id."""
+    titles: dict[str, str] = {}
+    for item in sorted(items, key=lambda i: i.is_course):  # courses last, so they win
+        if item.title:
+            titles[item.contentItemId] = item.title
+    return titles
+
+
 def normalize_user(user: IspringUser, departments: dict[str, Department], raw: dict[str, Any],
                    hr_id_field: str | None = None) -> Learner:
     dept = departments.get(user.departmentId or "")
@@ -213,11 +247,14 @@ def normalize_user(user: IspringUser, departments: dict[str, Department], raw: d
     )
 
 
-def normalize_result(result: IspringResult, raw: dict[str, Any]) -> tuple[Course, Course, Enrollment]:
+def normalize_result(result: IspringResult, raw: dict[str, Any],
+                     course_title: str | None = None) -> tuple[Course, Course, Enrollment]:
+    """``course_title`` comes from ``GET /contents`` (results name only the module)."""
     if result.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {result.completionStatus!r}")
     status, passed = STATUS_MAP[result.completionStatus]
-    course = Course(external_id=result.courseId, kind=CourseKind.COURSE, raw={"courseId": result.courseId})
+    course = Course(external_id=result.courseId, kind=CourseKind.COURSE, title=course_title,
+                    raw={"courseId": result.courseId})
     module_id = f"{result.courseId}:{result.moduleId}"
     module = Course(external_id=module_id, kind=CourseKind.MODULE, title=result.moduleTitle,
                     parent_external_id=result.courseId,
@@ -268,6 +305,7 @@ class IspringConnector(Connector):
         self.token_auth = TokenAuth(self._fetch_token)
         self.make_client(auth=self.token_auth, describe_error=describe_error)
         self._departments: dict[str, Department] | None = None
+        self._titles: dict[str, str] | None = None
 
     def _fetch_token(self, client: httpx.Client) -> Token:
         assert self.http is not None
@@ -322,6 +360,29 @@ class IspringConnector(Connector):
             self._departments = found
         return self._departments
 
+    def course_titles(self, ctx: ReadContext) -> dict[str, str]:
+        """Content item id -> title from ``GET /contents``, read once per run; empty (logged,
+        counted) when the API user may not list content (403) or the account has no such
+        endpoint (404)."""
+        if self._titles is None:
+            items: list[IspringContentItem] = []
+            try:
+                for row in self.pages("/contents", "contentItem", [], ctx):
+                    item = ctx.normalize(row.get("contentItemId") or row.get("id"),
+                                         lambda r=row: IspringContentItem.model_validate(r))
+                    if item is not None:
+                        items.append(item)
+            except RequestRejected as exc:
+                if exc.status not in (403, 404):
+                    raise
+                ctx.count("contents_unavailable")
+                ctx.log.warning("contents.unavailable", status=exc.status, path="/contents",
+                                reason=exc.message, fix="allow the API user to view content "
+                                "(\"View and enroll users into training programs\") to get course titles")
+                items = []
+            self._titles = content_titles(items)
+        return self._titles
+
     def department_scope(self, ctx: ReadContext) -> set[str] | None:
         """``department_ids`` and all their sub-departments (None: no filter)."""
         if not self.options.department_ids:
@@ -371,11 +432,13 @@ class ResultsStream(Stream):
         params += [("courseIds[]", c) for c in opts.course_ids]
         scope = self.conn.department_scope(ctx)
         params += [("departmentIds[]", d) for d in sorted(scope or ())]
+        titles = self.conn.course_titles(ctx)
         seen: set[str] = set()
         n = 0
         for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
             records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
-                                    lambda r=row: normalize_result(IspringResult.model_validate(r), r))
+                                    lambda r=row: normalize_result(IspringResult.model_validate(r), r,
+                                                                   titles.get(r.get("courseId") or "")))
             if records is None:
                 continue
             for record in records[:2]:

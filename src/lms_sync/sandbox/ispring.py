@@ -1,6 +1,7 @@
 """Fake iSpring Learn: token auth, XML lists paged by nextPageToken, module results.
 
-Serves ``POST /api/v3/token``, ``GET /departments``, ``GET /users/v2`` and
+Serves ``POST /api/v3/token``, ``GET /departments``, ``GET /users/v2``, ``GET /contents``
+(one ``<contentItem>`` of type ``Course`` per course, plus a learning track) and
 ``GET /learners/modules/results`` with XML bodies shaped as the vendor documents them
 (optional elements absent when empty), ``<response><code/><message/></response>`` errors,
 ``userStatuses[]`` defaulting to active users only, and a 400 for an unknown id in a filter.
@@ -9,7 +10,8 @@ Data is generated lazily per person from the shared population (same emails as t
 vendors, non-ASCII names), so 10,000+ people cost nothing until a page is asked for.
 Tests can expire tokens (:meth:`expire_tokens`, :meth:`expire_tokens_after`), break a page
 (:meth:`break_results_page`), serve a hostile body (:meth:`serve_hostile`) and mutate
-results (:meth:`remove_results`, :meth:`change_results`); the framework's faults apply too.
+results (:meth:`remove_results`, :meth:`change_results`) and refuse the content list
+(:meth:`deny_contents`); the framework's faults apply too.
 """
 
 from __future__ import annotations
@@ -107,10 +109,13 @@ class FakeIspring(FakeVendor):
         self._expire_after: int | None = None
         self._break_at: int | None = None
         self._hostile: bytes | None = None
+        self.contents_status: int | None = None  # set by deny_contents
+        self.contents_pages = 0
         self._state = threading.Lock()
         self.route("POST", "/api/v3/token", self._token)
         self.route("GET", "/departments", self._departments)
         self.route("GET", "/users/v2", self._users)
+        self.route("GET", "/contents", self._contents)
         self.route("GET", "/learners/modules/results", self._results)
 
     def source_config(self, base_url: str) -> dict[str, Any]:
@@ -217,6 +222,24 @@ class FakeIspring(FakeVendor):
             self.changes.setdefault(key, {}).update(fields)
         return keys
 
+    def deny_contents(self, status: int = 403) -> None:
+        """``GET /contents`` answers ``status`` (403: permission denied, 404: plain text)."""
+        self.contents_status = status
+
+    def content_items(self) -> list[list[tuple[str, Any]]]:
+        """The ``<contentItem>`` fields of the content list (documented element order)."""
+        seed, owner = self.population.seed, _uuid(self.population.seed, "owner")
+        items = []
+        for c, (course_id, title, modules) in enumerate(self.catalog):
+            items.append([("contentItemId", course_id), ("title", title),
+                          ("subtitle", f"{len(modules)} Module"),
+                          ("description", f"Pflichtschulung: {title}"),
+                          ("userId", owner), ("addedDate", _date(EPOCH - timedelta(days=30 + c))),
+                          ("viewUrl", f"https://sandbox.ispringlearn.com/view/{c:06d}"), ("type", "Course")])
+        items.append([("contentItemId", _uuid(seed, "track", 0)), ("title", "Onboarding-Pfad für Neue"),
+                      ("userId", owner), ("addedDate", _date(EPOCH)), ("type", "LearningTrack")])
+        return items
+
     # ------------------------------------------------------------------ routes
 
     def _token(self, req: Request, _m: Any) -> Response:
@@ -293,6 +316,24 @@ class FakeIspring(FakeVendor):
                 ("addedDate", _date(EPOCH - timedelta(days=person.key("ispring") % 900)))]))
         more = start + size < len(self.members)
         return self._page("userProfiles", rows, _token("u", start + size) if more else None)
+
+    def _contents(self, req: Request, _m: Any) -> Response:
+        denied = self._authorized(req)
+        paging = self._paging(req)
+        if denied or isinstance(paging, Response):
+            return denied or paging  # type: ignore[return-value]
+        with self._state:
+            self.contents_pages += 1
+        if self.contents_status == 404:
+            return Response.text("Not Found", 404)
+        if self.contents_status is not None:
+            return error(self.contents_status, "PERMISSION_DENIED",
+                         "The user doesn't have enough permissions to complete the request")
+        size, pos = paging
+        start, items = (pos[0] if pos else 0), self.content_items()
+        rows = [_xml("contentItem", fields) for fields in items[start:start + size]]
+        more = start + size < len(items)
+        return self._page("contentItems", rows, _token("c", start + size) if more else None)
 
     def _matching(self, member: int, skip: int, statuses: set[int], users: set[str], depts: set[str],
                   courses: set[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
