@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, Table, create_engine, func, select, text
 
 from lms_sync.config import Config, parse_config
 from lms_sync.logs import configure
@@ -123,6 +126,26 @@ def _make_warehouse(dialect: str, tmp_path: Path, migrate: bool = True) -> Itera
 @pytest.fixture
 def unmigrated_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
     yield from _make_warehouse(getattr(request, "param", "sqlite"), tmp_path, migrate=False)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_fixture(kind: str, name: str) -> Any:
+    """A JSON fixture file of one vendor, from tests/fixtures/<kind>/."""
+    return json.loads((FIXTURES / kind / name).read_text(encoding="utf-8"))
+
+
+def at(text: str) -> datetime:
+    """An ISO 8601 time as an aware datetime ("Z" accepted)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def count_rows(bind: Warehouse | Engine, table: Table, *where: Any) -> int:
+    """Rows of ``table`` matching ``where`` in a warehouse (or on an engine)."""
+    engine = getattr(bind, "engine", bind)
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 
 
 def make_config(warehouse: Warehouse, sources: dict, **extra) -> Config:

@@ -15,12 +15,8 @@ from lms_sync.logs import configure
 from lms_sync.pipeline import run_source, run_stream
 from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import enrollment_history, enrollments, learners, sync_runs, sync_state
+from tests.conftest import count_rows as _count
 from tests.conftest import make_config, synthetic_source
-
-
-def _count(engine, table, *where) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 
 
 def test_second_run_writes_nothing(warehouse):

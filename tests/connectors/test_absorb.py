@@ -3,13 +3,11 @@ against the sandbox fake over loopback HTTP."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
 from lms_sync.canonical import CourseKind, EnrollmentStatus
@@ -33,18 +31,9 @@ from lms_sync.warehouse.tables import (
     sync_runs,
     sync_state,
 )
-from tests.conftest import make_config
+from tests.conftest import at, load_fixture, make_config
+from tests.conftest import count_rows as count
 from tests.connectors.conftest import sync
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "absorb"
-
-
-def load(name: str):
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def rows_by_status() -> dict[int, dict]:
@@ -186,9 +175,8 @@ def test_describe_error_reads_the_documented_body():
 # ---------------------------------------------------------------- against the fake
 
 
-def count(wh, table, *where) -> int:
-    with wh.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
+def load(name: str):
+    return load_fixture("absorb", name)
 
 
 def by_stream(result):

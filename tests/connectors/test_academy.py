@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,13 +27,12 @@ from lms_sync.connectors.base import ReadContext
 from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
 from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots, sync_state
+from tests.conftest import load_fixture
 from tests.connectors.conftest import sync
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "academy"
 
 
 def fixture(name: str):
-    return json.loads((FIXTURES / name).read_text())
+    return load_fixture("academy", name)
 
 
 # ---------------------------------------------------------------------- normalization

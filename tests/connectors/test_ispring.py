@@ -30,17 +30,15 @@ from lms_sync.errors import DataError
 from lms_sync.pipeline import run_source
 from lms_sync.sandbox.server import FakeVendor, SandboxServer
 from lms_sync.warehouse.tables import courses, enrollment_history, enrollments, learners, sync_runs
+from tests.conftest import count_rows as count
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ispring"
+
 RESULTS = "/learners/modules/results"
 
 
 def rows(name: str, tag: str) -> list[dict]:
     return list(XmlRows((FIXTURES / name).read_bytes(), tag))
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 # ---------------------------------------------------------------- normalization
@@ -239,11 +237,6 @@ def run(wh, source: dict, batch_size: int | None = None, **kw):
         block["batch_size"] = batch_size
     cfg = parse_config({"warehouse": block, "sources": {"isp": source}}, "test-config.yaml")
     return run_source(wh.engine, cfg, cfg.sources["isp"], **kw)
-
-
-def count(engine, table, *where) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 
 
 def by_stream(result) -> dict:

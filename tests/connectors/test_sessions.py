@@ -3,10 +3,8 @@ connector against the sandbox fake over loopback HTTP."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -31,19 +29,9 @@ from lms_sync.connectors.sessions import (
 from lms_sync.pipeline import run_sources
 from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import courses, enrollment_history, enrollments, learners, sync_state
-from tests.conftest import make_config
+from tests.conftest import at, load_fixture, make_config
+from tests.conftest import count_rows as table_count
 from tests.connectors.conftest import sync
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sessions"
-
-
-def load(name: str):
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
 
 # ---------------------------------------------------------------- normalization
 
@@ -165,9 +153,8 @@ def test_window_rules():
 # ---------------------------------------------------------------- against the fake
 
 
-def table_count(wh, table, *where) -> int:
-    with wh.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
+def load(name: str):
+    return load_fixture("sessions", name)
 
 
 def completions_requests(fake):

@@ -24,6 +24,7 @@ from lms_sync.warehouse.tables import (
     learners,
     stat_snapshots,
 )
+from tests.conftest import count_rows as count
 from tests.connectors.conftest import sync
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "udemy"
@@ -31,11 +32,6 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "udemy"
 
 def rows(name: str) -> list[dict]:
     return json.loads((FIXTURES / name).read_text())["results"]
-
-
-def count(wh, table, *where) -> int:
-    with wh.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 
 
 # --------------------------------------------------------------------------- normalization
