@@ -268,7 +268,11 @@ class FakeIspring(FakeVendor):
                 self.unauthorized += 1
         return None if ok else error(401, "UNAUTHORIZED", "Access token is invalid or expired")
 
-    def _paging(self, req: Request) -> tuple[int, list[int] | None] | Response:
+    def _list_request(self, req: Request) -> tuple[int, list[int] | None] | Response:
+        """(page size, position) of an authorized list request, or the error to answer."""
+        denied = self._authorized(req)
+        if denied:
+            return denied
         try:
             size = int(req.arg("pageSize") or 1000)
             token = req.arg("pageToken")
@@ -284,10 +288,9 @@ class FakeIspring(FakeVendor):
         return Response.xml(f"{XML_HEAD}<response><{list_tag}>{''.join(rows)}</{list_tag}>{tail}</response>")
 
     def _departments(self, req: Request, _m: Any) -> Response:
-        denied = self._authorized(req)
-        paging = self._paging(req)
-        if denied or isinstance(paging, Response):
-            return denied or paging  # type: ignore[return-value]
+        paging = self._list_request(req)
+        if isinstance(paging, Response):
+            return paging
         size, pos = paging
         start = pos[0] if pos else 0
         rows = [_xml("department", [("departmentId", self.dept_ids[key]), ("name", name),
@@ -298,10 +301,9 @@ class FakeIspring(FakeVendor):
         return self._page("departments", rows, _token("d", start + size) if more else None)
 
     def _users(self, req: Request, _m: Any) -> Response:
-        denied = self._authorized(req)
-        paging = self._paging(req)
-        if denied or isinstance(paging, Response):
-            return denied or paging  # type: ignore[return-value]
+        paging = self._list_request(req)
+        if isinstance(paging, Response):
+            return paging
         size, pos = paging
         start = pos[0] if pos else 0
         rows = []
@@ -318,10 +320,9 @@ class FakeIspring(FakeVendor):
         return self._page("userProfiles", rows, _token("u", start + size) if more else None)
 
     def _contents(self, req: Request, _m: Any) -> Response:
-        denied = self._authorized(req)
-        paging = self._paging(req)
-        if denied or isinstance(paging, Response):
-            return denied or paging  # type: ignore[return-value]
+        paging = self._list_request(req)
+        if isinstance(paging, Response):
+            return paging
         with self._state:
             self.contents_pages += 1
         if self.contents_status == 404:
@@ -348,10 +349,9 @@ class FakeIspring(FakeVendor):
                 yield at, idx, row
 
     def _results(self, req: Request, _m: Any) -> Response:
-        denied = self._authorized(req)
-        paging = self._paging(req)
-        if denied or isinstance(paging, Response):
-            return denied or paging  # type: ignore[return-value]
+        paging = self._list_request(req)
+        if isinstance(paging, Response):
+            return paging
         size, pos = paging
         statuses = {int(s) for s in req.query.get("userStatuses[]", ["1"]) if s.isdigit()}
         users, courses = set(req.query.get("userIds[]", [])), set(req.query.get("courseIds[]", []))
