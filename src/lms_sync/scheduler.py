@@ -23,7 +23,7 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
 
 from lms_sync import metrics
 from lms_sync.config import Config, SourceConfig
@@ -32,8 +32,6 @@ from lms_sync.logs import get_logger
 from lms_sync.pipeline import run_source
 from lms_sync.warehouse import state
 from lms_sync.warehouse.dialect import LockBusy, source_lock
-from lms_sync.warehouse.tables import sources as sources_table
-from lms_sync.warehouse.tables import sync_runs
 
 ABANDONED = "abandoned: the process running it stopped without finishing"
 INTERRUPTED = "interrupted"
@@ -45,11 +43,7 @@ def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None) -> 
     A source whose lock another live process holds is left alone: its running
     rows are that process's. Returns {source_id: rows marked}.
     """
-    with engine.connect() as conn:
-        query = select(sync_runs.c.source_id).where(sync_runs.c.result == "running").distinct()
-        if source_ids is not None:
-            query = query.where(sync_runs.c.source_id.in_(source_ids))
-        candidates = [r[0] for r in conn.execute(query)]
+    candidates = state.sources_with_running_runs(engine, source_ids)
     marked: dict[str, int] = {}
     for source_id in candidates:
         try:
@@ -185,13 +179,7 @@ class Scheduler:
     def _mark_interrupted(self, source_id: str, since: datetime) -> None:
         """Close the rows of a run that did not stop in time (we hold its lock)."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(sync_runs)
-                    .where(sync_runs.c.source_id == source_id, sync_runs.c.result == "running",
-                           sync_runs.c.started_at >= since.replace(microsecond=0))
-                    .values(result="failed", error=INTERRUPTED, finished_at=state.now_utc())
-                )
+            state.fail_stale_runs(self.engine, INTERRUPTED, [source_id], since=since)
         except Exception as exc:  # noqa: BLE001 - shutting down; the next start marks it abandoned
             self.log.warning("scheduler.mark_failed", source=source_id, error=str(exc).splitlines()[0])
 
@@ -199,14 +187,10 @@ class Scheduler:
         """Seed the last-success gauge from the warehouse, so /metrics is right after a restart."""
         ids = [s.id for s in self.sources]
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(sources_table.c.id, sources_table.c.last_success_at)
-                    .where(sources_table.c.id.in_(ids), sources_table.c.last_success_at.is_not(None))
-                ).all()
+            rows = state.last_successes(self.engine, ids)
         except Exception:  # noqa: BLE001 - metrics only
             return
-        for source_id, at in rows:
+        for source_id, at in rows.items():
             if at.tzinfo is None:
                 at = at.replace(tzinfo=UTC)
             metrics.last_success.labels(source_id).set(at.timestamp())

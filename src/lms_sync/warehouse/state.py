@@ -62,10 +62,35 @@ def finish_run(conn: Connection, row_id: int, *, result: str, read: int, written
     )
 
 
-def fail_stale_runs(engine: Engine, reason: str, source_ids: list[str] | None = None) -> int:
-    """Mark runs left ``running`` (by a killed process) as failed with ``reason``."""
+def fail_stale_runs(engine: Engine, reason: str, source_ids: list[str] | None = None,
+                    since: datetime | None = None) -> int:
+    """Mark runs left ``running`` (by a killed process) as failed with ``reason``.
+
+    With ``since``, only runs started at or after it (one run that did not stop in time).
+    """
     stmt = update(sync_runs).where(sync_runs.c.result == "running")
     if source_ids is not None:
         stmt = stmt.where(sync_runs.c.source_id.in_(source_ids))
+    if since is not None:
+        stmt = stmt.where(sync_runs.c.started_at >= since.replace(microsecond=0))
     with engine.begin() as conn:
         return conn.execute(stmt.values(result="failed", error=reason, finished_at=now_utc())).rowcount
+
+
+def sources_with_running_runs(engine: Engine, source_ids: list[str] | None = None) -> list[str]:
+    """Sources that have a run still marked ``running``."""
+    query = select(sync_runs.c.source_id).where(sync_runs.c.result == "running").distinct()
+    if source_ids is not None:
+        query = query.where(sync_runs.c.source_id.in_(source_ids))
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(query)]
+
+
+def last_successes(engine: Engine, source_ids: list[str]) -> dict[str, datetime]:
+    """When each source last succeeded completely (sources never successful are absent)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(sources.c.id, sources.c.last_success_at)
+            .where(sources.c.id.in_(source_ids), sources.c.last_success_at.is_not(None))
+        ).all()
+    return {source_id: at for source_id, at in rows}
