@@ -8,9 +8,9 @@ The limits a sync is compared to, measured on the same machine in the same run:
   the sync must: PostgreSQL COPY into a temp table + one INSERT … SELECT … ON
   CONFLICT DO UPDATE; SQLite executemany in one transaction; MariaDB/MySQL
   multi-row INSERT … ON DUPLICATE KEY UPDATE (PyMySQL's executemany).
-* fetch limit: the HTTP requests the sync sent (recorded by the fakes), replayed
-  with a bare httpx client at the source's ``max_concurrency``, bodies read and
-  not parsed.
+* fetch limit: the HTTP requests the sync's connectors asked for, sent again
+  through the source's own HTTP client (same auth, concurrency, rate budget and
+  retries), bodies read and not parsed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -238,53 +239,66 @@ def _limit_mysql(block: dict, table: str, key: tuple[str, ...] | None,
 # --------------------------------------------------------------------------- fetch limit
 
 
-class RequestRecorder:
-    """Wraps a fake's dispatch to keep every request it answers (while ``on``)."""
+class ClientRecorder:
+    """Records every request a connector asks its HttpClient for, per source.
 
-    def __init__(self, fake: Any) -> None:
-        self.on = False
-        self.requests: list[dict[str, Any]] = []
-        inner = fake.dispatch
+    One entry per logical request (retries and token fetches are the client's own
+    business and happen again on replay).
+    """
 
-        def dispatch(request: Any) -> Any:
-            if self.on:
-                self.requests.append({
-                    "method": request.method, "path": request.path,
-                    "query": [[k, v] for k, vs in request.query.items() for v in vs],
-                    "headers": {k: v for k, v in request.headers.items() if k not in _HOP},
-                    "body": request.body.decode("latin-1"),
-                })
-            return inner(request)
+    def __init__(self) -> None:
+        from lms_sync.http.client import HttpClient
 
-        fake.dispatch = dispatch
+        self.requests: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        inner = HttpClient.request
+        recorder = self
+
+        def request(client: HttpClient, method: str, path_or_url: str, **kw: Any) -> Any:
+            entry = {"method": method, "url": str(client.url(path_or_url)),
+                     **{k: kw.get(k) for k in ("params", "json", "data", "headers")}}
+            if isinstance(entry["params"], dict):
+                entry["params"] = list(entry["params"].items())
+            with recorder._lock:
+                recorder.requests.setdefault(client.source_id, []).append(entry)
+            return inner(client, method, path_or_url, **kw)
+
+        HttpClient.request = request  # type: ignore[method-assign]
 
 
-_HOP = {"host", "content-length", "connection", "accept-encoding", "keep-alive",
-        "transfer-encoding"}
+def replay(source: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """Send ``requests`` again through the source's own client; read bodies, parse nothing.
 
+    The connector builds its client as in a sync (auth, ``max_concurrency``, the rate
+    budget and X-RateLimit pacing, retries on 429/5xx), so the figure is the fastest the
+    source can be fetched within its vendor's limits.
+    """
+    import structlog
 
-def replay(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    """Send ``requests`` with raw httpx at ``concurrency``; read bodies, parse nothing."""
-    import httpx
+    from lms_sync.connectors import connector_class
 
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    connector = connector_class(source.kind)(source, structlog.get_logger("bench"))
+    client = connector.http
+    assert client is not None, f"{source.kind}: connector built no HTTP client in __init__"
     statuses: dict[int, int] = {}
     nbytes = 0
-    with httpx.Client(base_url=base_url, limits=limits, timeout=60) as client:
+    accept = range(400, 600)  # what the sync accepted (404 = no record) must not fail here
 
-        def one(req: dict[str, Any]) -> tuple[int, int]:
-            r = client.request(req["method"], req["path"], params=req["query"] or None,
-                               headers=req["headers"], content=req["body"].encode("latin-1") or None)
-            return r.status_code, len(r.content)
+    def one(req: dict[str, Any]) -> tuple[int, int]:
+        r = client.request(req["method"], req["url"], params=req["params"], json=req["json"],
+                           data=req["data"], headers=req["headers"],
+                           accept=[c for c in accept if c not in (401, 429) and c < 500])
+        return r.status_code, len(r.content)
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for status, size in pool.map(one, requests):
-                statuses[status] = statuses.get(status, 0) + 1
-                nbytes += size
-        seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with connector, ThreadPoolExecutor(max_workers=source.http.max_concurrency) as pool:
+        for status, size in pool.map(one, requests):
+            statuses[status] = statuses.get(status, 0) + 1
+            nbytes += size
+    seconds = time.perf_counter() - t0
     return {"requests": len(requests), "seconds": round(seconds, 3), "bytes": nbytes,
-            "statuses": statuses, "concurrency": concurrency}
+            "statuses": statuses, "concurrency": source.http.max_concurrency,
+            "http": dict(client.stats)}
 
 
 # --------------------------------------------------------------------------- child processes

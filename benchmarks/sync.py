@@ -17,8 +17,9 @@ so its peak RSS is the sync's own:
 3. ``refresh``   ``--full-refresh`` re-sync: everything re-read, compared, 0 rows written;
 4. limit (a)     the rows the full sync wrote, loaded by the database's fastest raw path
                  (see benchmarks/common.py), one transaction per batch as the sync must;
-5. limit (b)     the recorded requests replayed with bare httpx at the source's
-                 max_concurrency, bodies read, not parsed.
+5. limit (b)     the requests the full sync's connectors asked for (recorded in the sync
+                 child) sent again through the source's own HTTP client (auth, rate-limit
+                 pacing, retries, max_concurrency), bodies read, not parsed.
 
 Figures are ratios against limits measured in the same run: the machine may be noisy.
 PostgreSQL runs use a fresh schema (warehouse.schema) dropped afterwards; MariaDB a fresh
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,7 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     pipeline.identity.after_run = timed_after_run
     engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
     sql = common.SqlTimer() if spec.get("sql_stats") else None
+    recorder = common.ClientRecorder() if spec.get("record") else None
     baseline = common.peak_rss_mb()
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -110,7 +113,8 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     engine.dispose()
     return {"seconds": round(wall, 3), "sources": out, "rss_baseline_mb": baseline,
-            "rss_peak_mb": common.peak_rss_mb(), "sql": sql.top() if sql else None}
+            "rss_peak_mb": common.peak_rss_mb(), "sql": sql.top() if sql else None,
+            "requests": recorder.requests if recorder else None}
 
 
 def child_warehouse_limit(spec: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +122,24 @@ def child_warehouse_limit(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_fetch_limit(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"sources": {s["source"]: common.replay(s["base_url"], s["requests"], s["concurrency"])
-                        for s in spec["sources"]}}
+    from lms_sync.config import parse_config
+    from lms_sync.logs import configure
+
+    configure("json", "WARNING")
+    cfg = parse_config(spec["config"], "benchmark")
+    # sources side by side, as the sync runs them (defaults.parallel_sources)
+    from lms_sync.pipeline import default_parallelism
+    from lms_sync.warehouse.db import make_engine
+
+    engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
+    workers = min(default_parallelism(cfg, engine), len(spec["requests"]))
+    engine.dispose()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {sid: pool.submit(common.replay, cfg.sources[sid], requests)
+                   for sid, requests in spec["requests"].items()}
+        sources = {sid: f.result() for sid, f in futures.items()}
+    return {"sources": sources, "seconds": round(time.perf_counter() - t0, 3), "parallel": workers}
 
 
 CHILDREN = {"sync": child_sync, "warehouse-limit": child_warehouse_limit,
@@ -150,7 +170,6 @@ def bench_size(learners: int, args: argparse.Namespace, kinds: list[str], tmp: P
     script = str(Path(__file__).resolve())
     t = time.perf_counter()
     started = start_all(learners, args.seed, kinds, latency_ms=args.latency_ms)
-    recorders = {kind: common.RequestRecorder(server.vendor) for kind, server, _ in started}
     sources = {f"{kind}-bench": block for kind, _server, block in started}
     setup_s = time.perf_counter() - t
     run: dict[str, Any] = {"learners": learners, "latency_ms": args.latency_ms, "kinds": kinds,
@@ -164,22 +183,17 @@ def bench_size(learners: int, args: argparse.Namespace, kinds: list[str], tmp: P
             engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
             upgrade(engine)
             engine.dispose()
-            for rec in recorders.values():
-                rec.on = True
             run["full"] = common.run_child(script, "sync", {"config": tree, "full_refresh": False,
-                                                          "sql_stats": args.sql_stats}, tmp)
-            for rec in recorders.values():
-                rec.on = False
+                                                          "sql_stats": args.sql_stats,
+                                                          "record": True}, tmp)
+            recorded = run["full"].pop("requests")
             _check(run["full"], "full")
             run["resync"] = common.run_child(script, "sync", {"config": tree, "full_refresh": False}, tmp)
             run["refresh"] = common.run_child(script, "sync", {"config": tree, "full_refresh": True}, tmp)
             run["warehouse_limit"] = common.run_child(
                 script, "warehouse-limit", {"block": block, "batch_size": args.batch_size}, tmp)
-            replay = [{"source": f"{kind}-bench", "base_url": server.url,
-                       "requests": recorders[kind].requests,
-                       "concurrency": cfg.sources[f"{kind}-bench"].http.max_concurrency}
-                      for kind, server, _ in started]
-            run["fetch_limit"] = common.run_child(script, "fetch-limit", {"sources": replay}, tmp)
+            run["fetch_limit"] = common.run_child(
+                script, "fetch-limit", {"config": tree, "requests": recorded}, tmp)
     finally:
         for _kind, server, _block in started:
             server.stop()
@@ -200,6 +214,7 @@ def _ratio(a: float | None, b: float | None, nd: int = 3) -> float | None:
 def summarize(run: dict[str, Any]) -> dict[str, Any]:
     full, resync, refresh = run["full"], run["resync"], run["refresh"]
     fetch, wlim = run["fetch_limit"]["sources"], run["warehouse_limit"]
+    fetch_s = run["fetch_limit"]["seconds"]  # sources side by side, as in the sync
     latency = run["latency_ms"] / 1000
     per: dict[str, Any] = {}
     tables: Counter[str] = Counter()
@@ -226,7 +241,6 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
             per[s["source"]][f"{phase}_result"] = s["result"]
     records = sum(s["read"] for s in full["sources"])
     requests = sum(s["http"].get("requests", 0) for s in full["sources"])
-    fetch_s = sum(f["seconds"] for f in fetch.values())
     bound = sum(p["latency_bound_seconds"] or 0 for p in per.values()) if latency else None
     overall = {
         "records": records, "rows_written": sum(s["written"] for s in full["sources"]),
@@ -240,6 +254,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         "full_vs_warehouse_limit": _ratio(wlim["seconds"], full["seconds"]),
         "fetch_limit_seconds": round(fetch_s, 3),
         "full_vs_fetch_limit": _ratio(fetch_s, full["seconds"]),
+        "fetch_limit_records_per_s": round(records / fetch_s) if fetch_s else None,
         "resync_seconds": resync["seconds"],
         "resync_rows_written": sum(s["written"] for s in resync["sources"]),
         "resync_vs_full_time": _ratio(resync["seconds"], full["seconds"]),
@@ -304,7 +319,8 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"rows per table: {o['tables']}")
         print(f"warehouse limit: {o['warehouse_limit_seconds']} s ({o['warehouse_limit_rows_per_s']} rows/s)"
               f" -> sync at {o['full_vs_warehouse_limit']} x limit;  fetch limit {o['fetch_limit_seconds']} s"
-              f" -> sync at {o['full_vs_fetch_limit']} x limit")
+              f" -> sync at {o['full_vs_fetch_limit']} x limit (the fetch limit alone allows"
+              f" {o['fetch_limit_records_per_s']} records/s)")
         print(f"re-sync {o['resync_vs_full_time']} x full time, {o['resync_rows_written']} rows written;"
               f" full-refresh re-sync {o['refresh_vs_full_time']} x, {o['refresh_rows_written']} rows")
         print(f"peak RSS MB: {o['peak_rss_mb']}")
