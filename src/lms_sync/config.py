@@ -81,7 +81,7 @@ class DefaultsConfig(_Model):
     timezone: str = "UTC"
     http: HttpSettings = Field(default_factory=HttpSettings)
     parallel_sources: int | None = Field(default=None, ge=1, le=32)
-    """Sources `lms-sync sync` runs at once (default: 4 on PostgreSQL, else 1)."""
+    """Sources `lms-sync sync` runs at once (default: 8 on PostgreSQL, else 1)."""
 
     _tz = field_validator("timezone")(_validate_tz)
 

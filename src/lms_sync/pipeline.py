@@ -35,7 +35,7 @@ from lms_sync.errors import LmsSyncError, SourceError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
-from lms_sync.warehouse.upsert import BatchWriter, WriteStats, mark_deleted, seen_key
+from lms_sync.warehouse.upsert import BatchWriter, SeenKeys, WriteStats, mark_deleted
 
 _UNSET: Any = object()
 
@@ -176,7 +176,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
                       log, fail_on_invalid=source.fail_on_invalid_records)
     res = StreamResult(stream.name, "running", cursor=saved)
-    seen: dict[str, set[int]] = {t: set() for t in stream.full_refresh_tables}  # seen_key()s
+    seen = {t: SeenKeys() for t in stream.full_refresh_tables}
     buffer: list[Record] = []
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
@@ -221,7 +221,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
             buffer.append(item)
             res.read += 1
             if item.table in seen:
-                seen[item.table].add(seen_key(item.external_id))
+                seen[item.table].add(item.external_id)
             if len(buffer) >= batch_size:
                 flush()
                 if stop is not None and stop.is_set():
@@ -350,14 +350,19 @@ def _message(exc: BaseException) -> str:
 
 
 def default_parallelism(cfg: Config, engine: Engine) -> int:
-    """How many sources ``sync`` runs at once: ``defaults.parallel_sources``, else 4 on
+    """How many sources ``sync`` runs at once: ``defaults.parallel_sources``, else 8 on
     PostgreSQL and 1 on SQLite/MySQL (one writer at a time suits SQLite; InnoDB gap
-    locks can deadlock concurrent inserts into one unique index)."""
+    locks can deadlock concurrent inserts into one unique index).
+
+    8, not the cores: a source mostly waits on its vendor (latency, rate limits), and a
+    source queued behind the others becomes the critical path (benchmarks/sync.py, five
+    sources: the rate-limited one started last and alone set the wall time). Each running
+    source holds one pooled connection (pool 5 + overflow 10)."""
     from lms_sync.warehouse.dialect import name
 
     if cfg.defaults.parallel_sources:
         return cfg.defaults.parallel_sources
-    return 4 if name(engine) == "postgresql" else 1
+    return 8 if name(engine) == "postgresql" else 1
 
 
 def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], *,

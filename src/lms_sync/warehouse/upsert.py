@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,21 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, and_, bindparam, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    Connection,
+    Select,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 
 from lms_sync.canonical import Record
 from lms_sync.warehouse import dialect as dialects
@@ -38,6 +54,7 @@ from lms_sync.warehouse.tables import (
 )
 
 CHUNK = 500  # keys per IN (...) lookup: well below every driver's parameter limit
+PG_CHUNK = 5000  # keys per = ANY(array) lookup: one parameter, so only round trips count
 _KEY = ("source_id", "external_id")
 _HISTORY_FIELDS = ("status", "passed", "progress_pct", "completed_at")
 _REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id"}
@@ -80,6 +97,23 @@ def _stored_fields(cls: type[Record], table: Table) -> frozenset[str]:
     Dumping only these is the same dict as dumping all and filtering, for less work.
     """
     return frozenset(f for f in cls.model_fields if f not in _REFS and f in table.c)
+
+
+@cache
+def _lookup_statement(table: Table, extra: tuple[str, ...], dialect: str) -> Select:
+    """One statement per table and dialect, so SQLAlchemy compiles it once.
+
+    PostgreSQL gets ``external_id = ANY(:ids)``: one array parameter, the same SQL text
+    for any number of ids (an expanding ``IN`` is re-rendered for every execution, which
+    cost more Python time than the lookup itself), and no parameter-count limit.
+    """
+    cols = [table.c.external_id, table.c.id, table.c.row_hash, table.c.deleted_at]
+    cols += [table.c[c] for c in extra]
+    if dialect == "postgresql":
+        ids = table.c.external_id == any_(bindparam("b_ids", type_=ARRAY(String)))
+    else:
+        ids = table.c.external_id.in_(bindparam("b_ids", expanding=True))
+    return select(*cols).where(table.c.source_id == bindparam("b_source"), ids)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -126,14 +160,11 @@ class BatchWriter:
 
     def existing(self, table: Table, external_ids: Sequence[str], *extra: str) -> dict[str, Any]:
         """external_id -> row (id, row_hash, deleted_at, *extra) for this source."""
-        cols = [table.c.external_id, table.c.id, table.c.row_hash, table.c.deleted_at]
-        cols += [table.c[c] for c in extra]
+        stmt = _lookup_statement(table, extra, self.dialect)
+        size = PG_CHUNK if self.dialect == "postgresql" else CHUNK
         out: dict[str, Any] = {}
-        for part in chunks(list(external_ids)):
-            rows = self.conn.execute(
-                select(*cols).where(table.c.source_id == self.source_id, table.c.external_id.in_(part))
-            )
-            for row in rows:
+        for part in chunks(list(external_ids), size):
+            for row in self.conn.execute(stmt, {"b_source": self.source_id, "b_ids": list(part)}):
                 out[row.external_id] = row
         return out
 
@@ -331,16 +362,55 @@ class BatchWriter:
 def seen_key(external_id: str) -> int:
     """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest.
 
-    A set of these holds an int of ~36 bytes a row instead of the id's str (~50 bytes plus
-    one a character). Two ids share a digest with odds ~2^-64: a row gone upstream whose
-    digest equals a read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
+    Two ids share a digest with odds ~2^-64: a row gone upstream whose digest equals a
+    read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
     """
     return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "little")
 
 
-def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[int],
+class SeenKeys:
+    """The ``seen_key`` of every id a stream read, at ~8 bytes a key.
+
+    A ``set`` of ints costs ~66 bytes a key (the int object plus its hash-table slot:
+    66 MiB of peak RSS per million rows read). Here keys go into 256 unsigned 64-bit
+    arrays by their top byte; the first membership test sorts each array once (one
+    bucket at a time, so the transient list is 1/256 of the keys) and then bisects.
+    Adding after a lookup is allowed (the bucket is re-sorted on the next lookup).
+    """
+
+    __slots__ = ("_buckets", "_sorted", "_count")
+
+    def __init__(self) -> None:
+        self._buckets = [array("Q") for _ in range(256)]
+        self._sorted = [True] * 256
+        self._count = 0
+
+    def add(self, external_id: str) -> None:
+        key = seen_key(external_id)
+        bucket = key >> 56
+        self._buckets[bucket].append(key)
+        self._sorted[bucket] = False
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, external_id: object) -> bool:
+        if not isinstance(external_id, str):
+            return False
+        key = seen_key(external_id)
+        bucket = key >> 56
+        keys = self._buckets[bucket]
+        if not self._sorted[bucket]:
+            keys = self._buckets[bucket] = array("Q", sorted(set(keys)))
+            self._sorted[bucket] = True
+        i = bisect_left(keys, key)
+        return i < len(keys) and keys[i] == key
+
+
+def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: SeenKeys,
                  now: datetime) -> int:
-    """Soft-delete this source's live rows of ``table_name`` whose ``seen_key`` is not in ``seen``."""
+    """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
     table = RECORD_TABLES[table_name]
     # streamed (server-side cursor where the driver has one): holding every live row of a
     # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept
@@ -350,7 +420,7 @@ def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: set[in
         ),
         execution_options={"yield_per": 10_000},  # this statement only
     )
-    gone = [row.id for row in live if seen_key(row.external_id) not in seen]
+    gone = [row.id for row in live if row.external_id not in seen]
     live.close()
     for part in chunks(gone):
         conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
