@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from lms_sync.connectors.academy import (
 from lms_sync.connectors.base import ReadContext
 from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
+from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots, sync_state
 from tests.conftest import load_fixture
 from tests.connectors.conftest import sync
@@ -191,7 +193,8 @@ def test_aggregates_land_as_snapshots_and_only_changes_add_rows(start_vendor, sq
 
 def test_budgeted_sweep_visits_every_user_once_per_sweep(start_vendor, sqlite_warehouse):
     v = start_vendor("academy", learners=30, rate_limit=40)
-    v.source["options"].update(quiz_ids=[], max_requests_per_run=12)
+    # every sweep full, as before incremental sweeps: the second one visits everyone again
+    v.source["options"].update(quiz_ids=[], max_requests_per_run=12, full_sweep_every_days=0)
     fake = v.fake
     swept = sorted(u.id for u in fake.users.values() if u.type == "employee")
     with_record = fake.employee_ids()
@@ -212,7 +215,9 @@ def test_budgeted_sweep_visits_every_user_once_per_sweep(start_vendor, sqlite_wa
         cursors.append(next(s for s in result.streams if s.stream == "progress").cursor)
         if run < runs_needed - 1:
             assert cursors[-1]["sweep"] == 1 and cursors[-1]["done"] == per_run * (run + 1)
-    assert cursors[-1] == {"sweep": 2, "after_id": None, "done": 0, "total": len(swept)}
+    assert {k: cursors[-1][k] for k in ("sweep", "after_id", "done", "total", "mode")} == {
+        "sweep": 2, "after_id": None, "done": 0, "total": len(swept), "mode": None}
+    assert cursors[-1]["last_full_on"] == cursors[-1]["last_sweep_on"] is not None
     assert visits("courses") == dict.fromkeys(swept, 1)
     assert visits("onboarding") == dict.fromkeys(with_record, 1)  # a 404 user costs one call
     with sqlite_warehouse.engine.connect() as conn:
@@ -349,3 +354,262 @@ def test_end_to_end_on_every_warehouse(start_vendor, warehouse):
     assert {"completed", "in_progress"} <= statuses
     again = sync(warehouse, {"a": v.source})
     assert again.ok and sum(s.written for s in again.streams) == 0
+
+
+# ---------------------------------------------------------------------- incremental sweeps
+
+def sweep_visits(fake) -> Counter[int]:
+    """Per user id: how often the fake answered (or 404ed) /users/{id}/courses so far."""
+    counts = fake.path_counts(rf"^{API}/stats/academy/users/\d+/courses$")
+    return Counter({int(p.split("/")[-2]): n for p, n in counts.items()})
+
+
+def synced(warehouse, v, **kw):
+    """One run; returns (result, progress stream result, users visited by this run)."""
+    before = sweep_visits(v.fake)
+    result = sync(warehouse, {"a": v.source}, **kw)
+    assert result.ok, result.error
+    progress = next(s for s in result.streams if s.stream == "progress")
+    return result, progress, sweep_visits(v.fake) - before
+
+
+def once(ids) -> Counter[int]:
+    return Counter(dict.fromkeys(ids, 1))
+
+
+def employees(fake) -> list[int]:
+    """Users the sweep covers (banned ones included: they are listed and 404)."""
+    return sorted(u.id for u in fake.users.values() if u.type == "employee")
+
+
+def awaiting(fake) -> set[int]:
+    return {u.id for u in fake.users.values()
+            if u.has_record and any(p.awaiting for p in u.courses.values())}
+
+
+def edit_cursor(warehouse, **changes) -> dict:
+    with warehouse.engine.begin() as conn:
+        cursor = {**state.load_cursor(conn, "a", "progress"), **changes}
+        state.save_cursor(conn, "a", "progress", cursor)
+    return cursor
+
+
+def live_enrollments(warehouse, learner_id: int) -> dict[str, tuple]:
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(
+            select(enrollments.c.external_id, enrollments.c.status, enrollments.c.passed,
+                   enrollments.c.deleted_at)
+            .join(learners, enrollments.c.learner_id == learners.c.id)
+            .where(learners.c.external_id == str(learner_id))).all()
+    return {r.external_id: (r.status, r.passed) for r in rows if r.deleted_at is None}
+
+
+def test_a_resync_with_nothing_changed_visits_only_open_users(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=60)
+    fake = v.fake
+    _first, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(employees(fake))
+    assert set(progress.cursor["awaiting"]) == awaiting(fake)
+
+    result, progress, visits = synced(sqlite_warehouse, v)
+    today = datetime.now(UTC).date().isoformat()
+    due_now = {int(k) for k, d in progress.cursor["due"].items() if d <= today}
+    open_users = awaiting(fake) | due_now
+    assert 0 < len(open_users) < len(employees(fake)) / 3
+    assert visits == once(open_users)
+    assert {s.stream: s.written for s in result.streams} == dict.fromkeys(("users", "stats", "progress"), 0)
+    pages, aggregates, quizzes = math.ceil(len(fake.users) / 50), 3, len(fake.quizzes)
+    assert result.http["requests"] == pages + aggregates + quizzes + 2 * len(open_users)
+    assert progress.deleted == 0
+    assert progress.cursor["mode"] is None and progress.cursor["sweep"] == 3
+
+    # the skipped users are counted
+    _records, ctx = read_stream(v.source, "progress", progress.cursor)
+    assert ctx.counters["users_unchanged"] == len(employees(fake)) - len(open_users)
+    assert ctx.counters["users_swept"] == len(open_users)
+
+
+def test_activity_and_new_users_are_picked_up_by_the_next_incremental_sweep(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=60)
+    fake = v.fake
+    synced(sqlite_warehouse, v)
+    open_users = awaiting(fake)
+    uid, cid = next((u.id, cid) for u in fake.users.values() if u.has_record and u.id not in open_users
+                    for cid, p in u.courses.items() if not p.has_passed and not p.awaiting)
+    fake.complete_course(uid, cid)
+    # an imported account nobody has used yet: only "new" can find it, not "active"
+    new_uid = fake.add_user("Nora Newman", "nora.newman@example.com", [40], active=False)
+    assert fake.users[new_uid].last_active_on is None
+
+    result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(open_users | {uid, new_uid})
+    new_courses = len(fake.users[new_uid].courses)
+    changed = 1 + new_courses + 1  # the completion; the new user's courses and onboarding
+    assert progress.tables == {"enrollments": changed, "enrollment_history": changed}
+    # the new learner, and the active one (its raw last_active_on moved)
+    assert next(s for s in result.streams if s.stream == "users").tables == {"learners": 2}
+    assert live_enrollments(sqlite_warehouse, uid)[f"{uid}:{cid}"] == ("completed", True)
+    new_rows = live_enrollments(sqlite_warehouse, new_uid)
+    assert new_rows[f"{new_uid}:onboarding"][0] == "in_progress"
+    assert {st for k, (st, _) in new_rows.items() if k != f"{new_uid}:onboarding"} == {"not_started"}
+    assert len(new_rows) == new_courses + 1
+    assert progress.cursor["max_id"] == new_uid
+    assert str(new_uid) in progress.cursor["due"]  # onboarding open, 30 days to go
+
+    # last_active_on / registered_at are dates: whatever happened today may have happened after
+    # this visit, so sweeps look again until the day after tomorrow (and find nothing new)
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(open_users | {uid, new_uid}) and progress.written == 0
+
+
+def test_an_admin_sign_off_is_picked_up_without_user_activity(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=60)
+    fake = v.fake
+    synced(sqlite_warehouse, v)
+    uid, cid = next((u.id, cid) for u in fake.users.values() if u.has_record
+                    for cid, p in u.courses.items() if p.awaiting
+                    and sum(q.awaiting for q in u.courses.values()) == 1)
+    active = fake.users[uid].last_active_on
+    assert active < datetime.now(UTC).date() - timedelta(days=1)  # not "active" since the last sweep
+    assert live_enrollments(sqlite_warehouse, uid)[f"{uid}:{cid}"] == ("pending", None)
+    fake.sign_off(uid, cid)
+    assert fake.users[uid].last_active_on == active
+
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits[uid] == 1
+    assert progress.tables == {"enrollments": 1, "enrollment_history": 1}
+    assert live_enrollments(sqlite_warehouse, uid)[f"{uid}:{cid}"] == ("completed", True)
+    assert uid not in progress.cursor["awaiting"]
+
+    _result, _progress, visits = synced(sqlite_warehouse, v)
+    assert uid not in visits  # nothing of theirs is open any more
+
+
+def test_onboarding_is_revisited_from_its_due_date_on(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=20)
+    fake = v.fake
+    synced(sqlite_warehouse, v)
+    today = datetime.now(UTC).date()
+    # imported accounts (registered long ago, never used): found as new by their ids only
+    imported = datetime.now(UTC) - timedelta(days=40)
+    due_today, due_later = (
+        fake.add_user(name, f"{name.lower().replace(' ', '.')}@example.com", [12], active=False,
+                      hired_at=today - timedelta(days=days), registered_at=imported)
+        for name, days in (("Dana Due", 30), ("Liam Later", 29)))
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(awaiting(fake) | {due_today, due_later})
+    assert progress.cursor["due"][str(due_today)] == today.isoformat()
+    assert progress.cursor["due"][str(due_later)] == (today + timedelta(days=1)).isoformat()
+
+    # not overdue yet (0 days left): is_overdue may flip any moment, so every sweep looks again
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(awaiting(fake) | {due_today})
+    assert progress.written == 0
+
+
+def test_full_refresh_and_zero_days_sweep_everyone_and_only_full_sweeps_delete(start_vendor,
+                                                                              sqlite_warehouse):
+    v = start_vendor("academy", learners=60)
+    fake = v.fake
+    synced(sqlite_warehouse, v)
+    open_users = awaiting(fake)
+    quiet = next(u.id for u in fake.users.values() if u.has_record and u.id not in open_users)
+    noisy = min(open_users)
+    fake.ban(quiet)  # admin actions: neither user was active
+    fake.ban(noisy)
+
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(open_users)  # the banned open user 404s ...
+    assert progress.deleted == 0       # ... but an incremental sweep deletes nothing
+    assert live_enrollments(sqlite_warehouse, quiet) and live_enrollments(sqlite_warehouse, noisy)
+    assert noisy not in progress.cursor["awaiting"]
+
+    _result, progress, visits = synced(sqlite_warehouse, v, full_refresh=True)
+    assert visits == once(employees(fake))
+    assert progress.deleted == len(fake.users[quiet].courses) + len(fake.users[noisy].courses) + 2
+    assert not live_enrollments(sqlite_warehouse, quiet) and not live_enrollments(sqlite_warehouse, noisy)
+
+    v.source["options"]["full_sweep_every_days"] = 0
+    for _ in range(2):
+        _result, progress, visits = synced(sqlite_warehouse, v)
+        assert visits == once(employees(fake)) and progress.written == 0
+
+
+def test_a_full_sweep_comes_round_every_n_days_and_when_the_course_list_changes(start_vendor,
+                                                                                sqlite_warehouse):
+    v = start_vendor("academy", learners=30)
+    fake = v.fake
+    everyone, open_users = once(employees(fake)), once(awaiting(fake))
+    synced(sqlite_warehouse, v)
+    today = datetime.now(UTC).date()
+    # as if the last full sweep had started 6 days ago, then 7 (full_sweep_every_days: 7)
+    edit_cursor(sqlite_warehouse, last_full_on=(today - timedelta(days=6)).isoformat())
+    assert synced(sqlite_warehouse, v)[2] == open_users
+    edit_cursor(sqlite_warehouse, last_full_on=(today - timedelta(days=7)).isoformat())
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == everyone and progress.cursor["last_full_on"] == today.isoformat()
+    assert synced(sqlite_warehouse, v)[2] == open_users
+
+    # the course list the last sweep started with differs from today's (a course published)
+    edit_cursor(sqlite_warehouse, courses="0" * 16)
+    assert synced(sqlite_warehouse, v)[2] == everyone
+    assert synced(sqlite_warehouse, v)[2] == open_users
+
+
+def test_old_cursors_are_accepted(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=30)
+    fake = v.fake
+    ids = employees(fake)
+    synced(sqlite_warehouse, v)
+    mid = ids[len(ids) // 2]
+    with sqlite_warehouse.engine.begin() as conn:
+        state.save_cursor(conn, "a", "progress",
+                          {"sweep": 3, "after_id": mid, "done": len(ids) // 2 + 1, "total": len(ids)})
+    # an old sweep under way goes on where it stopped, as a full one
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(i for i in ids if i > mid)
+    assert progress.deleted == 0  # it did not start in this run
+    assert (progress.cursor["sweep"], progress.cursor["after_id"]) == (4, None)
+    assert progress.cursor["last_full_on"] is None  # when it started is unknown ...
+    assert synced(sqlite_warehouse, v)[2] == once(ids)  # ... so the next sweep is full
+
+    with sqlite_warehouse.engine.begin() as conn:
+        state.save_cursor(conn, "a", "progress", {"sweep": 7, "after_id": None, "done": 0, "total": 5})
+    _result, progress, visits = synced(sqlite_warehouse, v)
+    assert visits == once(ids) and progress.cursor["sweep"] == 8
+    assert synced(sqlite_warehouse, v)[2] == once(awaiting(fake))
+
+
+def test_a_budgeted_incremental_sweep_resumes_across_runs(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=30, rate_limit=40)
+    v.source["options"].update(quiz_ids=[], max_requests_per_run=12)
+    fake = v.fake
+    per_run = (12 - 4) // 2  # one users page and three aggregates come first
+    for _ in range(math.ceil(len(employees(fake)) / per_run)):
+        _result, progress, _visits = synced(sqlite_warehouse, v)
+    assert progress.cursor["sweep"] == 2 and progress.cursor["after_id"] is None
+
+    active = [u for u in fake.employee_ids() if u not in awaiting(fake)][::2][:9]
+    for uid in active:
+        fake.complete_onboarding(uid)
+    expected = sorted(awaiting(fake) | set(active))
+    assert len(expected) > 2 * per_run
+    runs = math.ceil(len(expected) / per_run)
+    total: Counter[int] = Counter()
+    for run in range(runs):
+        result, progress, visits = synced(sqlite_warehouse, v)
+        assert result.http["requests"] <= 12 and progress.deleted == 0
+        assert visits == once(expected[run * per_run:(run + 1) * per_run])
+        total += visits
+        if run < runs - 1:
+            assert progress.cursor["mode"] == "incremental"
+            assert progress.cursor["after_id"] == expected[(run + 1) * per_run - 1]
+    assert total == once(expected)
+    assert progress.cursor["sweep"] == 3 and progress.cursor["after_id"] is None
+    with sqlite_warehouse.engine.connect() as conn:
+        done = set(conn.execute(select(learners.c.external_id)
+                                .join(enrollments, enrollments.c.learner_id == learners.c.id)
+                                .where(enrollments.c.course_id == select(courses.c.id).where(
+                                    courses.c.external_id == "onboarding").scalar_subquery(),
+                                    enrollments.c.status == "completed")).scalars())
+    assert {str(u) for u in active} <= done

@@ -28,19 +28,66 @@ and ``<user id>:onboarding``; quiz questions' snapshot subject ``<quiz id>:<ques
 Rate budget: 60 requests/minute per key (``requests_per_minute``) as a token bucket, plus
 pacing from ``X-RateLimit-Remaining/Reset`` (shared RequestBudget), so 429 stays rare.
 ``max_requests_per_run`` bounds every request of a run (users list and aggregates
-included); the sweep gets what is left (at least one user per run) and its position is
-the ``progress`` cursor ``{"sweep", "after_id", "done", "total"}`` (users in id order),
-so a run goes on where the last one stopped: every user is refreshed within
+included); the sweep gets what is left (at least one user per run) and its position
+(``after_id``, users in id order) is in the ``progress`` cursor, so a run goes on where
+the last one stopped: a full sweep refreshes every user within
 ceil(2 * users / (budget - overhead)) runs, overhead = ceil(users / 50) list pages +
-3 aggregates per group pass + quizzes. Enrollments are soft-deleted only after a sweep
-that started and finished in one run. Onboarding ``due_at`` = run date (UTC) +
+3 aggregates per group pass + quizzes. Onboarding ``due_at`` = run date (UTC) +
 ``onboarding_days`` (days left); ``enrolled_at`` = ``hired_at`` or ``registered_at``.
+
+Full and incremental sweeps. Two calls per user is the whole cost of this source, so
+only the first sweep, a sweep after ``--full-refresh``, and one sweep every
+``full_sweep_every_days`` (default 7, counted from the start of the last complete full
+sweep; 0 = every sweep full) are *full*: every user. The others are *incremental*: they
+visit only a user who, with ``since`` = the UTC start date of the last complete sweep
+(either kind) minus one day (``last_active_on`` is a date in the vendor's time zone),
+
+- is new: id above the highest id of the last complete sweep, or ``created_at`` or
+  ``registered_at`` on/after ``since`` (no date at all: visited);
+- was active: ``last_active_on`` on/after ``since`` [guess: the vendor bumps it for every
+  course / onboarding step a user takes -- the seed does not say so];
+- is *open*: a course awaiting manual completion (an admin signs it off, the user is not
+  active) -- revisited by every incremental sweep; or onboarding not completed, not yet
+  overdue and with a deadline (``is_overdue`` flips with time) -- revisited by every sweep
+  from its due date on until it is completed or overdue (open onboarding without a
+  deadline, or already overdue, changes only through the user).
+
+Dates, not times: a user active (or registered) on day D may have acted after our visit
+that day, so sweeps keep visiting them (and usually write nothing) until one that started
+on D + 2 or later has completed.
+
+Why this is enough: a user visited in sweep S was visited after S started, so any later
+activity dates ``last_active_on`` on/after S's start date; a user skipped by S had nothing
+unseen when S skipped it (by the same rule for the sweep before), and anything after that
+again dates ``last_active_on`` on/after S's start. So the sweep after S misses only
+changes made *without* the user outside the open states: an admin assigning a course to
+a group, changing a deadline, banning, unbanning or retyping a user. (A sign-off is not
+missed: the course became pending through the user's own activity, the visit that saw it
+pending made the user open.) Those wait for the next periodic full sweep -- except a
+change of the course list itself (a course published or removed, as read by the
+``stats`` stream of the same run): the sweep that starts next is full.
+
+Enrollments are soft-deleted only after a *full* sweep that started and finished in one
+run; an incremental sweep deletes nothing. Skipped users are counted as
+``users_unchanged``; ``sweep.started`` (mode, reason) and ``sweep.progress`` (mode,
+visited, skipped, why) are logged.
+
+The ``progress`` cursor (JSON; old ``{"sweep", "after_id", "done", "total"}`` cursors are
+accepted: a sweep under way goes on as a full one, and the next one is full as well)::
+
+    {"sweep": 4, "after_id": 1187, "done": 120, "total": 700,   # position, users in id order
+     "mode": "incremental", "started_on": "2026-11-24",         # the sweep under way (null between)
+     "last_full_on": "2026-11-20", "last_sweep_on": "2026-11-23",  # starts of the last complete ones
+     "max_id": 1700, "courses": "<digest of the course ids>",
+     "awaiting": [1004, 1188], "due": {"1290": "2026-11-30"}}   # the open users
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -218,6 +265,10 @@ class AcademyOptions(Settings):
     page_size: int = Field(default=50, ge=1, le=50)
     sweep_skip_types: list[str] = ["kiosk", "bot"]
     """[guess] user types with no academy record (they 404): not swept, to save budget."""
+    full_sweep_every_days: int = Field(default=7, ge=0)
+    """A sweep starting this many days after the last complete full sweep started visits
+    every user again; the sweeps between visit only new, active and open users. 0: every
+    sweep is full."""
 
 
 class AcademyConnector(Connector):
@@ -236,6 +287,7 @@ class AcademyConnector(Connector):
         self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
         self.users: list[dict[str, Any]] | None = None  # the complete list, once read this run
         self.emitted: set[str] = set()                    # course ids yielded this run
+        self.course_ids: set[str] | None = None           # from the unfiltered aggregate, this run
         self.onboarding_course = course_record(ONBOARDING_ID, "Onboarding", CourseKind.ONBOARDING)
 
     def streams(self) -> list[Stream]:
@@ -364,6 +416,8 @@ class StatsStream(Stream):
             rows = [("onboarding", c.aggregate("onboarding", key, ids, dict))]
             rows += [("courses", r) for r in c.aggregate("courses", key, ids, list)]
             rows += [("journeys", r) for r in c.aggregate("journeys", key, ids, list)]
+            if not key:  # the course list decides whether the next user sweep must be full
+                c.course_ids = {str(r.get("id")) for k, r in rows if k == "courses" and isinstance(r, dict)}
             for kind, row in rows:
                 if not isinstance(row, dict):
                     ctx.skip(kind, f"not an object: {str(row)[:50]}")
@@ -396,6 +450,123 @@ class StatsStream(Stream):
         yield Checkpoint({"as_of": ctx.started_at.isoformat()})
 
 
+FULL, INCREMENTAL = "full", "incremental"
+
+
+def _day(value: object) -> date | None:
+    """The calendar date of a vendor date or timestamp; unreadable -> date.max (treat as recent)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return date.max
+
+
+def course_digest(ids: Iterable[str]) -> str:
+    """A short fingerprint of the course list (its ids), kept in the cursor."""
+    return hashlib.sha1(",".join(sorted(ids)).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+@dataclass
+class SweepState:
+    """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left behind.
+
+    See the module docstring for the JSON shape; anything missing or unreadable (an old
+    cursor, a hand edit) reads as "unknown", which makes the next sweep full.
+    """
+
+    sweep: int = 1
+    after_id: int | None = None
+    done: int = 0
+    total: int = 0
+    mode: str | None = None            # of the sweep under way; None between sweeps
+    started_on: date | None = None     # UTC date the sweep under way started
+    last_full_on: date | None = None   # start date of the last complete full sweep
+    last_sweep_on: date | None = None  # start date of the last complete sweep of either kind
+    max_id: int | None = None          # highest user id the last complete sweep listed
+    courses: str | None = None         # course_digest() when the last sweep started
+    awaiting: set[int] = field(default_factory=set)     # a course awaits an admin's sign-off
+    due: dict[int, date] = field(default_factory=dict)  # open onboarding -> its due date
+
+    @classmethod
+    def from_cursor(cls, cur: dict[str, Any] | None) -> SweepState:
+        cur = cur if isinstance(cur, dict) else {}
+
+        def day(key: str) -> date | None:
+            found = _day(cur.get(key))
+            return None if found == date.max else found
+
+        def number(key: str) -> int | None:
+            value = cur.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        due = cur.get("due") if isinstance(cur.get("due"), dict) else {}
+        mode = cur.get("mode")
+        if mode not in (FULL, INCREMENTAL) or (mode == INCREMENTAL and day("last_sweep_on") is None):
+            # an old cursor's sweep under way was a full one; so is one we cannot read
+            mode = FULL if number("after_id") is not None else None
+        return cls(
+            sweep=number("sweep") or 1, after_id=number("after_id"), done=number("done") or 0,
+            total=number("total") or 0,
+            mode=mode,
+            started_on=day("started_on"), last_full_on=day("last_full_on"),
+            last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
+            courses=cur.get("courses") if isinstance(cur.get("courses"), str) else None,
+            awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)},
+            due={int(k): d for k, v in due.items()
+                 if str(k).isdigit() and (d := _day(v)) is not None and d != date.max},
+        )
+
+    def to_cursor(self) -> dict[str, Any]:
+        """A fresh JSON-able dict (the pipeline may still hold the previous one)."""
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {"sweep": self.sweep, "after_id": self.after_id, "done": self.done, "total": self.total,
+                "mode": self.mode, "started_on": iso(self.started_on),
+                "last_full_on": iso(self.last_full_on), "last_sweep_on": iso(self.last_sweep_on),
+                "max_id": self.max_id, "courses": self.courses, "awaiting": sorted(self.awaiting),
+                "due": {str(k): v.isoformat() for k, v in sorted(self.due.items())}}
+
+    def note(self, uid: int, courses: list[Any] | None, onboarding: dict[str, Any] | None,
+             today: date) -> None:
+        """Record what a visit saw of the states that change without the user being active."""
+        self.awaiting.discard(uid)
+        self.due.pop(uid, None)
+        if courses is None:
+            return
+        if any(isinstance(r, dict) and r.get("awaits_manual_completion") for r in courses):
+            self.awaiting.add(uid)
+        days = onboarding.get("onboarding_days") if isinstance(onboarding, dict) else None
+        if (isinstance(days, int) and not isinstance(days, bool) and onboarding
+                and not onboarding.get("onboarding_completed_at") and not onboarding.get("is_overdue")):
+            self.due[uid] = today + timedelta(days=days)  # is_overdue flips once this date passes
+
+    def finish(self, ids: list[int]) -> None:
+        """The sweep under way is complete: the next one starts from the lowest id."""
+        self.last_sweep_on = self.started_on
+        if self.mode == FULL:
+            self.last_full_on = self.started_on  # None for an old cursor's sweep: the next is full
+        self.max_id = max(ids, default=self.max_id)
+        listed = set(ids)
+        self.awaiting &= listed
+        self.due = {k: v for k, v in self.due.items() if k in listed}
+        self.sweep, self.after_id, self.done, self.mode, self.started_on = self.sweep + 1, None, 0, None, None
+
+    def why_visit(self, user: dict[str, Any], today: date) -> str | None:
+        """Why an incremental sweep visits ``user``: "open", "new", "active"; None = skip."""
+        uid = user["id"]
+        if uid in self.awaiting or (uid in self.due and self.due[uid] <= today):
+            return "open"
+        assert self.last_sweep_on is not None  # an incremental sweep follows a complete one
+        since = self.last_sweep_on - timedelta(days=1)  # last_active_on is in the vendor's zone
+        joined = [_day(user.get(k)) for k in ("created_at", "registered_at")]
+        if (self.max_id is None or uid > self.max_id or all(d is None for d in joined)
+                or any(d is not None and d >= since for d in joined)):
+            return "new"
+        active = _day(user.get("last_active_on"))
+        return "active" if active is not None and active >= since else None
+
+
 class ProgressStream(Stream):
     name = "progress"
     full_refresh_tables = ("enrollments",)
@@ -403,36 +574,78 @@ class ProgressStream(Stream):
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
+    def plan(self, ctx: ReadContext, st: SweepState, today: date) -> tuple[str, str]:
+        """The kind of a sweep about to start, and why."""
+        every = self.c.options.full_sweep_every_days
+        known = self.c.course_ids
+        digest = course_digest(known) if known is not None else None
+        changed = digest is not None and st.courses is not None and digest != st.courses
+        if digest is not None:
+            st.courses = digest
+        if ctx.full_refresh or ctx.cursor is None:
+            return FULL, "first sweep" if not ctx.full_refresh else "full refresh"
+        if every == 0:
+            return FULL, "full_sweep_every_days is 0"
+        if st.last_full_on is None or st.last_sweep_on is None:
+            return FULL, "no complete full sweep on record"
+        if st.last_sweep_on > today or (today - st.last_full_on).days >= every:
+            return FULL, f"last full sweep started {st.last_full_on.isoformat()}"
+        if changed:
+            return FULL, "the course list changed"
+        return INCREMENTAL, f"users new, active or open since {st.last_sweep_on.isoformat()}"
+
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
-        c, cur = self.c, ctx.cursor or {}
+        c, st = self.c, SweepState.from_cursor(ctx.cursor)
         skip = {t.lower() for t in c.options.sweep_skip_types}
         users = sorted((u for u in c.all_users() if isinstance(u, dict) and isinstance(u.get("id"), int)
                         and str(u.get("type") or "").lower() not in skip), key=lambda u: u["id"])
-        sweep, after = int(cur.get("sweep") or 1), cur.get("after_id")
-        todo = [u for u in users if after is None or u["id"] > after]
-        done, total = len(users) - len(todo), len(users)
-        batch = todo[: c.sweep_size(len(todo), ctx)]
         today = ctx.started_at.astimezone(UTC).date()
+        fresh = st.after_id is None  # this run starts a sweep
+        if fresh:
+            st.mode, reason = self.plan(ctx, st, today)
+            st.started_on = today
+            ctx.log.info("sweep.started", sweep=st.sweep, mode=st.mode, reason=reason)
+        rest = [u for u in users if st.after_id is None or u["id"] > st.after_id]
+        why: dict[int, str] = {}
+        if st.mode == INCREMENTAL:
+            why = {u["id"]: w for u in rest if (w := st.why_visit(u, today)) is not None}
+            todo = [u for u in rest if u["id"] in why]
+        else:
+            todo = rest
+        batch = todo[: c.sweep_size(len(todo), ctx)]
+        complete = len(batch) == len(todo)
+        position = {u["id"]: n for n, u in enumerate(users, 1)}
         if ONBOARDING_ID not in c.emitted:
             yield c.onboarding_course
             c.emitted.add(ONBOARDING_ID)
         assert c.http is not None
+        visited = 0
         for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress, batch):
-            done += 1
+            visited += 1
             if courses is None:
                 ctx.count("users_without_record")
             else:
                 yield from self.records(ctx, user, courses, onboarding, today)
             ctx.count("users_swept")
-            yield Checkpoint({"sweep": sweep, "after_id": user["id"], "done": done, "total": total})
-            if done % 100 == 0:
-                ctx.log.info("sweep.progress", sweep=sweep, done=done, total=total)
-        complete = len(batch) == len(todo)
-        ctx.partial = not (after is None and complete)
-        ctx.log.info("sweep.progress", sweep=sweep, done=done, total=total, complete=complete,
-                     visited=len(batch))
+            st.note(user["id"], courses, onboarding, today)
+            st.after_id, st.done, st.total = user["id"], position[user["id"]], len(users)
+            yield Checkpoint(st.to_cursor())
+            if visited % 100 == 0:
+                ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=st.done, total=st.total)
+        # users this run passed over without a visit (the rest wait for the next run)
+        end = None if complete or not batch else batch[-1]["id"]
+        skipped = sum(1 for u in rest if end is None or u["id"] <= end) - len(batch)
+        ctx.count("users_unchanged", skipped)
+        ctx.partial = not (fresh and st.mode == FULL and complete)
+        reasons = {w: sum(1 for u in batch if why.get(u["id"]) == w) for w in ("new", "active", "open")}
+        ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode,
+                     done=len(users) if complete else st.done, total=len(users), complete=complete,
+                     visited=len(batch), skipped=skipped,
+                     **({"why": reasons} if st.mode == INCREMENTAL else {}))
         if complete:
-            yield Checkpoint({"sweep": sweep + 1, "after_id": None, "done": 0, "total": total})
+            st.total = len(users)
+            st.finish([u["id"] for u in users])
+            yield Checkpoint(st.to_cursor())
 
     def records(self, ctx: ReadContext, user: dict[str, Any], courses: list[Any],
                 onboarding: dict[str, Any] | None, today: date) -> Iterator[Course | Enrollment]:

@@ -12,6 +12,14 @@ The rate limit is scaled down for the sandbox (default 300 requests per 1 s
 window, i.e. a compressed "minute"); ``rate_limit``/``rate_window`` change it.
 Windows are aligned to multiples of ``rate_window`` on the epoch clock, so
 ``X-RateLimit-Reset`` (epoch seconds, rounded up) is exact for whole-second windows.
+
+``last_active_on`` behaves like the vendor's: the mutators that stand for a user's own
+activity (:meth:`FakeAcademy.complete_course`, :meth:`FakeAcademy.complete_onboarding`,
+:meth:`FakeAcademy.add_user` with ``active``) set it to today (UTC); admin actions
+(:meth:`FakeAcademy.sign_off`, :meth:`FakeAcademy.ban`) leave it alone. Generated history
+(creation, activity, completions) ends at least two days before the real "now", so a
+fresh sandbox has nobody who was active today or yesterday: a re-sync with nothing
+changed has no recently active user to visit.
 """
 
 from __future__ import annotations
@@ -128,8 +136,11 @@ class FakeAcademy(FakeVendor):
     def _generate(self, kiosks: int | None, banned_share: float) -> None:
         rng = self.population.rng("academy")
         members = self.population.members("academy")
+        # the population's dates run to EPOCH + 300 days, which may be after the real now;
+        # nothing generated may be later than QUIET (registered_at is up to 4 days after created)
+        quiet = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
         for i, person in enumerate(members):
-            created = self.population.when(rng)
+            created = min(self.population.when(rng), quiet - timedelta(days=4))
             groups = sorted(rng.sample(sorted(GROUPS), rng.choice((1, 1, 2))))
             user = User(
                 id=1001 + i, name=f"{person.first_name} {person.last_name}",
@@ -138,7 +149,7 @@ class FakeAcademy(FakeVendor):
                 hired_at=(created - timedelta(days=rng.randrange(0, 20))).date()
                 if rng.random() < 0.8 else None,
                 is_away=rng.random() < 0.05,
-                last_active_on=(created + timedelta(days=rng.randrange(0, 60))).date(),
+                last_active_on=min(created + timedelta(days=rng.randrange(0, 60)), quiet).date(),
                 banned=rng.random() < banned_share,
             )
             for cid, (_title, chapters, targets) in COURSES.items():
@@ -147,15 +158,19 @@ class FakeAcademy(FakeVendor):
                 roll, p = rng.random(), Progress()
                 if roll < 0.4:
                     p.chapters, p.has_passed = chapters, True
-                    p.completed_at = created + timedelta(days=rng.randrange(1, 60))
+                    p.completed_at = min(created + timedelta(days=rng.randrange(1, 60)), quiet)
                 elif roll < 0.45:
                     p.chapters, p.has_passed, p.awaiting = chapters, True, True
                 elif roll < 0.7:
                     p.chapters = rng.randrange(1, chapters)
                 user.courses[cid] = p
             if rng.random() < 0.7:
-                user.onboarding_completed_at = created + timedelta(days=rng.randrange(1, 30))
+                user.onboarding_completed_at = min(created + timedelta(days=rng.randrange(1, 30)), quiet)
             user.journeys_done = {j for j in JOURNEYS if rng.random() < 0.3}
+            # completing something is activity: the last active day is never before it
+            done = [p.completed_at for p in user.courses.values() if p.completed_at]
+            done += [user.onboarding_completed_at] if user.onboarding_completed_at else []
+            user.last_active_on = max([user.last_active_on, *(d.date() for d in done)])
             self.users[user.id] = user
         n_kiosks = max(1, len(members) // 25) if kiosks is None else kiosks
         extra = [(f"Kiosk {k + 1}", "kiosk") for k in range(n_kiosks)] + [("Integration Bot", "bot")]
@@ -170,13 +185,50 @@ class FakeAcademy(FakeVendor):
 
     # ------------------------------------------------------------------ mutators
 
+    def _active(self, user: User) -> datetime:
+        """The user did something now: the vendor dates ``last_active_on`` today (UTC)."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        user.last_active_on = now.date()
+        return now
+
     def complete_course(self, user_id: int, course_id: int) -> None:
-        p = self.users[user_id].courses.setdefault(course_id, Progress())
+        """The user finishes a course (user activity)."""
+        user = self.users[user_id]
+        p = user.courses.setdefault(course_id, Progress())
         p.chapters, p.has_passed, p.awaiting = COURSES[course_id][1], True, False
-        p.completed_at = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
+        p.completed_at = self._active(user)
 
     def complete_onboarding(self, user_id: int) -> None:
-        self.users[user_id].onboarding_completed_at = datetime(2026, 6, 2, 8, 0, tzinfo=UTC)
+        """The user finishes onboarding (user activity)."""
+        user = self.users[user_id]
+        user.onboarding_completed_at = self._active(user)
+
+    def sign_off(self, user_id: int, course_id: int) -> None:
+        """An admin signs off a course awaiting manual completion: not the user's activity."""
+        p = self.users[user_id].courses[course_id]
+        if not p.awaiting:
+            raise ValueError(f"user {user_id} course {course_id} awaits no sign-off")
+        p.awaiting, p.has_passed = False, True
+        p.completed_at = datetime.now(UTC).replace(microsecond=0)
+
+    def add_user(self, name: str, email: str, groups: list[int], *, active: bool = True,
+                 hired_at: date | None = None, registered_at: datetime | None = None) -> int:
+        """A new employee with the next id, assigned the courses of their groups, none started.
+
+        ``active=False``: an account registered on the user's behalf (an import) that has
+        not been used yet, so ``last_active_on`` is empty. ``registered_at`` (and
+        ``created_at``) default to now; an import may carry an older date.
+        """
+        uid = max((u for u in self.users if u < 900001), default=1000) + 1
+        now = datetime.now(UTC).replace(microsecond=0)
+        joined = registered_at or now
+        user = User(uid, name, email, "employee", sorted(groups), joined, joined, hired_at, False,
+                    now.date() if active else None)
+        for cid, (_title, _chapters, targets) in COURSES.items():
+            if not targets or set(targets) & set(groups):
+                user.courses[cid] = Progress()
+        self.users[uid] = user
+        return uid
 
     def set_quiz_question(self, quiz_id: int, question_id: int, passed: int) -> None:
         for row in self.quizzes[quiz_id]:
