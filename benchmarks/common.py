@@ -240,30 +240,45 @@ def _limit_mysql(block: dict, table: str, key: tuple[str, ...] | None,
 
 
 class ClientRecorder:
-    """Records every request a connector asks its HttpClient for, per source.
+    """Appends every request a connector asks its HttpClient for to ``path`` (JSON lines).
 
-    One entry per logical request (retries and token fetches are the client's own
-    business and happen again on replay).
+    One line per logical request (retries and token fetches are the client's own business
+    and happen again on replay). On disk, not in memory: the sync's peak RSS is measured.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         from lms_sync.http.client import HttpClient
 
-        self.requests: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         inner = HttpClient.request
         recorder = self
 
         def request(client: HttpClient, method: str, path_or_url: str, **kw: Any) -> Any:
-            entry = {"method": method, "url": str(client.url(path_or_url)),
-                     **{k: kw.get(k) for k in ("params", "json", "data", "headers")}}
-            if isinstance(entry["params"], dict):
-                entry["params"] = list(entry["params"].items())
+            params = kw.get("params")
+            entry = {"source": client.source_id, "method": method,
+                     "url": str(client.url(path_or_url)),
+                     "params": list(params.items()) if isinstance(params, dict) else params,
+                     **{k: kw.get(k) for k in ("json", "data", "headers")}}
+            line = json.dumps(entry, default=str)
             with recorder._lock:
-                recorder.requests.setdefault(client.source_id, []).append(entry)
+                recorder._file.write(line + "\n")
             return inner(client, method, path_or_url, **kw)
 
         HttpClient.request = request  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def load_recorded(path: str) -> dict[str, list[dict[str, Any]]]:
+    """What :class:`ClientRecorder` wrote: source id -> its requests, in order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            entry = json.loads(line)
+            out.setdefault(entry.pop("source"), []).append(entry)
+    return out
 
 
 def replay(source: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:

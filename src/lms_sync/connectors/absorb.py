@@ -408,19 +408,19 @@ class EnrollmentsStream(_Incremental):
         course_ids = [r["id"] for rows in conn.pages("/courses", "courses", {"_sort": "dateEdited"})
                       for r in rows if r.get("id")]
 
-        def course_enrollments(course_id: str) -> list[dict[str, Any]]:
-            path = f"/courses/{course_id}/enrollments"
+        def course_enrollments(course_id: str) -> Iterator[list[dict[str, Any]]]:
             try:
-                return [row for rows in conn.pages(path, "enrollments", params) for row in rows]
+                yield from conn.pages(f"/courses/{course_id}/enrollments", "enrollments", params)
             except RequestRejected as exc:
-                if exc.status == 404:  # the course was deleted since we listed it
-                    return []
-                raise
+                if exc.status != 404:  # 404: the course was deleted since we listed it
+                    raise
 
         ctx.count("course_calls", len(course_ids))  # (worker threads do not touch ctx)
         seen: datetime | None = None
-        todo: list[tuple[str, str]] = []
-        for rows in http.map_concurrent(course_enrollments, course_ids):
+        # pages of several courses at once, never a whole course in memory; a page's
+        # lessons are read before the next page, so what waits for lessons stays small too
+        for rows in http.interleave(course_enrollments, course_ids):
+            todo: list[tuple[str, str]] = []
             for row in rows:
                 edited = _edited(row)
                 seen = max(seen, edited) if seen and edited else edited or seen
@@ -433,8 +433,8 @@ class EnrollmentsStream(_Incremental):
                 yield record
                 if record.status != S.NOT_STARTED or record.progress_pct:
                     todo.append((record.learner_external_id, record.course_external_id))
-        if conn.options.lesson_enrollments:
-            yield from self.lessons(ctx, todo)
+            if conn.options.lesson_enrollments and todo:
+                yield from self.lessons(ctx, todo)
         yield self.cursor(saved, seen)
 
     def lessons(self, ctx: ReadContext, todo: list[tuple[str, str]]) -> Iterator[Record]:

@@ -29,6 +29,7 @@ from lms_sync.errors import CredentialsRejected, DataError, RetriableError
 from lms_sync.http.auth import Auth
 from lms_sync.http.budget import RequestBudget
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
+from lms_sync.http.fanout import interleave
 from lms_sync.logs import get_logger
 
 T = TypeVar("T")
@@ -153,6 +154,11 @@ class HttpClient:
                     yield pending.pop(0).result()
             for future in pending:
                 yield future.result()
+
+    def interleave(self, fn: Callable[[T], Iterable[R]], items: Iterable[T]) -> Iterator[R]:
+        """Walk ``fn(item)`` (e.g. one parent's pages) for up to max_concurrency items at once,
+        yielding values as they arrive with bounded memory (see :mod:`lms_sync.http.fanout`)."""
+        return interleave(fn, items, self.budget.max_concurrency)
 
     # ------------------------------------------------------------------ internals
 
