@@ -115,7 +115,8 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     engine.dispose()
     if recorder:
         recorder.close()
-    return {"seconds": round(wall, 3), "parallel": parallel, "sources": out, "rss_baseline_mb": baseline,
+    return {"seconds": round(wall, 3), "parallel": parallel, "sources": out,
+            "identity_seconds": round(sum(identity_s.values()), 3), "rss_baseline_mb": baseline,
             "rss_peak_mb": common.peak_rss_mb(), "sql": sql.top() if sql else None}
 
 
@@ -254,7 +255,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         "records": records, "rows_written": sum(s["written"] for s in full["sources"]),
         "tables": dict(tables), "seconds": full["seconds"],
         "records_per_s": round(records / full["seconds"]) if full["seconds"] else None,
-        "identity_seconds": round(sum(s["identity_seconds"] for s in full["sources"]), 3),
+        "identity_seconds": full.get("identity_seconds"),  # one pass after every source
         "http_requests": requests,
         "peak_rss_mb": {"full": full["rss_peak_mb"], "resync": resync["rss_peak_mb"],
                         "refresh": refresh["rss_peak_mb"], "baseline_after_imports": full["rss_baseline_mb"]},
@@ -319,11 +320,11 @@ def print_report(result: dict[str, Any]) -> None:
             print(f"{sid:18} {p['records']:9d} {p['seconds']:8.2f} {p['records_per_s'] or 0:8d} "
                   f"{p['rows_written']:9d} {p['http'].get('requests', 0):6d} "
                   f"{p['fetch_limit_vs_sync'] or 0:10.3f} {p['resync_seconds']:8.2f} "
-                  f"{p['refresh_seconds']:9.2f} {p['identity_seconds']:7.2f}"
+                  f"{p['refresh_seconds']:9.2f} {'':>7}"
                   + ("" if p["result"] == "succeeded" else f"  {p['result'].upper()}"))
         print(f"{'overall':18} {o['records']:9d} {o['seconds']:8.2f} {o['records_per_s'] or 0:8d} "
               f"{o['rows_written']:9d} {o['http_requests']:6d} {o['full_vs_fetch_limit'] or 0:10.3f} "
-              f"{o['resync_seconds']:8.2f} {o['refresh_seconds']:9.2f} {o['identity_seconds']:7.2f}")
+              f"{o['resync_seconds']:8.2f} {o['refresh_seconds']:9.2f} {o['identity_seconds'] or 0:7.2f}")
         print(f"rows per table: {o['tables']}")
         print(f"warehouse limit: {o['warehouse_limit_seconds']} s ({o['warehouse_limit_rows_per_s']} rows/s)"
               f" -> sync at {o['full_vs_warehouse_limit']} x limit;  fetch limit {o['fetch_limit_seconds']} s"

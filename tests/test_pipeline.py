@@ -124,6 +124,9 @@ def test_sources_run_in_parallel_and_stay_isolated(warehouse):
                                    sync_runs.c.finished_at)
                             .where(sync_runs.c.stream == "users")).all()
         assert _count(warehouse.engine, learners, learners.c.row_hash != "") == 620
+        # one identity pass after all sources matched every learner they wrote
+        assert _count(warehouse.engine, learners, learners.c.person_id.is_(None)) == 0
+        assert _count(warehouse.engine, learners, learners.c.matched_at.is_(None)) == 0
     spans = {r.source_id: (r.started_at, r.finished_at) for r in runs}
     # each users stream sleeps 4 x 150 ms: run one after another they could not overlap
     assert spans["s0"][0] < spans["s1"][1] and spans["s1"][0] < spans["s0"][1]

@@ -86,8 +86,14 @@ def run_source(
     full_refresh: bool = False,
     since: datetime | None = None,
     stop: threading.Event | None = None,
+    learner_sink: set[int] | None = None,
 ) -> SourceResult:
-    """Run every stream of ``source`` once; never raises for a source's own failure."""
+    """Run every stream of ``source`` once; never raises for a source's own failure.
+
+    Identity matching of the learners the run wrote follows the run, unless
+    ``learner_sink`` is given: their ids are then added to it for the caller to match
+    in one pass with other sources' (see :func:`run_sources`).
+    """
     run_id = str(uuid.uuid4())
     result = SourceResult(source.id, source.kind, run_id, "succeeded")
     log = get_logger("lms_sync.pipeline")
@@ -95,7 +101,8 @@ def run_source(
     with structlog.contextvars.bound_contextvars(run_id=run_id, source=source.id, kind=source.kind):
         try:
             with source_lock(engine, source.id):
-                _run_locked(engine, cfg, source, result, full_refresh, since, stop, log)
+                _run_locked(engine, cfg, source, result, full_refresh, since, stop, log,
+                            learner_sink)
         except LockBusy as exc:
             result.result, result.error = "skipped", str(exc)
             log.warning("sync.skipped", reason=str(exc))
@@ -110,7 +117,7 @@ def run_source(
 
 def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: SourceResult,
                 full_refresh: bool, since: datetime | None, stop: threading.Event | None,
-                log: structlog.stdlib.BoundLogger) -> None:
+                log: structlog.stdlib.BoundLogger, learner_sink: set[int] | None = None) -> None:
     with engine.begin() as conn:
         state.ensure_source(conn, source.id, source.kind)
     # We hold the source's lock, so a run still marked running died with its process.
@@ -138,7 +145,9 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                 metric.labels(source.id).inc(connector.http.stats[key])
             result.http.update(connector.http.stats)
         connector.close()
-    if learner_ids:
+    if learner_sink is not None:
+        learner_sink.update(learner_ids)
+    elif learner_ids:
         identity.after_run(engine, cfg.identity, learner_ids)
     if all(s.result == "succeeded" for s in result.streams):
         with engine.begin() as conn:
@@ -374,15 +383,41 @@ def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], *,
     flight stop at their next checkpoint (their committed batches are kept).
     """
     workers = min(parallel or default_parallelism(cfg, engine), len(sources))
+    # one identity pass after all sources, not one per source: each pass loads every
+    # learner linked to the ones written, i.e. most of the warehouse after a first load
+    sinks: dict[str, set[int]] = {s.id: set() for s in sources}
     if workers <= 1:
-        return [run_source(engine, cfg, s, stop=stop, **kw) for s in sources]
-    stop = stop or threading.Event()
-    from concurrent.futures import ThreadPoolExecutor
+        results = [run_source(engine, cfg, s, stop=stop, learner_sink=sinks[s.id], **kw)
+                   for s in sources]
+    else:
+        stop = stop or threading.Event()
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="source") as pool:
-        futures = [pool.submit(run_source, engine, cfg, s, stop=stop, **kw) for s in sources]
-        try:
-            return [f.result() for f in futures]
-        except KeyboardInterrupt:
-            stop.set()
-            raise
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="source") as pool:
+            futures = [pool.submit(run_source, engine, cfg, s, stop=stop,
+                                   learner_sink=sinks[s.id], **kw) for s in sources]
+            try:
+                results = [f.result() for f in futures]
+            except KeyboardInterrupt:
+                stop.set()
+                raise
+    _match_written(engine, cfg, sinks, results)
+    return results
+
+
+def _match_written(engine: Engine, cfg: Config, sinks: dict[str, set[int]],
+                   results: list[SourceResult]) -> None:
+    """The deferred identity pass of :func:`run_sources`. If it fails, the sources that
+    wrote learners are reported failed (their rows are kept; the next pass matches them)."""
+    ids = set().union(*sinks.values())
+    if not ids:
+        return
+    try:
+        identity.after_run(engine, cfg.identity, ids)
+    except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback
+        get_logger("lms_sync.pipeline").error("identity.failed", error_class=type(exc).__name__,
+                                              error=_message(exc), learners=len(ids),
+                                              exc_info=not isinstance(exc, LmsSyncError))
+        for res in results:
+            if sinks.get(res.source_id) and res.result == "succeeded":
+                res.result, res.error = "failed", f"identity matching failed: {_message(exc)}"
