@@ -60,6 +60,35 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+class RssSampler:
+    """Diagnostics (env BENCH_RSS_TRACE=file): every 0.5 s append "seconds VmRSS-MB threads
+    stream-names" to ``path``, to see when in a sync the resident set grows."""
+
+    def __init__(self, path: str) -> None:
+        self._stop = threading.Event()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by stop()
+        t0 = time.perf_counter()
+
+        def run() -> None:
+            while not self._stop.wait(0.5):
+                rss = 0.0
+                with open("/proc/self/status", encoding="ascii") as fh:
+                    for line in fh:
+                        if line.startswith("VmRSS:"):
+                            rss = int(line.split()[1]) / 1024
+                names = sorted({t.name.split("_")[0] for t in threading.enumerate()})
+                self._fh.write(f"{time.perf_counter() - t0:7.1f} {rss:7.1f} {' '.join(names)}\n")
+                self._fh.flush()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._fh.close()
+
+
 # --------------------------------------------------------------------------- warehouses
 
 

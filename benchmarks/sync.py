@@ -88,6 +88,7 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     sql = common.SqlTimer() if spec.get("sql_stats") else None
     recorder = common.ClientRecorder(spec["record"]) if spec.get("record") else None
     baseline = common.peak_rss_mb()
+    sampler = common.RssSampler(os.environ["BENCH_RSS_TRACE"]) if os.environ.get("BENCH_RSS_TRACE") else None
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     # as `lms-sync sync` does: sources concurrently (defaults.parallel_sources)
@@ -112,6 +113,8 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
                          "written": s.written, "error": s.error} for s in res.streams],
         })
     wall = time.perf_counter() - t0
+    if sampler:
+        sampler.stop()
     engine.dispose()
     if recorder:
         recorder.close()

@@ -76,6 +76,10 @@ from lms_sync.warehouse.state import now_utc
 from lms_sync.warehouse.tables import identity_overrides, learners, person_merges, persons
 
 CHUNK = 500  # keys per IN (...) lookup: below every driver's parameter limit
+PASS_SEEDS = 5000
+"""Seeds per transaction of an incremental pass. A pass holds every learner linked to its
+seeds (~1.7 KB each): matching a first load of 120,000 learners at once took ~200 MB;
+in slices of 5,000 seeds the peak stays near one slice's closure, whatever the total."""
 LINK, APART = "link", "apart"
 _NULL_HR_IDS = frozenset({"-", "--", "n/a", "na", "none", "null", "nil", "0", "?", "unknown"})
 
@@ -169,6 +173,11 @@ class MatchResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def add(self, other: MatchResult) -> None:
+        for name in ("learners", "persons_created", "persons_deleted", "persons_updated",
+                     "merges", "splits", "relinked"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 # --------------------------------------------------------------------------- entry points
 
@@ -187,24 +196,45 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
           full: bool = False) -> MatchResult:
     """One matching pass: incremental from ``learner_ids`` (+ stale learners), or ``full``."""
     rules = Rules.from_config(settings)
-    seeds = {int(i) for i in learner_ids}
     log = get_logger("lms_sync.identity")
     started = time.monotonic()
+    if full:
+        result = _pass(engine, rules, set(), True, log)
+    else:
+        # learners whose match is missing or older than their row join the seeds (a run
+        # that died before its pass); each slice is a complete pass of its own
+        with engine.connect() as conn:
+            seeds = sorted({int(i) for i in learner_ids} | _stale_ids(conn))
+        result = MatchResult()
+        for part in _chunks(seeds, PASS_SEEDS):
+            result.add(_pass(engine, rules, set(part), False, log))
+    result.seconds = round(time.monotonic() - started, 3)
+    if result.learners:
+        log.info("identity.matched", **result.as_dict())
+    return result
+
+
+def _pass(engine: Engine, rules: Rules, seeds: set[int], full: bool,
+          log: Any) -> MatchResult:
     for attempt in range(1, 4):
         try:
             with locked_transaction(engine) as conn:
-                result = _Pass(conn, rules).run(seeds, full)
-            break
+                return _Pass(conn, rules).run(seeds, full)
         except OperationalError as exc:  # deadlock / lock timeout with a concurrent batch
             if attempt == 3:
                 raise
             log.warning("identity.retry", attempt=attempt,
                         error=str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
             time.sleep(0.2 * attempt)
-    result.seconds = round(time.monotonic() - started, 3)
-    if result.learners:
-        log.info("identity.matched", **result.as_dict())
-    return result
+    raise AssertionError("unreachable")
+
+
+def _stale_ids(conn: Connection) -> set[int]:
+    c = learners.c
+    return set(conn.execute(
+        select(c.id).where(or_(c.person_id.is_(None), c.matched_at.is_(None),
+                               c.updated_at > c.matched_at))
+    ).scalars())
 
 
 # --------------------------------------------------------------------------- locking
@@ -311,13 +341,6 @@ class _Pass:
             found += self._add(self.conn.execute(select(*_COLS).where(column.in_(part))).all())
         return found
 
-    def _stale_ids(self) -> set[int]:
-        c = learners.c
-        return set(self.conn.execute(
-            select(c.id).where(or_(c.person_id.is_(None), c.matched_at.is_(None),
-                                   c.updated_at > c.matched_at))
-        ).scalars())
-
     def _closure(self, seeds: set[int], overrides: list[Any]) -> None:
         """Load the seeds and every learner linked to them, before or after this pass."""
         partners: dict[int, set[int]] = defaultdict(set)
@@ -358,7 +381,6 @@ class _Pass:
         if full:
             self._add(self.conn.execute(select(*_COLS)).all())
         else:
-            seeds |= self._stale_ids()
             if not seeds:
                 return result
             self._closure(seeds, overrides)
