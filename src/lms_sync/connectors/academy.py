@@ -246,6 +246,15 @@ def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
+SWEEP_FIELDS = ("id", "type", "last_active_on", "created_at", "registered_at", "hired_at")
+"""What the user sweep reads of a listed user: at 30,000 users the full rows held ~35 MB
+for the whole run, these ~10 MB."""
+
+
+def _slim(row: Any) -> Any:
+    return {k: row[k] for k in SWEEP_FIELDS if k in row} if isinstance(row, dict) else row
+
+
 def describe_error(response: httpx.Response) -> str | None:
     body = response.json()
     return str(body.get("message"))[:200] if isinstance(body, dict) and body.get("message") else None
@@ -317,9 +326,10 @@ class AcademyConnector(Connector):
                                   path=exc.path, status=403,
                                   fix=f"grant the key the {scope} scope in Monotree") from None
 
-    def body(self, response: httpx.Response, want: type = list) -> Any:
+    def body(self, response: httpx.Response, want: type = list, payload: Any = None) -> Any:
+        """The ``data`` member of the JSON body (``payload``: the body, if parsed already)."""
         try:
-            data = response.json()["data"]
+            data = (response.json() if payload is None else payload)["data"]
         except (ValueError, KeyError, TypeError):
             data = None
         if not isinstance(data, want):
@@ -335,15 +345,31 @@ class AcademyConnector(Connector):
         while pager.has_next:
             req = pager.next_request()
             response = self.get(req.url or "users", "read:users", params=None if req.url else params)
-            data = self.body(response)
-            links = response.json().get("links") or {}
+            try:
+                payload = response.json()  # once: data and links
+            except ValueError:
+                payload = None
+            data = self.body(response, payload=payload)
+            links = payload.get("links") if isinstance(payload, dict) else None
             yield from data
-            pager.update(count=len(data), next_url=links.get("next"))
+            pager.update(count=len(data), next_url=(links or {}).get("next"))
 
     def all_users(self) -> list[dict[str, Any]]:
+        """Every user, slimmed to what the sweep reads (the list is read once a run)."""
         if self.users is None:
-            self.users = list(self.list_users())
+            self.users = [_slim(u) for u in self.list_users()]
         return self.users
+
+    def users_keeping_list(self) -> Iterator[Any]:
+        """The full user rows, streamed; the slim list for the sweep is kept on the way."""
+        if self.users is not None:
+            yield from self.users
+            return
+        kept: list[dict[str, Any]] = []
+        for row in self.list_users():
+            kept.append(_slim(row))
+            yield row
+        self.users = kept
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
         if not ids:
@@ -393,7 +419,7 @@ class UsersStream(Stream):
 
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         ctx.partial = ctx.since is not None
-        rows = self.c.list_users(ctx.since) if ctx.since else self.c.all_users()
+        rows = self.c.list_users(ctx.since) if ctx.since else self.c.users_keeping_list()
         for row in rows:
             learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
                                     lambda row=row: learner_from(row))

@@ -136,12 +136,17 @@ class HttpClient:
             raise DataError("the body is not valid JSON", source=self.source_id,
                             path=response.request.url.path, status=response.status_code) from None
 
-    def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T],
+                       window: int | None = None) -> Iterator[R]:
         """Run ``fn`` over ``items`` on up to max_concurrency threads, yielding in order.
 
-        Log context (run_id, source, stream) is carried into the worker threads.
+        At most ``window`` results are pending or held at once (default 4 x the workers,
+        room to keep every worker busy while the head is slow); pass a smaller one when
+        each result is big. Log context (run_id, source, stream) is carried into the
+        worker threads.
         """
         workers = self.budget.max_concurrency
+        window = max(1, window or workers * 4)
         if workers <= 1:
             yield from map(fn, items)
             return
@@ -150,7 +155,7 @@ class HttpClient:
             for item in items:
                 ctx = contextvars.copy_context()
                 pending.append(pool.submit(ctx.run, fn, item))
-                if len(pending) >= workers * 4:  # room to keep every worker busy while we wait on the head
+                if len(pending) >= window:
                     yield pending.pop(0).result()
             for future in pending:
                 yield future.result()
