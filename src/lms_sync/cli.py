@@ -18,6 +18,7 @@ from lms_sync import __version__
 from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError, LmsSyncError, UserError
 from lms_sync.logs import configure, get_logger
+from lms_sync.memory import tune_malloc
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -62,6 +63,7 @@ EXTRA_COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc()
     _load_extra_commands()
     args = _parser().parse_args(argv)
     try:
