@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
+import lms_sync.connectors.absorb as absorb_module
 from lms_sync.canonical import CourseKind, EnrollmentStatus
 from lms_sync.connectors.absorb import (
     STATUS_MAP,
@@ -187,7 +188,10 @@ def active_enrollments(fake) -> list[dict]:
     return [r for rows in fake.enrollments.values() for r in rows if r["isActive"]]
 
 
-def test_full_sync(start_vendor, sqlite_warehouse):
+@pytest.mark.parametrize("ready_max", [None, 1])
+def test_full_sync(start_vendor, sqlite_warehouse, ready_max, monkeypatch):
+    if ready_max is not None:  # enrollment records let out behind lesson calls one by one
+        monkeypatch.setattr(absorb_module, "READY_MAX", ready_max)
     vendor = start_vendor("absorb", learners=30)
     fake = vendor.fake
     result = sync(sqlite_warehouse, {"absorb": vendor.source})

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,7 @@ from lms_sync.http.errors import classify_response, classify_transport
 from lms_sync.http.paging import PageNumberPaginator
 
 AUTH_PATH = "/authenticate"
+READY_MAX = 1000  # enrollment records waiting behind lesson calls, at most
 API_VERSION = "2"
 TOKEN_SECONDS = 4 * 3600
 PCT_TOLERANCE = 0.5
@@ -416,32 +418,55 @@ class EnrollmentsStream(_Incremental):
                     raise
 
         ctx.count("course_calls", len(course_ids))  # (worker threads do not touch ctx)
-        seen: datetime | None = None
-        # pages of several courses at once, never a whole course in memory; a page's
-        # lessons are read before the next page, so what waits for lessons stays small too
-        for rows in http.interleave(course_enrollments, course_ids):
-            todo: list[tuple[str, str]] = []
-            for row in rows:
-                edited = _edited(row)
-                seen = max(seen, edited) if seen and edited else edited or seen
-                if row.get("isActive") is False:
-                    ctx.count("historical_skipped")
-                    continue
-                record = ctx.normalize(row.get("id"), lambda r=row: normalize_enrollment(r))
-                if record is None:
-                    continue
-                yield record
-                if record.status != S.NOT_STARTED or record.progress_pct:
-                    todo.append((record.learner_external_id, record.course_external_id))
-            if conn.options.lesson_enrollments and todo:
-                yield from self.lessons(ctx, todo)
-        yield self.cursor(saved, seen)
+        seen: list[datetime | None] = [None]
 
-    def lessons(self, ctx: ReadContext, todo: list[tuple[str, str]]) -> Iterator[Record]:
+        def enrollments() -> Iterator[tuple[Record, tuple[str, str] | None]]:
+            """(record, the (user, course) whose lessons to read, or None), page by page:
+            pages of several courses at once, never a whole course in memory."""
+            for rows in http.interleave(course_enrollments, course_ids):
+                for row in rows:
+                    edited = _edited(row)
+                    seen[0] = max(seen[0], edited) if seen[0] and edited else edited or seen[0]
+                    if row.get("isActive") is False:
+                        ctx.count("historical_skipped")
+                        continue
+                    record = ctx.normalize(row.get("id"), lambda r=row: normalize_enrollment(r))
+                    if record is not None:
+                        started = record.status != S.NOT_STARTED or record.progress_pct
+                        yield record, ((record.learner_external_id, record.course_external_id)
+                                       if started else None)
+
+        if conn.options.lesson_enrollments:
+            yield from self.with_lessons(ctx, enrollments())
+        else:
+            yield from (record for record, _ in enrollments())
+        yield self.cursor(saved, seen[0])
+
+    def with_lessons(self, ctx: ReadContext,
+                     enrollments: Iterator[tuple[Record, tuple[str, str] | None]]) -> Iterator[Record]:
+        """The enrollment records, and the lessons of each started one.
+
+        Lesson calls are most of this source's requests, so they run back to back across
+        enrollment pages: ``map_concurrent`` pulls the next (user, course) pairs from the
+        enrollment stream (in this thread) as workers free up; the enrollment records made
+        meanwhile wait in ``ready``, at most ``READY_MAX`` of them (then a no-op pair lets
+        them out), and are yielded before the next lesson response.
+        """
         http = self.conn.http
         assert http is not None
+        ready: deque[Record] = deque()
 
-        def fetch(pair: tuple[str, str]) -> tuple[str, str, Any]:
+        def pairs() -> Iterator[tuple[str, str] | None]:
+            for record, pair in enrollments:
+                ready.append(record)
+                if pair is not None:
+                    yield pair
+                elif len(ready) >= READY_MAX:
+                    yield None
+
+        def fetch(pair: tuple[str, str] | None) -> tuple[str, str, Any] | None:
+            if pair is None:
+                return None
             user_id, course_id = pair
             path = f"/users/{user_id}/enrollments/{course_id}/lessons"
             resp = http.get(path, accept=(404,))  # 404: the enrollment went away meanwhile
@@ -451,14 +476,22 @@ class EnrollmentsStream(_Incremental):
                 raise DataError("the body is not valid JSON", source=self.conn.source.id,
                                 path=path, status=resp.status_code) from None
 
-        for user_id, course_id, body in http.map_concurrent(fetch, todo):
-            rows = body.get("lessonEnrollments") if isinstance(body, dict) else body
-            if not isinstance(rows, list):
-                raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
-                                path=f"/users/{user_id}/enrollments/{course_id}/lessons")
-            ctx.count("lesson_calls")
-            for row in rows:
-                record = ctx.normalize(row.get("id"), lambda r=row, u=user_id, c=course_id:
-                                       normalize_lesson(r, u, c))
-                if record is not None:
-                    yield record
+        for fetched in http.map_concurrent(fetch, pairs()):
+            while ready:
+                yield ready.popleft()
+            if fetched is not None:
+                yield from self.lesson_records(ctx, *fetched)
+        yield from ready
+
+    def lesson_records(self, ctx: ReadContext, user_id: str, course_id: str,
+                       body: Any) -> Iterator[Record]:
+        rows = body.get("lessonEnrollments") if isinstance(body, dict) else body
+        if not isinstance(rows, list):
+            raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
+                            path=f"/users/{user_id}/enrollments/{course_id}/lessons")
+        ctx.count("lesson_calls")
+        for row in rows:
+            record = ctx.normalize(row.get("id"), lambda r=row, u=user_id, c=course_id:
+                                   normalize_lesson(r, u, c))
+            if record is not None:
+                yield record
