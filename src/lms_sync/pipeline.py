@@ -366,7 +366,7 @@ def default_parallelism(cfg: Config, engine: Engine) -> int:
     8, not the cores: a source mostly waits on its vendor (latency, rate limits), and a
     source queued behind the others becomes the critical path (benchmarks/sync.py, five
     sources: the rate-limited one started last and alone set the wall time). Each running
-    source holds one pooled connection (pool 5 + overflow 10)."""
+    source holds two pooled connections at most (its lock, a batch): pool 5 + overflow 20."""
     from lms_sync.warehouse.dialect import name
 
     if cfg.defaults.parallel_sources:

@@ -28,7 +28,9 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # a running source holds a lock connection and takes one per batch: 8 sources at
+        # once (pipeline.default_parallelism) need 16, plus the identity pass and status
+        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=20)
     if parsed.get_backend_name() in {"mysql", "mariadb"}:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     try:
