@@ -143,18 +143,15 @@ def _render(info: dict[str, Any]) -> str:
           " ".join(x for x in (m["first_name"], m["last_name"]) if x) or m["display_name"],
           m["is_placeholder"], m["deleted_at"]] for m in info["learners"]],
     )
-    if info["history"]:
-        lines.append("")
-        lines.append("history:")
-        lines += ["  " + line for line in table(
-            ["at", "kind", "rule", "kept", "merged"],
-            [[h["at"], h["kind"], h["rule"], h["kept_person_id"], h["merged_person_id"]]
-             for h in info["history"]])]
-    if info["overrides"]:
-        lines.append("")
-        lines.append("overrides:")
-        lines += ["  " + line for line in table(
-            ["action", "learner_a", "learner_b", "note", "created"],
-            [[o["action"], o["learner_a_id"], o["learner_b_id"], o["note"], o["created_at"]]
-             for o in info["overrides"]])]
+    sections = (
+        ("history", ["at", "kind", "rule", "kept", "merged"],
+         [[h["at"], h["kind"], h["rule"], h["kept_person_id"], h["merged_person_id"]]
+          for h in info["history"]]),
+        ("overrides", ["action", "learner_a", "learner_b", "note", "created"],
+         [[o["action"], o["learner_a_id"], o["learner_b_id"], o["note"], o["created_at"]]
+          for o in info["overrides"]]),
+    )
+    for title, headers, rows in sections:
+        if rows:
+            lines += ["", f"{title}:", *("  " + line for line in table(headers, rows))]
     return "\n".join(lines)
