@@ -192,7 +192,9 @@ def test_aggregates_land_as_snapshots_and_only_changes_add_rows(start_vendor, sq
 
 
 def test_budgeted_sweep_visits_every_user_once_per_sweep(start_vendor, sqlite_warehouse):
-    v = start_vendor("academy", learners=30, rate_limit=40)
+    # budget, not pacing (tests below): each run's client starts with a fresh token bucket,
+    # so back-to-back runs inside one 40-request window could meet a 429, which costs budget
+    v = start_vendor("academy", learners=30, rate_limit=10_000)
     # every sweep full, as before incremental sweeps: the second one visits everyone again
     v.source["options"].update(quiz_ids=[], max_requests_per_run=12, full_sweep_every_days=0)
     fake = v.fake
@@ -581,7 +583,9 @@ def test_old_cursors_are_accepted(start_vendor, sqlite_warehouse):
 
 
 def test_a_budgeted_incremental_sweep_resumes_across_runs(start_vendor, sqlite_warehouse):
-    v = start_vendor("academy", learners=30, rate_limit=40)
+    # budget, not pacing (tests below): each run's client starts with a fresh token bucket,
+    # so back-to-back runs inside one 40-request window could meet a 429, which costs budget
+    v = start_vendor("academy", learners=30, rate_limit=10_000)
     v.source["options"].update(quiz_ids=[], max_requests_per_run=12)
     fake = v.fake
     per_run = (12 - 4) // 2  # one users page and three aggregates come first
