@@ -89,6 +89,42 @@ class RssSampler:
         self._fh.close()
 
 
+class HeapPeak:
+    """Diagnostics (env BENCH_TRACEMALLOC=file): trace Python allocations, snapshot every
+    0.25 s, keep the snapshot with the most traced memory, and on stop() write its top
+    allocation sites (BENCH_TRACEMALLOC_FRAMES frames, default 3) to ``path``. Slows the
+    sync down a lot; RSS figures of such a run are not comparable."""
+
+    def __init__(self, path: str, top: int = 30) -> None:
+        import tracemalloc
+
+        self._path, self._top, self._tm = path, top, tracemalloc
+        self._stop = threading.Event()
+        self._best: tuple[int, Any] = (0, None)
+        tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "3")))
+
+        def run() -> None:
+            while not self._stop.wait(0.25):
+                current = tracemalloc.get_traced_memory()[0]
+                if current > self._best[0]:
+                    self._best = (current, tracemalloc.take_snapshot())
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        size, snap = self._best
+        lines = [f"peak traced {size / 2**20:.1f} MiB"]
+        if snap is not None:
+            for stat in snap.statistics("traceback")[: self._top]:
+                lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} blocks")
+                lines.extend(f"      {frame}" for frame in stat.traceback)
+        self._tm.stop()
+        Path(self._path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 # --------------------------------------------------------------------------- warehouses
 
 

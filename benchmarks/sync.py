@@ -91,6 +91,8 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     recorder = common.ClientRecorder(spec["record"]) if spec.get("record") else None
     baseline = common.peak_rss_mb()
     sampler = common.RssSampler(os.environ["BENCH_RSS_TRACE"]) if os.environ.get("BENCH_RSS_TRACE") else None
+    heap = common.HeapPeak(os.environ["BENCH_TRACEMALLOC"]) \
+        if os.environ.get("BENCH_TRACEMALLOC") and not spec["full_refresh"] else None
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     # as `lms-sync sync` does: sources concurrently (defaults.parallel_sources)
@@ -117,6 +119,8 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if sampler:
         sampler.stop()
+    if heap:
+        heap.stop()
     engine.dispose()
     if recorder:
         recorder.close()
@@ -198,6 +202,8 @@ def bench_size(learners: int, args: argparse.Namespace, kinds: list[str], tmp: P
                                                           "record": str(tmp / "requests.jsonl")},
                                          tmp)
             _check(run["full"], "full")
+            if args.full_only:
+                return run
             run["resync"] = common.run_child(script, "sync", {"config": tree, "full_refresh": False}, tmp)
             run["refresh"] = common.run_child(script, "sync", {"config": tree, "full_refresh": True}, tmp)
             run["warehouse_limit"] = common.run_child(
@@ -354,6 +360,21 @@ def print_report(result: dict[str, Any]) -> None:
               f"{'met' if t['met'] else 'MISSED'}")
 
 
+def print_full_only(result: dict[str, Any]) -> None:
+    first = None
+    for run in result["runs"]:
+        full = run["full"]
+        records = sum(s["read"] for s in full["sources"])
+        rows = sum(s["written"] for s in full["sources"])
+        first = first or full["rss_peak_mb"]
+        print(f"{run['learners']:7d} learners: {records} records, {rows} rows, {full['seconds']} s, "
+              f"peak RSS {full['rss_peak_mb']} MB ({full['rss_peak_mb'] / first:.3f} x first; "
+              f"{full['rss_baseline_mb']} MB after imports)")
+        for s in full["sources"]:
+            if s["result"] != "succeeded":
+                print(f"  {s['source']} {s['result'].upper()}: {s['error']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -380,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", help="write the JSON result here")
+    p.add_argument("--full-only", action="store_true",
+                   help="run the full sync only (no re-syncs, no limits): quick peak-RSS checks")
     p.add_argument("--sql-stats", action="store_true",
                    help="time every SQL statement of the full sync (adds a little overhead)")
     args = p.parse_args(argv)
@@ -391,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lms-bench-") as tmp:
         for n in sizes:
             result["runs"].append(bench_size(n, args, kinds, Path(tmp)))
-    result["targets"] = targets(result["runs"])
-    print_report(result)
+    if args.full_only:
+        print_full_only(result)
+    else:
+        result["targets"] = targets(result["runs"])
+        print_report(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     return 0

@@ -35,6 +35,7 @@ from lms_sync.errors import LmsSyncError, SourceError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
+from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.upsert import BatchWriter, SeenKeys, WriteStats, mark_deleted
 
 _UNSET: Any = object()
@@ -86,7 +87,7 @@ def run_source(
     full_refresh: bool = False,
     since: datetime | None = None,
     stop: threading.Event | None = None,
-    learner_sink: set[int] | None = None,
+    learner_sink: RowIds | None = None,
 ) -> SourceResult:
     """Run every stream of ``source`` once; never raises for a source's own failure.
 
@@ -117,14 +118,14 @@ def run_source(
 
 def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: SourceResult,
                 full_refresh: bool, since: datetime | None, stop: threading.Event | None,
-                log: structlog.stdlib.BoundLogger, learner_sink: set[int] | None = None) -> None:
+                log: structlog.stdlib.BoundLogger, learner_sink: RowIds | None = None) -> None:
     with engine.begin() as conn:
         state.ensure_source(conn, source.id, source.kind)
     # We hold the source's lock, so a run still marked running died with its process.
     if state.fail_stale_runs(engine, "abandoned", [source.id]):
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
-    learner_ids: set[int] = set()
+    learner_ids = RowIds()
     fatal: SourceError | None = None
     try:
         for stream in connector.streams():
@@ -172,7 +173,7 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
 def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector,
                stream: Stream, run_id: str, *, full_refresh: bool = False,
                since: datetime | None = None, stop: threading.Event | None = None,
-               learner_ids: set[int] | None = None) -> StreamResult:
+               learner_ids: RowIds | None = None) -> StreamResult:
     """Run one stream; returns its result (failed streams are recorded, not raised)."""
     log = get_logger("lms_sync.pipeline")
     started_at = state.now_utc()
@@ -283,7 +284,10 @@ class _Reader:
     """
 
     _DONE: Any = object()
-    _AHEAD = 16  # chunks in the queue: ~4 batches of 1000
+    # chunks in the queue: ~1 batch of 1000. Read-ahead is memory that fills only on a big
+    # source (16 chunks held up to ~5,000 records per source, 7.6 MiB for Sessions alone),
+    # and one batch ahead already keeps the writer fed
+    _AHEAD = 4
 
     def __init__(self, read: Callable[[], Iterable[Any]], chunk: int,
                  stop: threading.Event | None) -> None:
@@ -385,7 +389,7 @@ def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], *,
     workers = min(parallel or default_parallelism(cfg, engine), len(sources))
     # one identity pass after all sources, not one per source: each pass loads every
     # learner linked to the ones written, i.e. most of the warehouse after a first load
-    sinks: dict[str, set[int]] = {s.id: set() for s in sources}
+    sinks = {s.id: RowIds() for s in sources}
     if workers <= 1:
         results = [run_source(engine, cfg, s, stop=stop, learner_sink=sinks[s.id], **kw)
                    for s in sources]
@@ -405,11 +409,13 @@ def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], *,
     return results
 
 
-def _match_written(engine: Engine, cfg: Config, sinks: dict[str, set[int]],
+def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
                    results: list[SourceResult]) -> None:
     """The deferred identity pass of :func:`run_sources`. If it fails, the sources that
     wrote learners are reported failed (their rows are kept; the next pass matches them)."""
-    ids = set().union(*sinks.values())
+    ids = RowIds()
+    for sink in sinks.values():
+        ids.update(sink.sorted())
     if not ids:
         return
     try:

@@ -32,6 +32,11 @@ class EchoApi(FakeVendor):
         self.route("GET", "/data", self._data)
         self.route("GET", "/slow", self._slow)
         self.route("GET", "/limited", self._limited)
+        self.array_body = "[]"  # what /array answers, as is
+        self.route("GET", "/array", self._array)
+
+    def _array(self, req: Request, _m) -> Response:
+        return Response(200, self.array_body.encode(), {"Content-Type": "application/json"})
 
     def _token(self, req: Request, _m) -> Response:
         if req.form().get("secret") != "s3cr3t-value":

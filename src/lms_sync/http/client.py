@@ -26,6 +26,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from lms_sync import __version__
 from lms_sync.errors import CredentialsRejected, DataError, RetriableError
+from lms_sync.http import jsonarray
 from lms_sync.http.auth import Auth
 from lms_sync.http.budget import RequestBudget
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
@@ -135,6 +136,26 @@ class HttpClient:
         except ValueError:
             raise DataError("the body is not valid JSON", source=self.source_id,
                             path=response.request.url.path, status=response.status_code) from None
+
+    def get_json_array(self, path_or_url: str, **kw: Any) -> Iterator[Any]:
+        """A JSON array body whose items are decoded one at a time as they are consumed
+        (see :mod:`lms_sync.http.jsonarray`): the request, with its retries, is sent now;
+        a body that is not an array is a DataError now, an invalid item when it is reached."""
+        response = self.get(path_or_url, **kw)
+        path = response.request.url.path
+        text = response.text
+        if not jsonarray.is_array(text):
+            what = self.describe_error(response) if self.describe_error else None
+            raise DataError(f"expected a JSON array: {what or 'the body is something else'}",
+                            source=self.source_id, path=path, status=response.status_code)
+        return self._items(text, path)
+
+    def _items(self, text: str, path: str) -> Iterator[Any]:
+        try:
+            yield from jsonarray.items(text)
+        except ValueError as exc:
+            raise DataError(f"the JSON array is malformed: {exc}", source=self.source_id,
+                            path=path) from None
 
     def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T],
                        window: int | None = None) -> Iterator[R]:

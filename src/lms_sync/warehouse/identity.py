@@ -72,6 +72,7 @@ from sqlalchemy.exc import OperationalError
 from lms_sync.errors import UserError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import dialect as dialects
+from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.state import now_utc
 from lms_sync.warehouse.tables import identity_overrides, learners, person_merges, persons
 
@@ -203,10 +204,11 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     else:
         # learners whose match is missing or older than their row join the seeds (a run
         # that died before its pass); each slice is a complete pass of its own
+        seeds = RowIds(learner_ids)
         with engine.connect() as conn:
-            seeds = sorted({int(i) for i in learner_ids} | _stale_ids(conn))
+            seeds.update(_stale_ids(conn))
         result = MatchResult()
-        for part in _chunks(seeds, PASS_SEEDS):
+        for part in _chunks(seeds.sorted(), PASS_SEEDS):
             result.add(_pass(engine, rules, set(part), False, log))
     result.seconds = round(time.monotonic() - started, 3)
     if result.learners:
@@ -229,9 +231,10 @@ def _pass(engine: Engine, rules: Rules, seeds: set[int], full: bool,
     raise AssertionError("unreachable")
 
 
-def _stale_ids(conn: Connection) -> set[int]:
+def _stale_ids(conn: Connection) -> Iterator[int]:
+    """Streamed: after a first load that is every learner."""
     c = learners.c
-    return set(conn.execute(
+    return iter(conn.execution_options(stream_results=True, yield_per=10_000).execute(
         select(c.id).where(or_(c.person_id.is_(None), c.matched_at.is_(None),
                                c.updated_at > c.matched_at))
     ).scalars())

@@ -1,0 +1,62 @@
+"""JSON array bodies decoded item by item: the pure decoder, then through the client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lms_sync.errors import DataError
+from lms_sync.http import HttpClient
+from lms_sync.http.jsonarray import is_array, items
+
+
+@pytest.mark.parametrize("value", [
+    [], [1], [{"a": [1, {"b": None}]}, "x, ]", 2.5, True, None],
+    [{"id": str(i), "nested": {"list": [i, i + 1]}} for i in range(50)],
+])
+def test_items_equal_json_loads(value):
+    for text in (json.dumps(value), json.dumps(value, indent=2), f" \n{json.dumps(value)}\n "):
+        assert list(items(text)) == value
+
+
+def test_items_are_decoded_only_when_reached():
+    decoded = items('[{"id": 1}, {"id": 2}, {"id": oops}]')
+    assert next(decoded) == {"id": 1}
+    assert next(decoded) == {"id": 2}
+    with pytest.raises(ValueError, match="invalid JSON at character"):
+        next(decoded)
+
+
+@pytest.mark.parametrize("text, error", [
+    ('{"a": 1}', "not a JSON array"),
+    ('[1 2]', "expected ',' or ']'"),
+    ('[1,]', "invalid JSON"),
+    ('[1] [2]', "unexpected data after the array"),
+    ('[1', "expected ',' or ']'"),
+    ('', "not a JSON array"),
+])
+def test_malformed_arrays_are_refused(text, error):
+    with pytest.raises(ValueError, match=error):
+        list(items(text))
+
+
+def test_is_array():
+    assert is_array(" \n[1]") and is_array("[")
+    assert not is_array('{"data": []}') and not is_array("") and not is_array("null")
+
+
+def test_client_get_json_array(echo):
+    api, server = echo
+    api.array_body = json.dumps([{"id": i} for i in range(5)])
+    with HttpClient("echo", server.url) as http:
+        assert list(http.get_json_array("/array")) == [{"id": i} for i in range(5)]
+        api.array_body = '{"success": false, "error": {"message": "window too wide"}}'
+        with pytest.raises(DataError, match="expected a JSON array") as refused:
+            http.get_json_array("/array")
+        assert refused.value.source == "echo" and refused.value.path == "/array"
+        api.array_body = '[{"id": 1}, {"id": '
+        rows = http.get_json_array("/array")
+        assert next(rows) == {"id": 1}
+        with pytest.raises(DataError, match="the JSON array is malformed"):
+            next(rows)

@@ -1,0 +1,32 @@
+"""RowIds: a compact set of row ids (what a sync hands to identity matching)."""
+
+from __future__ import annotations
+
+import random
+
+from lms_sync.warehouse.rowids import RowIds
+
+
+def test_behaves_as_a_sorted_set():
+    rng = random.Random(3)
+    values = [rng.randrange(-5, 50_000) for _ in range(20_000)]
+    ids = RowIds(values[:7_000])
+    for v in values[7_000:15_000]:
+        ids.add(v)
+    ids.update(values[15_000:])
+    assert list(ids) == sorted(set(values))
+    assert len(ids) == len(set(values))
+    assert all(v in ids for v in values[:200]) and 50_001 not in ids and "x" not in ids
+
+
+def test_repeats_do_not_grow_it():
+    ids = RowIds()
+    for _ in range(50):
+        ids.update(range(1_000))
+    assert len(ids._ids) < 3_000  # compacted as it goes, not 50,000 entries
+    assert list(ids) == list(range(1_000))
+
+
+def test_empty_is_false_and_iterates_nothing():
+    assert not RowIds() and list(RowIds()) == []
+    assert RowIds([4])
