@@ -60,3 +60,9 @@ def test_client_get_json_array(echo):
         assert next(rows) == {"id": 1}
         with pytest.raises(DataError, match="the JSON array is malformed"):
             next(rows)
+
+
+def test_items_share_their_key_strings():
+    a, b = items('[{"remoteUserId": "x", "nested": {"k": 1}}, {"remoteUserId": "y", "nested": {"k": 2}}]')
+    assert [k for k in a][0] is [k for k in b][0]  # one string for every item's key
+    assert next(iter(a["nested"])) is next(iter(b["nested"]))

@@ -261,7 +261,9 @@ class SessionsConnector(Connector):
         key = self.auth.api_key.get_secret_value()
         self.client = self.make_client(HeaderAuth({self.options.api_key_header: key}),
                                        describe_error=describe_error)
-        self._clusters: dict[str, dict[str, Any]] | None = None
+        # after the clusters stream only the ids are kept: the cluster rows (description,
+        # iframe code) are ~1 KB each and the completions need only to know them
+        self._known: tuple[set[str], set[str]] | None = None  # cluster ids, module course ids
         self._learner_keys: dict[str, str] | None = None  # remoteId and id -> learner key
 
     def streams(self) -> list[Stream]:
@@ -304,12 +306,21 @@ class SessionsConnector(Connector):
         return self._learner_keys
 
     def clusters(self) -> dict[str, dict[str, Any]]:
-        if self._clusters is None:
-            path = self.options.paths.clusters
-            data = self.envelope(self.client.get_json(path), path)
-            self._clusters = {c["clusterId"]: c for c in data.get("items") or []
-                              if isinstance(c, dict) and c.get("clusterId")}
-        return self._clusters
+        """The cluster list, read now: clusterId -> row."""
+        path = self.options.paths.clusters
+        data = self.envelope(self.client.get_json(path), path)
+        clusters = {c["clusterId"]: c for c in data.get("items") or []
+                    if isinstance(c, dict) and c.get("clusterId")}
+        self._known = (set(clusters), {f"module:{c['moduleId']}" for c in clusters.values()
+                                       if c.get("moduleId")})
+        return clusters
+
+    def known_clusters(self) -> tuple[set[str], set[str]]:
+        """The ids of the listed clusters and of their modules' courses."""
+        if self._known is None:
+            self.clusters()
+        assert self._known is not None
+        return self._known
 
     def completions(self, bounds: tuple[datetime, datetime]) -> Iterator[dict[str, Any]]:
         """The window's completions, decoded one at a time as they are consumed."""
@@ -371,10 +382,11 @@ class CompletionsStream(Stream):
         if start >= end:
             ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
             return
-        keys, clusters = self.c.learner_keys(), self.c.clusters()
+        keys = self.c.learner_keys()
+        clusters, known_modules = self.c.known_clusters()
         stubs: set[str] = set()
         extra_clusters: set[str] = set()
-        modules = {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")}
+        modules = set(known_modules)
         parts = slices(start, end, opts.window_days)
         # a window's completions come as one array that grows with the customer: hold the
         # one being read and the next, as JSON text decoded item by item (16 windows parsed
