@@ -92,8 +92,9 @@ class RssSampler:
 class HeapPeak:
     """Diagnostics (env BENCH_TRACEMALLOC=file): trace Python allocations, snapshot every
     0.25 s, keep the snapshot with the most traced memory, and on stop() write its top
-    allocation sites (BENCH_TRACEMALLOC_FRAMES frames, default 3) to ``path``. Slows the
-    sync down a lot; RSS figures of such a run are not comparable."""
+    allocation sites (BENCH_TRACEMALLOC_FRAMES frames, default 3) to ``path``; with
+    BENCH_TRACEMALLOC_BASE_S=s, what grew from a snapshot s seconds in to the peak after
+    it. Slows the sync down a lot; RSS figures of such a run are not comparable."""
 
     def __init__(self, path: str, top: int = 30) -> None:
         import tracemalloc
@@ -101,10 +102,15 @@ class HeapPeak:
         self._path, self._top, self._tm = path, top, tracemalloc
         self._stop = threading.Event()
         self._best: tuple[int, Any] = (0, None)
+        self._base: Any = None  # BENCH_TRACEMALLOC_BASE_S: the peak is compared to this one
+        base_s = float(os.environ.get("BENCH_TRACEMALLOC_BASE_S", "0"))
         tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "3")))
+        t0 = time.perf_counter()
 
         def run() -> None:
             while not self._stop.wait(0.25):
+                if base_s and self._base is None and time.perf_counter() - t0 >= base_s:
+                    self._base, self._best = tracemalloc.take_snapshot(), (0, None)
                 current = tracemalloc.get_traced_memory()[0]
                 if current > self._best[0]:
                     self._best = (current, tracemalloc.take_snapshot())
@@ -117,7 +123,12 @@ class HeapPeak:
         self._thread.join()
         size, snap = self._best
         lines = [f"peak traced {size / 2**20:.1f} MiB"]
-        if snap is not None:
+        if snap is not None and self._base is not None:
+            lines[0] += " (growth since the base snapshot, largest first)"
+            for diff in snap.compare_to(self._base, "traceback")[: self._top]:
+                lines.append(f"{diff.size_diff / 2**20:+8.2f} MiB {diff.count_diff:+8d} blocks")
+                lines.extend(f"      {frame}" for frame in diff.traceback)
+        elif snap is not None:
             for stat in snap.statistics("traceback")[: self._top]:
                 lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} blocks")
                 lines.extend(f"      {frame}" for frame in stat.traceback)

@@ -13,17 +13,64 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+import time
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
 MMAP_THRESHOLD = 128 * 1024
 
 
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold; False where there is no glibc (nothing to do)."""
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    try:
+        return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except AttributeError:  # musl and others: no mallopt
+        return False
+
+
+_trim_lock = threading.Lock()
+_trimmed_at = 0.0
+TRIM_EVERY_S = 1.0
+
+
+def trim(every: float = TRIM_EVERY_S) -> bool:
+    """Hand free heap pages back to the system (glibc ``malloc_trim``), at most once
+    every ``every`` seconds per process; True if it ran.
+
+    Freed memory inside glibc's heaps stays resident: several sources' batches, pages and
+    parsed bodies, freed in turn by different threads, leave holes that no later request
+    fits exactly, so the resident set ratchets up with the run's length. malloc_trim
+    releases those holes' pages (madvise), not only the heap tops.
+    """
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at < every or not _trim_lock.acquire(blocking=False):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):  # musl and others: no mallopt
-        return False
+        _trimmed_at = now
+        libc = _libc_cached()
+        if libc is None or not hasattr(libc, "malloc_trim"):
+            return False
+        libc.malloc_trim(0)
+        return True
+    finally:
+        _trim_lock.release()
+
+
+_LIBC: list[ctypes.CDLL | None] = []
+
+
+def _libc_cached() -> ctypes.CDLL | None:
+    if not _LIBC:
+        _LIBC.append(_libc())
+    return _LIBC[0]

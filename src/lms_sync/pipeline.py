@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from lms_sync import metrics
+from lms_sync import memory, metrics
 from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
@@ -219,6 +219,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         log.info("batch.written", records=len(buffer), written=stats.written,
                  tables=stats.by_table(), cursor=res.cursor if pending is not _UNSET else None)
         buffer, pending = [], _UNSET
+        memory.trim()  # at most once a second for the process, whichever source gets there
 
     try:
         for item in reader:

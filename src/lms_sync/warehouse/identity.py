@@ -69,6 +69,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, case, func, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
+from lms_sync import memory
 from lms_sync.errors import UserError
 from lms_sync.logs import get_logger
 from lms_sync.warehouse import dialect as dialects
@@ -210,6 +211,7 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
         result = MatchResult()
         for part in _chunks(seeds.sorted(), PASS_SEEDS):
             result.add(_pass(engine, rules, set(part), False, log))
+            memory.trim()  # a slice's closure is freed: give its pages back before the next
     result.seconds = round(time.monotonic() - started, 3)
     if result.learners:
         log.info("identity.matched", **result.as_dict())
