@@ -26,7 +26,7 @@ from lms_sync.connectors.sessions import (
     stub_learner,
     window,
 )
-from lms_sync.pipeline import run_sources
+from lms_sync.pipeline import run_source, run_sources
 from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import courses, enrollment_history, enrollments, learners, sync_state
 from tests.conftest import at, load_fixture, make_config
@@ -334,6 +334,28 @@ def test_truncated_and_failing_responses_are_retried(start_vendor, sqlite_wareho
     result = sync(sqlite_warehouse, {"s": vendor.source})
     assert result.ok, result.error
     assert vendor.fake.faults.truncate_next == 0
+    assert table_count(sqlite_warehouse, enrollments) == len(visible(vendor.fake))
+
+
+def test_malformed_completions_array_fails_clearly_and_the_next_run_loses_nothing(
+        start_vendor, sqlite_warehouse):
+    vendor = start_vendor("sessions", learners=40)
+    vendor.fake.faults.update({"garble_next": 1, "path_filter": "completions"})
+    # one window, small batches: rows decoded before the bad item are written, the
+    # window's cursor is not
+    source = {**vendor.source, "options": {**vendor.source["options"], "window_days": 400}}
+    cfg = make_config(sqlite_warehouse, {"s": source})
+    cfg.warehouse.batch_size = 3
+    failed = run_source(sqlite_warehouse.engine, cfg, cfg.sources["s"])
+    assert not failed.ok
+    assert "the JSON array is malformed" in failed.error and "session-completions" in failed.error
+    assert [s.result for s in failed.streams] == ["succeeded", "succeeded", "failed"]
+    assert vendor.fake.faults.garble_next == 0
+    with sqlite_warehouse.engine.connect() as conn:
+        assert state.load_cursor(conn, "s", "completions") is None  # the window is read again
+    assert 0 < table_count(sqlite_warehouse, enrollments) < len(visible(vendor.fake))
+    result = run_source(sqlite_warehouse.engine, cfg, cfg.sources["s"])
+    assert result.ok, result.error
     assert table_count(sqlite_warehouse, enrollments) == len(visible(vendor.fake))
 
 

@@ -71,6 +71,7 @@ class Faults:
     fail_status: int = 503
     retry_after: float | None = None  # sent with 429/503 faults when set
     truncate_next: int = 0        # cut the next N bodies in half (Content-Length kept)
+    garble_next: int = 0          # send the next N 200 bodies cut in half as whole responses
     fail_every: int = 0           # every Nth request fails with fail_status (0 = never)
     path_filter: str = ""         # faults only hit paths containing this
 
@@ -145,6 +146,15 @@ class FakeVendor:
             headers["Retry-After"] = str(f.retry_after)
         return Response.json({"message": "injected fault"}, f.fail_status, **headers)
 
+    def take_garble(self, path: str) -> bool:
+        """A malformed body sent in full: no transport error, so no retry helps."""
+        with self._lock:
+            f = self.faults
+            if f.garble_next > 0 and (not f.path_filter or f.path_filter in path):
+                f.garble_next -= 1
+                return True
+        return False
+
     def take_truncation(self) -> bool:
         with self._lock:
             if self.faults.truncate_next > 0:
@@ -182,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # noqa: BLE001 - a fake's bug is a 500, as in life
                 response = Response.json({"message": f"sandbox error: {exc!r}"}, 500)
         payload = response.body
+        if response.status == 200 and payload and vendor.take_garble(request.path):
+            payload = payload[: len(payload) // 2]
         truncated = response.status == 200 and payload and vendor.take_truncation()
         self.send_response(response.status)
         for key, value in response.headers.items():
