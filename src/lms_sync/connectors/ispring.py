@@ -56,6 +56,7 @@ from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.errors import classify_response, classify_transport
 from lms_sync.http.paging import PageTokenPaginator
+from lms_sync.keyset import KeySet
 
 TOKEN_PATH = "/api/v3/token"
 SAFE_XML = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
@@ -433,7 +434,7 @@ class ResultsStream(Stream):
         scope = self.conn.department_scope(ctx)
         params += [("departmentIds[]", d) for d in sorted(scope or ())]
         titles = self.conn.course_titles(ctx)
-        seen: set[str] = set()
+        seen = KeySet()  # learners and courses already emitted (every result repeats them)
         n = 0
         for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
             records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
@@ -442,8 +443,7 @@ class ResultsStream(Stream):
             if records is None:
                 continue
             for record in records[:2]:
-                if record.external_id not in seen:
-                    seen.add(record.external_id)
+                if seen.add(f"{record.table}:{record.external_id}"):
                     yield record
             n += 1
             yield records[2]

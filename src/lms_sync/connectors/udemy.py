@@ -65,6 +65,7 @@ from lms_sync.canonical import (
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import DataError
 from lms_sync.http import BasicAuth, HttpClient, NextUrlPaginator
+from lms_sync.keyset import KeySet
 
 ANONYMIZED = "anonymized user"
 ACTIVITY_METRIC = "udemy.user_activity"
@@ -366,13 +367,12 @@ class Enrollments(_Reader):
     full_refresh_tables = ("enrollments",)
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        seen: set[str] = set()
+        seen = KeySet()  # learners already emitted: one per person, not per enrollment
         for row, anon, record in self.rows(ctx, normalize_enrollment):
             if record is None:
                 continue
             assert isinstance(record, Enrollment)
-            if record.learner_external_id not in seen:
-                seen.add(record.learner_external_id)
+            if seen.add(record.learner_external_id):
                 yield normalize_learner(row, anon)
             yield record
         yield self.done(ctx)
