@@ -349,6 +349,7 @@ def test_malformed_completions_array_fails_clearly_and_the_next_run_loses_nothin
     failed = run_source(sqlite_warehouse.engine, cfg, cfg.sources["s"])
     assert not failed.ok
     assert "the JSON array is malformed" in failed.error and "session-completions" in failed.error
+    assert "the next run reads it again" in failed.error  # the fix, on the same line
     assert [s.result for s in failed.streams] == ["succeeded", "succeeded", "failed"]
     assert vendor.fake.faults.garble_next == 0
     with sqlite_warehouse.engine.connect() as conn:

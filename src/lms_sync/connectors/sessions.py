@@ -325,7 +325,8 @@ class SessionsConnector(Connector):
     def completions(self, bounds: tuple[datetime, datetime]) -> Iterator[dict[str, Any]]:
         """The window's completions, decoded one at a time as they are consumed."""
         path = self.options.paths.completions
-        rows = self.client.get_json_array(path, params={"from": iso(bounds[0]), "to": iso(bounds[1])})
+        rows = self.client.get_json_array(path, params={"from": iso(bounds[0]), "to": iso(bounds[1])},
+                                          fix="check the paths option against the vendor's API")
         self.log.debug("page.fetched", path=path, **{"from": iso(bounds[0])})
         return (row for row in rows if isinstance(row, dict))
 

@@ -137,25 +137,28 @@ class HttpClient:
             raise DataError("the body is not valid JSON", source=self.source_id,
                             path=response.request.url.path, status=response.status_code) from None
 
-    def get_json_array(self, path_or_url: str, **kw: Any) -> Iterator[Any]:
+    def get_json_array(self, path_or_url: str, *, fix: str | None = None, **kw: Any) -> Iterator[Any]:
         """A JSON array body whose items are decoded one at a time as they are consumed
         (see :mod:`lms_sync.http.jsonarray`): the request, with its retries, is sent now;
-        a body that is not an array is a DataError now, an invalid item when it is reached."""
+        a body that is not an array is a DataError now (with ``fix``), an invalid item
+        when it is reached."""
         response = self.get(path_or_url, **kw)
         path = response.request.url.path
         text = response.text
         if not jsonarray.is_array(text):
             what = self.describe_error(response) if self.describe_error else None
             raise DataError(f"expected a JSON array: {what or 'the body is something else'}",
-                            source=self.source_id, path=path, status=response.status_code)
+                            source=self.source_id, path=path, status=response.status_code,
+                            fix=fix or "")
         return self._items(text, path)
 
     def _items(self, text: str, path: str) -> Iterator[Any]:
         try:
             yield from jsonarray.items(text)
         except ValueError as exc:
-            raise DataError(f"the JSON array is malformed: {exc}", source=self.source_id,
-                            path=path) from None
+            raise DataError(f"the JSON array is malformed: {exc}", source=self.source_id, path=path,
+                            fix="a vendor fault: the next run reads it again; if it persists, "
+                                "report it to the vendor") from None
 
     def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T],
                        window: int | None = None) -> Iterator[R]:
