@@ -10,7 +10,6 @@ since the last time, and when read, so repeats never make it grow without bound.
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 
 
@@ -23,10 +22,6 @@ class RowIds:
         self._ids = array("q")
         self._clean = 0  # the first _clean ids are sorted and unique
         self.update(ids)
-
-    def add(self, row_id: int) -> None:
-        self._ids.append(row_id)
-        self._grew()
 
     def update(self, ids: Iterable[int]) -> None:
         self._ids.extend(int(i) for i in ids)
@@ -43,13 +38,6 @@ class RowIds:
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.sorted())
-
-    def __contains__(self, row_id: object) -> bool:
-        if not isinstance(row_id, int):
-            return False
-        ids = self.sorted()
-        i = bisect_left(ids, row_id)
-        return i < len(ids) and ids[i] == row_id
 
     def _grew(self) -> None:
         if len(self._ids) >= max(1024, 2 * self._clean):
