@@ -245,6 +245,29 @@ def test_unknown_participant_lands_as_a_stub_learner(start_vendor, sqlite_wareho
     assert third.ok and sum(s.written for s in third.streams) == 0
 
 
+def test_participant_named_by_sparkwise_id_resolves_to_the_users_learner(
+        start_vendor, sqlite_warehouse, caplog):
+    vendor = start_vendor("sessions", learners=30)
+    assert sync(sqlite_warehouse, {"s": vendor.source}).ok
+    learners_before = table_count(sqlite_warehouse, learners)
+    row = vendor.fake.add_completion_by_sparkwise_id()
+    users_path = "/" + vendor.fake.paths["users"].lstrip("/")
+    users_read = vendor.fake.request_log.count(("GET", users_path))
+    with caplog.at_level(logging.WARNING):
+        again = sync(sqlite_warehouse, {"s": vendor.source})
+    assert again.ok, again.error
+    events = [r.msg.get("event") for r in caplog.records if isinstance(r.msg, dict)]
+    assert events.count("participant.by_sparkwise_id") == 1 and "learner.unknown" not in events
+    with sqlite_warehouse.engine.connect() as conn:
+        learner = conn.execute(select(learners).join(enrollments, enrollments.c.learner_id == learners.c.id)
+                               .where(enrollments.c.external_id == row["id"])).one()
+    assert learner.external_id == row["remoteId"] and learner.first_name  # the user's row, no stub
+    assert table_count(sqlite_warehouse, learners) == learners_before
+    # the user list was read twice in that run: by the users stream, then once for the aliases
+    reads = vendor.fake.request_log.count(("GET", users_path)) - users_read
+    assert reads == 2 * -(-len(vendor.fake.users()) // 200)
+
+
 def test_full_refresh_rereads_what_the_window_no_longer_covers(start_vendor, sqlite_warehouse):
     vendor = start_vendor("sessions", learners=30)
     assert sync(sqlite_warehouse, {"s": vendor.source}).ok

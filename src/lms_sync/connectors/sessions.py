@@ -34,6 +34,10 @@ Streams, in order:
     Sparkwise takes to settle attendance: a session under way at run time is
     ``in_progress`` until a later run re-reads it. Rows whose vendor ``hash`` is unchanged give identical
     records (``raw`` carries the hash), so the warehouse writes nothing for them.
+    The users stream leaves which ids name a user (:class:`ParticipantIds`, ~8
+    bytes a user). A ``remoteUserId`` that is the Sparkwise ``id`` of a user
+    with a ``remoteId`` (the docs show none) resolves to that ``remoteId``: the
+    user list is read once more for it, logged as ``participant.by_sparkwise_id``.
     A ``remoteUserId`` matching no Sparkwise user still lands: a stub
     :class:`Learner` (external id and ``hr_id`` = ``remoteUserId``) is emitted,
     counted (``unknown_users``) and logged; a cluster missing from the cluster
@@ -61,6 +65,7 @@ from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus,
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import DataError
 from lms_sync.http import HeaderAuth, PageNumberPaginator
+from lms_sync.keyset import KeySet
 
 S = EnrollmentStatus
 STATUS_RULES: tuple[tuple[dict[str, bool], EnrollmentStatus], ...] = (
@@ -135,6 +140,26 @@ class Completion(Cluster):
 
 def learner_key(user: dict[str, Any]) -> str:
     return user.get("remoteId") or user["id"]
+
+
+class ParticipantIds:
+    """Which ids a completion may name its participant by, at ~8 bytes a user.
+
+    ``direct``: the remoteIds, and the Sparkwise ids of users without one: each is
+    its learner's key. ``aliased``: the Sparkwise ids of users that have a remoteId;
+    such an id needs a lookup of that remoteId (a dict of every user's two id strings
+    cost ~260 bytes a user, held for the whole completions stream).
+    """
+
+    __slots__ = ("direct", "aliased")
+
+    def __init__(self) -> None:
+        self.direct, self.aliased = KeySet(), KeySet()
+
+    def add(self, user: dict[str, Any]) -> None:
+        self.direct.add(learner_key(user))
+        if user.get("remoteId"):
+            self.aliased.add(user["id"])
 
 
 def normalize_user(raw: dict[str, Any]) -> Learner:
@@ -263,8 +288,9 @@ class SessionsConnector(Connector):
                                        describe_error=describe_error)
         # after the clusters stream only the ids are kept: the cluster rows (description,
         # iframe code) are ~1 KB each and the completions need only to know them
-        self._known: tuple[set[str], set[str]] | None = None  # cluster ids, module course ids
-        self._learner_keys: dict[str, str] | None = None  # remoteId and id -> learner key
+        self._known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
+        self._participants: ParticipantIds | None = None
+        self._aliases: dict[str, str] | None = None  # Sparkwise id -> remoteId, read on need
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
@@ -278,10 +304,9 @@ class SessionsConnector(Connector):
         raise DataError(f"the vendor sent no data: {message}", source=self.source.id, path=path,
                         fix="check the paths option against the vendor's API")
 
-    def user_pages(self) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self) -> Iterator[list[dict[str, Any]]]:
         path, size = self.options.paths.users, self.options.page_size
         pager = PageNumberPaginator("page", start=0, page_size=size)
-        keys: dict[str, str] = {}
         while pager.has_next:
             params = {**pager.next_request().params, "pageSize": size}
             data = self.envelope(self.client.get_json(path, params=params), path)
@@ -290,20 +315,35 @@ class SessionsConnector(Connector):
             if "next" in data and data["next"] is None:
                 pager.has_next = False
             self.log.debug("page.fetched", path=path, page=params["page"], count=len(items))
+            yield items
+
+    def user_pages(self) -> Iterator[list[dict[str, Any]]]:
+        """The user list, page by page; read to the end, it leaves the participant ids."""
+        participants = ParticipantIds()
+        for items in self._pages():
             for u in items:
                 if u.get("id"):
-                    keys.setdefault(u["id"], learner_key(u))
-                    if u.get("remoteId"):
-                        keys[u["remoteId"]] = u["remoteId"]
+                    participants.add(u)
             yield items
-        self._learner_keys = keys
+        self._participants = participants
 
-    def learner_keys(self) -> dict[str, str]:
-        if self._learner_keys is None:
+    def learner_key_of(self, participant: str) -> str | None:
+        """The learner key a completion's ``remoteUserId`` names; None: no such user."""
+        if self._participants is None:
             for _ in self.user_pages():
                 pass
-        assert self._learner_keys is not None
-        return self._learner_keys
+        assert self._participants is not None
+        if participant in self._participants.direct:
+            return participant
+        if participant not in self._participants.aliased:
+            return None
+        if self._aliases is None:
+            self.log.warning("participant.by_sparkwise_id", remote_user_id=participant,
+                             note="completions should name participants by remoteId; "
+                                  "reading the user list again to map Sparkwise ids")
+            self._aliases = {u["id"]: u["remoteId"] for items in self._pages() for u in items
+                             if u.get("id") and u.get("remoteId")}
+        return self._aliases.get(participant)
 
     def clusters(self) -> dict[str, dict[str, Any]]:
         """The cluster list, read now: clusterId -> row."""
@@ -311,11 +351,14 @@ class SessionsConnector(Connector):
         data = self.envelope(self.client.get_json(path), path)
         clusters = {c["clusterId"]: c for c in data.get("items") or []
                     if isinstance(c, dict) and c.get("clusterId")}
-        self._known = (set(clusters), {f"module:{c['moduleId']}" for c in clusters.values()
+        ids = KeySet()  # a few clusters a person: ~8 bytes each, not ~120 as a set of strings
+        for cid in clusters:
+            ids.add(cid)
+        self._known = (ids, {f"module:{c['moduleId']}" for c in clusters.values()
                                        if c.get("moduleId")})
         return clusters
 
-    def known_clusters(self) -> tuple[set[str], set[str]]:
+    def known_clusters(self) -> tuple[KeySet, set[str]]:
         """The ids of the listed clusters and of their modules' courses."""
         if self._known is None:
             self.clusters()
@@ -383,7 +426,6 @@ class CompletionsStream(Stream):
         if start >= end:
             ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
             return
-        keys = self.c.learner_keys()
         clusters, known_modules = self.c.known_clusters()
         stubs: set[str] = set()
         extra_clusters: set[str] = set()
@@ -397,7 +439,8 @@ class CompletionsStream(Stream):
         for bounds, rows in zip(parts, fetched, strict=True):
             for raw in rows:
                 rid, cid = raw.get("remoteUserId"), raw.get("clusterId")
-                if isinstance(rid, str) and rid and rid not in keys and rid not in stubs:
+                key = self.c.learner_key_of(rid) if isinstance(rid, str) and rid else None
+                if isinstance(rid, str) and rid and key is None and rid not in stubs:
                     stubs.add(rid)
                     ctx.count("unknown_users")
                     ctx.log.warning("learner.unknown", remote_user_id=rid, completion_id=raw.get("id"))
@@ -406,7 +449,6 @@ class CompletionsStream(Stream):
                     extra_clusters.add(cid)
                     ctx.count("unknown_clusters")
                     yield from _cluster_courses(ctx, cid, cluster_from_completion(raw), modules)
-                key = keys.get(rid) if isinstance(rid, str) else None
                 record = ctx.normalize(raw.get("id"),
                                        lambda raw=raw, key=key: normalize_completion(raw, end, key))
                 if record is not None:

@@ -220,6 +220,18 @@ class FakeSessions(FakeVendor):
             self._completions.append(row)
             return dict(row)
 
+    def add_completion_by_sparkwise_id(self) -> dict[str, Any]:
+        """Out of the docs: a completion of the recent session naming a user that has a
+        remoteId by the user's Sparkwise ``id`` instead."""
+        self._generate()
+        with self._lock:
+            assert self._users is not None
+            user = next(u for u in self._users if u["remoteId"])
+            row = self._row(self.population.rng("sessions:by-id"), user["id"], self._clusters[1],
+                            outcome=0.1)
+            self._completions.append(row)
+            return {**row, "remoteId": user["remoteId"]}
+
     # ------------------------------------------------------------------ handlers
 
     def _window(self, request: Request, required: bool) -> tuple[datetime | None, datetime | None] | Response:
