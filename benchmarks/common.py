@@ -15,6 +15,8 @@ The limits a sync is compared to, measured on the same machine in the same run:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -60,9 +62,34 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+except OSError:
+    _LIBC = None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _malloc_mb() -> tuple[float, float, float]:
+    """glibc's bytes in use, free inside its heaps, and in mmapped blocks (MB), all arenas;
+    zeros where there is no mallinfo2 (glibc < 2.33, musl)."""
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+    if mallinfo2 is None:
+        return 0.0, 0.0, 0.0
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return info.uordblks / 2**20, info.fordblks / 2**20, info.hblkhd / 2**20
+
+
 class RssSampler:
-    """Diagnostics (env BENCH_RSS_TRACE=file): every 0.5 s append "seconds VmRSS-MB threads
-    stream-names" to ``path``, to see when in a sync the resident set grows."""
+    """Diagnostics (env BENCH_RSS_TRACE=file): every 0.5 s append "seconds VmRSS RssAnon
+    RssFile malloc-used malloc-free malloc-mmapped thread-names" (MB) to ``path``, to see
+    when in a sync the resident set grows, and whether glibc's heaps (used, or free but
+    kept) or the rest of the anonymous memory (pymalloc's arenas, stacks) hold it."""
 
     def __init__(self, path: str) -> None:
         self._stop = threading.Event()
@@ -71,13 +98,16 @@ class RssSampler:
 
         def run() -> None:
             while not self._stop.wait(0.5):
-                rss = 0.0
+                status = {}
                 with open("/proc/self/status", encoding="ascii") as fh:
                     for line in fh:
-                        if line.startswith("VmRSS:"):
-                            rss = int(line.split()[1]) / 1024
+                        key, _, value = line.partition(":")
+                        if key in ("VmRSS", "RssAnon", "RssFile"):
+                            status[key] = int(value.split()[0]) / 1024
+                sizes = " ".join(f"{status.get(k, 0.0):7.1f}" for k in ("VmRSS", "RssAnon", "RssFile"))
+                heap = " ".join(f"{mb:7.1f}" for mb in _malloc_mb())
                 names = sorted({t.name.split("_")[0] for t in threading.enumerate()})
-                self._fh.write(f"{time.perf_counter() - t0:7.1f} {rss:7.1f} {' '.join(names)}\n")
+                self._fh.write(f"{time.perf_counter() - t0:7.1f} {sizes} {heap} {' '.join(names)}\n")
                 self._fh.flush()
 
         self._thread = threading.Thread(target=run, daemon=True)
