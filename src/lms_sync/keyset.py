@@ -10,7 +10,7 @@ while that is no bigger (timsort merges two sorted runs in linear time), so ther
 are O(log n) arrays to bisect. An add costs ~3.5 us (a set's: ~0.3 us), and the
 largest merge briefly holds one Python int per key: right for sets of a few tens of
 thousands of keys; the soft-delete ids (millions, appended then tested once) stay in
-``warehouse.upsert.SeenKeys``, whose buckets keep that transient to 1/256.
+``warehouse.seen.SeenKeys``, whose buckets keep that transient to 1/256.
 
 Two keys share a digest with odds ~2^-64 each (100,000 keys: ~3e-10 that any pair
 does); the second would then count as seen.

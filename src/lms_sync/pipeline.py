@@ -36,7 +36,8 @@ from lms_sync.logs import get_logger
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
 from lms_sync.warehouse.rowids import RowIds
-from lms_sync.warehouse.upsert import BatchWriter, SeenKeys, WriteStats, mark_deleted
+from lms_sync.warehouse.seen import SeenKeys, mark_deleted
+from lms_sync.warehouse.upsert import BatchWriter, WriteStats
 
 _UNSET: Any = object()
 
@@ -255,6 +256,8 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                   exc_info=not isinstance(exc, LmsSyncError))
     finally:
         reader.close()  # the reader has ended: ctx is no longer touched by it
+        for ids in seen.values():
+            ids.close()
     res.skipped = ctx.skipped
     res.written = totals.written + res.deleted
     res.tables = Counter(totals.by_table())

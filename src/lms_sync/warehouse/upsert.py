@@ -15,10 +15,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import zlib
-from array import array
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -357,71 +354,3 @@ class BatchWriter:
         if rows:
             self.conn.execute(t.insert(), rows)
             stats.inserted[t.name] += len(rows)
-
-
-def seen_key(external_id: str) -> int:
-    """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest.
-
-    Two ids share a digest with odds ~2^-64: a row gone upstream whose digest equals a
-    read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
-    """
-    return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "little")
-
-
-class SeenKeys:
-    """The ``seen_key`` of every id a stream read, at ~8 bytes a key.
-
-    A ``set`` of ints costs ~66 bytes a key (the int object plus its hash-table slot:
-    66 MiB of peak RSS per million rows read). Here keys go into 256 unsigned 64-bit
-    arrays by their top byte; the first membership test sorts each array once (one
-    bucket at a time, so the transient list is 1/256 of the keys) and then bisects.
-    Adding after a lookup is allowed (the bucket is re-sorted on the next lookup).
-    """
-
-    __slots__ = ("_buckets", "_sorted", "_count")
-
-    def __init__(self) -> None:
-        self._buckets = [array("Q") for _ in range(256)]
-        self._sorted = [True] * 256
-        self._count = 0
-
-    def add(self, external_id: str) -> None:
-        key = seen_key(external_id)
-        bucket = key >> 56
-        self._buckets[bucket].append(key)
-        self._sorted[bucket] = False
-        self._count += 1
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, external_id: object) -> bool:
-        if not isinstance(external_id, str):
-            return False
-        key = seen_key(external_id)
-        bucket = key >> 56
-        keys = self._buckets[bucket]
-        if not self._sorted[bucket]:
-            keys = self._buckets[bucket] = array("Q", sorted(set(keys)))
-            self._sorted[bucket] = True
-        i = bisect_left(keys, key)
-        return i < len(keys) and keys[i] == key
-
-
-def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: SeenKeys,
-                 now: datetime) -> int:
-    """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
-    table = RECORD_TABLES[table_name]
-    # streamed (server-side cursor where the driver has one): holding every live row of a
-    # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept
-    live = conn.execute(
-        select(table.c.id, table.c.external_id).where(
-            table.c.source_id == source_id, table.c.deleted_at.is_(None), table.c.row_hash != ""
-        ),
-        execution_options={"yield_per": 10_000},  # this statement only
-    )
-    gone = [row.id for row in live if row.external_id not in seen]
-    live.close()
-    for part in chunks(gone):
-        conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
-    return len(gone)

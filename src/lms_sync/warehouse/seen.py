@@ -1,0 +1,151 @@
+"""Soft deletes: what a stream remembers of the ids it read, and the rows it did not.
+
+A stream that reads a table whole (``Stream.full_refresh_tables``) adds every id it
+reads to a :class:`SeenKeys`; once the stream has ended, :func:`mark_deleted`
+soft-deletes the source's live rows of that table whose id was not read.
+
+An id is kept as an 8-byte digest (:func:`seen_key`), in 256 buckets by its top byte.
+While a stream reads, at most ``spill_at`` digests stay in memory: more are appended
+to an unnamed temporary file, bucket by bucket. The lookups come only after the whole
+read, so a bucket is read back (and sorted) on its first lookup. A source's ids then
+take no memory while its stream runs — side by side with the other sources' streams,
+when their working sets peak together — and ~8 bytes an id for the few seconds of its
+``mark_deleted``. Where no temporary file can be written, the digests stay in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from array import array
+from bisect import bisect_left
+from datetime import datetime
+from typing import IO
+
+from sqlalchemy import Connection, select, update
+
+from lms_sync.warehouse.tables import RECORD_TABLES
+from lms_sync.warehouse.upsert import chunks
+
+SPILL_AT = 1 << 16
+"""Digests a stream holds in memory (512 KiB) before it appends them to its file."""
+
+_BUCKETS = 256
+
+
+def seen_key(external_id: str) -> int:
+    """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest.
+
+    Two ids share a digest with odds ~2^-64: a row gone upstream whose digest equals a
+    read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
+    """
+    return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "little")
+
+
+class SeenKeys:
+    """The ``seen_key`` of every id a stream read: at most ``spill_at`` in memory while
+    it reads, and ~8 bytes a key once looked up.
+
+    A ``set`` of ints costs ~66 bytes a key (the int object plus its hash-table slot:
+    66 MiB of peak RSS per million rows read). The first lookup in a bucket reads back
+    its spilled digests and sorts the bucket once (one bucket at a time, so the
+    transient list is 1/256 of the keys); later lookups bisect. From the first lookup
+    on, nothing more is spilled; adding after a lookup re-sorts the bucket on the next.
+    """
+
+    __slots__ = ("_buckets", "_sorted", "_count", "_held", "_spill_at", "_file", "_spilled")
+
+    def __init__(self, spill_at: int = SPILL_AT) -> None:
+        self._buckets = [array("Q") for _ in range(_BUCKETS)]
+        self._sorted = [True] * _BUCKETS
+        self._count = self._held = 0
+        self._spill_at = spill_at  # 0: never spill (after a lookup, or with no usable file)
+        self._file: IO[bytes] | None = None
+        self._spilled: list[list[tuple[int, int]]] = [[] for _ in range(_BUCKETS)]  # (offset, n)
+
+    def add(self, external_id: str) -> None:
+        key = seen_key(external_id)
+        bucket = key >> 56
+        self._buckets[bucket].append(key)
+        self._sorted[bucket] = False
+        self._count += 1
+        self._held += 1
+        if self._spill_at and self._held >= self._spill_at:
+            self._spill()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, external_id: object) -> bool:
+        if not isinstance(external_id, str):
+            return False
+        self._spill_at = 0
+        key = seen_key(external_id)
+        bucket = key >> 56
+        if not self._sorted[bucket]:
+            self._load(bucket)
+        keys = self._buckets[bucket]
+        i = bisect_left(keys, key)
+        return i < len(keys) and keys[i] == key
+
+    @property
+    def spilled(self) -> bool:
+        """Whether some digests went to the temporary file."""
+        return self._file is not None
+
+    def close(self) -> None:
+        """Drop the temporary file (also done when the object is collected)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._spilled = [[] for _ in range(_BUCKETS)]
+
+    def _spill(self) -> None:
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="lms-sync-seen-")  # noqa: SIM115
+            fh = self._file
+            fh.seek(0, 2)
+            written = []
+            for bucket, keys in enumerate(self._buckets):
+                if keys:
+                    written.append((bucket, fh.tell(), len(keys)))
+                    keys.tofile(fh)
+            fh.flush()
+        except OSError:  # no temp dir, disk full: keep the digests in memory instead
+            self._spill_at = 0
+            return
+        for bucket, offset, n in written:
+            self._spilled[bucket].append((offset, n))
+            self._buckets[bucket] = array("Q")
+        self._held = 0
+
+    def _load(self, bucket: int) -> None:
+        keys = self._buckets[bucket]
+        if self._spilled[bucket]:
+            assert self._file is not None
+            for offset, n in self._spilled[bucket]:
+                self._file.seek(offset)
+                keys.fromfile(self._file, n)
+            self._spilled[bucket] = []
+        self._buckets[bucket] = array("Q", sorted(set(keys)))
+        self._sorted[bucket] = True
+
+
+def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: SeenKeys,
+                 now: datetime) -> int:
+    """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
+    table = RECORD_TABLES[table_name]
+    # streamed (server-side cursor where the driver has one): holding every live row of a
+    # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept
+    live = conn.execute(
+        select(table.c.id, table.c.external_id).where(
+            table.c.source_id == source_id, table.c.deleted_at.is_(None), table.c.row_hash != ""
+        ),
+        execution_options={"yield_per": 10_000},  # this statement only
+    )
+    gone = [row.id for row in live if row.external_id not in seen]
+    live.close()
+    for part in chunks(gone):
+        conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
+    return len(gone)
