@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -18,6 +19,24 @@ from lms_sync.http.jsonarray import is_array, items
 def test_items_equal_json_loads(value):
     for text in (json.dumps(value), json.dumps(value, indent=2), f" \n{json.dumps(value)}\n "):
         assert list(items(text)) == value
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_items_from_a_stream_cut_anywhere(chunk):
+    """Chunk ends fall inside numbers, literals, strings, escapes and whitespace."""
+    value = [12345, -0.5e-3, True, None, "a \\\"quoted\\\" ] , text", {"k": [1, 22, 333]},
+             "ünïcödé ✓", [], {}, 9007199254740993]
+    for text in (json.dumps(value), json.dumps(value, indent=3, ensure_ascii=False)):
+        assert list(items(io.StringIO(text), chunk=chunk)) == value
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_malformed_streams_are_refused_like_text(chunk):
+    for text, error in [('[1 2]', "expected ',' or ']'"), ('[1,]', "invalid JSON"),
+                        ('[1] [2]', "unexpected data after the array"), ('[1', "expected ',' or ']'"),
+                        ('[{"id": 1}, {"id": ', "invalid JSON at character 19"), ('  ', "not a JSON array")]:
+        with pytest.raises(ValueError, match=error):
+            list(items(io.StringIO(text), chunk=chunk))
 
 
 def test_items_are_decoded_only_when_reached():
@@ -55,6 +74,9 @@ def test_client_get_json_array(echo):
         with pytest.raises(DataError, match="expected a JSON array") as refused:
             http.get_json_array("/array")
         assert refused.value.source == "echo" and refused.value.path == "/array"
+        big = [{"id": i, "note": "x" * 100} for i in range(5_000)]  # ~600 KB: spooled to disk
+        api.array_body = "\n" * 5_000 + json.dumps(big)
+        assert list(http.get_json_array("/array")) == big
         api.array_body = '[{"id": 1}, {"id": '
         rows = http.get_json_array("/array")
         assert next(rows) == {"id": 1}

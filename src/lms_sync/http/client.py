@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import contextvars
+import io
 import random
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -37,6 +39,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 USER_AGENT = f"lms-sync/{__version__} (+https://github.com/lms-sync/lms-sync)"
+
+SPOOL_MAX = 256 * 1024
+"""A spooled body (``get_json_array``) bigger than this goes to a temporary file."""
 
 
 class HttpClient:
@@ -109,10 +114,12 @@ class HttpClient:
 
     def request(self, method: str, path_or_url: str, *, params: Any = None, json: Any = None,
                 data: Any = None, headers: dict[str, str] | None = None,
-                accept: Iterable[int] = ()) -> httpx.Response:
+                accept: Iterable[int] = (), spool: bool = False) -> httpx.Response:
         """Send one request with retries, auth and the budget; raise on failure.
 
         Statuses in ``accept`` are returned instead of raised (e.g. 404 "no record").
+        ``spool``: a 2xx body is not read into memory but copied, as it arrives, to a
+        temporary file (``spooled(response)``); a failure while it arrives is retried.
         """
         url = self.url(path_or_url)
         accepted = frozenset(accept)
@@ -124,7 +131,7 @@ class HttpClient:
             reraise=True,
         )
         return retrying(self._send_authenticated, method, url, params, json, data, headers or {},
-                        accepted)
+                        accepted, spool)
 
     def get(self, path_or_url: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path_or_url, **kw)
@@ -139,26 +146,35 @@ class HttpClient:
 
     def get_json_array(self, path_or_url: str, *, fix: str | None = None, **kw: Any) -> Iterator[Any]:
         """A JSON array body whose items are decoded one at a time as they are consumed
-        (see :mod:`lms_sync.http.jsonarray`): the request, with its retries, is sent now;
-        a body that is not an array is a DataError now (with ``fix``), an invalid item
-        when it is reached."""
-        response = self.get(path_or_url, **kw)
-        path = response.request.url.path
-        text = response.text
-        if not jsonarray.is_array(text):
-            what = self.describe_error(response) if self.describe_error else None
+        (see :mod:`lms_sync.http.jsonarray`): the request, with its retries, is sent now
+        and its body spooled to a temporary file; a body that is not an array is a
+        DataError now (with ``fix``), an invalid item when it is reached."""
+        response = self.get(path_or_url, spool=True, **kw)
+        path, body = response.request.url.path, spooled(response)
+        head = body.read(4096)
+        while head and not head.strip() and (more := body.read(4096)):
+            head = more
+        if not jsonarray.is_array(head.decode("latin-1")):
+            text = head + body.read()  # not the array: an error body, read for its message
+            body.close()
+            what = self.describe_error(httpx.Response(response.status_code, headers=response.headers,
+                                                      content=text, request=response.request)) \
+                if self.describe_error else None
             raise DataError(f"expected a JSON array: {what or 'the body is something else'}",
                             source=self.source_id, path=path, status=response.status_code,
                             fix=fix or "")
-        return self._items(text, path)
+        body.seek(0)
+        return self._items(io.TextIOWrapper(body, encoding=response.encoding or "utf-8"), path)
 
-    def _items(self, text: str, path: str) -> Iterator[Any]:
+    def _items(self, text: IO[str], path: str) -> Iterator[Any]:
         try:
             yield from jsonarray.items(text)
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"the JSON array is malformed: {exc}", source=self.source_id, path=path,
                             fix="a vendor fault: the next run reads it again; if it persists, "
                                 "report it to the vendor") from None
+        finally:
+            text.close()
 
     def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T],
                        window: int | None = None) -> Iterator[R]:
@@ -201,11 +217,12 @@ class HttpClient:
             self.stats[key] += 1
 
     def _send_authenticated(self, method: str, url: httpx.URL, params: Any, json: Any, data: Any,
-                            headers: dict[str, str], accepted: frozenset[int]) -> httpx.Response:
+                            headers: dict[str, str], accepted: frozenset[int],
+                            spool: bool = False) -> httpx.Response:
         refreshed = False
         while True:
             auth_headers, generation = self.auth.headers(self._http)
-            response = self._send(method, url, params, json, data, {**headers, **auth_headers})
+            response = self._send(method, url, params, json, data, {**headers, **auth_headers}, spool)
             if response.status_code == 401 and 401 not in accepted:
                 if self.auth.refreshable and not refreshed:
                     self._count("reauth")
@@ -229,13 +246,17 @@ class HttpClient:
             return response
 
     def _send(self, method: str, url: httpx.URL, params: Any, json: Any, data: Any,
-              headers: dict[str, str]) -> httpx.Response:
+              headers: dict[str, str], spool: bool = False) -> httpx.Response:
         with self.budget:
             self._count("requests")
             try:
-                response = self._http.request(method, url, params=params, json=json, data=data,
-                                              headers=headers)
-                response.read()
+                request = self._http.build_request(method, url, params=params, json=json, data=data,
+                                                   headers=headers)
+                response = self._http.send(request, stream=True)
+                try:
+                    size = _spool(response) if spool and response.is_success else len(response.read())
+                finally:
+                    response.close()
             except httpx.TransportError as exc:
                 self._count("transport_errors")
                 raise classify_transport(exc, self.source_id, url.path) from None
@@ -243,7 +264,7 @@ class HttpClient:
             self._count("throttled")
         self.budget.observe(response.headers)
         self.log.debug("page.fetched", method=method, path=url.path, status=response.status_code,
-                       bytes=len(response.content), ms=round(response.elapsed.total_seconds() * 1000, 1))
+                       bytes=size, ms=round(response.elapsed.total_seconds() * 1000, 1))
         return response
 
     def _wait(self, state: RetryCallState) -> float:
@@ -265,3 +286,23 @@ class HttpClient:
             attempt=state.attempt_number,
             wait=round(state.upcoming_sleep, 3),
         )
+
+
+def _spool(response: httpx.Response) -> int:
+    """Copy the body to a temporary file as it arrives (see ``spooled``); its size."""
+    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)  # noqa: SIM115 - the caller closes it
+    try:
+        for part in response.iter_bytes():
+            body.write(part)
+    except BaseException:
+        body.close()
+        raise
+    size = body.tell()
+    body.seek(0)
+    response.extensions["lms_sync.spooled"] = body
+    return size
+
+
+def spooled(response: httpx.Response) -> IO[bytes]:
+    """The body of a response sent with ``spool=True``, at its start; the caller closes it."""
+    return response.extensions["lms_sync.spooled"]
