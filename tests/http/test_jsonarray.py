@@ -88,3 +88,12 @@ def test_items_share_their_key_strings():
     a, b = items('[{"remoteUserId": "x", "nested": {"k": 1}}, {"remoteUserId": "y", "nested": {"k": 2}}]')
     assert [k for k in a][0] is [k for k in b][0]  # one string for every item's key
     assert next(iter(a["nested"])) is next(iter(b["nested"]))
+
+
+def test_a_big_body_without_a_usable_temp_dir_stays_in_memory(echo, monkeypatch, tmp_path):
+    api, server = echo
+    big = [{"id": i, "note": "x" * 100} for i in range(5_000)]
+    api.array_body = json.dumps(big)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))  # TemporaryFile fails
+    with HttpClient("echo", server.url) as http:
+        assert list(http.get_json_array("/array")) == big

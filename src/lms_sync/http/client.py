@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import io
 import random
@@ -289,11 +290,19 @@ class HttpClient:
 
 
 def _spool(response: httpx.Response) -> int:
-    """Copy the body to a temporary file as it arrives (see ``spooled``); its size."""
-    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)  # noqa: SIM115 - the caller closes it
+    """Copy the body as it arrives to memory, then past ``SPOOL_MAX`` to an unnamed
+    temporary file (where none can be made, it stays in memory); its size."""
+    body: IO[bytes] = io.BytesIO()
+    to_disk = True
     try:
         for part in response.iter_bytes():
             body.write(part)
+            if to_disk and isinstance(body, io.BytesIO) and body.tell() > SPOOL_MAX:
+                to_disk = False
+                with contextlib.suppress(OSError):  # no writable temp dir: keep it in memory
+                    disk = tempfile.TemporaryFile(prefix="lms-sync-body-")  # noqa: SIM115
+                    disk.write(body.getbuffer())
+                    body = disk
     except BaseException:
         body.close()
         raise
