@@ -84,21 +84,26 @@ accepted: a sweep under way goes on as a full one, and the next one is full as w
 
 from __future__ import annotations
 
-import hashlib
 import re
-import sys
 from array import array
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Snapshot
+from lms_sync.connectors.academy_sweep import (
+    FULL,
+    INCREMENTAL,
+    SweepState,
+    SweepUser,
+    SweepUsers,
+    course_digest,
+)
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import HeaderAuth
@@ -249,37 +254,6 @@ def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
-class SweepUser(NamedTuple):
-    """What the user sweep reads of a listed user, kept for the whole run. Full rows held
-    ~35 MB at 30,000 users; 31,204 sandbox users as dicts of these fields took 8.4 MiB
-    (the containers alone), as these tuples 3.3 MiB; the short repeated strings (type,
-    dates) and the creation day are shared, not one copy per user."""
-
-    id: int
-    type: str | None
-    last_active_on: str | None
-    created_on: date | None  # only the day of ``created_at`` is read
-    registered_at: str | None
-    hired_at: str | None
-
-    @classmethod
-    def of(cls, row: Any) -> SweepUser | None:
-        """The sweep's view of a listed row; None for a row without an integer id."""
-        if not isinstance(row, dict) or not isinstance(row.get("id"), int):
-            return None
-        created = _day(row.get("created_at"))
-        return cls(row["id"], _shared(row.get("type")), _shared(row.get("last_active_on")),
-                   _DAYS.setdefault(created, created) if created else None,
-                   row.get("registered_at"), _shared(row.get("hired_at")))
-
-
-_DAYS: dict[date, date] = {}  # one object per calendar day, whatever the number of users
-
-
-def _shared(value: Any) -> Any:
-    return sys.intern(value) if isinstance(value, str) and len(value) <= 10 else value
-
-
 def describe_error(response: httpx.Response) -> str | None:
     body = response.json()
     return str(body.get("message"))[:200] if isinstance(body, dict) and body.get("message") else None
@@ -319,7 +293,7 @@ class AcademyConnector(Connector):
         self.http = self.make_client(HeaderAuth({"Authorization": f"Bearer {key}"}),
                                      describe_error, requests_per_second=rps)
         self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
-        self.users: list[SweepUser] | None = None  # the complete list, once read this run
+        self.users: SweepUsers | None = None  # the complete list, once read this run
         self.emitted: set[str] = set()                    # course ids yielded this run
         self.course_ids: set[str] | None = None           # from the unfiltered aggregate, this run
         self.onboarding_course = course_record(ONBOARDING_ID, "Onboarding", CourseKind.ONBOARDING)
@@ -379,20 +353,19 @@ class AcademyConnector(Connector):
             yield from data
             pager.update(count=len(data), next_url=(links or {}).get("next"))
 
-    def all_users(self) -> list[SweepUser]:
+    def all_users(self) -> SweepUsers:
         """Every user, slimmed to what the sweep reads (the list is read once a run)."""
         if self.users is None:
-            self.users = [u for row in self.list_users() if (u := SweepUser.of(row)) is not None]
+            self.users = SweepUsers.of(self.list_users())
         return self.users
 
     def users_keeping_list(self) -> Iterator[Any]:
         """The full user rows, streamed; the slim list for the sweep is kept on the way."""
-        kept: list[SweepUser] = []
+        kept = SweepUsers()
         for row in self.list_users():
-            if (user := SweepUser.of(row)) is not None:
-                kept.append(user)
+            kept.add(row)
             yield row
-        self.users = kept
+        self.users = kept.sorted()
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
         if not ids:
@@ -499,128 +472,8 @@ class StatsStream(Stream):
         yield Checkpoint({"as_of": ctx.started_at.isoformat()})
 
 
-FULL, INCREMENTAL = "full", "incremental"
 CHECKPOINT_EVERY = 50
 """Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
-
-
-def _day(value: object) -> date | None:
-    """The calendar date of a vendor date or timestamp; unreadable -> date.max (treat as recent)."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        return date.max
-
-
-def course_digest(ids: Iterable[str]) -> str:
-    """A short fingerprint of the course list (its ids), kept in the cursor."""
-    return hashlib.sha1(",".join(sorted(ids)).encode(), usedforsecurity=False).hexdigest()[:16]
-
-
-@dataclass
-class SweepState:
-    """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left behind.
-
-    See the module docstring for the JSON shape; anything missing or unreadable (an old
-    cursor, a hand edit) reads as "unknown", which makes the next sweep full.
-    """
-
-    sweep: int = 1
-    after_id: int | None = None
-    done: int = 0
-    total: int = 0
-    mode: str | None = None            # of the sweep under way; None between sweeps
-    started_on: date | None = None     # UTC date the sweep under way started
-    last_full_on: date | None = None   # start date of the last complete full sweep
-    last_sweep_on: date | None = None  # start date of the last complete sweep of either kind
-    max_id: int | None = None          # highest user id the last complete sweep listed
-    courses: str | None = None         # course_digest() when the last sweep started
-    awaiting: set[int] = field(default_factory=set)     # a course awaits an admin's sign-off
-    due: dict[int, date] = field(default_factory=dict)  # open onboarding -> its due date
-
-    @classmethod
-    def from_cursor(cls, cur: dict[str, Any] | None) -> SweepState:
-        cur = cur if isinstance(cur, dict) else {}
-
-        def day(key: str) -> date | None:
-            found = _day(cur.get(key))
-            return None if found == date.max else found
-
-        def number(key: str) -> int | None:
-            value = cur.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-        due = cur.get("due") if isinstance(cur.get("due"), dict) else {}
-        mode = cur.get("mode")
-        if mode not in (FULL, INCREMENTAL) or (mode == INCREMENTAL and day("last_sweep_on") is None):
-            # an old cursor's sweep under way was a full one; so is one we cannot read
-            mode = FULL if number("after_id") is not None else None
-        return cls(
-            sweep=number("sweep") or 1, after_id=number("after_id"), done=number("done") or 0,
-            total=number("total") or 0,
-            mode=mode,
-            started_on=day("started_on"), last_full_on=day("last_full_on"),
-            last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
-            courses=cur.get("courses") if isinstance(cur.get("courses"), str) else None,
-            awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)},
-            due={int(k): d for k, v in due.items()
-                 if str(k).isdigit() and (d := _day(v)) is not None and d != date.max},
-        )
-
-    def to_cursor(self) -> dict[str, Any]:
-        """A fresh JSON-able dict (the pipeline may still hold the previous one)."""
-        iso = lambda d: d.isoformat() if d else None  # noqa: E731
-        return {"sweep": self.sweep, "after_id": self.after_id, "done": self.done, "total": self.total,
-                "mode": self.mode, "started_on": iso(self.started_on),
-                "last_full_on": iso(self.last_full_on), "last_sweep_on": iso(self.last_sweep_on),
-                "max_id": self.max_id, "courses": self.courses, "awaiting": sorted(self.awaiting),
-                "due": {str(k): v.isoformat() for k, v in sorted(self.due.items())}}
-
-    def note(self, uid: int, courses: list[Any] | None, onboarding: dict[str, Any] | None,
-             today: date) -> None:
-        """Record what a visit saw of the states that change without the user being active."""
-        self.awaiting.discard(uid)
-        self.due.pop(uid, None)
-        if courses is None:
-            return
-        if any(isinstance(r, dict) and r.get("awaits_manual_completion") for r in courses):
-            self.awaiting.add(uid)
-        days = onboarding.get("onboarding_days") if isinstance(onboarding, dict) else None
-        if (isinstance(days, int) and not isinstance(days, bool) and onboarding
-                and not onboarding.get("onboarding_completed_at") and not onboarding.get("is_overdue")):
-            self.due[uid] = today + timedelta(days=days)  # is_overdue flips once this date passes
-
-    def finish(self, ids: Sequence[int]) -> None:
-        """The sweep under way is complete (``ids``: every listed user, ascending): the
-        next one starts from the lowest id."""
-        self.last_sweep_on = self.started_on
-        if self.mode == FULL:
-            self.last_full_on = self.started_on  # None for an old cursor's sweep: the next is full
-        self.max_id = ids[-1] if ids else self.max_id
-
-        def listed(uid: int) -> bool:
-            i = bisect_left(ids, uid)
-            return i < len(ids) and ids[i] == uid
-
-        self.awaiting = {u for u in self.awaiting if listed(u)}
-        self.due = {k: v for k, v in self.due.items() if listed(k)}
-        self.sweep, self.after_id, self.done, self.mode, self.started_on = self.sweep + 1, None, 0, None, None
-
-    def why_visit(self, user: SweepUser, today: date) -> str | None:
-        """Why an incremental sweep visits ``user``: "open", "new", "active"; None = skip."""
-        uid = user.id
-        if uid in self.awaiting or (uid in self.due and self.due[uid] <= today):
-            return "open"
-        assert self.last_sweep_on is not None  # an incremental sweep follows a complete one
-        since = self.last_sweep_on - timedelta(days=1)  # last_active_on is in the vendor's zone
-        joined = [user.created_on, _day(user.registered_at)]
-        if (self.max_id is None or uid > self.max_id or all(d is None for d in joined)
-                or any(d is not None and d >= since for d in joined)):
-            return "new"
-        active = _day(user.last_active_on)
-        return "active" if active is not None and active >= since else None
 
 
 class ProgressStream(Stream):
@@ -653,30 +506,32 @@ class ProgressStream(Stream):
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
         c, st = self.c, SweepState.from_cursor(ctx.cursor)
         skip = {t.lower() for t in c.options.sweep_skip_types}
-        users = sorted((u for u in c.all_users() if str(u.type or "").lower() not in skip),
-                       key=lambda u: u.id)
+        users = c.all_users().without_types(skip)  # in id order
+        ids = users.ids  # a user's position: bisect
         today = ctx.started_at.astimezone(UTC).date()
         fresh = st.after_id is None  # this run starts a sweep
         if fresh:
             st.mode, reason = self.plan(ctx, st, today)
             st.started_on = today
             ctx.log.info("sweep.started", sweep=st.sweep, mode=st.mode, reason=reason)
-        rest = [u for u in users if st.after_id is None or u.id > st.after_id]
+        rest = range(users.position_after(st.after_id), len(users))  # positions, not users
         why: dict[int, str] = {}
+        todo: Sequence[int] = rest
         if st.mode == INCREMENTAL:
-            why = {u.id: w for u in rest if (w := st.why_visit(u, today)) is not None}
-            todo = [u for u in rest if u.id in why]
-        else:
-            todo = rest
+            todo = array("i")
+            for i in rest:
+                if (w := st.why_visit(users[i], today)) is not None:
+                    why[ids[i]] = w
+                    todo.append(i)
         batch = todo[: c.sweep_size(len(todo), ctx)]
         complete = len(batch) == len(todo)
-        ids = array("q", (u.id for u in users))  # a user's position: bisect, not a dict
         if ONBOARDING_ID not in c.emitted:
             yield c.onboarding_course
             c.emitted.add(ONBOARDING_ID)
         assert c.http is not None
         visited = 0
-        for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress, batch):
+        for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress,
+                                                               (users[i] for i in batch)):
             visited += 1
             if courses is None:
                 ctx.count("users_without_record")
@@ -692,11 +547,11 @@ class ProgressStream(Stream):
             if visited % 100 == 0:
                 ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=st.done, total=st.total)
         # users this run passed over without a visit (the rest wait for the next run)
-        end = None if complete or not batch else batch[-1].id
-        skipped = sum(1 for u in rest if end is None or u.id <= end) - len(batch)
+        end = None if complete or not batch else ids[batch[-1]]
+        skipped = sum(1 for i in rest if end is None or ids[i] <= end) - len(batch)
         ctx.count("users_unchanged", skipped)
         ctx.partial = not (fresh and st.mode == FULL and complete)
-        reasons = {w: sum(1 for u in batch if why.get(u.id) == w) for w in ("new", "active", "open")}
+        reasons = {w: sum(1 for i in batch if why.get(ids[i]) == w) for w in ("new", "active", "open")}
         ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode,
                      done=len(users) if complete else st.done, total=len(users), complete=complete,
                      visited=len(batch), skipped=skipped,

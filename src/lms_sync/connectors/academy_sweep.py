@@ -1,0 +1,259 @@
+"""Monotree academy: the user sweep's memory of users and of earlier sweeps.
+
+The ``progress`` stream (``connectors.academy``) visits users two requests each; what it
+keeps for a whole run is here: :class:`SweepUsers`, every listed user as columns of
+what the sweep reads, and :class:`SweepState`, the ``progress`` cursor (the JSON shape
+is in ``connectors.academy``'s docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
+
+from pydantic import TypeAdapter, ValidationError
+
+from lms_sync.canonical import utc
+
+FULL, INCREMENTAL = "full", "incremental"
+
+
+def _day(value: object) -> date | None:
+    """The calendar date of a vendor date or timestamp; unreadable -> date.max (treat as recent)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return date.max
+
+
+def course_digest(ids: Iterable[str]) -> str:
+    """A short fingerprint of the course list (its ids), kept in the cursor."""
+    return hashlib.sha1(",".join(sorted(ids)).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+class SweepUser(NamedTuple):
+    """One listed user as the sweep reads it (built by :class:`SweepUsers` on demand)."""
+
+    id: int
+    type: str | None
+    last_active_on: date | None  # the vendor's day; date.max: unreadable (treated as recent)
+    created_on: date | None
+    registered_on: date | None   # the day of registered_at as the vendor wrote it
+    registered_at: Any           # a UTC datetime; None; or the vendor's value, unreadable
+    hired_at: Any
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)  # the parser VUser's datetime fields use
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NONE = -(2**63)   # no value
+_ODD = -(2**63) + 1  # a value pydantic cannot read: kept as sent, in ``_odd``
+
+
+class SweepUsers:
+    """Every listed user with an integer id, in id order, as columns: ~34 bytes a user.
+
+    The sweep needs the whole list for the whole run (an incremental sweep picks from
+    it; a full one walks it). As NamedTuples of the same fields, with their ints and
+    timestamp strings, it took ~210 bytes a user: 6 MB at 30,000 users. Days are kept
+    as ordinals, timestamps as UTC microseconds, the type as an index into the few
+    distinct types; ``users[i]`` rebuilds one :class:`SweepUser`.
+    """
+
+    def __init__(self) -> None:
+        self.ids = array("q")
+        self._type, self._types, self._type_at = array("H"), [], {}  # type: ignore[var-annotated]
+        self._days = (array("i"), array("i"), array("i"))  # last active, created, registered
+        self._times = (array("q"), array("q"))             # registered_at, hired_at
+        self._odd: dict[tuple[int, int], Any] = {}         # (user id, time column) -> as sent
+
+    @classmethod
+    def of(cls, rows: Iterable[Any]) -> SweepUsers:
+        """The listed ``rows`` (vendor dicts; rows without an integer id are left out)."""
+        users = cls()
+        for row in rows:
+            users.add(row)
+        return users.sorted()
+
+    def add(self, row: Any) -> None:
+        """Append one listed row (call ``sorted()`` once all are in)."""
+        if not isinstance(row, dict) or not isinstance(row.get("id"), int) \
+                or isinstance(row.get("id"), bool):
+            return
+        uid, kind = row["id"], row.get("type")
+        kind = kind if kind is None or isinstance(kind, str) else str(kind)
+        self.ids.append(uid)
+        self._type.append(self._type_at.setdefault(kind, len(self._types)))
+        if len(self._types) < len(self._type_at):
+            self._types.append(kind)
+        for column, value in zip(self._days, (row.get("last_active_on"), row.get("created_at"),
+                                              row.get("registered_at")), strict=True):
+            day = _day(value)
+            column.append(day.toordinal() if day else 0)
+        for n, (column, value) in enumerate(zip(self._times, (row.get("registered_at"),
+                                                              row.get("hired_at")), strict=True)):
+            column.append(self._micros(uid, n, value))
+
+    def _micros(self, uid: int, column: int, value: Any) -> int:
+        if value is None:
+            return _NONE
+        try:
+            return (utc(_TIME.validate_python(value)) - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
+        except (ValidationError, OverflowError):
+            self._odd[(uid, column)] = value  # VUser refuses it the same way later
+            return _ODD
+
+    def _time(self, i: int, column: int) -> Any:
+        value = self._times[column][i]
+        if value == _NONE:
+            return None
+        if value == _ODD:
+            return self._odd[(self.ids[i], column)]
+        return _EPOCH + timedelta(microseconds=value)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> SweepUser:
+        days = [date.fromordinal(c[i]) if c[i] else None for c in self._days]
+        return SweepUser(self.ids[i], self._types[self._type[i]], days[0], days[1], days[2],
+                         self._time(i, 0), self._time(i, 1))
+
+    def __iter__(self) -> Iterator[SweepUser]:
+        return (self[i] for i in range(len(self)))
+
+    def sorted(self, keep: Iterable[int] | None = None) -> SweepUsers:
+        """These users (or those at positions ``keep``) in id order: a new object,
+        or this one when nothing would change."""
+        positions = list(range(len(self))) if keep is None else list(keep)
+        positions.sort(key=self.ids.__getitem__)
+        if keep is None and all(a < b for a, b in zip(positions, positions[1:], strict=False)):
+            return self
+        out = SweepUsers()
+        out._types, out._type_at, out._odd = self._types, self._type_at, self._odd
+        pairs = [(self.ids, out.ids), (self._type, out._type),
+                 *zip(self._days, out._days, strict=True), *zip(self._times, out._times, strict=True)]
+        for src, dst in pairs:
+            dst.extend(src[i] for i in positions)
+        return out
+
+    def without_types(self, skip: set[str]) -> SweepUsers:
+        """The users whose type (lower case) is not in ``skip``."""
+        if not skip:
+            return self
+        dropped = {n for n, t in enumerate(self._types) if str(t or "").lower() in skip}
+        return self.sorted(i for i in range(len(self)) if self._type[i] not in dropped)
+
+    def position_after(self, uid: int | None) -> int:
+        """The position of the first user whose id is above ``uid`` (0 for None)."""
+        return 0 if uid is None else bisect_right(self.ids, uid)
+
+
+@dataclass
+class SweepState:
+    """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left behind.
+
+    See the module docstring for the JSON shape; anything missing or unreadable (an old
+    cursor, a hand edit) reads as "unknown", which makes the next sweep full.
+    """
+
+    sweep: int = 1
+    after_id: int | None = None
+    done: int = 0
+    total: int = 0
+    mode: str | None = None            # of the sweep under way; None between sweeps
+    started_on: date | None = None     # UTC date the sweep under way started
+    last_full_on: date | None = None   # start date of the last complete full sweep
+    last_sweep_on: date | None = None  # start date of the last complete sweep of either kind
+    max_id: int | None = None          # highest user id the last complete sweep listed
+    courses: str | None = None         # course_digest() when the last sweep started
+    awaiting: set[int] = field(default_factory=set)     # a course awaits an admin's sign-off
+    due: dict[int, date] = field(default_factory=dict)  # open onboarding -> its due date
+
+    @classmethod
+    def from_cursor(cls, cur: dict[str, Any] | None) -> SweepState:
+        cur = cur if isinstance(cur, dict) else {}
+
+        def day(key: str) -> date | None:
+            found = _day(cur.get(key))
+            return None if found == date.max else found
+
+        def number(key: str) -> int | None:
+            value = cur.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        due = cur.get("due") if isinstance(cur.get("due"), dict) else {}
+        mode = cur.get("mode")
+        if mode not in (FULL, INCREMENTAL) or (mode == INCREMENTAL and day("last_sweep_on") is None):
+            # an old cursor's sweep under way was a full one; so is one we cannot read
+            mode = FULL if number("after_id") is not None else None
+        return cls(
+            sweep=number("sweep") or 1, after_id=number("after_id"), done=number("done") or 0,
+            total=number("total") or 0,
+            mode=mode,
+            started_on=day("started_on"), last_full_on=day("last_full_on"),
+            last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
+            courses=cur.get("courses") if isinstance(cur.get("courses"), str) else None,
+            awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)},
+            due={int(k): d for k, v in due.items()
+                 if str(k).isdigit() and (d := _day(v)) is not None and d != date.max},
+        )
+
+    def to_cursor(self) -> dict[str, Any]:
+        """A fresh JSON-able dict (the pipeline may still hold the previous one)."""
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {"sweep": self.sweep, "after_id": self.after_id, "done": self.done, "total": self.total,
+                "mode": self.mode, "started_on": iso(self.started_on),
+                "last_full_on": iso(self.last_full_on), "last_sweep_on": iso(self.last_sweep_on),
+                "max_id": self.max_id, "courses": self.courses, "awaiting": sorted(self.awaiting),
+                "due": {str(k): v.isoformat() for k, v in sorted(self.due.items())}}
+
+    def note(self, uid: int, courses: list[Any] | None, onboarding: dict[str, Any] | None,
+             today: date) -> None:
+        """Record what a visit saw of the states that change without the user being active."""
+        self.awaiting.discard(uid)
+        self.due.pop(uid, None)
+        if courses is None:
+            return
+        if any(isinstance(r, dict) and r.get("awaits_manual_completion") for r in courses):
+            self.awaiting.add(uid)
+        days = onboarding.get("onboarding_days") if isinstance(onboarding, dict) else None
+        if (isinstance(days, int) and not isinstance(days, bool) and onboarding
+                and not onboarding.get("onboarding_completed_at") and not onboarding.get("is_overdue")):
+            self.due[uid] = today + timedelta(days=days)  # is_overdue flips once this date passes
+
+    def finish(self, ids: Sequence[int]) -> None:
+        """The sweep under way is complete (``ids``: every listed user, ascending): the
+        next one starts from the lowest id."""
+        self.last_sweep_on = self.started_on
+        if self.mode == FULL:
+            self.last_full_on = self.started_on  # None for an old cursor's sweep: the next is full
+        self.max_id = ids[-1] if ids else self.max_id
+
+        def listed(uid: int) -> bool:
+            i = bisect_left(ids, uid)
+            return i < len(ids) and ids[i] == uid
+
+        self.awaiting = {u for u in self.awaiting if listed(u)}
+        self.due = {k: v for k, v in self.due.items() if listed(k)}
+        self.sweep, self.after_id, self.done, self.mode, self.started_on = self.sweep + 1, None, 0, None, None
+
+    def why_visit(self, user: SweepUser, today: date) -> str | None:
+        """Why an incremental sweep visits ``user``: "open", "new", "active"; None = skip."""
+        uid = user.id
+        if uid in self.awaiting or (uid in self.due and self.due[uid] <= today):
+            return "open"
+        assert self.last_sweep_on is not None  # an incremental sweep follows a complete one
+        since = self.last_sweep_on - timedelta(days=1)  # last_active_on is in the vendor's zone
+        joined = [user.created_on, user.registered_on]
+        if (self.max_id is None or uid > self.max_id or all(d is None for d in joined)
+                or any(d is not None and d >= since for d in joined)):
+            return "new"
+        active = user.last_active_on
+        return "active" if active is not None and active >= since else None
