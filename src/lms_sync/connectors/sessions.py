@@ -355,7 +355,7 @@ class SessionsConnector(Connector):
         for cid in clusters:
             ids.add(cid)
         self._known = (ids, {f"module:{c['moduleId']}" for c in clusters.values()
-                                       if c.get("moduleId")})
+                             if c.get("moduleId")})
         return clusters
 
     def known_clusters(self) -> tuple[KeySet, set[str]]:
