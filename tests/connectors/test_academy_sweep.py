@@ -6,7 +6,7 @@ import sys
 from datetime import UTC, date, datetime
 
 from lms_sync.connectors.academy import onboarding_enrollment
-from lms_sync.connectors.academy_sweep import SweepUsers
+from lms_sync.connectors.academy_sweep import SweepState, SweepUsers
 
 ROWS = [
     {"id": 30, "type": "employee", "last_active_on": "2026-11-20", "created_at": "2026-01-02T10:00:00Z",
@@ -53,3 +53,15 @@ def test_a_user_costs_a_few_dozen_bytes():
                    "hired_at": "2025-12-01"})
     arrays = [users.ids, users._type, *users._days, *users._times]
     assert sum(sys.getsizeof(a) for a in arrays) < 20_000 * 45  # as NamedTuples: ~210 bytes a user
+
+
+def test_the_cursor_groups_open_onboardings_by_due_day_and_reads_the_older_shape():
+    st = SweepState(due={7: date(2026, 11, 30), 3: date(2026, 11, 30), 5: date(2026, 12, 1)})
+    cursor = st.to_cursor()
+    assert cursor["due"] == {"2026-11-30": [3, 7], "2026-12-01": [5]}
+    assert SweepState.from_cursor(cursor).due == st.due
+    older = {"due": {"7": "2026-11-30", "3": "2026-11-30", "5": "2026-12-01", "x": "2026-12-02",
+                     "9": "not a day"}}
+    assert SweepState.from_cursor(older).due == st.due
+    odd = {"due": {"2026-11-30": [3, "7", True], "garbage": [5], "2026-12-01": "5"}}
+    assert SweepState.from_cursor(odd).due == {3: date(2026, 11, 30)}

@@ -73,13 +73,14 @@ run; an incremental sweep deletes nothing. Skipped users are counted as
 visited, skipped, why) are logged.
 
 The ``progress`` cursor (JSON; old ``{"sweep", "after_id", "done", "total"}`` cursors are
-accepted: a sweep under way goes on as a full one, and the next one is full as well)::
+accepted: a sweep under way goes on as a full one, and the next one is full as well; so
+is the older ``due`` shape ``{"<user id>": "<day>"}``)::
 
     {"sweep": 4, "after_id": 1187, "done": 120, "total": 700,   # position, users in id order
      "mode": "incremental", "started_on": "2026-11-24",         # the sweep under way (null between)
      "last_full_on": "2026-11-20", "last_sweep_on": "2026-11-23",  # starts of the last complete ones
      "max_id": 1700, "courses": "<digest of the course ids>",
-     "awaiting": [1004, 1188], "due": {"1290": "2026-11-30"}}   # the open users
+     "awaiting": [1004, 1188], "due": {"2026-11-30": [1290]}}   # the open users
 """
 
 from __future__ import annotations

@@ -188,7 +188,6 @@ class SweepState:
             value = cur.get(key)
             return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-        due = cur.get("due") if isinstance(cur.get("due"), dict) else {}
         mode = cur.get("mode")
         if mode not in (FULL, INCREMENTAL) or (mode == INCREMENTAL and day("last_sweep_on") is None):
             # an old cursor's sweep under way was a full one; so is one we cannot read
@@ -201,8 +200,7 @@ class SweepState:
             last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
             courses=cur.get("courses") if isinstance(cur.get("courses"), str) else None,
             awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)},
-            due={int(k): d for k, v in due.items()
-                 if str(k).isdigit() and (d := _day(v)) is not None and d != date.max},
+            due=_due(cur.get("due")),
         )
 
     def to_cursor(self) -> dict[str, Any]:
@@ -212,7 +210,7 @@ class SweepState:
                 "mode": self.mode, "started_on": iso(self.started_on),
                 "last_full_on": iso(self.last_full_on), "last_sweep_on": iso(self.last_sweep_on),
                 "max_id": self.max_id, "courses": self.courses, "awaiting": sorted(self.awaiting),
-                "due": {str(k): v.isoformat() for k, v in sorted(self.due.items())}}
+                "due": _by_day(self.due)}
 
     def note(self, uid: int, courses: list[Any] | None, onboarding: dict[str, Any] | None,
              today: date) -> None:
@@ -226,7 +224,8 @@ class SweepState:
         days = onboarding.get("onboarding_days") if isinstance(onboarding, dict) else None
         if (isinstance(days, int) and not isinstance(days, bool) and onboarding
                 and not onboarding.get("onboarding_completed_at") and not onboarding.get("is_overdue")):
-            self.due[uid] = today + timedelta(days=days)  # is_overdue flips once this date passes
+            due = today + timedelta(days=days)  # is_overdue flips once this date passes
+            self.due[uid] = _DAYS.setdefault(due, due)
 
     def finish(self, ids: Sequence[int]) -> None:
         """The sweep under way is complete (``ids``: every listed user, ascending): the
@@ -257,3 +256,29 @@ class SweepState:
             return "new"
         active = user.last_active_on
         return "active" if active is not None and active >= since else None
+
+
+_DAYS: dict[date, date] = {}  # one date object per due day, however many users share it
+
+
+def _by_day(due: dict[int, date]) -> dict[str, list[int]]:
+    """``due`` for the cursor: due day -> user ids. Per user a list slot of the same int
+    (a cursor is built every 50 users); {"<id>": "<day>"} took ~150 bytes a user a copy."""
+    days: dict[date, list[int]] = {}
+    for uid, day in sorted(due.items()):
+        days.setdefault(day, []).append(uid)
+    return {day.isoformat(): ids for day, ids in sorted(days.items())}
+
+
+def _due(value: Any) -> dict[int, date]:
+    """The cursor's ``due``: {"<day>": [ids]}, or older cursors' {"<id>": "<day>"}."""
+    due: dict[int, date] = {}
+    for key, item in (value.items() if isinstance(value, dict) else ()):
+        if isinstance(item, list):
+            day = _day(key)
+            ids = [uid for uid in item if isinstance(uid, int) and not isinstance(uid, bool)]
+        else:
+            day, ids = _day(item), [int(key)] if str(key).isdigit() else []
+        if day is not None and day != date.max:
+            due.update(dict.fromkeys(ids, _DAYS.setdefault(day, day)))
+    return due
