@@ -8,7 +8,10 @@
   a second 401 with a fresh token is :class:`CredentialsRejected`;
 * a request budget (:mod:`lms_sync.http.budget`);
 * an absolute URL (a ``next`` link) is followed only if scheme, host and port equal the
-  base URL's and it has no userinfo, checked before anything is sent.
+  base URL's and it has no userinfo, checked before anything is sent;
+* a bare JSON array body that grows with the customer (``get_json_array``) is spooled
+  to a temporary file as it arrives (within the retried request) and decoded item by
+  item, so neither its text nor its parsed items are held whole.
 """
 
 from __future__ import annotations
