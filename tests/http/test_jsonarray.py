@@ -39,6 +39,15 @@ def test_malformed_streams_are_refused_like_text(chunk):
             list(items(io.StringIO(text), chunk=chunk))
 
 
+def test_an_error_mid_stream_is_reported_where_it_is_without_reading_on():
+    stream = io.StringIO('[{"id": 1}, {"id": oops}, ' + '{"id": 2}, ' * 50_000 + '{"id": 3}]')
+    decoded = items(stream, chunk=64)
+    assert next(decoded) == {"id": 1}
+    with pytest.raises(ValueError, match="invalid JSON at character 19"):
+        next(decoded)
+    assert stream.tell() < 1_000  # the ~550 KB after the bad item were not read
+
+
 def test_items_are_decoded_only_when_reached():
     decoded = items('[{"id": 1}, {"id": 2}, {"id": oops}]')
     assert next(decoded) == {"id": 1}

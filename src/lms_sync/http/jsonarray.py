@@ -75,7 +75,10 @@ class _Window:
             try:
                 value, end = _decode(self.text, self.pos)
             except json.JSONDecodeError as exc:
-                if self.more():  # the value may only be cut by the chunk's end
+                # only an error at the chunk's end (or a string still open there) can be
+                # the cut; one before it is in the body, so the rest is not read for it
+                cut = exc.pos >= len(self.text) - 8 or exc.msg.startswith("Unterminated string")
+                if cut and self.more():
                     continue
                 raise ValueError(f"invalid JSON at character {self.base + exc.pos}") from None
             self.pos = end
