@@ -132,3 +132,42 @@ def test_sources_run_in_parallel_and_stay_isolated(warehouse):
     assert spans["s0"][0] < spans["s1"][1] and spans["s1"][0] < spans["s0"][1]
     again = run_sources(warehouse.engine, cfg, list(cfg.sources.values())[:3], parallel=3)
     assert all(r.ok and sum(s.written for s in r.streams) == 0 for r in again)
+
+
+def test_identity_failure_fails_the_sources_that_wrote_learners_and_keeps_their_rows(sqlite_warehouse):
+    """The deferred identity pass fails for real (the warehouse refuses new persons): the
+    sources that wrote learners are reported failed with one clear line, their rows stay,
+    and the next run's pass matches them."""
+    from sqlalchemy import text
+
+    from lms_sync.pipeline import run_sources
+    from lms_sync.warehouse.tables import persons
+
+    engine = sqlite_warehouse.engine
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER no_persons BEFORE INSERT ON persons "
+                          "BEGIN SELECT RAISE(ABORT, 'persons is read-only'); END"))
+    cfg = make_config(sqlite_warehouse, {"a": synthetic_source(users=30), "b": synthetic_source(users=20)})
+    out = io.StringIO()
+    configure("json", "INFO", stream=out)
+    try:
+        results = run_sources(engine, cfg, list(cfg.sources.values()), parallel=1)
+    finally:
+        configure("json", "WARNING")
+    assert [r.result for r in results] == ["failed", "failed"]
+    assert all(r.error.startswith("identity matching failed: ") and "persons is read-only" in r.error
+               and "\n" not in r.error for r in results)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    failed = [e for e in events if e["event"] == "identity.failed"]
+    assert len(failed) == 1 and failed[0]["learners"] == 50
+    assert (failed[0]["error_class"], failed[0]["error"]) == (
+        "IntegrityError", "(sqlite3.IntegrityError) persons is read-only")
+    assert _count(engine, learners) == 50 and _count(engine, enrollments) == 50  # rows kept
+    assert _count(engine, learners, learners.c.person_id.is_not(None)) == 0
+
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER no_persons"))
+    again = run_sources(engine, cfg, list(cfg.sources.values()), parallel=1)
+    assert [r.result for r in again] == ["succeeded", "succeeded"]
+    assert _count(engine, learners, learners.c.person_id.is_(None)) == 0
+    assert _count(engine, persons) > 0

@@ -149,7 +149,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
         connector.close()
     if learner_sink is not None:
         learner_sink.update(learner_ids)
-    elif learner_ids:
+    else:  # also when nothing was written: learners an earlier pass left unmatched
         identity.after_run(engine, cfg.identity, learner_ids)
     if all(s.result == "succeeded" for s in result.streams):
         with engine.begin() as conn:
@@ -418,12 +418,14 @@ def run_sources(engine: Engine, cfg: Config, sources: list[SourceConfig], *,
 def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
                    results: list[SourceResult]) -> None:
     """The deferred identity pass of :func:`run_sources`. If it fails, the sources that
-    wrote learners are reported failed (their rows are kept; the next pass matches them)."""
+    wrote learners are reported failed (their rows are kept; the next pass matches them).
+
+    It runs even when no learner was written: the pass also takes up learners left
+    unmatched (a pass that failed or never ran), and a no-change run must mend those too.
+    """
     ids = RowIds()
     for sink in sinks.values():
         ids.update(sink.sorted())
-    if not ids:
-        return
     try:
         identity.after_run(engine, cfg.identity, ids)
     except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback
