@@ -16,13 +16,13 @@ from lms_sync.warehouse.upsert import BatchWriter
 
 def test_seen_keys_answers_membership_like_a_set() -> None:
     rng = random.Random(3)
-    read = [f"user-{rng.randrange(10**9)}:course-{i % 40}" for i in range(20_000)]
+    read = [f"user-{rng.randrange(10**9)}:course-{i % 40}" for i in range(12_000)]
     seen = SeenKeys()
     for external_id in read:
         seen.add(external_id)
     assert len(seen) == len(read) and not seen.spilled
     assert all(x in seen for x in read)
-    others = [f"gone-{i}" for i in range(20_000)]
+    others = [f"gone-{i}" for i in range(12_000)]
     assert not any(x in seen for x in others)  # each would be a row wrongly kept alive
     assert 17 not in seen
 
@@ -53,6 +53,8 @@ def test_a_long_read_holds_at_most_spill_at_keys_and_loses_none() -> None:
         seen.add(external_id)
         held = max(held, sum(len(b) for b in seen._buckets))
     assert seen.spilled and held <= 1_000  # the rest waits in the temporary file
+    # one record a spill (not one a bucket a spill): a low threshold stays cheap
+    assert len(seen._spills) == 25 and sum(sys.getsizeof(s) for _o, s in seen._spills) < 25 * 1_200
     assert all(x in seen for x in read)
     assert not any(f"gone-{i}" in seen for i in range(25_000))
     seen.add("late")  # after the lookups nothing more is spilled: it is kept and found

@@ -355,14 +355,15 @@ class AcademyConnector(Connector):
             pager.update(count=len(data), next_url=(links or {}).get("next"))
 
     def all_users(self) -> SweepUsers:
-        """Every user, slimmed to what the sweep reads (the list is read once a run)."""
+        """Every user the sweep visits (not of ``sweep_skip_types``), slimmed to what it
+        reads (the list is read once a run)."""
         if self.users is None:
-            self.users = SweepUsers.of(self.list_users())
+            self.users = SweepUsers.of(self.list_users(), self.options.sweep_skip_types)
         return self.users
 
     def users_keeping_list(self) -> Iterator[Any]:
         """The full user rows, streamed; the slim list for the sweep is kept on the way."""
-        kept = SweepUsers()
+        kept = SweepUsers(self.options.sweep_skip_types)
         for row in self.list_users():
             kept.add(row)
             yield row
@@ -506,8 +507,7 @@ class ProgressStream(Stream):
 
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
         c, st = self.c, SweepState.from_cursor(ctx.cursor)
-        skip = {t.lower() for t in c.options.sweep_skip_types}
-        users = c.all_users().without_types(skip)  # in id order
+        users = c.all_users()  # in id order, without the types the sweep skips
         ids = users.ids  # a user's position: bisect
         today = ctx.started_at.astimezone(UTC).date()
         fresh = st.after_id is None  # this run starts a sweep

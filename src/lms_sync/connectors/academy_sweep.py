@@ -57,7 +57,8 @@ _ODD = -(2**63) + 1  # a value pydantic cannot read: kept as sent, in ``_odd``
 
 
 class SweepUsers:
-    """Every listed user with an integer id, in id order, as columns: ~34 bytes a user.
+    """Every listed user with an integer id (but those of ``skip_types``), in id order,
+    as columns: ~34 bytes a user.
 
     The sweep needs the whole list for the whole run (an incremental sweep picks from
     it; a full one walks it). As NamedTuples of the same fields, with their ints and
@@ -66,7 +67,8 @@ class SweepUsers:
     distinct types; ``users[i]`` rebuilds one :class:`SweepUser`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, skip_types: Iterable[str] = ()) -> None:
+        self._skip = {t.lower() for t in skip_types}  # types the sweep never visits
         self.ids = array("q")
         self._type, self._types, self._type_at = array("H"), [], {}  # type: ignore[var-annotated]
         self._days = (array("i"), array("i"), array("i"))  # last active, created, registered
@@ -74,9 +76,10 @@ class SweepUsers:
         self._odd: dict[tuple[int, int], Any] = {}         # (user id, time column) -> as sent
 
     @classmethod
-    def of(cls, rows: Iterable[Any]) -> SweepUsers:
-        """The listed ``rows`` (vendor dicts; rows without an integer id are left out)."""
-        users = cls()
+    def of(cls, rows: Iterable[Any], skip_types: Iterable[str] = ()) -> SweepUsers:
+        """The listed ``rows`` (vendor dicts; rows without an integer id, or whose type
+        is one of ``skip_types`` in any case, are left out)."""
+        users = cls(skip_types)
         for row in rows:
             users.add(row)
         return users.sorted()
@@ -88,6 +91,8 @@ class SweepUsers:
             return
         uid, kind = row["id"], row.get("type")
         kind = kind if kind is None or isinstance(kind, str) else str(kind)
+        if self._skip and str(kind or "").lower() in self._skip:
+            return
         self.ids.append(uid)
         self._type.append(self._type_at.setdefault(kind, len(self._types)))
         if len(self._types) < len(self._type_at):
@@ -131,24 +136,18 @@ class SweepUsers:
     def sorted(self, keep: Iterable[int] | None = None) -> SweepUsers:
         """These users (or those at positions ``keep``) in id order: a new object,
         or this one when nothing would change."""
+        ids = self.ids
+        if keep is None and all(ids[i] < ids[i + 1] for i in range(len(ids) - 1)):
+            return self  # the vendor lists in id order: no list of positions (~36 B a user)
         positions = list(range(len(self))) if keep is None else list(keep)
-        positions.sort(key=self.ids.__getitem__)
-        if keep is None and all(a < b for a, b in zip(positions, positions[1:], strict=False)):
-            return self
+        positions.sort(key=ids.__getitem__)
         out = SweepUsers()
-        out._types, out._type_at, out._odd = self._types, self._type_at, self._odd
+        out._skip, out._types, out._type_at, out._odd = self._skip, self._types, self._type_at, self._odd
         pairs = [(self.ids, out.ids), (self._type, out._type),
                  *zip(self._days, out._days, strict=True), *zip(self._times, out._times, strict=True)]
         for src, dst in pairs:
             dst.extend(src[i] for i in positions)
         return out
-
-    def without_types(self, skip: set[str]) -> SweepUsers:
-        """The users whose type (lower case) is not in ``skip``."""
-        if not skip:
-            return self
-        dropped = {n for n, t in enumerate(self._types) if str(t or "").lower() in skip}
-        return self.sorted(i for i in range(len(self)) if self._type[i] not in dropped)
 
     def position_after(self, uid: int | None) -> int:
         """The position of the first user whose id is above ``uid`` (0 for None)."""

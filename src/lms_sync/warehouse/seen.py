@@ -27,8 +27,11 @@ from sqlalchemy import Connection, select, update
 from lms_sync.warehouse.tables import RECORD_TABLES
 from lms_sync.warehouse.upsert import chunks
 
-SPILL_AT = 1 << 16
-"""Digests a stream holds in memory (512 KiB) before it appends them to its file."""
+SPILL_AT = 1 << 14
+"""Digests a stream holds in memory (128 KiB) before it appends them to its file.
+
+Every stream that reads a table whole holds this much at once, side by side with the
+other sources' streams; each spill costs ~1 KiB of bookkeeping (1 M ids: ~60 KiB)."""
 
 _BUCKETS = 256
 
@@ -53,7 +56,7 @@ class SeenKeys:
     on, nothing more is spilled; adding after a lookup re-sorts the bucket on the next.
     """
 
-    __slots__ = ("_buckets", "_sorted", "_count", "_held", "_spill_at", "_file", "_spilled")
+    __slots__ = ("_buckets", "_sorted", "_count", "_held", "_spill_at", "_file", "_spills", "_loaded")
 
     def __init__(self, spill_at: int = SPILL_AT) -> None:
         self._buckets = [array("Q") for _ in range(_BUCKETS)]
@@ -61,7 +64,9 @@ class SeenKeys:
         self._count = self._held = 0
         self._spill_at = spill_at  # 0: never spill (after a lookup, or with no usable file)
         self._file: IO[bytes] | None = None
-        self._spilled: list[list[tuple[int, int]]] = [[] for _ in range(_BUCKETS)]  # (offset, n)
+        # one per spill: its file offset, and where each bucket starts in it (in keys)
+        self._spills: list[tuple[int, array]] = []
+        self._loaded = bytearray(_BUCKETS)  # 1: the bucket's spilled digests are back in memory
 
     def add(self, external_id: str) -> None:
         key = seen_key(external_id)
@@ -98,36 +103,35 @@ class SeenKeys:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._spilled = [[] for _ in range(_BUCKETS)]
+        self._spills = []
 
     def _spill(self) -> None:
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="lms-sync-seen-")  # noqa: SIM115
             fh = self._file
-            fh.seek(0, 2)
-            written = []
-            for bucket, keys in enumerate(self._buckets):
-                if keys:
-                    written.append((bucket, fh.tell(), len(keys)))
-                    keys.tofile(fh)
+            offset = fh.seek(0, 2)
+            starts, n = array("I", [0]), 0
+            for keys in self._buckets:
+                keys.tofile(fh)
+                n += len(keys)
+                starts.append(n)
             fh.flush()
         except OSError:  # no temp dir, disk full: keep the digests in memory instead
             self._spill_at = 0
             return
-        for bucket, offset, n in written:
-            self._spilled[bucket].append((offset, n))
-            self._buckets[bucket] = array("Q")
+        self._spills.append((offset, starts))
+        self._buckets = [array("Q") for _ in range(_BUCKETS)]
         self._held = 0
 
     def _load(self, bucket: int) -> None:
         keys = self._buckets[bucket]
-        if self._spilled[bucket]:
-            assert self._file is not None
-            for offset, n in self._spilled[bucket]:
-                self._file.seek(offset)
-                keys.fromfile(self._file, n)
-            self._spilled[bucket] = []
+        if self._file is not None and not self._loaded[bucket]:
+            self._loaded[bucket] = 1
+            for offset, starts in self._spills:
+                if starts[bucket + 1] > starts[bucket]:
+                    self._file.seek(offset + 8 * starts[bucket])
+                    keys.fromfile(self._file, starts[bucket + 1] - starts[bucket])
         self._buckets[bucket] = array("Q", sorted(set(keys)))
         self._sorted[bucket] = True
 
