@@ -6,11 +6,11 @@ strings keeps each string alive (~60-100 bytes with its hash-table slot), so tha
 state grew with the customer. Here a key is kept as its 64-bit ``hash()`` (SipHash,
 keyed per process: fine for a set that lives within one run). New digests gather in
 a small set, sorted into an array when full; a new array is merged with the last one
-while that is no bigger (timsort merges two sorted runs in linear time), so there
-are O(log n) arrays to bisect. An add costs ~3.5 us (a set's: ~0.3 us), and the
-largest merge briefly holds one Python int per key: right for sets of a few tens of
-thousands of keys; the soft-delete ids (millions, appended then tested once) stay in
-``warehouse.seen.SeenKeys``, whose buckets keep that transient to 1/256.
+while that is no bigger, so there are O(log n) arrays to bisect. An add costs ~3.5 us
+(a set's: ~0.3 us), and a merge (``heapq.merge``, one key at a time) briefly holds the
+two arrays and the merged one, ~16 bytes a key (``sorted()`` of both held a Python int
+per key, ~44 bytes): right for sets of a few tens of thousands of keys; the soft-delete
+ids (millions, appended then tested once) stay in ``warehouse.seen.SeenKeys``.
 
 Two keys share a digest with odds ~2^-64 each (100,000 keys: ~3e-10 that any pair
 does); the second would then count as seen.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from itertools import chain
+from heapq import merge
 
 RECENT_MAX = 4096
 
@@ -66,5 +66,6 @@ class KeySet:
         run = array("q", sorted(self._recent))
         self._recent = set()
         while self._runs and len(self._runs[-1]) <= len(run):  # a binary counter of runs
-            run = array("q", sorted(chain(self._runs.pop(), run)))
+            # merged one key at a time: sorted() of both would hold a Python int per key
+            run = array("q", merge(self._runs.pop(), run))
         self._runs.append(run)

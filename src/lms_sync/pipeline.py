@@ -425,7 +425,7 @@ def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
     """
     ids = RowIds()
     for sink in sinks.values():
-        ids.update(sink.sorted())
+        ids.update(sink)
     try:
         identity.after_run(engine, cfg.identity, ids)
     except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback

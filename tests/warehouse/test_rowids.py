@@ -30,3 +30,16 @@ def test_repeats_do_not_grow_it():
 def test_empty_is_false_and_iterates_nothing():
     assert not RowIds() and list(RowIds()) == []
     assert RowIds([4])
+
+
+def test_merging_another_rowids_keeps_one_of_each():
+    rng = random.Random(5)
+    a_vals = [rng.randrange(0, 30_000) for _ in range(12_000)]
+    b_vals = [rng.randrange(10_000, 60_000) for _ in range(9_000)]
+    a, b = RowIds(a_vals), RowIds()
+    b.update(b_vals[:500])  # b still has an unsorted tail when it is merged
+    b.update(b_vals[500:])
+    a.update([7, 7, 59_999])  # and so does a
+    a.update(b)
+    assert list(a) == sorted(set(a_vals) | set(b_vals) | {7, 59_999})
+    assert list(b) == sorted(set(b_vals))  # the merged one is unchanged

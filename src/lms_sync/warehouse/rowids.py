@@ -3,14 +3,17 @@
 A sync hands the ids of every learner it wrote to identity matching, and a first
 sync writes every learner: as a ``set`` of ints (~70 bytes an id, the int object
 and its hash-table slot) that state grew with the customer. Here ids append to one
-signed 64-bit array; it is sorted and de-duplicated in place when it has doubled
-since the last time, and when read, so repeats never make it grow without bound.
+signed 64-bit array, sorted and unique up to ``_clean``; once the unsorted tail is a
+quarter of that (or 1,024 ids) the tail is sorted and merged in, and another RowIds
+is merged in directly. Only the tail is ever a list of Python ints (~36 bytes an
+id): sorting the whole array each time held one for every id.
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator
+from heapq import merge
 
 
 class RowIds:
@@ -24,13 +27,17 @@ class RowIds:
         self.update(ids)
 
     def update(self, ids: Iterable[int]) -> None:
+        if isinstance(ids, RowIds):
+            self._merge(ids.sorted())
+            return
         self._ids.extend(int(i) for i in ids)
-        self._grew()
+        if len(self._ids) - self._clean >= max(1024, self._clean // 4):
+            self._merge(self._tail())
 
     def sorted(self) -> array:
         """Every id once, ascending."""
         if self._clean != len(self._ids):
-            self._compact()
+            self._merge(self._tail())
         return self._ids
 
     def __len__(self) -> int:
@@ -39,15 +46,19 @@ class RowIds:
     def __iter__(self) -> Iterator[int]:
         return iter(self.sorted())
 
-    def _grew(self) -> None:
-        if len(self._ids) >= max(1024, 2 * self._clean):
-            self._compact()
+    def _tail(self) -> list[int]:
+        """The ids after ``_clean``, sorted, taken out of the array."""
+        tail = sorted(self._ids[self._clean:])
+        del self._ids[self._clean:]
+        return tail
 
-    def _compact(self) -> None:
-        ordered = sorted(self._ids)
+    def _merge(self, ids: Iterable[int]) -> None:
+        """Merge the ascending ``ids`` into the clean array, one id at a time."""
+        if self._clean != len(self._ids):
+            ids = merge(self._tail(), ids)
         out = array("q")
         last = None
-        for i in ordered:  # one transient list, never a set
+        for i in merge(self._ids, ids):
             if i != last:
                 out.append(i)
                 last = i

@@ -141,12 +141,13 @@ def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: SeenKe
     """Soft-delete this source's live rows of ``table_name`` whose id is not in ``seen``."""
     table = RECORD_TABLES[table_name]
     # streamed (server-side cursor where the driver has one): holding every live row of a
-    # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept
+    # big table at once cost ~150 bytes a row of peak RSS; only the gone ids are kept.
+    # 2,000 rows a fetch (~0.3 MB): sources end their streams while others still run
     live = conn.execute(
         select(table.c.id, table.c.external_id).where(
             table.c.source_id == source_id, table.c.deleted_at.is_(None), table.c.row_hash != ""
         ),
-        execution_options={"yield_per": 10_000},  # this statement only
+        execution_options={"yield_per": 2_000},  # this statement only
     )
     gone = [row.id for row in live if row.external_id not in seen]
     live.close()
