@@ -288,12 +288,14 @@ class _Reader:
     """
 
     _DONE: Any = object()
-    # chunks in the queue: half a batch of 1000. Read-ahead is memory that fills only on a
-    # big source, for every source at once (records carry their vendor rows: ~3 KB each);
-    # the writer is the faster side, so a short queue keeps it fed. benchmarks/sync.py
-    # --full-only, 3,000 / 30,000 people: peak RSS 125.0 / 146.8 MB with 4, 123.4 / 139.0
-    # with 2 (16 held up to ~5,000 records per source, 7.6 MiB for Sessions alone)
-    _AHEAD = 2
+    # chunks in the queue (one, plus the one being read). Read-ahead is memory that fills
+    # only on a big source, for every source at once (records carry their vendor rows:
+    # ~3 KB each); the writer is the faster side, so a short queue keeps it fed.
+    # benchmarks/sync.py --full-only, 3,000 / 30,000 people: peak RSS 125.0 / 146.8 MB
+    # with 4, 123.4 / 139.0 with 2 (16 held up to ~5,000 records per source); 4,300 /
+    # 43,000 people: 121.4 / 131.0 and 120.9 / 135.6 with 2, 120.6 / 129.6 with 1, whose
+    # 1,000-people full sync (6.8-7.4 s) and --latency-ms 50 (1.192 x) were no slower
+    _AHEAD = 1
 
     def __init__(self, read: Callable[[], Iterable[Any]], chunk: int,
                  stop: threading.Event | None) -> None:
