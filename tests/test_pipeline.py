@@ -171,3 +171,23 @@ def test_identity_failure_fails_the_sources_that_wrote_learners_and_keeps_their_
     assert [r.result for r in again] == ["succeeded", "succeeded"]
     assert _count(engine, learners, learners.c.person_id.is_(None)) == 0
     assert _count(engine, persons) > 0
+
+
+def test_a_no_change_run_of_one_source_matches_learners_a_failed_pass_left(sqlite_warehouse):
+    """``run_source`` alone (as the daemon runs each source): its identity pass fails, the
+    run is failed; the next run writes nothing and still matches the learners left over."""
+    from sqlalchemy import text
+
+    engine = sqlite_warehouse.engine
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER no_persons BEFORE INSERT ON persons "
+                          "BEGIN SELECT RAISE(ABORT, 'persons is read-only'); END"))
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40)})
+    first = run_source(engine, cfg, cfg.sources["syn"])
+    assert first.result == "failed" and "persons is read-only" in first.error
+    assert _count(engine, learners, learners.c.person_id.is_(None)) == 40
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER no_persons"))
+    again = run_source(engine, cfg, cfg.sources["syn"])
+    assert again.ok and sum(s.written for s in again.streams) == 0
+    assert _count(engine, learners, learners.c.person_id.is_(None)) == 0
