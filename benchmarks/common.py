@@ -46,6 +46,15 @@ LOAD_TABLES: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads) so far, in seconds.
+
+    The machine is shared: CPU time per record is far steadier than wall time, and it is
+    the sync's own cost (the fakes run in the parent process, PostgreSQL in its own)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB.
 

@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+CORES = len(os.sched_getaffinity(0))
+
 TARGETS = {
     "full_records_per_s": 50_000,
     "full_vs_warehouse_limit": 0.5,
@@ -94,6 +96,7 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     heap = common.HeapPeak(os.environ["BENCH_TRACEMALLOC"]) \
         if os.environ.get("BENCH_TRACEMALLOC") and not spec["full_refresh"] else None
     out: list[dict[str, Any]] = []
+    cpu0 = common.cpu_seconds()
     t0 = time.perf_counter()
     # as `lms-sync sync` does: sources concurrently (defaults.parallel_sources)
     parallel = min(pipeline.default_parallelism(cfg, engine), len(cfg.sources))
@@ -117,6 +120,7 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
                          "written": s.written, "error": s.error} for s in res.streams],
         })
     wall = time.perf_counter() - t0
+    cpu = common.cpu_seconds() - cpu0
     if sampler:
         sampler.stop()
     if heap:
@@ -124,7 +128,7 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     engine.dispose()
     if recorder:
         recorder.close()
-    return {"seconds": round(wall, 3), "parallel": parallel, "sources": out,
+    return {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "parallel": parallel, "sources": out,
             "identity_seconds": round(sum(identity_s.values()), 3), "rss_baseline_mb": baseline,
             "rss_peak_mb": common.peak_rss_mb(), "sql": sql.top() if sql else None}
 
@@ -148,12 +152,14 @@ def child_fetch_limit(spec: dict[str, Any]) -> dict[str, Any]:
     engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
     workers = min(default_parallelism(cfg, engine), len(recorded))
     engine.dispose()
+    cpu0 = common.cpu_seconds()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {sid: pool.submit(common.replay, cfg.sources[sid], requests)
                    for sid, requests in recorded.items()}
         sources = {sid: f.result() for sid, f in futures.items()}
-    return {"sources": sources, "seconds": round(time.perf_counter() - t0, 3), "parallel": workers}
+    return {"sources": sources, "seconds": round(time.perf_counter() - t0, 3), "parallel": workers,
+            "cpu_seconds": round(common.cpu_seconds() - cpu0, 3)}
 
 
 CHILDREN = {"sync": child_sync, "warehouse-limit": child_warehouse_limit,
@@ -197,10 +203,12 @@ def bench_size(learners: int, args: argparse.Namespace, kinds: list[str], tmp: P
             engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
             upgrade(engine)
             engine.dispose()
+            fakes_cpu = common.cpu_seconds()  # this process serves the fakes, and only that
             run["full"] = common.run_child(script, "sync", {"config": tree, "full_refresh": False,
                                                           "sql_stats": args.sql_stats,
                                                           "record": str(tmp / "requests.jsonl")},
                                          tmp)
+            run["full"]["fakes_cpu_seconds"] = round(common.cpu_seconds() - fakes_cpu, 3)
             _check(run["full"], "full")
             if args.full_only:
                 return run
@@ -275,6 +283,19 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         "fetch_limit_seconds": round(fetch_s, 3),
         "full_vs_fetch_limit": _ratio(fetch_s, full["seconds"]),
         "fetch_limit_records_per_s": round(records / fetch_s) if fetch_s else None,
+        # CPU time of the syncing process (all threads): steadier than wall time on a shared
+        # machine, and the sync's own cost, apart from the fakes' and the database's
+        "cpu_seconds": {"full": full["cpu_seconds"], "resync": resync["cpu_seconds"],
+                        "refresh": refresh["cpu_seconds"],
+                        "fetch_limit": run["fetch_limit"]["cpu_seconds"]},
+        "records_per_cpu_second": round(records / full["cpu_seconds"]) if full["cpu_seconds"] else None,
+        # what the fakes spent serving the full sync (the benchmark process, whole phase)
+        "fakes_cpu_seconds": full["fakes_cpu_seconds"],
+        # CPU floor: sync and fakes share this machine's cores, so no full sync can take less
+        # than their CPU time over the core count (the database's own CPU not counted)
+        "cpu_floor_seconds": round((full["cpu_seconds"] + full["fakes_cpu_seconds"]) / CORES, 3),
+        "cpu_floor_records_per_s": round(records * CORES / (full["cpu_seconds"] + full["fakes_cpu_seconds"]))
+        if full["cpu_seconds"] else None,
         "resync_seconds": resync["seconds"],
         "resync_rows_written": sum(s["written"] for s in resync["sources"]),
         "resync_vs_full_time": _ratio(resync["seconds"], full["seconds"]),
@@ -344,6 +365,11 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"re-sync {o['resync_vs_full_time']} x full time, {o['resync_rows_written']} rows written;"
               f" full-refresh re-sync {o['refresh_vs_full_time']} x, {o['refresh_rows_written']} rows")
         print(f"peak RSS MB: {o['peak_rss_mb']}")
+        c = o["cpu_seconds"]
+        print(f"CPU s: sync {c['full']} ({o['records_per_cpu_second']} records per CPU-second; the fetch"
+              f" limit's replay of its requests alone: {c['fetch_limit']}) + fakes {o['fakes_cpu_seconds']}"
+              f" -> on {CORES} cores no full sync beats {o['cpu_floor_seconds']} s"
+              f" ({o['cpu_floor_records_per_s']} records/s); re-sync {c['resync']}, refresh {c['refresh']}")
         if run["full"].get("sql"):
             q = run["full"]["sql"]
             print(f"full sync SQL: {q['total_seconds']} s in {q['statements']} statements; top:")
@@ -367,7 +393,8 @@ def print_full_only(result: dict[str, Any]) -> None:
         records = sum(s["read"] for s in full["sources"])
         rows = sum(s["written"] for s in full["sources"])
         first = first or full["rss_peak_mb"]
-        print(f"{run['learners']:7d} learners: {records} records, {rows} rows, {full['seconds']} s, "
+        print(f"{run['learners']:7d} learners: {records} records, {rows} rows, {full['seconds']} s "
+              f"({full['cpu_seconds']} CPU s), "
               f"peak RSS {full['rss_peak_mb']} MB ({full['rss_peak_mb'] / first:.3f} x first; "
               f"{full['rss_baseline_mb']} MB after imports)")
         for s in full["sources"]:
