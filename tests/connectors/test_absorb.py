@@ -411,3 +411,34 @@ def test_course_deleted_between_listing_and_fan_out_is_skipped(start_vendor, sql
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert result.ok, result.error
     assert count(sqlite_warehouse, enrollments) == len(active_enrollments(vendor.fake)) > 0
+
+
+def test_ids_with_url_characters_stay_one_path_segment(start_vendor, sqlite_warehouse):
+    """A vendor id is sent percent-encoded: with '/', '?', '#', '%' or a space in a course's
+    or a user's id, its enrollments and lessons are still read, not 404s or other paths."""
+    vendor = start_vendor("absorb", learners=12, courses=3)
+    fake = vendor.fake
+    odd_course, odd_user = "c/1 ?x=#%2F", "u/../2?#"
+    assert fake.enrollments  # generated from the original ids first
+    old_course = fake.courses[0]["id"]
+    fake.courses[0]["id"] = odd_course
+    fake.enrollments[odd_course] = fake.enrollments.pop(old_course)
+    for row in fake.enrollments[odd_course]:
+        row["courseId"] = odd_course
+    old_user = fake.users[0]["id"]
+    fake.users[0]["id"] = odd_user
+    mine = [r for rows in fake.enrollments.values() for r in rows if r["userId"] == old_user]
+    for row in mine:
+        row["userId"] = odd_user
+    assert fake.enrollments[odd_course] and mine
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert all(s.skipped == 0 for s in result.streams)
+    active = active_enrollments(fake)
+    started = [r for r in active if r["status"] != 0 or r["progress"]]
+    assert count(sqlite_warehouse, enrollments) == len(active)
+    assert count(sqlite_warehouse, activity_progress) == sum(len(fake.lesson_rows(r)) for r in started)
+    with sqlite_warehouse.engine.connect() as conn:
+        ids = set(conn.execute(select(enrollments.c.external_id)).scalars())
+    assert {f'{r["userId"]}:{odd_course}' for r in fake.enrollments[odd_course] if r["isActive"]} <= ids
+    assert {f"{odd_user}:{r['courseId']}" for r in mine if r["isActive"]} <= ids

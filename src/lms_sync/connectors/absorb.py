@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -226,6 +227,12 @@ def describe_error(response: httpx.Response) -> str | None:
     parts += [str(v) for v in body.get("validations") or [] if v]
     text = "; ".join(p for p in parts if p)
     return text[:300] or None
+
+
+def _segment(vendor_id: Any) -> str:
+    """A vendor id as one URL path segment: ``/``, ``?``, ``#``, ``%`` and spaces in an id
+    must not change which resource is asked for."""
+    return quote(str(vendor_id), safe="")
 
 
 def iso(value: datetime) -> str:
@@ -412,7 +419,7 @@ class EnrollmentsStream(_Incremental):
 
         def course_enrollments(course_id: str) -> Iterator[list[dict[str, Any]]]:
             try:
-                yield from conn.pages(f"/courses/{course_id}/enrollments", "enrollments", params)
+                yield from conn.pages(f"/courses/{_segment(course_id)}/enrollments", "enrollments", params)
             except RequestRejected as exc:
                 if exc.status != 404:  # 404: the course was deleted since we listed it
                     raise
@@ -468,7 +475,7 @@ class EnrollmentsStream(_Incremental):
             if pair is None:
                 return None
             user_id, course_id = pair
-            path = f"/users/{user_id}/enrollments/{course_id}/lessons"
+            path = f"/users/{_segment(user_id)}/enrollments/{_segment(course_id)}/lessons"
             resp = http.get(path, accept=(404,))  # 404: the enrollment went away meanwhile
             try:
                 return user_id, course_id, [] if resp.status_code == 404 else resp.json()
@@ -488,7 +495,7 @@ class EnrollmentsStream(_Incremental):
         rows = body.get("lessonEnrollments") if isinstance(body, dict) else body
         if not isinstance(rows, list):
             raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
-                            path=f"/users/{user_id}/enrollments/{course_id}/lessons")
+                            path=f"/users/{_segment(user_id)}/enrollments/{_segment(course_id)}/lessons")
         ctx.count("lesson_calls")
         for row in rows:
             record = ctx.normalize(row.get("id"), lambda r=row, u=user_id, c=course_id:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from lms_sync.sandbox.population import Population
 
@@ -120,7 +120,7 @@ class FakeVendor:
         for method, pattern, handler in self._routes:
             match = pattern.match(request.path)
             if match and method == request.method:
-                return handler(request, match)
+                return handler(request, _Segments(match))
         return self.not_found(request)
 
     def not_found(self, request: Request) -> Response:
@@ -161,6 +161,18 @@ class FakeVendor:
                 self.faults.truncate_next -= 1
                 return True
         return False
+
+
+class _Segments:
+    """A route match whose groups are percent-decoded, as a web framework hands a handler
+    its path parameters (``/users/a%2Fb/...`` names the user ``a/b``); routes match the
+    path as sent, so an encoded ``/`` stays inside its segment."""
+
+    def __init__(self, match: re.Match[str]) -> None:
+        self._match = match
+
+    def group(self, index: int = 0) -> str:
+        return unquote(self._match.group(index))
 
 
 class _Handler(BaseHTTPRequestHandler):
