@@ -158,7 +158,9 @@ def test_next_url_to_another_origin_is_refused_before_sending(echo):
     listener.settimeout(2)
     other = f"http://127.0.0.1:{listener.getsockname()[1]}/page2"
     with client(server.url, auth=token_auth(server.url)) as http:
-        for bad in (other, server.url.replace("http://", "https://") + "/x",
+        upper = other.replace("http://", "HTTP://")
+        for bad in (other, upper, other.replace("http://", "Http://"), "//" + other.split("//")[1],
+                    server.url.replace("http://", "https://") + "/x",
                     server.url.replace("http://", "http://user:pw@") + "/x"):
             with pytest.raises(DataError, match="another origin"):
                 http.get(bad)

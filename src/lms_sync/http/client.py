@@ -101,20 +101,28 @@ class HttpClient:
         self.close()
 
     def url(self, path_or_url: str) -> httpx.URL:
-        """Resolve a path against the base URL, or check an absolute URL's origin."""
-        if path_or_url.startswith(("http://", "https://")):
-            url = httpx.URL(path_or_url)
-            if url.userinfo or (url.scheme, url.host, url.port) != (
-                self.base_url.scheme, self.base_url.host, self.base_url.port
-            ):
-                raise DataError(
-                    f"refusing to follow a link to another origin ({url.scheme}://{url.host}"
-                    f"{':' + str(url.port) if url.port else ''})",
-                    source=self.source_id, path=url.path,
-                    fix="the vendor returned a next link outside base_url; check base_url",
-                )
-            return url
-        return self.base_url.join(path_or_url.lstrip("/"))
+        """Resolve a path against the base URL, or take an absolute URL (a vendor's next
+        link); either way the result must have the base URL's origin and no userinfo, or
+        nothing is sent (``HTTP://``, ``//host`` and the like included)."""
+        try:
+            given = httpx.URL(path_or_url)
+            if given.is_absolute_url or given.host:  # ``//host/x``: a link to that host
+                url = self.base_url.join(given)
+            else:
+                url = self.base_url.join(path_or_url.lstrip("/"))
+        except httpx.InvalidURL:
+            raise DataError("the vendor returned a link that is not a valid URL", source=self.source_id,
+                            fix="a vendor fault: report it to the vendor") from None
+        if url.userinfo or (url.scheme, url.host, url.port) != (
+            self.base_url.scheme, self.base_url.host, self.base_url.port
+        ):
+            raise DataError(
+                f"refusing to follow a link to another origin ({url.scheme}://{url.host}"
+                f"{':' + str(url.port) if url.port else ''})",
+                source=self.source_id, path=url.path,
+                fix="the vendor returned a next link outside base_url; check base_url",
+            )
+        return url
 
     def request(self, method: str, path_or_url: str, *, params: Any = None, json: Any = None,
                 data: Any = None, headers: dict[str, str] | None = None,

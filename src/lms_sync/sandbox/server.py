@@ -171,8 +171,11 @@ class _Segments:
     def __init__(self, match: re.Match[str]) -> None:
         self._match = match
 
-    def group(self, index: int = 0) -> str:
-        return unquote(self._match.group(index))
+    def group(self, key: int | str = 0) -> str:
+        return unquote(self._match.group(key))
+
+    def __getitem__(self, key: int | str) -> str:
+        return self.group(key)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -224,7 +224,7 @@ class FakeUdemy(FakeVendor):
 
     # ------------------------------------------------------------------ handlers
 
-    def _check(self, request: Request, match: re.Match[str]) -> Response | None:
+    def _check(self, request: Request, match: Any) -> Response | None:
         header = request.headers.get("authorization")
         if len(self.seen_auth) < 10_000:
             self.seen_auth.append(header)
@@ -238,7 +238,7 @@ class FakeUdemy(FakeVendor):
             return Response.json({"detail": "Not found."}, 404)
         return None
 
-    def _courses(self, request: Request, match: re.Match[str]) -> Response:
+    def _courses(self, request: Request, match: Any) -> Response:
         denied = self._check(request, match)
         if denied is not None:
             return denied
@@ -254,7 +254,7 @@ class FakeUdemy(FakeVendor):
         return self._page(request, match, self.num_courses, page)
 
     def _table(self, attr: str):
-        def handler(request: Request, match: re.Match[str]) -> Response:
+        def handler(request: Request, match: Any) -> Response:
             denied = self._check(request, match)
             if denied is not None:
                 return denied
@@ -287,7 +287,7 @@ class FakeUdemy(FakeVendor):
             rows = [r for r in rows if (not low or day(r) >= low) and (not high or day(r) <= high)]
         return rows
 
-    def _page(self, request: Request, match: re.Match[str], count: int, slice_: Any) -> Response:
+    def _page(self, request: Request, match: Any, count: int, slice_: Any) -> Response:
         try:
             page = int(request.arg("page") or 1)
             size = int(request.arg("page_size") or 12)
