@@ -131,3 +131,24 @@ def test_killed_sync_resumes_from_saved_cursor(tmp_path, warehouse):
                               .order_by(sync_runs.c.id)).first()
         assert tuple(killed) == ("failed", "abandoned")
         assert conn.execute(select(func.count(func.distinct(learners.c.external_id)))).scalar() == 300
+
+
+def test_a_vendor_error_that_echoes_the_secret_is_printed_and_stored_without_it(tmp_path, warehouse):
+    """A vendor's error body can quote the key it refused: sync's and check's output, the
+    run row (sync_runs.error), status in both formats and the logs show *** instead."""
+    cfg = write_config(tmp_path, warehouse, bad={"users": 10, "fail_stream": "users",
+                                                 "fail_message": f"Invalid API key {SECRET}"})
+    env = {"SYN_SECRET": SECRET}
+    sync = run_cli("sync", "--config", cfg, env=env)
+    assert sync.returncode == 1
+    assert "bad: failed" in sync.stdout and "Invalid API key ***" in sync.stdout
+    check = run_cli("check", "--config", cfg, env=env)
+    assert check.returncode == 1 and "bad: FAILED — RuntimeError: Invalid API key ***" in check.stdout
+    status = run_cli("status", "--config", cfg, env=env)
+    status_json = run_cli("status", "--config", cfg, "--format", "json", env=env)
+    assert "Invalid API key ***" in status.stdout and "Invalid API key ***" in status_json.stdout
+    with warehouse.engine.connect() as conn:
+        errors = conn.execute(select(sync_runs.c.error).where(sync_runs.c.stream == "users")).scalars().all()
+    assert errors == ["Invalid API key ***"]
+    for proc in (sync, check, status, status_json):
+        assert SECRET not in proc.stdout + proc.stderr

@@ -17,7 +17,7 @@ from typing import Any
 from lms_sync import __version__
 from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError, LmsSyncError, UserError
-from lms_sync.logs import configure, get_logger
+from lms_sync.logs import configure, get_logger, redactor
 from lms_sync.memory import tune_malloc
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -204,14 +204,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     log = get_logger("lms_sync.cli")
     failed = 0
     for source in select_sources(cfg, args.source):
-        connector = connector_class(source.kind)(source, log.bind(source=source.id))
-        try:
+        connector = None
+        try:  # one source's failure, whatever it is, never hides the others' results
+            connector = connector_class(source.kind)(source, log.bind(source=source.id))
             connector.check()
             print(f"{source.id}: ok ({source.kind}, {source.base_url})")
-        except LmsSyncError as exc:
+        except Exception as exc:  # noqa: BLE001
             failed += 1
-            print(f"{source.id}: FAILED — {exc}")
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            if not isinstance(exc, LmsSyncError):
+                text = f"{type(exc).__name__}: {text}"
+                log.error("check.failed", source=source.id, error=text, exc_info=True)
+            print(f"{source.id}: FAILED — {redactor.scrub(text)}")
         finally:
-            connector.close()
+            if connector is not None:
+                connector.close()
     print(f"config {cfg.path}: valid, {len(cfg.sources)} source(s)")
     return EXIT_FAILED if failed else EXIT_OK

@@ -32,7 +32,7 @@ from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
 from lms_sync.errors import LmsSyncError, SourceError
-from lms_sync.logs import get_logger
+from lms_sync.logs import get_logger, redactor
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
 from lms_sync.warehouse.rowids import RowIds
@@ -166,9 +166,10 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
     with engine.begin() as conn:
         row = state.start_run(conn, run_id, source_id, stream, now)
         state.finish_run(conn, row, result="failed", read=0, written=0,
-                         error=f"not run: {cause}")
+                         error=f"not run: {_message(cause)}")
     metrics.runs.labels(source_id, stream, "failed").inc()
-    return StreamResult(stream, "failed", error=f"not run: {cause}", error_class=type(cause).__name__)
+    return StreamResult(stream, "failed", error=f"not run: {_message(cause)}",
+                        error_class=type(cause).__name__)
 
 
 def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector,
@@ -366,8 +367,11 @@ class _Reader:
 
 
 def _message(exc: BaseException) -> str:
+    """The first line of an error, without any configured secret: it is printed, logged and
+    stored on the run row (``sync_runs.error``), and a vendor's error body, which it may
+    quote, can echo a key back."""
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return text or type(exc).__name__
+    return redactor.scrub(text or type(exc).__name__)
 
 
 def default_parallelism(cfg: Config, engine: Engine) -> int:

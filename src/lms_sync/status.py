@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, func, select
 
 from lms_sync.config import Config
+from lms_sync.logs import redactor
 from lms_sync.warehouse.identity import summary as identity_summary
 from lms_sync.warehouse.tables import learners, persons, sources, sync_runs, sync_state
 
@@ -69,7 +70,8 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             "written": run["records_written"],
             "cursor": cursors.get((run["source_id"], run["stream"])),
             "next_run": next_run(cfg, run["source_id"]),
-            "error": run["error"],
+            # runs stored before errors were scrubbed may hold a secret a vendor echoed
+            "error": redactor.scrub(run["error"]) if run["error"] else run["error"],
         })
     for source_id in cfg.sources:
         if source_id not in seen_sources:

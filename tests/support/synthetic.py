@@ -33,6 +33,7 @@ class SyntheticOptions(Settings):
     crash_after: int | None = None
     crash_hard: bool = False
     fail_stream: str | None = None
+    fail_message: str = "synthetic failure"  # e.g. a vendor error body that echoes a secret
     delay_ms: float = 0          # wait per 50 users read (a slow vendor)
 
 
@@ -53,7 +54,7 @@ class Users(Stream):
 
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         if self.opts.fail_stream == self.name:
-            raise RuntimeError("synthetic failure")
+            raise RuntimeError(self.opts.fail_message)
         last = (ctx.cursor or {}).get("position", -1)
         ctx.partial = ctx.cursor is not None
         emitted = 0
@@ -82,7 +83,7 @@ class Enrollments(Stream):
 
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
         if self.opts.fail_stream == self.name:
-            raise RuntimeError("synthetic failure")
+            raise RuntimeError(self.opts.fail_message)
         for c in range(self.opts.courses):
             yield Course(external_id=f"c{c}", title=f"Course {c}", duration_minutes=30 + c)
         for i in range(self.opts.users):
