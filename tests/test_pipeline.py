@@ -57,6 +57,31 @@ def test_changed_rows_and_history(warehouse):
     assert _count(warehouse.engine, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
 
 
+def test_a_record_skipped_as_invalid_keeps_its_row_and_holds_soft_deletes(sqlite_warehouse, capsys):
+    """A full read that skipped an invalid record did not see all rows: the skipped one was
+    still listed by the vendor, so nothing is soft-deleted (warning ``rows.soft_delete_held``)
+    until a full read skips none; then rows no longer listed are soft-deleted as usual."""
+    engine = sqlite_warehouse.engine
+    configure("json", "INFO")
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40)})
+    assert run_source(engine, cfg, cfg.sources["syn"]).ok
+    bad = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40, invalid=[3], removed=[5])})
+    res = run_source(engine, bad, bad.sources["syn"], full_refresh=True)
+    assert res.ok, res.error
+    assert res.streams[1].skipped == 1 and res.streams[1].deleted == 0
+    assert _count(engine, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    held = [e for e in events if e["event"] == "rows.soft_delete_held"]
+    assert len(held) == 1 and held[0]["skipped"] == 1 and held[0]["stream"] == "enrollments"
+    fixed = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40, removed=[5])})
+    res = run_source(engine, fixed, fixed.sources["syn"], full_refresh=True)
+    assert res.ok and res.streams[1].deleted == 1
+    with engine.connect() as conn:
+        gone = conn.execute(select(enrollments.c.external_id)
+                            .where(enrollments.c.deleted_at.is_not(None))).scalars().all()
+    assert gone == ["u5:c0"]
+
+
 def test_crash_between_batches_resumes_from_cursor(warehouse):
     cfg = make_config(warehouse, {"syn": synthetic_source(users=300, crash_after=175)})
     cfg.warehouse.batch_size = 60

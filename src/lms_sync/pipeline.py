@@ -240,7 +240,12 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                 if stop is not None and stop.is_set():
                     raise Interrupted("interrupted")
         flush()
-        if seen and not ctx.partial:
+        if seen and not ctx.partial and ctx.skipped:
+            # a record skipped as invalid was still there: its row must not look deleted
+            log.warning("rows.soft_delete_held", skipped=ctx.skipped, tables=sorted(seen),
+                        reason="records were skipped as invalid; rows no longer listed are kept "
+                               "until a full read skips none")
+        elif seen and not ctx.partial:
             with engine.begin() as conn:
                 now = state.now_utc()
                 for table, ids in seen.items():

@@ -28,6 +28,7 @@ class SyntheticOptions(Settings):
     courses: int = 5
     changed: list[int] = []      # user indexes whose enrollment progressed
     removed: list[int] = []      # user indexes whose enrollment disappeared
+    invalid: list[int] = []      # user indexes whose enrollment fails validation (skipped)
     version: int = 1             # users with index < bumped get this version
     bumped: int = 0
     crash_after: int | None = None
@@ -90,6 +91,11 @@ class Enrollments(Stream):
             if i in self.opts.removed:
                 continue
             done = i in self.opts.changed
+            if i in self.opts.invalid:  # a vendor row that no longer validates
+                ctx.normalize(f"e{i}", lambda i=i: Enrollment(
+                    external_id=f"u{i}:c{i % self.opts.courses}", learner_external_id=f"u{i}",
+                    course_external_id=f"c{i % self.opts.courses}", progress_pct=250))
+                continue
             yield Enrollment(
                 external_id=f"u{i}:c{i % self.opts.courses}", learner_external_id=f"u{i}",
                 course_external_id=f"c{i % self.opts.courses}",
