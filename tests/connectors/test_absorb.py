@@ -344,9 +344,16 @@ def test_wrong_api_key_fails_that_source_only(start_vendor, sqlite_warehouse):
     assert bad.fake.token_fetches == 0
 
 
+def _one_edit_time(fake) -> None:
+    """Every user edited at the same second (a bulk import): a run of one dateEdited."""
+    for user in fake.users:
+        user["dateEdited"] = "2026-03-01T00:00:00Z"
+
+
 def test_paging_loop_is_a_clear_error(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=30, courses=2, ignore_offset=True)
     vendor.source["options"]["page_size"] = 10
+    _one_edit_time(vendor.fake)  # only a run of one value needs page numbers
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert not result.ok
     error = by_stream(result)["users"].error
@@ -354,14 +361,65 @@ def test_paging_loop_is_a_clear_error(start_vendor, sqlite_warehouse):
     assert vendor.fake.requests["/users"] == 2
 
 
+def test_a_vendor_that_ignores_offset_is_still_read_whole_by_edit_time(start_vendor, sqlite_warehouse):
+    """Sorted lists page by the last dateEdited seen: they need no page number while the
+    edit times differ."""
+    vendor = start_vendor("absorb", learners=30, courses=2, ignore_offset=True)
+    vendor.source["options"]["page_size"] = 10
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert count(sqlite_warehouse, learners) == 30
+    assert count(sqlite_warehouse, enrollments) == len(active_enrollments(vendor.fake))
+
+
 def test_paging_stops_at_max_page(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=30, courses=2)
     vendor.source["options"].update(page_size=5, max_page=2)
+    _one_edit_time(vendor.fake)
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
     error = by_stream(result)["users"].error
     assert error == ("source 'absorb': paging went past page 2 without an end (/users); the vendor "
                      "keeps returning full pages; raise options.max_page or report it to Absorb")
     assert vendor.fake.requests["/users"] == 3
+
+
+def test_a_run_of_one_edit_time_longer_than_a_page_is_read_once(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30, courses=2)
+    vendor.source["options"]["page_size"] = 7
+    _one_edit_time(vendor.fake)
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    users = by_stream(result)["users"]
+    assert users.read == 30 and count(sqlite_warehouse, learners) == 30
+    assert vendor.fake.requests["/users"] == 5  # pages 0-3 of 7, the last one short
+
+
+def test_enrollments_edited_while_they_are_read_are_all_kept(start_vendor, sqlite_warehouse):
+    """A learner's progress edits an enrollment mid-read: it moves to the end of the list
+    sorted by dateEdited. Page numbers then skipped the row that shifted back over each page
+    edge (and a full read soft-deleted it); paging by edit time reads every row."""
+    vendor = start_vendor("absorb", learners=60, courses=2)
+    fake = vendor.fake
+    vendor.source["options"].update(page_size=5, lesson_enrollments=False)
+    assert sync(sqlite_warehouse, {"absorb": vendor.source}).ok
+    edited: list[str] = []
+
+    def edit_first_row(path: str, page: list[dict]) -> None:
+        if path.endswith("/enrollments") and page and len(edited) < 6:
+            with fake._state:
+                row = next(r for r in fake.enrollments[page[0]["courseId"]] if r["id"] == page[0]["id"])
+                fake.clock += timedelta(minutes=1)
+                row["dateEdited"] = f"{fake.clock.replace(tzinfo=None).isoformat(timespec='seconds')}Z"
+            edited.append(row["id"])
+
+    fake.after_page = edit_first_row
+    result = sync(sqlite_warehouse, {"absorb": vendor.source}, full_refresh=True)
+    assert result.ok, result.error
+    assert len(edited) == 6
+    enr = by_stream(result)["enrollments"]
+    assert enr.deleted == 0
+    assert count(sqlite_warehouse, enrollments, enrollments.c.deleted_at.is_(None)) == \
+        len(active_enrollments(fake))
 
 
 def test_page_size_reaches_the_vendor(start_vendor, sqlite_warehouse):

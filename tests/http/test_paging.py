@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lms_sync.errors import DataError
-from lms_sync.http import NextUrlPaginator, PageNumberPaginator, PageTokenPaginator
+from lms_sync.http import NextUrlPaginator, PageNumberPaginator, PageTokenPaginator, SortValuePaginator
 
 
 def test_page_number_from_zero_stops_on_short_page():
@@ -63,3 +63,58 @@ def test_page_token_loop_guard():
     p2 = PageTokenPaginator()
     p2.update(count=0, next_token="")
     assert not p2.has_next
+
+
+def _read_by_value(rows: dict[str, int], size: int, edit=None, ignore_offset: bool = False,
+                   max_page: int = 65535) -> list[str]:
+    """Read ``rows`` (id -> value) as a vendor serves them: sorted by (value, id), filtered
+    by value >= bound, paged by page number; ``edit(page_count, rows)`` changes rows between
+    pages. Returns the ids the caller keeps, in order."""
+    p = SortValuePaginator("_offset", page_size=size, max_page=max_page)
+    kept: list[str] = []
+    while p.has_next:
+        page = p.next_request().params["_offset"]
+        listed = sorted(((v, k) for k, v in rows.items() if p.bound is None or v >= p.bound))
+        start = 0 if ignore_offset else page * size
+        served = [(k, v) for v, k in listed[start:start + size]]
+        p.update(count=len(served), keys=served)
+        kept += [k for k, _ in served if k not in p.repeated]
+        if edit:
+            edit(p.pages, rows)
+    return kept
+
+
+def test_sort_value_paging_reads_a_row_edited_meanwhile_and_skips_none():
+    rows = {f"r{i:02d}": i for i in range(30)}
+
+    def edit(pages: int, rows: dict[str, int]) -> None:
+        if pages == 1:
+            rows["r02"] = 100  # read on page 1, edited: it moves to the end of the list
+
+    kept = _read_by_value(dict(rows), 10, edit)
+    assert set(kept) == set(rows) and kept.count("r02") == 2 and len(kept) == 31
+    # page numbers over the same list lose the row that shifted back across a page edge
+    shifted, p, numbered = dict(rows), PageNumberPaginator("_offset", 0, page_size=10), []
+    while p.has_next:
+        listed = [k for _, k in sorted((v, k) for k, v in shifted.items())]
+        page = listed[p.next_request().params["_offset"] * 10:][:10]
+        p.update(count=len(page))
+        numbered += page
+        edit(p.pages, shifted)
+    assert "r10" not in numbered
+
+
+def test_sort_value_paging_walks_a_run_of_one_value_longer_than_a_page():
+    rows = {f"a{i}": 1 for i in range(3)} | {f"t{i:02d}": 5 for i in range(12)} | {"z": 9}
+    kept = _read_by_value(rows, 5)
+    assert sorted(kept) == sorted(rows)  # each once
+
+
+def test_sort_value_paging_refuses_a_vendor_that_ignores_the_page_number_in_a_run():
+    rows = {f"t{i:02d}": 5 for i in range(12)}
+    with pytest.raises(DataError, match="paging loop"):
+        _read_by_value(rows, 5, ignore_offset=True)
+    assert sorted(_read_by_value({f"r{i}": i for i in range(12)}, 5, ignore_offset=True)) == \
+        sorted(f"r{i}" for i in range(12))  # distinct values need no page numbers
+    with pytest.raises(DataError, match="past page 1"):
+        _read_by_value(rows, 5, max_page=1)

@@ -60,7 +60,7 @@ from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Setting
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.errors import classify_response, classify_transport
-from lms_sync.http.paging import PageNumberPaginator
+from lms_sync.http.paging import PageNumberPaginator, Paginator, SortValuePaginator
 
 AUTH_PATH = "/authenticate"
 READY_MAX = 1000  # enrollment records waiting behind lesson calls, at most
@@ -295,33 +295,57 @@ class AbsorbConnector(Connector):
                             path=AUTH_PATH, status=resp.status_code)
         return Token(token, time.monotonic() + TOKEN_SECONDS)
 
-    def pages(self, path: str, key: str, params: dict[str, Any] | None = None,
-              ctx: ReadContext | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Each page (the ``key`` array) of a paged collection."""
+    def pages(self, path: str, key: str, ctx: ReadContext | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Each page (the ``key`` array) of a small unsorted collection, by page number."""
+        size, top = self.options.page_size, self.options.max_page
+        yield from self._walk(path, key, {}, PageNumberPaginator("_offset", 0, page_size=size,
+                                                                  max_page=top), ctx)
+
+    def edited_pages(self, path: str, key: str, start: datetime | None,
+                     ctx: ReadContext | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Each page of a collection sorted by ``dateEdited``, from ``start`` (None: all).
+
+        Paged by the last ``dateEdited`` seen (``_filter=dateEdited ge …`` from ``_offset``
+        0; see :class:`SortValuePaginator`), not by page number: learners edit enrollments
+        while we read, and each edit moves a row to the end of the sorted list, which
+        shifted a row per later page out of reach of page numbers, for good (the cursor
+        passes it) and, on a full read, into a soft delete."""
+        pager = SortValuePaginator("_offset", page_size=self.options.page_size,
+                                   start=start.replace(microsecond=0) if start else None,
+                                   max_page=self.options.max_page)
+        yield from self._walk(path, key, {"_sort": "dateEdited"}, pager, ctx)
+
+    def _walk(self, path: str, key: str, params: dict[str, Any], pager: Paginator,
+              ctx: ReadContext | None) -> Iterator[list[dict[str, Any]]]:
         assert self.http is not None
-        size = self.options.page_size
-        pager = PageNumberPaginator("_offset", 0, page_size=size, max_page=self.options.max_page)
+        by_value = pager if isinstance(pager, SortValuePaginator) else None
         previous: list[Any] | None = None
         while pager.has_next:
-            request = pager.next_request()
-            body = self.http.get_json(path, params={**(params or {}), "_limit": size, **request.params})
+            query = {**params, "_limit": self.options.page_size, **pager.next_request().params}
+            if by_value and by_value.bound is not None:
+                query["_filter"] = f"dateEdited ge datetime'{iso(by_value.bound)}'"
+            body = self.http.get_json(path, params=query)
             rows = body.get(key) if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise DataError(f"the page has no {key!r} list", source=self.source.id, path=path)
-            ids = [r.get("id") for r in rows if isinstance(r, dict)]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise DataError(f"the page has no {key!r} list of objects", source=self.source.id,
+                                path=path)
+            ids = [r.get("id") for r in rows]
             if rows and ids == previous:
-                raise DataError(f"paging loop: page {request.params['_offset']} repeats the page "
-                                "before it", source=self.source.id, path=path,
+                raise DataError(f"paging loop: page {query['_offset']} repeats the page before it",
+                                source=self.source.id, path=path,
                                 fix="the vendor ignores _offset; report it to Absorb")
             previous = ids
             if ctx is not None:
                 ctx.count("pages")
+            keys = [(r.get("id"), _edited_second(r)) for r in rows] if by_value else None
             try:
-                pager.update(count=len(rows))
+                pager.update(count=len(rows), keys=keys)
             except DataError as exc:
                 raise DataError(exc.message, source=self.source.id, path=path,
                                 fix="the vendor keeps returning full pages; raise options.max_page "
                                 "or report it to Absorb") from None
+            if by_value and by_value.repeated:  # read on the page before (see SortValuePaginator)
+                rows = [r for r in rows if r.get("id") not in by_value.repeated]
             yield rows
 
     def lookup(self, path: str, key: str) -> dict[str, str]:
@@ -344,18 +368,17 @@ class _Incremental(Stream):
     def __init__(self, conn: AbsorbConnector) -> None:
         self.conn = conn
 
-    def window(self, ctx: ReadContext) -> tuple[datetime | None, dict[str, str]]:
-        """(saved cursor, query params) of this run; sets ``ctx.partial`` when filtered."""
+    def window(self, ctx: ReadContext) -> tuple[datetime | None, datetime | None]:
+        """(saved cursor, the first dateEdited to read or None: all) of this run; sets
+        ``ctx.partial`` when only part is read."""
         saved = (ctx.cursor or {}).get("date_edited")
         saved_at = utc(datetime.fromisoformat(saved.replace("Z", "+00:00"))) if saved else None
         start = saved_at - timedelta(minutes=self.conn.options.overlap_minutes) if saved_at else None
         if ctx.since is not None:
             start = min(start, utc(ctx.since)) if start else utc(ctx.since)  # type: ignore[type-var]
-        params = {"_sort": "dateEdited"}
         if start is not None:
-            params["_filter"] = f"dateEdited ge datetime'{iso(start)}'"
             ctx.partial = True
-        return saved_at, params
+        return saved_at, start
 
     @staticmethod
     def cursor(saved: datetime | None, seen: datetime | None) -> Checkpoint:
@@ -364,9 +387,9 @@ class _Incremental(Stream):
 
     def read_sorted(self, ctx: ReadContext, normalize: Callable[[dict[str, Any]], Record]
                     ) -> Iterator[Record | Checkpoint]:
-        saved, params = self.window(ctx)
+        saved, start = self.window(ctx)
         seen: datetime | None = None
-        for rows in self.conn.pages(self.path, self.key, params, ctx):
+        for rows in self.conn.edited_pages(self.path, self.key, start, ctx):
             for row in rows:
                 record = ctx.normalize(row.get("id"), lambda r=row: normalize(r))
                 if record is not None:
@@ -374,6 +397,12 @@ class _Incremental(Stream):
                     edited = _edited(row)
                     seen = max(seen, edited) if seen and edited else edited or seen
             yield self.cursor(saved, seen)  # sorted by dateEdited: everything before is read
+
+
+def _edited_second(row: dict[str, Any]) -> datetime | None:
+    """``dateEdited`` to the second: what a ``_filter`` on it can say."""
+    edited = _edited(row)
+    return edited.replace(microsecond=0) if edited else None
 
 
 def _edited(row: dict[str, Any]) -> datetime | None:
@@ -413,13 +442,14 @@ class EnrollmentsStream(_Incremental):
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         conn, http = self.conn, self.conn.http
         assert http is not None
-        saved, params = self.window(ctx)
-        course_ids = [r["id"] for rows in conn.pages("/courses", "courses", {"_sort": "dateEdited"})
-                      for r in rows if r.get("id")]
+        saved, start = self.window(ctx)
+        course_ids = list(dict.fromkeys(r["id"] for rows in conn.edited_pages("/courses", "courses", None)
+                                        for r in rows if r.get("id")))
 
         def course_enrollments(course_id: str) -> Iterator[list[dict[str, Any]]]:
             try:
-                yield from conn.pages(f"/courses/{_segment(course_id)}/enrollments", "enrollments", params)
+                yield from conn.edited_pages(f"/courses/{_segment(course_id)}/enrollments", "enrollments",
+                                             start)
             except RequestRejected as exc:
                 if exc.status != 404:  # 404: the course was deleted since we listed it
                     raise

@@ -7,9 +7,10 @@ from lms_sync.http.paging import (
     PageNumberPaginator,
     PageTokenPaginator,
     Paginator,
+    SortValuePaginator,
 )
 
 __all__ = [
     "BasicAuth", "HeaderAuth", "HttpClient", "NextUrlPaginator", "PageNumberPaginator",
-    "PageTokenPaginator", "Paginator", "Token", "TokenAuth",
+    "PageTokenPaginator", "Paginator", "SortValuePaginator", "Token", "TokenAuth",
 ]

@@ -8,6 +8,7 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
     page number from 0 or 1   PageNumberPaginator(param="_offset", start=0)
     next link (absolute URL)  NextUrlPaginator()
     page token                PageTokenPaginator(param="pageToken")
+    last sort value seen      SortValuePaginator(param="_offset", page_size=500)
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class Paginator(ABC):
 
     @abstractmethod
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
-               total_pages: int | None = None) -> None:
-        """Record what the page just fetched said about the next one."""
+               total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
+        """Record what the page just fetched said about the next one (``keys``: each row's
+        id and sort value, for paginators that page by value)."""
 
 
 class PageNumberPaginator(Paginator):
@@ -54,7 +56,7 @@ class PageNumberPaginator(Paginator):
         return PageRequest({self.param: self.page})
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
-               total_pages: int | None = None) -> None:
+               total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
         self.pages += 1
         self.page += 1
         last = count == 0 or (self.page_size is not None and count < self.page_size)
@@ -77,7 +79,7 @@ class NextUrlPaginator(Paginator):
         return PageRequest(url=self._next)
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
-               total_pages: int | None = None) -> None:
+               total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
         self.pages += 1
         if not next_url:
             self.has_next = False
@@ -101,7 +103,7 @@ class PageTokenPaginator(Paginator):
         return PageRequest({self.param: self._token} if self._token else {})
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
-               total_pages: int | None = None) -> None:
+               total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
         self.pages += 1
         if not next_token:
             self.has_next = False
@@ -111,3 +113,58 @@ class PageTokenPaginator(Paginator):
                             fix="report it to the vendor")
         self._seen.add(next_token)
         self._token = next_token
+
+
+class SortValuePaginator(Paginator):
+    """Pages a list sorted by a value that only grows when a row changes (a last-edited
+    time), by the last value seen rather than by page number.
+
+    Page numbers over such a list skip rows: a row edited while the list is read moves to
+    its end, every row after it shifts one place back, and the first row of the next page
+    was on this one. Here each next page asks for rows whose value is ``>= bound`` (the
+    last page's last value; the caller sends it as the vendor's filter), from page 0: an
+    edited row moves ahead of the reader, where it is read (again), and nothing shifts
+    under it. Rows of the bound's value that were already read come back at the head of
+    the next filter's list: their whole pages are skipped by page number (``param``), and
+    ``repeated`` names the rest on the page that comes back, for the caller to drop. So a
+    run of one value longer than a page (a bulk import) is walked by page number, up to
+    ``max_page``. A short page is the last. ``start`` is the first bound (an incremental
+    run's window), or None for the whole list.
+    """
+
+    def __init__(self, param: str = "_offset", *, page_size: int, start: Any = None,
+                 max_page: int = 65535) -> None:
+        self.param, self.page_size, self.max_page = param, page_size, max_page
+        self.bound, self.page = start, 0
+        self.repeated: set[Any] = set()  # ids of the last page that were read before
+        self._read_at_bound: set[Any] = set()
+        self._previous: list[Any] | None = None
+
+    def next_request(self) -> PageRequest:
+        return PageRequest({self.param: self.page})
+
+    def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
+               total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
+        keys = keys or []
+        self.pages += 1
+        ids = [k for k, _ in keys]
+        if ids and ids == self._previous:
+            raise DataError("paging loop: a page repeats the page before it",
+                            fix="the vendor ignores the paging parameters; report it to the vendor")
+        self._previous = ids
+        self.repeated = {k for k in ids if k in self._read_at_bound}
+        if count < self.page_size:
+            self.has_next = False
+            return
+        last = keys[-1][1] if keys else None
+        if last is not None and (self.bound is None or last > self.bound):
+            self.bound = last
+            self._read_at_bound = {k for k, v in keys if v is not None and v >= last}
+        else:  # a whole page of the bound's value (or without values)
+            self._read_at_bound.update(ids)
+        # the next filter's list starts with the rows of the bound's value already read:
+        # skip their whole pages (``repeated`` drops the rest)
+        self.page = len(self._read_at_bound) // self.page_size
+        if self.page > self.max_page:
+            raise DataError(f"paging went past page {self.max_page} without an end",
+                            fix="the vendor keeps returning full pages; lower the page count")

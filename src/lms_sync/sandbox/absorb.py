@@ -26,6 +26,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -87,6 +88,9 @@ class FakeAbsorb(FakeVendor):
         self.token_fetches = 0
         self.rejected = 0          # requests answered 401
         self.filters: list[str] = []  # every _filter received, in order
+        self.after_page: Callable[[str, list[dict[str, Any]]], None] | None = None
+        """Tests: called with (path, rows) after each list page is made, to edit the data
+        while a client reads it."""
         self.clock = NOW + timedelta(days=1)  # dateEdited of mutations, later than any seed data
         self._invalidate_after: int | None = None
         self._state = threading.Lock()
@@ -333,6 +337,8 @@ class FakeAbsorb(FakeVendor):
             rows = sorted(rows, key=lambda r: (r["dateEdited"], r["id"]), reverse=sort.startswith("-"))
         page = rows[:limit] if self.ignore_offset else rows[offset * limit:(offset + 1) * limit]
         page = [{k: v for k, v in r.items() if not k.startswith("_")} for r in page]
+        if self.after_page is not None:  # tests: the vendor's data changes while it is read
+            self.after_page(req.path, page)
         return Response.json({"totalItems": len(rows), "returnedItems": len(page), "limit": limit,
                               "offset": offset, key: page})
 
