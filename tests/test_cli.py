@@ -152,3 +152,26 @@ def test_a_vendor_error_that_echoes_the_secret_is_printed_and_stored_without_it(
     assert errors == ["Invalid API key ***"]
     for proc in (sync, check, status, status_json):
         assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_status_before_any_migration_and_an_unknown_revision_are_one_line(tmp_path):
+    db = tmp_path / "fresh.db"
+    path = tmp_path / "c.yaml"
+    path.write_text(f"warehouse: {{url: 'sqlite:///{db}'}}\n")
+    for args in (["status"], ["report", "--no-migrate"], ["sync", "--no-migrate"]):
+        proc = run_cli(*args, "--config", str(path))
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert "no lms-sync tables yet" in proc.stderr and "lms-sync db upgrade" in proc.stderr
+    assert run_cli("db", "upgrade", "--config", str(path)).returncode == 0
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # as if a newer lms-sync had migrated it
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    for args in (["sync"], ["db", "upgrade"]):
+        proc = run_cli(*args, "--config", str(path))
+        assert proc.returncode == 2, (args, proc.stderr)
+        plain = [line for line in proc.stderr.splitlines() if not line.startswith("{")]  # not logs
+        assert len(plain) == 1 and "Traceback" not in proc.stderr
+        assert plain[0].startswith("lms-sync: error: the warehouse is at a schema revision this "
+                                   "lms-sync does not know")

@@ -90,6 +90,31 @@ BAD_CASES = {
     "missing-file": (None, ["not found", "--config"]),
     "bad-timezone": ("defaults: {timezone: Mars/Olympus}\n", ["unknown timezone", "defaults.timezone"]),
     "bad-warehouse-url": ("warehouse: {url: 'nonsense'}\n", ["warehouse.url"]),
+    "http-not-a-mapping": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n    http: 5\n",
+        ["http must be a mapping", "sources.a.http"],
+    ),
+    "kind-not-a-string": (
+        "sources:\n  a:\n    kind: [synthetic]\n    base_url: http://x\n",
+        ["unknown source kind", "sources.a.kind"],
+    ),
+    "base-url-bad-port": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: 'https://host:abc'\n",
+        ["is not an http(s) URL", "sources.a.base_url"],
+    ),
+    "base-url-with-credentials": (
+        "sources:\n  a:\n    kind: synthetic\n    base_url: 'https://me:pw-in-url-77@host'\n",
+        ["must not carry credentials", "sources.a.base_url", "under auth"],
+    ),
+    "sqlite-folder-not-creatable": (
+        "warehouse: {url: 'sqlite:////dev/null/x/w.db'}\n",
+        ["cannot create the SQLite file's folder", "warehouse.url", "writable folder"],
+    ),
+    "bad-postgres-connect-argument": (
+        "warehouse: {url: 'postgresql+psycopg://postgres:pw-arg-77@127.0.0.1:5432/test"
+        "?connect_timeout=abc'}\n",
+        ["cannot reach the warehouse", "warehouse.url"],
+    ),
 }
 
 
@@ -107,6 +132,13 @@ def test_bad_config_is_one_line_exit_2(case, tmp_path):
     assert "Traceback" not in proc.stderr
     for fragment in expected:
         assert fragment in lines[0]
+    assert "-77" not in proc.stderr  # a password in a URL is never echoed
+
+
+def test_config_repr_hides_the_warehouse_password():
+    cfg = parse_config({"warehouse": {"url": "postgresql+psycopg://u:HUNTER2PASS@h/db"}})
+    for text in (repr(cfg), str(cfg), repr(cfg.warehouse), str(cfg.warehouse)):
+        assert "HUNTER2PASS" not in text and "u:***@h/db" in text
 
 
 def test_secret_typed_wrongly_is_not_echoed(tmp_path):

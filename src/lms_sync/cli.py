@@ -104,24 +104,36 @@ def setup(args: argparse.Namespace) -> Config:
 
 
 def open_warehouse(cfg: Config, migrate: bool = True):
-    """An engine for the warehouse, migrated unless told not to; UserError if unreachable."""
-    from sqlalchemy.exc import OperationalError
+    """An engine for the warehouse, migrated unless told not to; UserError if it cannot be
+    reached, is at a revision this lms-sync does not know, or (not migrated here) has no
+    tables yet."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DBAPIError
 
-    from lms_sync.warehouse.db import make_engine, upgrade
+    from lms_sync.warehouse.db import is_migrated, make_engine, upgrade
 
-    engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
+    try:
+        engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
+    except ConfigError as exc:
+        raise ConfigError(exc.what, f"{cfg.path}: {exc.where}", exc.fix) from None
     try:
         with engine.connect():
             pass
         if migrate:
             upgrade(engine)
-    except OperationalError as exc:
+        elif not is_migrated(engine):
+            raise UserError(f"the warehouse has no lms-sync tables yet, {cfg.path}: warehouse.url; "
+                            "run `lms-sync db upgrade` (or a sync) first")
+    except DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        for secret in cfg.secret_values():
-            reason = reason.replace(secret, "***")
         raise UserError(
-            f"cannot reach the warehouse ({reason}), {cfg.path}: warehouse.url; "
+            f"cannot reach the warehouse ({redactor.scrub(reason)}), {cfg.path}: warehouse.url; "
             "check the URL and that the database is running"
+        ) from None
+    except CommandError as exc:
+        raise UserError(
+            f"the warehouse is at a schema revision this lms-sync does not know ({str(exc)[:120]}), "
+            f"{cfg.path}: warehouse.url; run the lms-sync version that migrated it, or a newer one"
         ) from None
     return engine
 

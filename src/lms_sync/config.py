@@ -49,11 +49,21 @@ def _validate_tz(value: str) -> str:
 
 
 class WarehouseConfig(_Model):
-    url: str = "sqlite:///lms_sync.db"
+    url: str = Field(default="sqlite:///lms_sync.db", repr=False)  # may carry a password
     schema_: str | None = Field(default=None, alias="schema")
     batch_size: int = Field(default=1000, ge=1, le=100_000)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        from sqlalchemy.engine import make_url
+
+        try:
+            shown = make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - not a URL: show nothing of it
+            shown = "<not a database URL>"
+        yield "url", shown
+        yield from super().__repr_args__()
 
 
 class LoggingConfig(_Model):
@@ -208,6 +218,23 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
     return cfg
 
 
+def _valid_http_url(url: str) -> bool:
+    """Whether httpx can send to ``url`` (a port that is a number, a host, no spaces)."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in {"http", "https"} and bool(parsed.host)
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("//")
+    host, slash, tail = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{tail}" if sep else url
+
+
 def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceConfig:
     loc = ("sources", source_id)
     where = f"{path}: {'.'.join(loc)}"
@@ -218,7 +245,7 @@ def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceCo
     if not isinstance(tree, dict):
         raise ConfigError("a source must be a mapping", where)
     kind = tree.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(
             f"unknown source kind {kind!r}", f"{where}.kind", f"use one of: {', '.join(KINDS)}"
         )
@@ -238,11 +265,18 @@ def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceCo
     if not tree.get("base_url"):
         raise ConfigError("base_url is required", f"{where}.base_url", "set the vendor's API URL")
     base_url = str(tree["base_url"])
-    if not re.match(r"^https?://[^/\s]+", base_url):
+    if not re.match(r"^https?://[^/\s]+", base_url) or not _valid_http_url(base_url):
         raise ConfigError(
-            f"base_url {base_url!r} is not an http(s) URL", f"{where}.base_url",
+            f"base_url {_without_userinfo(base_url)!r} is not an http(s) URL", f"{where}.base_url",
             "use e.g. https://rest.myabsorb.com",
         )
+    if "@" in base_url.split("//", 1)[1].split("/", 1)[0]:
+        raise ConfigError("base_url must not carry credentials", f"{where}.base_url",
+                          "remove the user:password@ part and put credentials under auth")
+    for key in ("auth", "options", "http"):
+        if tree.get(key) is not None and not isinstance(tree[key], dict):
+            raise ConfigError(f"{key} must be a mapping", f"{where}.{key}",
+                              f"write {key}: followed by indented key: value lines")
     auth = _validate(cls.Auth, tree.get("auth") or {}, path, (*loc, "auth"))
     options = _validate(cls.Options, tree.get("options") or {}, path, (*loc, "options"))
     http = _validate(

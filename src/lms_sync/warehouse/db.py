@@ -26,7 +26,13 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     kwargs: dict = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the SQLite file's folder {str(folder)!r} "
+                                  f"({exc.strerror or type(exc).__name__})", "warehouse.url",
+                                  "use a path in a writable folder") from None
     else:
         # a running source holds a lock connection and takes one per batch: 8 sources at
         # once (pipeline.default_parallelism) need 16, plus the identity pass and status
