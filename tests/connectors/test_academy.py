@@ -246,6 +246,18 @@ def test_pacing_from_rate_limit_headers_avoids_429(start_vendor, sqlite_warehous
     assert result.http.get("throttled", 0) == 0
 
 
+def test_the_configured_rate_alone_avoids_429_when_reset_comes_with_429_only(start_vendor,
+                                                                              sqlite_warehouse):
+    """Without X-RateLimit-Reset on a 200 only requests_per_minute paces: at exactly the
+    vendor's limit it must stay within every window, a first burst included."""
+    v = start_vendor("academy", learners=8, rate_limit=5, reset_on_429_only=True)
+    v.source["options"]["requests_per_minute"] = 300  # 5 a second: the fake's limit
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert result.http["requests"] > 3 * 5  # several windows
+    assert v.fake.throttled == 0 and result.http.get("throttled", 0) == 0
+
+
 def test_throttled_key_gets_429_and_a_run_waits_it_out(start_vendor, sqlite_warehouse):
     v = start_vendor("academy", learners=4, rate_limit=5)
     headers = {"Authorization": f"Bearer {FULL_KEY}"}

@@ -291,8 +291,10 @@ class AcademyConnector(Connector):
         if source.http.requests_per_second:
             rps = min(rps, source.http.requests_per_second)
         key = self.auth.api_key.get_secret_value()
+        # burst 1: the vendor counts requests per fixed minute, so a burst on top of the
+        # full rate would let 63 through in the first minute of a run (60 allowed)
         self.http = self.make_client(HeaderAuth({"Authorization": f"Bearer {key}"}),
-                                     describe_error, requests_per_second=rps)
+                                     describe_error, requests_per_second=rps, burst=1)
         self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
         self.users: SweepUsers | None = None  # the complete list, once read this run
         self.emitted: set[str] = set()                    # course ids yielded this run

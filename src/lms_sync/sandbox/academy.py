@@ -112,9 +112,13 @@ class FakeAcademy(FakeVendor):
     name = "academy"
 
     def __init__(self, population: Population, rate_limit: int = 300, rate_window: float = 1.0,
-                 kiosks: int | None = None, banned_share: float = 0.05, **_: Any) -> None:
+                 kiosks: int | None = None, banned_share: float = 0.05,
+                 reset_on_429_only: bool = False, **_: Any) -> None:
         super().__init__(population)
         self.rate_limit, self.rate_window = rate_limit, rate_window
+        # the doc names the headers, not when each is sent; Laravel's throttle (which the
+        # 429 body suggests) sends X-RateLimit-Reset with a 429 only
+        self.reset_on_429_only = reset_on_429_only
         self.keys: dict[str, set[str]] = {FULL_KEY: set(SCOPES)}
         self.throttled = 0                      # 429s sent
         self.throttle_log: list[float] = []     # when each 429 was sent (time.time())
@@ -294,6 +298,8 @@ class FakeAcademy(FakeVendor):
             used += 1
             self._windows[key] = (w_start, used)
             headers["X-RateLimit-Remaining"] = str(self.rate_limit - used)
+            if self.reset_on_429_only:
+                del headers["X-RateLimit-Reset"]
             return None, headers
 
     # ------------------------------------------------------------------ helpers
