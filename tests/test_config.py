@@ -90,6 +90,11 @@ BAD_CASES = {
     "missing-file": (None, ["not found", "--config"]),
     "bad-timezone": ("defaults: {timezone: Mars/Olympus}\n", ["unknown timezone", "defaults.timezone"]),
     "bad-warehouse-url": ("warehouse: {url: 'nonsense'}\n", ["warehouse.url"]),
+    "source-id-twice": (
+        "sources:\n  1:\n    kind: synthetic\n    base_url: http://x\n"
+        "  '1':\n    kind: synthetic\n    base_url: http://y\n",
+        ["source id '1' is given twice", "sources", "distinct id"],
+    ),
     "http-not-a-mapping": (
         "sources:\n  a:\n    kind: synthetic\n    base_url: http://x\n    http: 5\n",
         ["http must be a mapping", "sources.a.http"],

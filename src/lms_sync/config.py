@@ -214,6 +214,9 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
     except ValueError as exc:
         raise ConfigError(str(exc), f"{path}: defaults.schedule", "use e.g. '0 */2 * * *'") from None
     for source_id, settings in sources_tree.items():
+        if str(source_id) in cfg.sources:  # e.g. 1 and "1": YAML keeps both, we could not
+            raise ConfigError(f"source id {str(source_id)!r} is given twice", f"{path}: sources",
+                              "give each source a distinct id")
         cfg.sources[str(source_id)] = _parse_source(str(source_id), settings, cfg, path)
     return cfg
 

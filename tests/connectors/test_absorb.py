@@ -433,6 +433,22 @@ def test_page_size_reaches_the_vendor(start_vendor, sqlite_warehouse):
     assert not any(p.endswith("/lessons") for p in vendor.fake.requests)
 
 
+def test_a_vendor_that_pages_by_fewer_rows_than_asked_is_a_clear_error(start_vendor, sqlite_warehouse):
+    """A full page of fewer rows than _limit is not the last one: stopping there would lose
+    the rest (and soft-delete it on a full read)."""
+    vendor = start_vendor("absorb", learners=30, courses=2, cap_limit=10)
+    vendor.source["options"]["page_size"] = 25
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert not result.ok
+    assert by_stream(result)["users"].error == (
+        "source 'absorb': the vendor pages by 10 rows, not the 25 asked for (/users); "
+        "set options.page_size to 10 or less")
+    assert count(sqlite_warehouse, learners) == 0
+    vendor.source["options"]["page_size"] = 10
+    assert sync(sqlite_warehouse, {"absorb": vendor.source}).ok
+    assert count(sqlite_warehouse, learners) == 30
+
+
 def test_page_size_over_the_maximum_is_refused_by_config():
     from lms_sync.config import parse_config
     from lms_sync.errors import ConfigError

@@ -329,6 +329,13 @@ class AbsorbConnector(Connector):
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise DataError(f"the page has no {key!r} list of objects", source=self.source.id,
                                 path=path)
+            served = body.get("limit")
+            size = self.options.page_size
+            if isinstance(served, int) and not isinstance(served, bool) and 0 < served < size \
+                    and len(rows) == served:  # a full page of fewer rows than asked: not the last
+                raise DataError(f"the vendor pages by {served} rows, not the {size} asked for",
+                                source=self.source.id, path=path,
+                                fix=f"set options.page_size to {served} or less")
             ids = [r.get("id") for r in rows]
             if rows and ids == previous:
                 raise DataError(f"paging loop: page {query['_offset']} repeats the page before it",

@@ -77,9 +77,10 @@ class FakeAbsorb(FakeVendor):
     PASSWORD = "sandbox-absorb-password"  # noqa: S105 - sandbox credential
 
     def __init__(self, population: Population, courses: int = 8, token_ttl: float = 4 * 3600,
-                 ignore_offset: bool = False, **_: Any) -> None:
+                 ignore_offset: bool = False, cap_limit: int | None = None, **_: Any) -> None:
         super().__init__(population)
         self.n_courses, self.token_ttl, self.ignore_offset = courses, token_ttl, ignore_offset
+        self.cap_limit = cap_limit  # a server that pages by fewer rows than _limit asks for
         seed = population.seed
         self.dept_ids = [_uuid(seed, "dept", i) for i in range(len(DEPARTMENTS))]
         self.category_ids = [_uuid(seed, "cat", i) for i in range(len(CATEGORIES))]
@@ -318,6 +319,8 @@ class FakeAbsorb(FakeVendor):
             return error(400, "Invalid paging parameters.", "_limit must be between 1 and 1000")
         if not 0 <= offset <= 65535:
             return error(400, "Invalid paging parameters.", "_offset must be between 0 and 65535")
+        if self.cap_limit:
+            limit = min(limit, self.cap_limit)
         flt, sort = req.arg("_filter"), req.arg("_sort")
         if flt:
             with self._state:
