@@ -103,6 +103,26 @@ def _stored_fields(cls: type[Record], table: Table) -> frozenset[str]:
 
 
 @cache
+def _text_limits(table: Table) -> tuple[tuple[str, int], ...]:
+    """(column, length) of the table's bounded text columns, keys aside (``external_id`` is
+    validated to fit, and a cut key would merge rows)."""
+    return tuple((c.name, c.type.length) for c in table.c
+                 if isinstance(c.type, String) and c.type.length and c.name not in _KEY
+                 and c.name != "row_hash")
+
+
+def _fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """Cut text longer than its column (a 1,200-character course title): PostgreSQL and
+    MariaDB refuse it, which failed the whole batch on every run, SQLite kept it whole.
+    The row hash is of the record as read, so a cut value does not churn."""
+    for name, length in _text_limits(table):
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    return row
+
+
+@cache
 def _lookup_statement(table: Table, extra: tuple[str, ...], dialect: str) -> Select:
     """One statement per table and dialect, so SQLAlchemy compiles it once.
 
@@ -292,7 +312,7 @@ class BatchWriter:
             row["course_id"] = refs["course"][record.course_external_id]
         if "enrollment_id" in table.c:
             row["enrollment_id"] = refs["enrollment"].get(record.enrollment_external_id)
-        return row
+        return _fit(table, row)
 
     def _link_parents(self, records: list[Record], ids: dict[str, int], now: datetime,
                       stats: WriteStats) -> None:
@@ -358,8 +378,8 @@ class BatchWriter:
                 stats.unchanged[t.name] += 1
                 continue
             data = {k: v for k, v in record.model_dump().items() if k in t.c}
-            rows.append({**data, "source_id": self.source_id, "as_of": now, "row_hash": digest,
-                         "first_seen_at": now, "updated_at": now})
+            rows.append(_fit(t, {**data, "source_id": self.source_id, "as_of": now, "row_hash": digest,
+                                 "first_seen_at": now, "updated_at": now}))
         if rows:
             self.conn.execute(t.insert(), rows)
             stats.inserted[t.name] += len(rows)
