@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from lms_sync.canonical import Course, Enrollment, Learner, Snapshot
 from lms_sync.warehouse.state import ensure_source, now_utc
-from lms_sync.warehouse.tables import courses, learners, stat_snapshots
+from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots
 from lms_sync.warehouse.upsert import BatchWriter
 
 
@@ -38,3 +38,33 @@ def test_text_longer_than_its_column_is_cut_not_a_failed_batch(warehouse):
     with warehouse.engine.begin() as conn:  # the same records again: nothing to write
         stats = BatchWriter(conn, "src").write(batch, now_utc())
     assert stats.written == 0
+
+
+def test_ids_differing_only_in_case_accent_or_trailing_space_are_rows_of_their_own(warehouse):
+    ids = ["abc", "ABC", "é1", "e1", "x", "x "]
+    batch = [Learner(external_id=i, email=f"{n}@example.com") for n, i in enumerate(ids)]
+    write(warehouse, batch)
+    with warehouse.engine.connect() as conn:
+        stored = dict(conn.execute(select(learners.c.external_id, learners.c.email)).all())
+    assert stored == {i: f"{n}@example.com" for n, i in enumerate(ids)}
+    with warehouse.engine.begin() as conn:  # and a second write changes nothing
+        assert BatchWriter(conn, "src").write(batch, now_utc()).written == 0
+
+
+def test_numbers_read_back_as_written_and_add_no_history(warehouse):
+    """MariaDB's FLOAT kept ~7 digits: 195605.5 s came back as 195606, and an unchanged
+    progress of 33.333333 % looked changed, appending history rows."""
+    course = Course(external_id="c1", duration_minutes=12.3456789)
+    enrollment = Enrollment(external_id="u1:c1", learner_external_id="u1", course_external_id="c1",
+                            status="in_progress", progress_pct=33.333333, time_spent_seconds=195605.5,
+                            score=16777217.0, raw={"n": 1})
+    write(warehouse, [course, enrollment])
+    again = enrollment.model_copy(update={"raw": {"n": 2}})  # a change outside the history fields
+    with warehouse.engine.begin() as conn:
+        stats = BatchWriter(conn, "src").write([again], now_utc())
+    assert stats.written == 1 and stats.history == 0
+    with warehouse.engine.connect() as conn:
+        row = conn.execute(select(enrollments.c.progress_pct, enrollments.c.time_spent_seconds,
+                                  enrollments.c.score)).one()
+        minutes = conn.execute(select(courses.c.duration_minutes)).scalar()
+    assert tuple(row) == (33.333333, 195605.5, 16777217.0) and minutes == 12.3456789

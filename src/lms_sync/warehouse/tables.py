@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import mysql, sqlite
 
 from lms_sync.warehouse.types import JSONType, UTCDateTime
 
@@ -38,7 +38,14 @@ metadata = MetaData(
 # BIGINT on PostgreSQL/MySQL; INTEGER on SQLite so it is the rowid alias.
 Id = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
 SourceId = String(100)
-ExternalId = String(255)
+# MariaDB/MySQL compare text case-, accent- and trailing-space-insensitively by default:
+# vendor ids ``abc``, ``ABC`` and ``abc `` are three rows, as on PostgreSQL and SQLite.
+# Migration 0003 sets the server's binary no-pad collation (MySQL 8: utf8mb4_0900_bin).
+ExternalId = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb")
+# MariaDB/MySQL FLOAT is 4 bytes (~7 digits: 195605.5 s read back as 195606); DOUBLE keeps
+# what PostgreSQL and SQLite keep (migration 0003)
+Number = Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 
 
 def _id() -> Column:
@@ -63,9 +70,9 @@ def _progress() -> list[Column]:
     return [
         Column("status", String(20), nullable=False),
         Column("passed", Boolean),
-        Column("progress_pct", Float),
-        Column("score", Float),
-        Column("time_spent_seconds", Float),
+        Column("progress_pct", Number),
+        Column("score", Number),
+        Column("time_spent_seconds", Number),
         Column("enrolled_at", UTCDateTime()),
         Column("started_at", UTCDateTime()),
         Column("completed_at", UTCDateTime()),
@@ -137,7 +144,7 @@ courses = Table(
     Column("title", String(1000)),
     Column("category", String(255)),
     Column("description", Text),
-    Column("duration_minutes", Float),
+    Column("duration_minutes", Number),
     Column("parent_course_id", Id, ForeignKey("courses.id")),
     *_lifecycle(),
     UniqueConstraint("source_id", "external_id"),
@@ -183,7 +190,7 @@ enrollment_history = Table(
     Column("observed_at", UTCDateTime(), nullable=False),
     Column("status", String(20), nullable=False),
     Column("passed", Boolean),
-    Column("progress_pct", Float),
+    Column("progress_pct", Number),
     Column("completed_at", UTCDateTime()),
     Index(None, "enrollment_id"),
 )
@@ -199,7 +206,7 @@ stat_snapshots = Table(
     Column("subject_title", String(1000)),
     Column("group_key", String(255), nullable=False),
     Column("as_of", UTCDateTime(), nullable=False),
-    Column("value", Float),
+    Column("value", Number),
     Column("figures", JSONType),
     *_lifecycle(),
     UniqueConstraint("source_id", "external_id", "as_of"),
