@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from lms_sync.canonical import Course, Enrollment, Learner, Snapshot
+from lms_sync.canonical import ActivityProgress, Course, Enrollment, Learner, Snapshot
 from lms_sync.warehouse.state import ensure_source, now_utc
-from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots
+from lms_sync.warehouse.tables import activity_progress, courses, enrollments, learners, stat_snapshots
 from lms_sync.warehouse.upsert import BatchWriter
 
 
@@ -68,3 +68,32 @@ def test_numbers_read_back_as_written_and_add_no_history(warehouse):
                                   enrollments.c.score)).one()
         minutes = conn.execute(select(courses.c.duration_minutes)).scalar()
     assert tuple(row) == (33.333333, 195605.5, 16777217.0) and minutes == 12.3456789
+
+
+def test_an_activity_written_before_its_enrollment_gets_it_when_the_enrollment_arrives(warehouse):
+    """An unchanged activity is never written again, so its enrollment_id, NULL while the
+    enrollment was unknown, is filled in when the enrollment is written."""
+    activity = ActivityProgress(external_id="u1:c1:l1", learner_external_id="u1",
+                                course_external_id="c1", enrollment_external_id="u1:c1",
+                                status="completed", progress_pct=100)
+    other = ActivityProgress(external_id="u2:c1:l1", learner_external_id="u2",
+                             course_external_id="c1", enrollment_external_id="u2:c1")
+    write(warehouse, [activity, other])
+    write(warehouse, [Enrollment(external_id="u1:c1", learner_external_id="u1", course_external_id="c1"),
+                      activity])  # the activity unchanged: skipped by its hash
+    with warehouse.engine.connect() as conn:
+        enrollment_id = conn.execute(select(enrollments.c.id)).scalar()
+        linked = dict(conn.execute(select(activity_progress.c.external_id,
+                                          activity_progress.c.enrollment_id)).all())
+    assert linked == {"u1:c1:l1": enrollment_id, "u2:c1:l1": None}
+
+
+def test_a_course_whose_parent_is_removed_loses_its_parent(warehouse):
+    write(warehouse, [Course(external_id="p"), Course(external_id="c", parent_external_id="p")])
+    with warehouse.engine.connect() as conn:
+        assert conn.execute(select(courses.c.parent_course_id)
+                            .where(courses.c.external_id == "c")).scalar() is not None
+    write(warehouse, [Course(external_id="c")])
+    with warehouse.engine.connect() as conn:
+        assert conn.execute(select(courses.c.parent_course_id)
+                            .where(courses.c.external_id == "c")).scalar() is None

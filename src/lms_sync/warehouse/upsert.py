@@ -44,6 +44,7 @@ from lms_sync.canonical import Record
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.tables import (
     RECORD_TABLES,
+    activity_progress,
     courses,
     enrollment_history,
     enrollments,
@@ -258,6 +259,8 @@ class BatchWriter:
             self._link_parents([r for r, _ in todo], ids, now, stats)  # type: ignore[arg-type]
         if table is enrollments:
             self._append_history(todo, current, ids, now, stats)  # type: ignore[arg-type]
+            if new := [r for r, _ in todo if r.external_id not in current]:
+                self._adopt_activities(new, refs, now)
 
     def _copy_merge(self, table: Table, rows: Iterator[dict[str, Any]],
                     returning: bool = False) -> dict[str, int] | None:
@@ -307,6 +310,8 @@ class BatchWriter:
         row = record.model_dump(include=_stored_fields(type(record), table))
         row.update(source_id=self.source_id, row_hash=digest, first_seen_at=now, updated_at=now,
                    deleted_at=None)
+        if table is courses:  # set again below for a course that has one (_link_parents)
+            row["parent_course_id"] = None
         if "learner_id" in table.c:
             row["learner_id"] = refs["learner"][record.learner_external_id]
             row["course_id"] = refs["course"][record.course_external_id]
@@ -327,6 +332,22 @@ class BatchWriter:
             [{"b_id": ids[r.external_id], "b_parent": parents[r.parent_external_id]}
              for r in children],
         )
+
+    def _adopt_activities(self, new: list[Record], refs: dict, now: datetime) -> None:
+        """Activities written before their enrollment existed got no ``enrollment_id``, and
+        an activity that does not change is never written again: fill it in when the
+        enrollment (same source, learner and course) arrives."""
+        learner_ids = sorted({refs["learner"][r.learner_external_id] for r in new})  # type: ignore[attr-defined]
+        e, a = enrollments.alias("e"), activity_progress
+        match = (select(func.min(e.c.id)).where(e.c.source_id == a.c.source_id,
+                                                 e.c.learner_id == a.c.learner_id,
+                                                 e.c.course_id == a.c.course_id)
+                 .scalar_subquery())
+        for part in chunks(learner_ids):
+            self.conn.execute(
+                update(a).where(a.c.source_id == self.source_id, a.c.enrollment_id.is_(None),
+                                a.c.learner_id.in_(part), match.is_not(None))
+                .values(enrollment_id=match, updated_at=now))
 
     def _append_history(self, todo: list[tuple[Record, str]], before: dict, ids: dict[str, int],
                         now: datetime, stats: WriteStats) -> None:
