@@ -184,6 +184,23 @@ def test_matching_merges_splits_and_stable_ids(warehouse):
     assert person_of(warehouse) == before
 
 
+def test_a_learner_leaving_for_an_older_person_leaves_the_rest_their_person(warehouse):
+    """Person 2 = {B, C}; B's email becomes A's (person 1). C's links did not change: C keeps
+    person 2, and the log says B split off from 2 into 1 (before, C got a new person and
+    person 2 was logged as merged into 1, so a dashboard keyed on 2 lost C's history)."""
+    run(warehouse, absorb=[L("a", "x@example.com"), L("b", "c@example.com"),
+                           L("c", "c@example.com")])
+    first = person_of(warehouse)
+    assert first["absorb:b"] == first["absorb:c"] != first["absorb:a"]
+    result = run(warehouse, absorb=[L("b", "x@example.com")])
+    after = person_of(warehouse)
+    assert after["absorb:c"] == first["absorb:c"]  # unchanged links, unchanged person
+    assert after["absorb:b"] == after["absorb:a"] == first["absorb:a"]
+    assert log(warehouse)[-1] == ("split", first["absorb:c"], first["absorb:a"], "unlinked")
+    assert (result.merges, result.splits, result.persons_created) == (0, 1, 0)
+    assert_consistent(warehouse)
+
+
 def _learner_id(wh, external_id: str) -> int:
     with wh.engine.connect() as conn:
         return conn.execute(select(learners.c.id).where(learners.c.external_id == external_id)).scalar()

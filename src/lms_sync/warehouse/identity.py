@@ -453,12 +453,19 @@ class _Pass:
         for ci, members in enumerate(comps):
             for lid in members:
                 comp_of[lid] = ci
-        # which part of each old person keeps its id: most of its learners, then the oldest
+        # which part of each old person keeps its id: a part no older person has learners
+        # in (there it would be absorbed; a part of its own keeps the id, and the learners
+        # that left are recorded as split off), then most of its learners, then the oldest
         old_members: dict[int, list[int]] = defaultdict(list)
         for lid in sorted(rows):
             pid = stored[lid][0]
             if pid in live:
                 old_members[pid].append(lid)
+        oldest_in: dict[int, int] = {}  # component -> the oldest person with learners in it
+        for pid, members in old_members.items():
+            for lid in members:
+                ci = comp_of[lid]
+                oldest_in[ci] = min(oldest_in.get(ci, pid), pid)
         heir_of: dict[int, int] = {}
         claims: dict[int, list[int]] = defaultdict(list)
         moved: list[int] = []  # persons whose learners did not all stay together
@@ -469,7 +476,7 @@ class _Pass:
                 first: dict[int, int] = {}
                 for lid in members:
                     first.setdefault(comp_of[lid], lid)
-                heir = min(counts, key=lambda ci: (-counts[ci], first[ci]))
+                heir = min(counts, key=lambda ci: (oldest_in[ci] < pid, -counts[ci], first[ci]))
                 moved.append(pid)
             heir_of[pid] = heir
             claims[heir].append(pid)
