@@ -56,6 +56,34 @@ def test_example_config_is_valid(monkeypatch):
     assert "x-absorb_password" in cfg.secret_values()
 
 
+def test_example_config_needs_only_the_enabled_sources_credentials(monkeypatch, tmp_path):
+    """README set-up: copy config.example.yaml, fill in Absorb's credentials only (or leave
+    the others empty, as .env.example does). The disabled sources are an error only where
+    they are asked for by name."""
+    for var in ("ISPRING_CLIENT_ID", "ISPRING_CLIENT_SECRET", "UDEMY_CLIENT_ID", "UDEMY_CLIENT_SECRET",
+                "UDEMY_ORGANIZATION_ID", "SPARKWISE_API_KEY", "MONOTREE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("ABSORB_API_KEY", "ABSORB_USER", "ABSORB_PASSWORD"):
+        monkeypatch.setenv(var, "x-" + var.lower())
+    cfg = load_config("config.example.yaml")
+    assert [s.kind for s in cfg.sources.values()] == ["absorb"]
+    assert set(cfg.unusable) == {"ispring-main", "udemy-main", "sessions-main", "academy-main"}
+    for var in ("ISPRING_CLIENT_ID", "UDEMY_CLIENT_ID", "SPARKWISE_API_KEY", "MONOTREE_API_KEY"):
+        monkeypatch.setenv(var, "")  # as .env.example leaves them
+    empty = load_config("config.example.yaml")
+    assert [s.id for s in empty.sources.values() if s.enabled] == ["absorb-main"]
+    path = tmp_path / "config.yaml"
+    path.write_text(open("config.example.yaml", encoding="utf-8").read()
+                    .replace("${LMS_SYNC_WAREHOUSE_URL:-sqlite:///lms_sync.db}",
+                             f"sqlite:///{tmp_path / 'w.db'}"), encoding="utf-8")
+    proc = run_cli("check", "--config", str(path), "--source", "udemy-main")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "environment variable UDEMY_CLIENT_SECRET is not set" in proc.stderr
+    broken = path.read_text().replace("enabled: true", "enabled: yes-please", 1)
+    path.write_text(broken)
+    assert run_cli("check", "--config", str(path)).returncode == 2  # enabled ones stay strict
+
+
 def test_crontab_weekday_numbers(tmp_path):
     from lms_sync.config import validate_cron
 

@@ -140,6 +140,9 @@ def open_warehouse(cfg: Config, migrate: bool = True):
 
 def select_sources(cfg: Config, ids: list[str]) -> list:
     if ids:
+        for i in ids:
+            if i in cfg.unusable:  # disabled and not valid: an error once it is asked for
+                raise cfg.unusable[i]
         unknown = [i for i in ids if i not in cfg.sources]
         if unknown:
             raise ConfigError(f"unknown source {unknown[0]!r}", f"{cfg.path}: sources",

@@ -144,6 +144,8 @@ class Config(_Model):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     path: str = "<memory>"
+    unusable: dict[str, ConfigError] = Field(default_factory=dict, exclude=True, repr=False)
+    """Disabled sources whose settings are not valid (e.g. unset credentials), with why."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -201,10 +203,10 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
     if not isinstance(tree, dict):
         raise ConfigError("config must be a mapping at the top level", path)
     env = os.environ if environ is None else environ
-    tree = _interpolate(tree, env, path, ())
-    sources_tree = tree.pop("sources", None) or {}
+    sources_tree = tree.get("sources") or {}
     if not isinstance(sources_tree, dict):
         raise ConfigError("'sources' must be a mapping of source id to settings", f"{path}: sources")
+    tree = _interpolate({k: v for k, v in tree.items() if k != "sources"}, env, path, ())
     try:
         cfg = Config.model_validate({**tree, "path": path})
     except ValidationError as exc:
@@ -217,7 +219,16 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
         if str(source_id) in cfg.sources:  # e.g. 1 and "1": YAML keeps both, we could not
             raise ConfigError(f"source id {str(source_id)!r} is given twice", f"{path}: sources",
                               "give each source a distinct id")
-        cfg.sources[str(source_id)] = _parse_source(str(source_id), settings, cfg, path)
+        sid = str(source_id)
+        try:
+            cfg.sources[sid] = _parse_source(
+                sid, _interpolate(settings, env, path, ("sources", sid)), cfg, path)
+        except ConfigError as exc:
+            if not (isinstance(settings, dict) and settings.get("enabled") is False):
+                raise
+            # a disabled source may lack its credentials (config.example.yaml, .env.example):
+            # it is only an error where it is asked for by name
+            cfg.unusable[sid] = exc
     return cfg
 
 
