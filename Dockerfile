@@ -22,7 +22,7 @@ RUN pip install '.[postgres]' \
 USER lms
 WORKDIR /data
 
-# /healthz and /metrics, when the config sets daemon.health_port (8080 here)
+# /healthz and /metrics on daemon.health_port, which defaults to $LMS_SYNC_HEALTH_PORT (8080)
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('LMS_SYNC_HEALTH_PORT', '8080') + '/healthz', timeout=4)"]

@@ -84,6 +84,16 @@ def test_example_config_needs_only_the_enabled_sources_credentials(monkeypatch, 
     assert run_cli("check", "--config", str(path)).returncode == 2  # enabled ones stay strict
 
 
+def test_health_port_defaults_to_the_images_variable(monkeypatch):
+    """The image sets LMS_SYNC_HEALTH_PORT=8080 and its HEALTHCHECK probes it: a config
+    without daemon.health_port must still serve it there (the container stayed unhealthy)."""
+    monkeypatch.delenv("LMS_SYNC_HEALTH_PORT", raising=False)
+    assert parse_config({}).daemon.health_port is None
+    monkeypatch.setenv("LMS_SYNC_HEALTH_PORT", "8080")
+    assert parse_config({}).daemon.health_port == 8080
+    assert parse_config({"daemon": {"health_port": None}}).daemon.health_port is None
+
+
 def test_crontab_weekday_numbers(tmp_path):
     from lms_sync.config import validate_cron
 

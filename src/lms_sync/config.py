@@ -105,8 +105,14 @@ class IdentityConfig(_Model):
     """Emails that never link people (training@, hr@ ...)."""
 
 
+def _health_port_default() -> int | None:
+    """``LMS_SYNC_HEALTH_PORT`` (the image sets 8080 and its HEALTHCHECK probes it), else off."""
+    value = os.environ.get("LMS_SYNC_HEALTH_PORT", "").strip()
+    return int(value) if value.isdigit() else None
+
+
 class DaemonConfig(_Model):
-    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_port: int | None = Field(default_factory=_health_port_default, ge=0, le=65535)
     health_host: str = "0.0.0.0"  # noqa: S104 - inside a container by design
     run_on_start: bool = False
     misfire_grace_seconds: int = Field(default=300, ge=1)
