@@ -82,6 +82,38 @@ def test_a_record_skipped_as_invalid_keeps_its_row_and_holds_soft_deletes(sqlite
     assert gone == ["u5:c0"]
 
 
+def test_a_result_the_warehouse_cannot_take_is_logged_counted_and_marked_later(sqlite_warehouse, capsys):
+    """The warehouse refuses the run's final write (it went away): the run still counts in
+    the metrics, its result and error are logged (run.unrecorded), the source is reported
+    failed, and the next run marks the row it left `running` as abandoned, saying why."""
+    from lms_sync import metrics
+
+    engine = sqlite_warehouse.engine
+    configure("json", "INFO")
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=30)})
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER gone BEFORE UPDATE ON sync_runs WHEN NEW.result != "
+                             "'running' BEGIN SELECT RAISE(ABORT, 'warehouse gone'); END")
+
+    def counted_runs() -> float:
+        return metrics.registry.get_sample_value(
+            "lms_sync_runs_total", {"source": "syn", "stream": "users", "result": "succeeded"}) or 0
+
+    before = counted_runs()
+    res = run_source(engine, cfg, cfg.sources["syn"])
+    assert res.result == "failed" and "warehouse gone" in res.error
+    assert counted_runs() == before + 1
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lost = [e for e in events if e["event"] == "run.unrecorded"]
+    assert lost and lost[0]["result"] == "succeeded" and lost[0]["read"] == 30
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER gone")
+    assert run_source(engine, cfg, cfg.sources["syn"]).ok
+    with engine.connect() as conn:
+        first = conn.execute(select(sync_runs.c.result, sync_runs.c.error).order_by(sync_runs.c.id)).first()
+    assert first.result == "failed" and "warehouse was unreachable" in first.error
+
+
 def test_crash_between_batches_resumes_from_cursor(warehouse):
     cfg = make_config(warehouse, {"syn": synthetic_source(users=300, crash_after=175)})
     cfg.warehouse.batch_size = 60

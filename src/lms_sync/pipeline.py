@@ -123,7 +123,9 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
     with engine.begin() as conn:
         state.ensure_source(conn, source.id, source.kind)
     # We hold the source's lock, so a run still marked running died with its process.
-    if state.fail_stale_runs(engine, "abandoned", [source.id]):
+    if state.fail_stale_runs(engine, "abandoned: it ended without recording a result (the process "
+                             "stopped, or the warehouse was unreachable; see run.unrecorded in "
+                             "the log)", [source.id]):
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids = RowIds()
@@ -141,10 +143,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                         fatal = res._exc  # type: ignore[attr-defined]
             result.streams.append(res)
     finally:
-        if connector.http is not None:
-            for key, metric in (("requests", metrics.http_requests), ("retries", metrics.http_retries),
-                                ("throttled", metrics.http_throttled)):
-                metric.labels(source.id).inc(connector.http.stats[key])
+        if connector.http is not None:  # (the Prometheus counters count as requests go)
             result.http.update(connector.http.stats)
         connector.close()
     if learner_sink is not None:
@@ -267,13 +266,21 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     res.skipped = ctx.skipped
     res.written = totals.written + res.deleted
     res.tables = Counter(totals.by_table())
-    with engine.begin() as conn:
-        state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
-                         skipped=res.skipped, error=res.error, cursor=res.cursor)
+    # metrics first: they must count a run whose result the warehouse cannot take
     metrics.runs.labels(source.id, stream.name, res.result).inc()
     metrics.records_read.labels(source.id).inc(res.read)
     for table, n in res.tables.items():
         metrics.records_written.labels(source.id, table).inc(n)
+    try:
+        with engine.begin() as conn:
+            state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
+                             skipped=res.skipped, error=res.error, cursor=res.cursor)
+    except Exception as exc:
+        # the warehouse went away: the run row stays `running` (the next run marks it
+        # abandoned); the log keeps what it could not store
+        log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
+                  written=res.written, cause=_message(exc))
+        raise
     if res.result == "succeeded":
         log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
                  deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,

@@ -42,6 +42,23 @@ def test_retry_on_5xx_then_success(echo):
         assert http.stats["retries"] == 2 and http.stats["requests"] == 3
 
 
+def test_prometheus_counts_requests_as_they_are_sent(echo):
+    """/metrics during a long (throttled) run shows its requests and retries so far."""
+    from lms_sync import metrics
+
+    def value(name: str) -> float:
+        return metrics.registry.get_sample_value(name, {"source": "metrics-echo"}) or 0
+
+    api, server = echo
+    before = (value("lms_sync_http_requests_total"), value("lms_sync_http_retries_total"))
+    api.faults.update({"fail_next": 1, "fail_status": 503})
+    with HttpClient("metrics-echo", server.url, backoff_base=0.01) as http:
+        http.get_json("/slow")
+        http.get_json("/slow")
+        assert (value("lms_sync_http_requests_total"), value("lms_sync_http_retries_total")) == \
+            (before[0] + 3, before[1] + 1)
+
+
 def test_gives_up_after_max_attempts(echo):
     api, server = echo
     api.faults.update({"fail_next": 10, "fail_status": 502})

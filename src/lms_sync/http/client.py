@@ -30,7 +30,7 @@ from typing import IO, Any, TypeVar
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from lms_sync import __version__
+from lms_sync import __version__, metrics
 from lms_sync.errors import CredentialsRejected, DataError, RetriableError
 from lms_sync.http import jsonarray
 from lms_sync.http.auth import Auth
@@ -43,6 +43,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 USER_AGENT = f"lms-sync/{__version__} (+https://github.com/lms-sync/lms-sync)"
+
+_METRICS = {"requests": metrics.http_requests, "retries": metrics.http_retries,
+            "throttled": metrics.http_throttled}
 
 SPOOL_MAX = 256 * 1024
 """A spooled body (``get_json_array``) bigger than this goes to a temporary file."""
@@ -227,6 +230,8 @@ class HttpClient:
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
+        if (metric := _METRICS.get(key)) is not None:  # live: /metrics during a long run too
+            metric.labels(self.source_id).inc()
 
     def _send_authenticated(self, method: str, url: httpx.URL, params: Any, json: Any, data: Any,
                             headers: dict[str, str], accepted: frozenset[int],
