@@ -175,3 +175,26 @@ def test_status_before_any_migration_and_an_unknown_revision_are_one_line(tmp_pa
         assert len(plain) == 1 and "Traceback" not in proc.stderr
         assert plain[0].startswith("lms-sync: error: the warehouse is at a schema revision this "
                                    "lms-sync does not know")
+
+
+def test_every_command_takes_config():
+    """DESIGN §2: every command takes --config PATH (demo and sandbox accept it too)."""
+    import argparse
+
+    from lms_sync.cli import _load_extra_commands, _parser
+
+    _load_extra_commands()
+
+    def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+        out = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    inner = commands(sub, f"{prefix}{name} ")
+                    out.update(inner or {f"{prefix}{name}": sub})
+        return out
+
+    found = commands(_parser())
+    assert {"sync", "daemon", "status", "db upgrade", "check", "demo", "sandbox"} <= set(found)
+    for name, sub in found.items():
+        assert any("--config" in a.option_strings for a in sub._actions), name

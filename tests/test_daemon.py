@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lms_sync.canonical import Learner
 from lms_sync.warehouse import state
@@ -346,6 +346,13 @@ def test_cron_weekday_numbers_mean_what_crontab_means():
                                             "Fri 06:30", "Mon 06:30"]
     assert next_days("0 0 * * */2", 4) == ["Tue 00:00", "Thu 00:00", "Sat 00:00", "Sun 00:00"]
     assert next_days("0 0 * * sat,sun", 2) == ["Sat 00:00", "Sun 00:00"]
+    # day of month and day of week both restricted: either matches, as in crontab
+    trigger, when, fires = cron_trigger("0 6 1 * 1", "UTC"), monday, []
+    for _ in range(6):
+        when = trigger.get_next_fire_time(None, when)
+        fires.append(when.strftime("%a %d %b"))
+        when = when.replace(minute=1)
+    assert fires == ["Mon 02 Mar", "Mon 09 Mar", "Mon 16 Mar", "Mon 23 Mar", "Mon 30 Mar", "Wed 01 Apr"]
     # with a time zone: 09:00 in Helsinki is 07:00 UTC in March
     trigger = cron_trigger("0 9 * * 1", "Europe/Helsinki")
     assert trigger.get_next_fire_time(None, monday).astimezone(UTC).strftime("%a %H:%M") == "Mon 07:00"
@@ -372,3 +379,39 @@ def test_daemon_refuses_a_config_with_nothing_to_run_or_a_busy_health_port(tmp_p
     assert last.startswith(f"lms-sync: error: cannot listen on 127.0.0.1:{port} (")
     assert last.endswith(f"{cfg}: daemon.health_port; choose a free port, or remove daemon.health_port")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_fire_during_the_previous_run_runs_once_that_run_ends(sqlite_warehouse):
+    """max_instances=1 dropped a fire that came while the source still ran, with no event
+    of ours: now it is logged (sync.skipped) and run as soon as the previous run ends,
+    since that is within daemon.misfire_grace_seconds."""
+    from structlog.testing import capture_logs
+
+    from lms_sync.scheduler import Scheduler
+    from tests.conftest import make_config, synthetic_source
+
+    cfg = make_config(sqlite_warehouse, {"slow": {**synthetic_source(users=100, delay_ms=300),
+                                                  "schedule": "0 0 1 1 *"}},
+                      daemon={"jitter_seconds": 0})
+    sched = Scheduler(sqlite_warehouse.engine, cfg)
+    with capture_logs() as events:
+        sched.start()
+        try:
+            job = sched._scheduler.get_job("slow")
+            job.modify(next_run_time=datetime.now(UTC))
+            deadline = time.monotonic() + 10
+            while not sched.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            job.modify(next_run_time=datetime.now(UTC))  # fires while the first run goes on
+            while time.monotonic() < deadline:
+                with sqlite_warehouse.engine.connect() as conn:
+                    done = conn.execute(select(func.count()).select_from(sync_runs).where(
+                        sync_runs.c.stream == "users", sync_runs.c.result == "succeeded")).scalar()
+                if done == 2:
+                    break
+                time.sleep(0.05)
+        finally:
+            sched.shutdown(timeout=10)
+    assert done == 2
+    skipped = [e for e in events if e["event"] == "sync.skipped"]
+    assert len(skipped) == 1 and skipped[0]["source"] == "slow"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -38,9 +40,19 @@ def crontab_day_of_week(field: str) -> str:
     return ",".join(dict.fromkeys(out))
 
 
-def cron_trigger(expr: str, timezone: str, jitter_seconds: int = 0) -> CronTrigger:
-    """A trigger for a 5-field crontab expression with crontab's weekday numbers, plus jitter."""
+def cron_trigger(expr: str, timezone: str, jitter_seconds: int = 0) -> BaseTrigger:
+    """A trigger for a 5-field crontab expression with crontab's weekday numbers, plus jitter.
+
+    When both day of month and day of week are restricted, crontab runs on a day matching
+    *either* (``0 6 1 * 1``: every Monday and every 1st); APScheduler's CronTrigger wants
+    both, so such an expression is two triggers, either of which fires.
+    """
     minute, hour, day, month, day_of_week = expr.split()
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                       day_of_week=crontab_day_of_week(day_of_week),
-                       timezone=ZoneInfo(timezone), jitter=jitter_seconds or None)
+    dow = crontab_day_of_week(day_of_week)
+    zone, jitter = ZoneInfo(timezone), jitter_seconds or None
+    if day not in {"*", "?"} and dow != "*":
+        return OrTrigger([CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone=zone),
+                          CronTrigger(minute=minute, hour=hour, month=month, day_of_week=dow,
+                                      timezone=zone)], jitter=jitter)
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow,
+                       timezone=zone, jitter=jitter)

@@ -20,7 +20,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
@@ -76,6 +83,9 @@ class Scheduler:
             timezone=UTC,
         )
         self._scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
+        self._scheduler.add_listener(self._on_overlap, EVENT_JOB_MAX_INSTANCES)
+        self._scheduler.add_listener(self._on_job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        self._missed: dict[str, datetime] = {}  # source -> a fire that came while it ran
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,6 +180,32 @@ class Scheduler:
             with self._idle:
                 self._inflight.pop(source_id, None)
                 self._idle.notify_all()
+
+    def _on_overlap(self, event: JobSubmissionEvent) -> None:
+        """A fire came while the source's previous run was still going: it runs once that run
+        ends, if that is within ``misfire_grace_seconds`` of the fire (see _on_job_done)."""
+        when = min(event.scheduled_run_times) if event.scheduled_run_times else datetime.now(UTC)
+        with self._lock:
+            self._missed.setdefault(event.job_id, when)
+        self.log.warning("sync.skipped", source=event.job_id, scheduled_for=when.isoformat(),
+                         reason="the previous run of this source is still running",
+                         fix="it runs once that run ends, if within daemon.misfire_grace_seconds")
+
+    def _on_job_done(self, event: JobEvent) -> None:
+        with self._lock:
+            missed = self._missed.pop(event.job_id, None)
+            stopped = self._stopped
+        if missed is None or stopped:
+            return
+        late = (datetime.now(UTC) - missed).total_seconds()
+        if late > self.cfg.daemon.misfire_grace_seconds:
+            self.log.warning("sync.missed", source=event.job_id, scheduled_for=missed.isoformat(),
+                             late_seconds=round(late), reason="the previous run ended too late; "
+                             "the next scheduled run follows the schedule")
+            return
+        job = self._scheduler.get_job(event.job_id)
+        if job is not None:  # now, instead of waiting for the next fire
+            job.modify(next_run_time=datetime.now(UTC))
 
     def _on_job_error(self, event: JobExecutionEvent) -> None:
         # run_source never raises for a source's failure; this is a bug somewhere else

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, default=7, help="seed of the sandbox population")
     p.add_argument("--db", default="lms_sync_demo.db", metavar="PATH",
                    help="SQLite file to create (replaced if it exists)")
+    p.add_argument("--config", metavar="PATH", help="accepted, as by every command, but not read: "
+                   "the demo makes its own config")
     p.set_defaults(func=run)
 
 

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--warehouse-url", default="sqlite:///lms_sync.db",
                    help="warehouse URL written into the printed config")
     p.add_argument("--write-config", metavar="PATH", help="also write the config to PATH")
+    p.add_argument("--config", metavar="PATH", help="accepted, as by every command, but not read: "
+                   "the sandbox prints (and --write-config writes) a config for its vendors")
     p.set_defaults(func=run)
 
 
