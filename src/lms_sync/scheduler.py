@@ -4,9 +4,9 @@ APScheduler 3 ``BackgroundScheduler`` runs each source's job in a worker thread:
 ``max_instances=1`` and ``coalesce=True`` (a source never overlaps itself in this
 process, missed fires collapse into one; a fire that comes while the source still
 runs is logged ``sync.skipped`` and run as soon as that run ends, within the grace),
-``misfire_grace_time`` and ``jitter`` from ``daemon:`` in the config. Across processes the pipeline's per-source
-warehouse lock keeps two daemons from running the same source at once (the
-loser logs ``sync.skipped``).
+``misfire_grace_time`` and ``jitter`` from ``daemon:`` in the config. Across processes
+the pipeline's per-source warehouse lock keeps two daemons from running the same source
+at once (the loser logs ``sync.skipped``).
 
 Stopping sets one :class:`threading.Event` that the pipeline checks after each
 committed batch: a run in flight commits its batch and stops with ``interrupted``.

@@ -108,10 +108,9 @@ class HttpClient:
         link); either way the result must have the base URL's origin and no userinfo, or
         nothing is sent (``HTTP://``, ``//host`` and the like included)."""
         try:
-            given = httpx.URL(path_or_url)
-            if given.is_absolute_url or given.host:  # ``//host/x``: a link to that host
-                url = self.base_url.join(given)
-            else:
+            if "://" in path_or_url or path_or_url.startswith("//"):  # a link, maybe elsewhere
+                url = self.base_url.join(httpx.URL(path_or_url))
+            else:  # a path under the base URL (one parse, not two: this is per request)
                 url = self.base_url.join(path_or_url.lstrip("/"))
         except httpx.InvalidURL:
             raise DataError("the vendor returned a link that is not a valid URL", source=self.source_id,
