@@ -254,6 +254,9 @@ class FakeAbsorb(FakeVendor):
                         changed.append(f"{row['userId']}:{row['courseId']}")
         return changed
 
+    def make_progress(self, k: int) -> int:
+        return len(self.change_enrollments(k))
+
     def remove_enrollments(self, k: int) -> list[str]:
         """Delete ``k`` active enrollments outright (a full read soft-deletes them)."""
         removed = []

@@ -222,6 +222,9 @@ class FakeIspring(FakeVendor):
             self.changes.setdefault(key, {}).update(fields)
         return keys
 
+    def make_progress(self, k: int) -> int:
+        return len(self.change_results(k))
+
     def deny_contents(self, status: int = 403) -> None:
         """``GET /contents`` answers ``status`` (403: permission denied, 404: plain text)."""
         self.contents_status = status

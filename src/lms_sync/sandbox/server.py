@@ -104,6 +104,12 @@ class FakeVendor:
         """The ``sources.<id>`` config block that points lms-sync at this fake."""
         raise NotImplementedError
 
+    def make_progress(self, k: int) -> int:
+        """``k`` learners make progress the vendor reports (a course completed, a result
+        passed...), as between two syncs; returns how many did. The connector contract
+        test (tests/connectors/test_contract.py) uses it on every fake."""
+        raise NotImplementedError
+
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self._routes.append((method, re.compile(f"^{pattern}$"), handler))
 

@@ -211,6 +211,15 @@ class FakeSessions(FakeVendor):
             row["hash"] = _hash(row)
             return dict(row)
 
+    def make_progress(self, k: int) -> int:
+        self._generate()
+        with self._lock:
+            cid = self._clusters[1]["clusterId"]
+            ids = [r["id"] for r in self._completions if r["clusterId"] == cid][:k]
+        for completion_id in ids:
+            self.change_completion(completion_id)
+        return len(ids)
+
     def add_unknown_completion(self, remote_user_id: str = "EXT-UNKNOWN-1") -> dict[str, Any]:
         """A completion of the recent session by someone Sparkwise has no user for."""
         self._generate()
