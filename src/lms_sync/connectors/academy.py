@@ -430,7 +430,10 @@ class UsersStream(Stream):
 
 class StatsStream(Stream):
     name = "stats"
-    full_refresh_tables = ("courses",)
+    # no soft deletes of courses: the progress sweep also yields courses (those users have
+    # progress on that the aggregate did not list), and a course deleted here between the
+    # two streams, or until a sweep visits one of its users, hid its live enrollments
+    full_refresh_tables = ()
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c

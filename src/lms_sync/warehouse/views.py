@@ -1,6 +1,11 @@
-"""The ``learner_progress`` view: one flat row per live enrollment (DESIGN §4)."""
+"""The ``learner_progress`` view: one flat row per live enrollment (DESIGN §4).
 
-LEARNER_PROGRESS_SQL = """
+A migration creates the view of its time: ``LEARNER_PROGRESS_SQL_V1`` (0001) left in
+the enrollments of soft-deleted learners and courses; ``LEARNER_PROGRESS_SQL`` (0004
+on) is the current one.
+"""
+
+LEARNER_PROGRESS_SQL_V1 = """
 CREATE VIEW learner_progress AS
 SELECT
     e.id AS enrollment_id,
@@ -41,5 +46,11 @@ JOIN sources s ON s.id = e.source_id
 LEFT JOIN persons p ON p.id = l.person_id
 WHERE e.deleted_at IS NULL
 """
+
+# an enrollment is live only while its learner account and its course are: a deleted
+# account (someone who left) must not count as enrolled, overdue or not started
+LEARNER_PROGRESS_SQL = LEARNER_PROGRESS_SQL_V1.replace(
+    "WHERE e.deleted_at IS NULL",
+    "WHERE e.deleted_at IS NULL AND l.deleted_at IS NULL AND c.deleted_at IS NULL")
 
 DROP_LEARNER_PROGRESS_SQL = "DROP VIEW IF EXISTS learner_progress"

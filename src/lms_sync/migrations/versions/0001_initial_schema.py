@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from lms_sync.warehouse.types import UTCDateTime
-from lms_sync.warehouse.views import DROP_LEARNER_PROGRESS_SQL, LEARNER_PROGRESS_SQL
+from lms_sync.warehouse.views import DROP_LEARNER_PROGRESS_SQL
+from lms_sync.warehouse.views import LEARNER_PROGRESS_SQL_V1 as LEARNER_PROGRESS_SQL
 
 revision = '0001'
 down_revision = None
