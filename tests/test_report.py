@@ -110,3 +110,21 @@ def test_unknown_person_is_one_line_and_exit_2(progress):
     assert proc.stderr.splitlines() == [
         "lms-sync: error: no person matches 'nobody@example.com'; give an email, a person id or "
         "SOURCE_ID:EXTERNAL_ID of a synced learner"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_and_the_export_is_utf8(progress, sqlite_warehouse):
+    """A title or name starting with = + - @ is a formula in Excel: it gets a leading '.
+    The export is UTF-8 even where the console's encoding is cp1252."""
+    with sqlite_warehouse.engine.begin() as conn:
+        BatchWriter(conn, "udemy-biz").write([
+            Learner(external_id="u9", email="ivan@example.com", first_name="=HYPERLINK(\"http://x\")"),
+            Course(external_id="l9", title="Охрана труда"), Course(external_id="l8", title="-2+3"),
+            Enrollment(external_id="u9:l9", learner_external_id="u9", course_external_id="l9"),
+            Enrollment(external_id="u9:l8", learner_external_id="u9", course_external_id="l8",
+                       progress_pct=0.0)], now_utc())
+    proc = run_cli("report", "--format", "csv", "--config", progress, env={"PYTHONIOENCODING": "cp1252"})
+    assert proc.returncode == 0, proc.stderr
+    rows = [r for r in csv.DictReader(io.StringIO(proc.stdout)) if r["learner_external_id"] == "u9"]
+    assert {r["course_title"] for r in rows} == {"Охрана труда", "'-2+3"}
+    assert {r["first_name"] for r in rows} == {"'=HYPERLINK(\"http://x\")"}
+    assert {r["progress_pct"] for r in rows} == {"", "0.0"}  # numbers are not text

@@ -79,6 +79,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         person = ids[0]
         query = query.where(v.person_id == person)
     out = sys.stdout
+    if args.format in {"csv", "json"} and hasattr(out, "reconfigure"):
+        # an export is UTF-8 whatever the locale (a cp1252 console failed on the first
+        # Cyrillic title, half-way through the file)
+        out.reconfigure(encoding="utf-8")
     try:
         with engine.connect() as conn:
             rows = (dict(r) for r in conn.execution_options(yield_per=1000).execute(query).mappings())
@@ -114,11 +118,23 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell; text a spreadsheet would run as a formula (a vendor's or learner's
+    ``=HYPERLINK(...)`` as a name or title) gets a leading ``'``, as OWASP advises."""
+    text = _text(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
 def write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REPORT_COLUMNS)
     for row in rows:
-        writer.writerow([_text(row[c]) for c in REPORT_COLUMNS])
+        writer.writerow([_csv_cell(row[c]) for c in REPORT_COLUMNS])
 
 
 def write_json(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
