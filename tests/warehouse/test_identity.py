@@ -201,6 +201,23 @@ def test_a_learner_leaving_for_an_older_person_leaves_the_rest_their_person(ware
     assert_consistent(warehouse)
 
 
+def test_a_persons_email_and_name_come_from_its_live_accounts(warehouse):
+    """An account deleted upstream (its old address) must not become the person's email."""
+    from sqlalchemy import update
+
+    run(warehouse, absorb=[L("a", "john.old@example.com", "E7", first="Johnny")],
+        ispring=[L("i", "john@example.com", "E7", first="John")])
+    pid = person_of(warehouse)["absorb:a"]
+    assert pid == person_of(warehouse)["ispring:i"]
+    with warehouse.engine.begin() as conn:
+        conn.execute(update(learners).where(learners.c.external_id == "a").values(deleted_at=now_utc()))
+    identity.recompute(warehouse.engine, RULES)
+    with warehouse.engine.connect() as conn:
+        email, name = conn.execute(select(persons.c.primary_email, persons.c.display_name)
+                                   .where(persons.c.id == pid)).one()
+    assert (email, name) == ("john@example.com", "John")
+
+
 def _learner_id(wh, external_id: str) -> int:
     with wh.engine.connect() as conn:
         return conn.execute(select(learners.c.id).where(learners.c.external_id == external_id)).scalar()

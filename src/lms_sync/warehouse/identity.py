@@ -87,7 +87,8 @@ _NULL_HR_IDS = frozenset({"-", "--", "n/a", "na", "none", "null", "nil", "0", "?
 
 _COLS = (learners.c.id, learners.c.source_id, learners.c.external_id, learners.c.email, learners.c.hr_id,
          learners.c.is_placeholder, learners.c.person_id, learners.c.first_name,
-         learners.c.last_name, learners.c.display_name, learners.c.email_key, learners.c.hr_key)
+         learners.c.last_name, learners.c.display_name, learners.c.email_key, learners.c.hr_key,
+         learners.c.deleted_at)
 
 
 # --------------------------------------------------------------------------- rules
@@ -332,7 +333,7 @@ class _Pass:
         new = []
         known, keys, stored, keys_of = self.rows, self.keys, self.stored, self.rules.keys_of
         for row in rows:
-            lid, source_id, _ext, email, hr_id, placeholder, pid, _f, _l, _d, ek, hk = row
+            lid, source_id, _ext, email, hr_id, placeholder, pid, _f, _l, _d, ek, hk, _gone = row
             if lid not in known:
                 known[lid] = row
                 keys[lid] = keys_of(source_id, email, hr_id, placeholder)
@@ -587,11 +588,13 @@ class _Pass:
         return records
 
     def _attributes(self, members: list[int]) -> tuple[str | None, str | None]:
-        """(primary_email, display_name) of a person: its most common email key, oldest name."""
+        """(primary_email, display_name) of a person: its most common email key, oldest name,
+        from its live accounts (a deleted account's old address must not win), else all."""
         counts: Counter[str] = Counter()
         first: dict[str, int] = {}
         name = None
         keys, rows = self.keys, self.rows
+        members = [lid for lid in members if rows[lid].deleted_at is None] or members
         for lid in members:
             ek = keys[lid][0]
             if ek is not None:
