@@ -70,7 +70,7 @@ def test_db_upgrade_and_no_migrate(tmp_path, unmigrated_warehouse):
     cfg = write_config(tmp_path, unmigrated_warehouse, s={"users": 5})
     env = {"SYN_SECRET": SECRET}
     proc = run_cli("sync", "--config", cfg, "--no-migrate", env=env)
-    assert proc.returncode != 0  # no tables yet
+    assert proc.returncode == 2 and "no lms-sync tables yet" in proc.stderr
     proc = run_cli("db", "upgrade", "--config", cfg, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "warehouse at revision" in proc.stdout

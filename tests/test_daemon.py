@@ -390,7 +390,7 @@ def test_a_fire_during_the_previous_run_runs_once_that_run_ends(sqlite_warehouse
     from lms_sync.scheduler import Scheduler
     from tests.conftest import make_config, synthetic_source
 
-    cfg = make_config(sqlite_warehouse, {"slow": {**synthetic_source(users=100, delay_ms=300),
+    cfg = make_config(sqlite_warehouse, {"slow": {**synthetic_source(users=100, delay_ms=1500),
                                                   "schedule": "0 0 1 1 *"}},
                       daemon={"jitter_seconds": 0})
     sched = Scheduler(sqlite_warehouse.engine, cfg)
@@ -402,6 +402,7 @@ def test_a_fire_during_the_previous_run_runs_once_that_run_ends(sqlite_warehouse
             deadline = time.monotonic() + 10
             while not sched.in_flight() and time.monotonic() < deadline:
                 time.sleep(0.02)
+            assert sched.in_flight() == ["slow"]  # the first run takes ~3 s
             job.modify(next_run_time=datetime.now(UTC))  # fires while the first run goes on
             while time.monotonic() < deadline:
                 with sqlite_warehouse.engine.connect() as conn:

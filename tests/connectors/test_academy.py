@@ -29,6 +29,7 @@ from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
 from lms_sync.warehouse import state
 from lms_sync.warehouse.tables import courses, enrollments, learners, stat_snapshots, sync_state
+from tests.conftest import count_rows as count
 from tests.conftest import load_fixture
 from tests.connectors.conftest import sync
 
@@ -275,6 +276,7 @@ def test_throttled_key_gets_429_and_a_run_waits_it_out(start_vendor, sqlite_ware
     v.source["options"].update(quiz_ids=[], requests_per_minute=1_000_000)
     result = sync(sqlite_warehouse, {"a": v.source})
     assert result.ok, result.error
+    assert count(sqlite_warehouse, learners) == len(v.fake.users)  # the data landed all the same
 
 
 def test_users_without_an_academy_record_are_counted_not_failed(start_vendor):
