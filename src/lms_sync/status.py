@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from lms_sync.config import Config
 from lms_sync.logs import redactor
 from lms_sync.warehouse.identity import summary as identity_summary
-from lms_sync.warehouse.tables import learners, persons, sources, sync_runs, sync_state
+from lms_sync.warehouse.tables import learners, sources, sync_runs, sync_state
 
 
 def next_run(cfg: Config, source_id: str) -> datetime | None:
@@ -54,8 +54,11 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             .group_by(learners.c.source_id)
         ).all())
         identity_totals = identity_summary(conn)
-        person_count = conn.execute(select(func.count()).select_from(persons)
-                                    .where(persons.c.deleted_at.is_(None))).scalar()
+        # persons with a live account: one whose accounts were all deleted upstream has
+        # left (its row stays, for the history)
+        person_count = conn.execute(
+            select(func.count(func.distinct(learners.c.person_id)))
+            .where(learners.c.deleted_at.is_(None), learners.c.person_id.is_not(None))).scalar()
         known_sources = [r.id for r in conn.execute(select(sources.c.id)).all()]
     rows = []
     seen_sources = set()

@@ -281,6 +281,11 @@ def test_status_summary_counts_persons_and_unmatched(sqlite_warehouse):
     text = render_table([], summary)
     assert "persons: 4 (1 in several sources)" in text
     assert "unmatched learners: 1   placeholders: 2" in text
+    from sqlalchemy import update
+
+    with sqlite_warehouse.engine.begin() as conn:  # solo's only account is deleted upstream
+        conn.execute(update(learners).where(learners.c.external_id == "a2").values(deleted_at=now_utc()))
+    assert collect_status(sqlite_warehouse.engine, cfg)[1]["persons"] == 3
 
 
 def _config(tmp_path, wh) -> str:
