@@ -88,7 +88,8 @@ _NULL_HR_IDS = frozenset({"-", "--", "n/a", "na", "none", "null", "nil", "0", "?
 _COLS = (learners.c.id, learners.c.source_id, learners.c.external_id, learners.c.email, learners.c.hr_id,
          learners.c.is_placeholder, learners.c.person_id, learners.c.first_name,
          learners.c.last_name, learners.c.display_name, learners.c.email_key, learners.c.hr_key,
-         learners.c.deleted_at)
+         learners.c.deleted_at.is_not(None).label("gone"))  # a flag: no datetime made per row
+_GONE = len(_COLS) - 1
 
 
 # --------------------------------------------------------------------------- rules
@@ -594,7 +595,8 @@ class _Pass:
         first: dict[str, int] = {}
         name = None
         keys, rows = self.keys, self.rows
-        members = [lid for lid in members if rows[lid].deleted_at is None] or members
+        if len(members) > 1:
+            members = [lid for lid in members if not rows[lid][_GONE]] or members
         for lid in members:
             ek = keys[lid][0]
             if ek is not None:
