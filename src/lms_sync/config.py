@@ -222,10 +222,10 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
     except ValueError as exc:
         raise ConfigError(str(exc), f"{path}: defaults.schedule", "use e.g. '0 */2 * * *'") from None
     for source_id, settings in sources_tree.items():
-        if str(source_id) in cfg.sources:  # e.g. 1 and "1": YAML keeps both, we could not
-            raise ConfigError(f"source id {str(source_id)!r} is given twice", f"{path}: sources",
-                              "give each source a distinct id")
         sid = str(source_id)
+        if sid in cfg.sources or sid in cfg.unusable:  # 1 and "1": YAML keeps both, we could not
+            raise ConfigError(f"source id {sid!r} is given twice", f"{path}: sources",
+                              "give each source a distinct id")
         try:
             cfg.sources[sid] = _parse_source(
                 sid, _interpolate(settings, env, path, ("sources", sid)), cfg, path)
