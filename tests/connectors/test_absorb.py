@@ -289,6 +289,32 @@ def test_full_refresh_soft_deletes_removed_enrollments(start_vendor, sqlite_ware
     assert len(vendor.fake.filters) == filters  # a full refresh reads everything
 
 
+def test_a_user_removed_upstream_leaves_the_warehouse_and_learner_progress(start_vendor, sqlite_warehouse):
+    """Someone leaves: Absorb lists neither the user nor their enrollments any more. A full
+    refresh soft-deletes the learner and the enrollments, and learner_progress (what HR
+    reads) no longer shows them; the rows stay, with deleted_at."""
+    vendor = start_vendor("absorb", learners=20, courses=3)
+    vendor.source["options"]["lesson_enrollments"] = False
+    fake, wh = vendor.fake, sqlite_warehouse
+    assert sync(wh, {"absorb": vendor.source}).ok
+    leaver = fake.users.pop(0)["id"]
+    theirs = {f"{leaver}:{r['courseId']}" for rows in fake.enrollments.values() for r in rows
+              if r["userId"] == leaver and r["isActive"]}
+    for rows in fake.enrollments.values():
+        rows[:] = [r for r in rows if r["userId"] != leaver]
+    assert theirs
+    result = sync(wh, {"absorb": vendor.source}, full_refresh=True)
+    assert result.ok, result.error
+    with wh.engine.connect() as conn:
+        gone = set(conn.execute(select(learners.c.external_id)
+                                .where(learners.c.deleted_at.is_not(None))).scalars())
+        ended = set(conn.execute(select(enrollments.c.external_id)
+                                 .where(enrollments.c.deleted_at.is_not(None))).scalars())
+        shown = set(conn.execute(text("SELECT learner_external_id FROM learner_progress")).scalars())
+    assert gone == {leaver} and ended == theirs
+    assert leaver not in shown and len(shown) == 19
+
+
 def test_token_invalidated_mid_run_reauthenticates_once(start_vendor, sqlite_warehouse):
     vendor = start_vendor("absorb", learners=30)
     fake = vendor.fake
