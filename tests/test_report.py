@@ -33,11 +33,11 @@ DATA = {
 }
 
 
-@pytest.fixture
-def progress(sqlite_warehouse, tmp_path):
+def fill(wh, tmp_path) -> str:
+    """DATA written and matched into ``wh``; the path of a config pointing at it."""
     ids: set[int] = set()
     for source, (kind, people, courses, enrollments) in DATA.items():
-        with sqlite_warehouse.engine.begin() as conn:
+        with wh.engine.begin() as conn:
             ensure_source(conn, source, kind)
             writer = BatchWriter(conn, source)
             records = [Learner(external_id=e, email=m, hr_id=h, first_name="Jane" if e in {"a1"} else None)
@@ -49,11 +49,35 @@ def progress(sqlite_warehouse, tmp_path):
                         for lr, c, st, ok, pct in enrollments]
             writer.write(records, now_utc())
             ids |= writer.learner_ids
-    identity.after_run(sqlite_warehouse.engine, IdentityConfig(), ids)
+    identity.after_run(wh.engine, IdentityConfig(), ids)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"warehouse": sqlite_warehouse.config_block(),
+    path.write_text(yaml.safe_dump({"warehouse": wh.config_block(),
                                     "logging": {"format": "json", "level": "WARNING"}}))
     return str(path)
+
+
+@pytest.fixture
+def progress(sqlite_warehouse, tmp_path):
+    return fill(sqlite_warehouse, tmp_path)
+
+
+def test_the_export_has_the_same_order_on_every_database(warehouse, tmp_path):
+    """Rows by person (unmatched learners last), source, title regardless of case."""
+    cfg = fill(warehouse, tmp_path)
+    with warehouse.engine.begin() as conn:
+        BatchWriter(conn, "udemy-biz").write([
+            Learner(external_id="u8", email="zoe@example.com"),
+            Course(external_id="l1", title="advanced Python"), Course(external_id="l2", title="Zen"),
+            Enrollment(external_id="u8:l2", learner_external_id="u8", course_external_id="l2"),
+            Enrollment(external_id="u8:l1", learner_external_id="u8", course_external_id="l1"),
+        ], now_utc())  # not matched yet: no person
+    proc = run_cli("report", "--format", "csv", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["course_title"] for r in rows[-2:]] == ["advanced Python", "Zen"]
+    assert all(r["person_id"] for r in rows[:-2]) and not any(r["person_id"] for r in rows[-2:])
+    persons = [int(r["person_id"]) for r in rows[:-2]]
+    assert persons == sorted(persons)
 
 
 def test_person_report_as_table_spans_every_source(progress):

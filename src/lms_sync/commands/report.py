@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
-from sqlalchemy import Boolean, Float, Integer, String, column, select, table
+from sqlalchemy import Boolean, Float, Integer, String, column, func, select, table
 
 from lms_sync.cli import EXIT_OK, open_warehouse, setup
 from lms_sync.commands import command
@@ -66,8 +66,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = setup(args)
     engine = open_warehouse(cfg, migrate=not args.no_migrate)
     v = learner_progress.c
-    query = select(learner_progress).order_by(v.person_id, v.source_id, v.course_title,
-                                              v.enrollment_id)
+    # the same order on every database: unmatched learners (no person) last, titles by
+    # lower case (collations differ: PostgreSQL's C puts "Z" before "a", MariaDB ignores case)
+    query = select(learner_progress).order_by(v.person_id.is_(None), v.person_id, v.source_id,
+                                              func.lower(v.course_title), v.enrollment_id)
     person = None
     if args.person:
         ids = resolve_person(engine, cfg, args.person)
