@@ -80,6 +80,12 @@ def sqlite_warehouse(tmp_path: Path) -> Iterator[Warehouse]:
     yield from _make_warehouse("sqlite", tmp_path)
 
 
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """A fresh warehouse on each database server (per-source locks are server locks there)."""
+    yield from _make_warehouse(request.param, tmp_path)
+
+
 @pytest.fixture
 def postgres_warehouse(tmp_path: Path) -> Iterator[Warehouse]:
     yield from _make_warehouse("postgresql", tmp_path)

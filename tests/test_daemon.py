@@ -268,11 +268,12 @@ def test_runs_left_running_by_a_dead_process_are_marked_abandoned_unless_locked(
     assert d.stop() == 0
 
 
-def test_two_daemons_on_one_postgres_warehouse_never_overlap_a_source(
-        tmp_path, postgres_warehouse, daemons):
+def test_two_daemons_on_one_server_warehouse_never_overlap_a_source(
+        tmp_path, server_warehouse, daemons):
+    """PostgreSQL advisory locks and MariaDB's GET_LOCK: the second daemon skips both."""
     sources = {"s1": {"kind": "slow", "users": 100_000, "delay": 0.01},
                "s2": {"kind": "slow", "users": 100_000, "delay": 0.01}}
-    block = {**postgres_warehouse.config_block(), "batch_size": 20}
+    block = {**server_warehouse.config_block(), "batch_size": 20}
     cfg_a = write_config(tmp_path / "a.yaml", block, {k: dict(v) for k, v in sources.items()})
     cfg_b = write_config(tmp_path / "b.yaml", block, {k: dict(v) for k, v in sources.items()})
     a = Daemon(cfg_a, tmp_path / "a.log")
@@ -287,7 +288,7 @@ def test_two_daemons_on_one_postgres_warehouse_never_overlap_a_source(
     assert b.stop() == 0
     assert a.stop() == 0
 
-    rows = runs(postgres_warehouse.engine)
+    rows = runs(server_warehouse.engine)
     assert rows and all(r["result"] != "running" for r in rows)
     for sid in ("s1", "s2"):
         mine = sorted((r for r in rows if r["source_id"] == sid and r["stream"] == "users"),
