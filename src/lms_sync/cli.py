@@ -17,7 +17,7 @@ from typing import Any
 from lms_sync import __version__
 from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError, LmsSyncError, UserError
-from lms_sync.logs import configure, get_logger, redactor
+from lms_sync.logs import configure, get_logger, one_line
 from lms_sync.memory import tune_malloc
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -125,9 +125,8 @@ def open_warehouse(cfg: Config, migrate: bool = True):
             raise UserError(f"the warehouse has no lms-sync tables yet, {cfg.path}: warehouse.url; "
                             "run `lms-sync db upgrade` (or a sync) first")
     except DBAPIError as exc:
-        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
         raise UserError(
-            f"cannot reach the warehouse ({redactor.scrub(reason)}), {cfg.path}: warehouse.url; "
+            f"cannot reach the warehouse ({one_line(exc)}), {cfg.path}: warehouse.url; "
             "check the URL and that the database is running"
         ) from None
     except CommandError as exc:
@@ -226,11 +225,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{source.id}: ok ({source.kind}, {source.base_url})")
         except Exception as exc:  # noqa: BLE001
             failed += 1
-            text = str(exc).splitlines()[0] if str(exc) else ""
+            text = one_line(exc)
             if not isinstance(exc, LmsSyncError):
                 text = f"{type(exc).__name__}: {text}"
                 log.error("check.failed", source=source.id, error=text, exc_info=True)
-            print(f"{source.id}: FAILED — {redactor.scrub(text)}")
+            print(f"{source.id}: FAILED — {text}")
         finally:
             if connector is not None:
                 connector.close()

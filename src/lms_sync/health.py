@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
 from lms_sync import metrics
-from lms_sync.logs import get_logger, redactor
+from lms_sync.logs import get_logger, one_line, redactor
 
 
 def warehouse_problem(engine: Engine) -> str | None:
@@ -27,9 +27,7 @@ def warehouse_problem(engine: Engine) -> str | None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1")).scalar()
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        orig = getattr(exc, "orig", None) or exc
-        first = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
-        return f"warehouse unreachable: {first}"
+        return f"warehouse unreachable: {one_line(exc)}"
     return None
 
 

@@ -65,6 +65,15 @@ class Redactor:
 redactor = Redactor()
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one line to print, log or store: its first line (a database error's own,
+    not SQLAlchemy's wrapper of it), else its class name, with every configured secret
+    replaced (a vendor's error body can quote the key it refused)."""
+    exc = getattr(exc, "orig", None) or exc
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return redactor.scrub(text or type(exc).__name__)
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,

@@ -32,7 +32,7 @@ from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
 from lms_sync.errors import LmsSyncError, SourceError
-from lms_sync.logs import get_logger, redactor
+from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
 from lms_sync.warehouse.rowids import RowIds
@@ -109,8 +109,8 @@ def run_source(
             result.result, result.error = "skipped", str(exc)
             log.warning("sync.skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - one source never stops the others
-            result.result, result.error = "failed", _message(exc)
-            log.error("sync.failed", error_class=type(exc).__name__, error=_message(exc),
+            result.result, result.error = "failed", one_line(exc)
+            log.error("sync.failed", error_class=type(exc).__name__, error=one_line(exc),
                       exc_info=not isinstance(exc, LmsSyncError))
     result.duration = time.monotonic() - started
     metrics.run_duration.labels(source.id).observe(result.duration)
@@ -165,9 +165,9 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
     with engine.begin() as conn:
         row = state.start_run(conn, run_id, source_id, stream, now)
         state.finish_run(conn, row, result="failed", read=0, written=0,
-                         error=f"not run: {_message(cause)}")
+                         error=f"not run: {one_line(cause)}")
     metrics.runs.labels(source_id, stream, "failed").inc()
-    return StreamResult(stream, "failed", error=f"not run: {_message(cause)}",
+    return StreamResult(stream, "failed", error=f"not run: {one_line(cause)}",
                         error_class=type(cause).__name__)
 
 
@@ -210,7 +210,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                 # a deadlock with another source's batch rolled ours back whole: write it again
                 if attempt == WRITE_ATTEMPTS or not is_transient(exc):
                     raise
-                log.warning("batch.retry", attempt=attempt, error=_message(exc.orig or exc))
+                log.warning("batch.retry", attempt=attempt, error=one_line(exc))
                 time.sleep(0.2 * attempt)
         if pending is not _UNSET:
             res.cursor = pending
@@ -253,7 +253,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                 log.info("rows.soft_deleted", count=res.deleted)
         res.result = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
-        res.result, res.error, res.error_class = "failed", _message(exc), type(exc).__name__
+        res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
         res._exc = exc  # type: ignore[attr-defined]
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
@@ -279,7 +279,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         # the warehouse went away: the run row stays `running` (the next run marks it
         # abandoned); the log keeps what it could not store
         log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
-                  written=res.written, cause=_message(exc))
+                  written=res.written, cause=one_line(exc))
         raise
     if res.result == "succeeded":
         log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
@@ -378,14 +378,6 @@ class _Reader:
         self._thread.join()
 
 
-def _message(exc: BaseException) -> str:
-    """The first line of an error, without any configured secret: it is printed, logged and
-    stored on the run row (``sync_runs.error``), and a vendor's error body, which it may
-    quote, can echo a key back."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return redactor.scrub(text or type(exc).__name__)
-
-
 def default_parallelism(cfg: Config, engine: Engine) -> int:
     """How many sources ``sync`` runs at once: ``defaults.parallel_sources``, else 8 on
     PostgreSQL and 1 on SQLite/MySQL (one writer at a time suits SQLite; InnoDB gap
@@ -448,8 +440,8 @@ def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
         identity.after_run(engine, cfg.identity, ids)
     except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback
         get_logger("lms_sync.pipeline").error("identity.failed", error_class=type(exc).__name__,
-                                              error=_message(exc), learners=len(ids),
+                                              error=one_line(exc), learners=len(ids),
                                               exc_info=not isinstance(exc, LmsSyncError))
         for res in results:
             if sinks.get(res.source_id) and res.result == "succeeded":
-                res.result, res.error = "failed", f"identity matching failed: {_message(exc)}"
+                res.result, res.error = "failed", f"identity matching failed: {one_line(exc)}"

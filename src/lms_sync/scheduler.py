@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from lms_sync import metrics
 from lms_sync.config import Config, SourceConfig
 from lms_sync.cron import cron_trigger, crontab_day_of_week  # noqa: F401 - re-exported
-from lms_sync.logs import get_logger
+from lms_sync.logs import get_logger, one_line
 from lms_sync.pipeline import run_source
 from lms_sync.warehouse import state
 from lms_sync.warehouse.dialect import LockBusy, source_lock
@@ -174,7 +174,7 @@ class Scheduler:
                 fail_abandoned_runs(self.engine, [source_id])
             except Exception as exc:  # noqa: BLE001 - the run below reports a warehouse problem
                 self.log.warning("scheduler.sweep_failed", source=source_id,
-                                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                                 error=one_line(exc))
             result = run_source(self.engine, self.cfg, source, stop=self.stop)
             self.last_results[source_id] = result.result
         finally:
@@ -211,14 +211,14 @@ class Scheduler:
     def _on_job_error(self, event: JobExecutionEvent) -> None:
         # run_source never raises for a source's failure; this is a bug somewhere else
         self.log.error("scheduler.job_error", source=event.job_id, error_class=type(event.exception).__name__,
-                       error=str(event.exception).splitlines()[0] if str(event.exception) else "")
+                       error=one_line(event.exception))
 
     def _mark_interrupted(self, source_id: str, since: datetime) -> None:
         """Close the rows of a run that did not stop in time (we hold its lock)."""
         try:
             state.fail_stale_runs(self.engine, INTERRUPTED, [source_id], since=since)
         except Exception as exc:  # noqa: BLE001 - shutting down; the next start marks it abandoned
-            self.log.warning("scheduler.mark_failed", source=source_id, error=str(exc).splitlines()[0])
+            self.log.warning("scheduler.mark_failed", source=source_id, error=one_line(exc))
 
     def _load_last_success(self) -> None:
         """Seed the last-success gauge from the warehouse, so /metrics is right after a restart."""

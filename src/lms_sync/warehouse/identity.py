@@ -71,7 +71,7 @@ from sqlalchemy.exc import OperationalError
 
 from lms_sync import memory
 from lms_sync.errors import UserError
-from lms_sync.logs import get_logger
+from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.state import now_utc
@@ -230,7 +230,7 @@ def _pass(engine: Engine, rules: Rules, seeds: set[int], full: bool,
             if attempt == 3:
                 raise
             log.warning("identity.retry", attempt=attempt,
-                        error=str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
+                        error=one_line(exc))
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
 
