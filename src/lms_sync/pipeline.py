@@ -31,7 +31,7 @@ from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
-from lms_sync.errors import LmsSyncError, SourceError
+from lms_sync.errors import IncompleteRead, LmsSyncError, SourceError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
@@ -62,6 +62,8 @@ class StreamResult:
     error_class: str | None = None
     cursor: Any = None
     tables: Counter[str] = field(default_factory=Counter)
+    vendor_total: int | None = None
+    distinct_read: int | None = None
 
 
 @dataclass
@@ -181,13 +183,17 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     t0 = time.monotonic()
     with engine.begin() as conn:
         row_id = state.start_run(conn, run_id, source.id, stream.name, started_at)
-        saved = None if full_refresh else state.load_cursor(conn, source.id, stream.name)
+        prior = state.load_cursor(conn, source.id, stream.name)
+    saved = None if full_refresh else prior
     log.info("sync.started", cursor=saved, full_refresh=full_refresh,
              since=since.isoformat() if since else None)
     ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
                       log, fail_on_invalid=source.fail_on_invalid_records)
     res = StreamResult(stream.name, "running", cursor=saved)
-    seen = {t: SeenKeys() for t in stream.full_refresh_tables}
+    seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
+    keys = dict(seen)  # and for the vendor's total
+    if stream.total_table and stream.total_table not in keys:
+        keys[stream.total_table] = SeenKeys()
     buffer: list[Record] = []
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
@@ -232,13 +238,14 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                 continue
             buffer.append(item)
             res.read += 1
-            if item.table in seen:
-                seen[item.table].add(item.external_id)
+            if item.table in keys:
+                keys[item.table].add(item.external_id)
             if len(buffer) >= batch_size:
                 flush()
                 if stop is not None and stop.is_set():
                     raise Interrupted("interrupted")
         flush()
+        _reconcile(ctx, stream, keys, res, log)
         if seen and not ctx.partial and ctx.skipped:
             # a record skipped as invalid was still there: its row must not look deleted
             log.warning("rows.soft_delete_held", skipped=ctx.skipped, tables=sorted(seen),
@@ -257,11 +264,13 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         res._exc = exc  # type: ignore[attr-defined]
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
+        if isinstance(exc, IncompleteRead):  # the next run reads this window again
+            res.cursor = _restore_cursor(engine, source.id, stream.name, prior, log)
         log.error("sync.failed", error_class=res.error_class, error=res.error,
                   exc_info=not isinstance(exc, LmsSyncError))
     finally:
         reader.close()  # the reader has ended: ctx is no longer touched by it
-        for ids in seen.values():
+        for ids in keys.values():
             ids.close()
     res.skipped = ctx.skipped
     res.written = totals.written + res.deleted
@@ -274,7 +283,8 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     try:
         with engine.begin() as conn:
             state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
-                             skipped=res.skipped, error=res.error, cursor=res.cursor)
+                             skipped=res.skipped, error=res.error, cursor=res.cursor,
+                             vendor_total=res.vendor_total, distinct_read=res.distinct_read)
     except Exception as exc:
         # the warehouse went away: the run row stays `running` (the next run marks it
         # abandoned); the log keeps what it could not store
@@ -286,6 +296,37 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                  deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
                  duration=round(time.monotonic() - t0, 3), **ctx.counters)
     return res
+
+
+def _reconcile(ctx: ReadContext, stream: Stream, keys: dict[str, SeenKeys], res: StreamResult,
+               log: structlog.stdlib.BoundLogger) -> None:
+    """Check a full read against the vendor's own total; raise IncompleteRead if short."""
+    table = stream.total_table
+    if table is None:
+        return
+    res.distinct_read, res.vendor_total = keys[table].distinct(), ctx.vendor_total
+    if ctx.vendor_total is None or ctx.partial:
+        return
+    if res.distinct_read + ctx.skipped + ctx.excluded >= ctx.vendor_total:
+        return
+    log.error("stream.incomplete", table=table, vendor_total=ctx.vendor_total,
+              distinct_read=res.distinct_read, skipped=ctx.skipped, excluded=ctx.excluded)
+    raise IncompleteRead(
+        f"read {res.distinct_read} distinct {table} of the {ctx.vendor_total} the vendor reports "
+        f"({ctx.skipped} skipped, {ctx.excluded} left out by design)", source=ctx.source_id,
+        fix="rows read are kept, nothing was soft-deleted and the cursor was kept; run again, "
+            "and if it repeats report it (the vendor's paging may ignore its parameters)")
+
+
+def _restore_cursor(engine: Engine, source_id: str, stream: str, cursor: Any,
+                    log: structlog.stdlib.BoundLogger) -> Any:
+    """Put back the cursor a run started from (its batches saved later ones)."""
+    try:
+        with engine.begin() as conn:
+            state.save_cursor(conn, source_id, stream, cursor)
+    except DBAPIError as exc:  # the run fails anyway; its result says why
+        log.error("cursor.unrestored", cause=one_line(exc))
+    return cursor
 
 
 class _Reader:

@@ -24,6 +24,14 @@ every record yielded so far is enough to resume from ``cursor``; the pipeline
 saves it with the batch that holds those records. Records may repeat after a
 crash (upserts are idempotent), but never be lost.
 
+``Stream.total_table`` names the table whose rows the vendor counts in a total it
+reports (``ctx.report_total(n)``, once per list read unfiltered; several lists add
+up). After a full read the pipeline compares the distinct ids read of that table,
+plus ``ctx.skipped`` and what ``ctx.exclude()`` left out by design, with the total:
+a read that falls short fails (``stream.incomplete``), deletes nothing and keeps the
+cursor it started from. A connector that knows its read is short for another reason
+(a wave of 404s) raises :class:`~lms_sync.errors.IncompleteRead` to the same effect.
+
 ``Stream.full_refresh_tables`` names the tables of which a complete read of the
 stream yields *every* live row of the source; after such a read succeeds, rows
 not seen are soft-deleted (``deleted_at``). Incremental reads delete nothing.
@@ -88,6 +96,19 @@ class ReadContext:
     then nothing is soft-deleted."""
     skipped: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    vendor_total: int | None = None
+    """The vendor's own count of the ``Stream.total_table`` rows this read should see."""
+    excluded: int = 0
+    """Rows the vendor counts in its total that the stream leaves out by design."""
+
+    def report_total(self, n: int) -> None:
+        """Add a total the vendor reported for a list this read walks whole."""
+        self.vendor_total = (self.vendor_total or 0) + int(n)
+
+    def exclude(self, reason: str, n: int = 1) -> None:
+        """Count rows of the vendor's total left out by design (counted under ``reason``)."""
+        self.excluded += n
+        self.count(reason, n)
 
     def skip(self, vendor_id: object, error: Exception | str) -> None:
         """Count and log a vendor record that cannot be normalized."""
@@ -123,6 +144,7 @@ class Stream(ABC):
 
     name: ClassVar[str]
     full_refresh_tables: ClassVar[tuple[str, ...]] = ()
+    total_table: ClassVar[str | None] = None
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:

@@ -252,6 +252,8 @@ sync_runs = Table(
     Column("records_skipped", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("cursor", JSONType),
+    Column("vendor_total", Integer),  # the vendor's own count, where it reports one
+    Column("distinct_read", Integer),  # distinct ids of that table this run read
     Index(None, "source_id", "stream", "started_at"),
     Index(None, "run_id"),
 )
