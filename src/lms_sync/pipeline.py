@@ -64,6 +64,7 @@ class StreamResult:
     tables: Counter[str] = field(default_factory=Counter)
     vendor_total: int | None = None
     distinct_read: int | None = None
+    excluded: int = 0  # rows of the vendor's total left out by design
 
 
 @dataclass
@@ -272,7 +273,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         reader.close()  # the reader has ended: ctx is no longer touched by it
         for ids in keys.values():
             ids.close()
-    res.skipped = ctx.skipped
+    res.skipped, res.excluded = ctx.skipped, ctx.excluded
     res.written = totals.written + res.deleted
     res.tables = Counter(totals.by_table())
     # metrics first: they must count a run whose result the warehouse cannot take
