@@ -17,8 +17,15 @@ cursor ``{"date_edited": <max seen>}``; the first run and ``--full-refresh`` rea
 (and soft-delete what is gone); ``--since`` reads from that moment (never later than the
 saved cursor) and never moves the cursor backwards:
 
+``departments``  ``GET /departments`` -> org units (kind department; ``parentId`` -> the tree
+                 [code: public v1 client and v2 payloads]), read whole every run (a short
+                 list), so a department removed upstream is soft-deleted by the next run.
+                 A 403/404 (the admin may not list departments) costs the units, not the
+                 run: logged (``departments.unavailable``), counted, nothing soft-deleted.
 ``users``        ``GET /users`` -> learners (``externalId`` -> hr_id; department name from
-                 ``GET /departments``, read once per run). Checkpoint per page (sorted).
+                 ``GET /departments``, read once per run) and each user's membership of
+                 its department (``departmentId``; one per user, keyed by the user id, so
+                 a move updates the row). Checkpoint per page (sorted).
 ``courses``      ``GET /courses`` -> courses (kind course; category name from
                  ``GET /categories``; ``estimatedDuration`` TimeSpan -> minutes [guess]).
 ``enrollments``  ``GET /courses`` (ids only, all of them) then ``GET /courses/{id}/enrollments``
@@ -34,6 +41,14 @@ counted (``historical_skipped``): the enrollment's external id is ``<userId>:<co
 a re-enrollment updates the one row (the old state stays in enrollment_history) and
 dashboards see one row per learner and course. Lesson progress: ``<userId>:<courseId>:
 <lessonId>`` (its course is the Absorb course; lesson id, name, chapter in raw).
+
+Certificates and assignment: ``certificateId`` and ``credits`` are mapped as documented;
+``certificate_expires_at`` is the enrollment's ``dateExpires`` when a certificate was
+awarded [guess: the seed documents no certificate expiry, only "the date the enrollment
+expires"; an Absorb certificate resource with ``expiryDate`` exists per user, one call per
+user, not read]. Absorb says nothing of who assigned an enrollment or whether it is
+mandatory: ``assigned``, ``assigned_at`` and ``required`` stay NULL (``dateDue`` and
+``enrollmentKeyId`` stay in ``due_at`` / raw, not read as either).
 
 Values: status 0..12 via :data:`STATUS_MAP`, ``vendor_status`` the enum name; ``timeSpent``
 is a .NET TimeSpan (``"1.02:03:04.5"``; ISO 8601 durations accepted) or ``timeSpentTicks``
@@ -54,7 +69,18 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Record, utc
+from lms_sync.canonical import (
+    ActivityProgress,
+    Course,
+    CourseKind,
+    Enrollment,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+    Record,
+    utc,
+)
 from lms_sync.canonical import EnrollmentStatus as S
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
@@ -162,6 +188,14 @@ class AbsorbEnrollment(_Progress):
     dateAdded: datetime | None = None
     dateDue: datetime | None = None
     dateExpires: datetime | None = None
+    certificateId: str | None = None
+    credits: float | None = None
+
+
+class AbsorbDepartment(_Vendor):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    parentId: str | None = None
 
 
 class AbsorbLesson(_Progress):
@@ -191,6 +225,21 @@ def normalize_user(raw: dict[str, Any], departments: dict[str, str] | None = Non
                    is_active=u.isActive, raw=raw)
 
 
+def user_department(raw: dict[str, Any]) -> LearnerOrgUnit | None:
+    """The user's membership of its one department (None: no department)."""
+    u = AbsorbUser.model_validate(raw)
+    if not u.departmentId:
+        return None
+    return LearnerOrgUnit(external_id=u.id, learner_external_id=u.id,
+                          org_unit_external_id=u.departmentId, raw={"departmentId": u.departmentId})
+
+
+def normalize_department(raw: dict[str, Any]) -> OrgUnit:
+    d = AbsorbDepartment.model_validate(raw)
+    return OrgUnit(external_id=d.id, name=d.name, kind=OrgUnitKind.DEPARTMENT,
+                   parent_external_id=d.parentId or None, raw=raw)
+
+
 def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = None) -> Course:
     c = AbsorbCourse.model_validate(raw)
     seconds = timespan_seconds(c.estimatedDuration)
@@ -201,9 +250,12 @@ def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = No
 
 def normalize_enrollment(raw: dict[str, Any]) -> Enrollment:
     e = AbsorbEnrollment.model_validate(raw)
+    certificate = e.certificateId or None
     return Enrollment(external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
                       course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
                       expires_at=e.dateExpires, last_activity_at=e.dateEdited,
+                      certificate_id=certificate, credits=e.credits,
+                      certificate_expires_at=e.dateExpires if certificate else None,  # [guess]
                       **_progress_fields(e), raw=raw)
 
 
@@ -365,7 +417,7 @@ class AbsorbConnector(Connector):
         return self._lookups[path]
 
     def streams(self) -> list[Stream]:
-        return [UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
+        return [DepartmentsStream(self), UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
 
 
 class _Incremental(Stream):
@@ -420,13 +472,46 @@ def _edited(row: dict[str, Any]) -> datetime | None:
         return None
 
 
+class DepartmentsStream(Stream):
+    name = "departments"
+    full_refresh_tables = ("org_units",)
+
+    def __init__(self, conn: AbsorbConnector) -> None:
+        self.conn = conn
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        names: dict[str, str] = {}
+        try:
+            for rows in self.conn.pages("/departments", "departments", ctx):
+                for row in rows:
+                    unit = ctx.normalize(row.get("id"), lambda r=row: normalize_department(r))
+                    if unit is not None:
+                        names[unit.external_id] = unit.name or ""
+                        yield unit
+        except RequestRejected as exc:
+            if exc.status not in (403, 404):
+                raise
+            ctx.partial = True  # nothing listed: nothing may look deleted
+            ctx.count("departments_unavailable")
+            ctx.log.warning("departments.unavailable", status=exc.status, path="/departments",
+                            fix="let the API admin's role view departments to get org units")
+            return
+        # the users stream names departments from the same read (one request fewer)
+        self.conn._lookups.setdefault("/departments", {k: v for k, v in names.items() if v})
+        yield Checkpoint({"departments": len(names)})
+
+
 class UsersStream(_Incremental):
     name, path, key = "users", "/users", "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "learner_org_units")
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         depts = self.conn.lookup("/departments", "departments")
-        yield from self.read_sorted(ctx, lambda r: normalize_user(r, depts))
+        for item in self.read_sorted(ctx, lambda r: normalize_user(r, depts)):
+            yield item
+            if isinstance(item, Learner) and isinstance(item.raw, dict):  # valid: so is this
+                if (member := user_department(item.raw)) is not None:
+                    yield member
 
 
 class CoursesStream(_Incremental):
