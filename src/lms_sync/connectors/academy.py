@@ -10,6 +10,11 @@ Streams, in order:
               full refresh. Kiosk and bot accounts are kept but marked ``is_placeholder``
               (a shared device or a machine never links to a person); ``type`` stays in raw.
               ``name`` is the display name; first/last split at the last space.
+              Each user's ``groups[]`` -> org units and memberships (``<user>|<group>``):
+              the seed names departments, professions and custom groups; the element
+              shape ``{id, name, type}`` is a [guess] (the vendor lists ``groups[]`` without
+              one), ``type`` -> kind by :data:`GROUP_KINDS`. No tree (no parent is
+              documented). Read whole every run: a group or membership gone is soft-deleted.
 ``stats``     aggregates -> stat_snapshots, once without a group filter and once per
               ``group_sets`` entry (``group_key`` = set name): ``academy.onboarding``,
               ``academy.course_completion`` (per course), ``academy.journey_completion``
@@ -20,6 +25,11 @@ Streams, in order:
               :data:`COURSE_RULES`) and ``/users/{id}/onboarding`` -> an enrollment in the
               onboarding course. 404 = no academy record (kiosk, bot, shadow, banned): counted
               as ``users_without_record``, and the onboarding call is then not made.
+
+Assignment: the per-user course list holds "the published courses assigned to them"
+(seed), so those enrollments are ``assigned``; so is onboarding (every non-kiosk user
+has it). Onboarding with a time limit (``onboarding_days`` not null) is ``required``
+[guess: a deadline HR set is taken as mandatory]; courses say nothing of it (NULL).
 
 Deterministic external ids: courses use the vendor id; journeys ``journey:<id>``; the
 onboarding flow ``onboarding`` (one per customer); enrollments ``<user id>:<course id>``
@@ -96,7 +106,17 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Snapshot
+from lms_sync.canonical import (
+    Course,
+    CourseKind,
+    Enrollment,
+    EnrollmentStatus,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+    Snapshot,
+)
 from lms_sync.connectors.academy_sweep import (
     FULL,
     INCREMENTAL,
@@ -119,6 +139,10 @@ COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     ("has_passed", EnrollmentStatus.COMPLETED, True),
     ("chapters_completed_count", EnrollmentStatus.IN_PROGRESS, None),
 )
+GROUP_KINDS: dict[str, OrgUnitKind] = {"department": OrgUnitKind.DEPARTMENT,
+                                      "profession": OrgUnitKind.PROFESSION,
+                                      "custom": OrgUnitKind.GROUP}
+"""A user group's ``type`` -> org unit kind; any other type is a group."""
 ONBOARDING_ID = "onboarding"
 METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
            "journeys": "academy.journey_completion", "quiz": "academy.quiz_question"}
@@ -186,6 +210,25 @@ def learner_from(row: dict[str, Any]) -> Learner:
                    is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
 
 
+def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
+    """The user's groups as (org unit, membership); groups without an id are left out."""
+    u = VUser.model_validate(row)
+    out = []
+    for g in u.groups:
+        if not isinstance(g, dict) or g.get("id") in (None, ""):
+            continue
+        gid, kind = str(g["id"]), GROUP_KINDS.get(str(g.get("type") or "").lower(), OrgUnitKind.GROUP)
+        member = LearnerOrgUnit(external_id=f"{u.id}|{gid}", learner_external_id=str(u.id),
+                                org_unit_external_id=gid, raw={"user_id": u.id, "group_id": g["id"]})
+        out.append((OrgUnit(external_id=gid, name=g.get("name"), kind=kind, raw=g), member))
+    return out
+
+
+def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
+    """A listed user -> its learner and its groups (org unit, membership)."""
+    return learner_from(row), group_records(row)
+
+
 def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
     """Raw holds only id and title, so the aggregate and the per-user rows make equal records."""
     return Course(external_id=str(course_id), kind=kind, title=title,
@@ -237,7 +280,7 @@ def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
     return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
                       course_external_id=str(r.course_id), status=status, passed=passed,
                       progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
-                      completed_at=r.completed_at, vendor_status=why, raw=row)
+                      completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
 
 
 def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
@@ -251,7 +294,8 @@ def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date
         course_external_id=ONBOARDING_ID,
         status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
         completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
-        enrolled_at=u.hired_at or u.registered_at,
+        enrolled_at=u.hired_at or u.registered_at, assigned=True,
+        required=True if o.onboarding_days is not None else None,  # [guess] see the docstring
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
@@ -412,7 +456,7 @@ class AcademyConnector(Connector):
 
 class UsersStream(Stream):
     name = "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "org_units", "learner_org_units")
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
@@ -420,11 +464,18 @@ class UsersStream(Stream):
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         ctx.partial = ctx.since is not None
         rows = self.c.list_users(ctx.since) if ctx.since else self.c.users_keeping_list()
+        units: set[str] = set()  # groups yielded this read (every member repeats them)
         for row in rows:
-            learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
-                                    lambda row=row: learner_from(row))
-            if learner is not None:
-                yield learner
+            records = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
+                                    lambda row=row: user_records(row))
+            if records is None:
+                continue
+            yield records[0]
+            for unit, member in records[1]:
+                if unit.external_id not in units:
+                    units.add(unit.external_id)
+                    yield unit
+                yield member
         yield Checkpoint({"listed_at": ctx.started_at.isoformat()})  # informative: always full
 
 

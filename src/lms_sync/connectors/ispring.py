@@ -7,8 +7,11 @@ minute before it expires and once on a 401.
 Streams (no change feed: every run reads everything; the warehouse skips unchanged rows
 and soft-deletes what a complete read no longer returns):
 
-* ``users``: ``GET /departments`` first (department id -> name), then ``GET /users/v2`` ->
-  learners (status 1 active, 3 inactive, 5 terminated; only 1 is ``is_active``).
+* ``users``: ``GET /departments`` first (department id -> name) -> org units (kind
+  department, ``parentDepartmentId`` -> the tree), then ``GET /users/v2`` -> learners
+  (status 1 active, 3 inactive, 5 terminated; only 1 is ``is_active``) and each user's
+  membership of its department (``departmentId``; one per user, keyed by the user id).
+  A full read every run: a department or membership gone upstream is soft-deleted.
 * ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1,3,5`` (the vendor
   defaults to active users only, which would drop leavers' history) -> one enrollment per
   module result, plus the course (kind ``course``) and its module (kind ``module``).
@@ -23,6 +26,11 @@ and soft-deletes what a complete read no longer returns):
   copies), so some courses may stay untitled. A 403/404 on ``/contents`` (the API user
   may lack the content permission) is logged (``contents.unavailable``), counted
   (``contents_unavailable``) and the run goes on without course titles.
+
+Results carry ``dueDate`` and ``expirationDate`` (``due_at``, ``expires_at``: the date
+access to the course closes, not a certificate's expiry); nothing says whether a result
+was assigned or is mandatory, and no certificate is in it: ``assigned``, ``required`` and
+the certificate columns stay NULL.
 
 External ids: learner = ``userId``; course = ``courseId``; module = ``courseId:moduleId`` (a
 module may sit in several courses); enrollment = ``enrollmentId:moduleId`` (the vendor's
@@ -50,7 +58,16 @@ import httpx
 from lxml import etree
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner
+from lms_sync.canonical import (
+    Course,
+    CourseKind,
+    Enrollment,
+    EnrollmentStatus,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+)
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
@@ -248,6 +265,27 @@ def normalize_user(user: IspringUser, departments: dict[str, Department], raw: d
     )
 
 
+def department_unit(dept: Department, raw: dict[str, Any]) -> OrgUnit:
+    return OrgUnit(external_id=dept.departmentId, name=dept.name, kind=OrgUnitKind.DEPARTMENT,
+                   parent_external_id=dept.parentDepartmentId or None, raw=raw)
+
+
+def user_department(user: IspringUser) -> LearnerOrgUnit | None:
+    """The user's membership of its one department (None: no department)."""
+    if not user.departmentId:
+        return None
+    return LearnerOrgUnit(external_id=user.userId, learner_external_id=user.userId,
+                          org_unit_external_id=user.departmentId,
+                          raw={"departmentId": user.departmentId})
+
+
+def user_records(row: dict[str, Any], departments: dict[str, Department],
+                 hr_id_field: str | None = None) -> tuple[Learner, LearnerOrgUnit | None]:
+    """A ``<userProfile>`` -> its learner and its department membership."""
+    user = IspringUser.from_row(row)
+    return normalize_user(user, departments, row, hr_id_field), user_department(user)
+
+
 def normalize_result(result: IspringResult, raw: dict[str, Any],
                      course_title: str | None = None) -> tuple[Course, Course, Enrollment]:
     """``course_title`` comes from ``GET /contents`` (results name only the module)."""
@@ -402,21 +440,23 @@ class IspringConnector(Connector):
 
 class UsersStream(Stream):
     name = "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "org_units", "learner_org_units")
 
     def __init__(self, conn: IspringConnector) -> None:
         self.conn = conn
 
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         depts, scope = self.conn.departments(ctx), self.conn.department_scope(ctx)
+        for dept in depts.values():
+            if scope is None or dept.departmentId in scope:
+                yield department_unit(dept, dept.model_dump(exclude_none=True))
         hr_field, n = self.conn.options.hr_id_field, 0
         for row in self.conn.pages("/users/v2", "userProfile", [], ctx):
-            learner = ctx.normalize(row.get("userId"), lambda r=row: normalize_user(
-                IspringUser.from_row(r), depts, r, hr_field))
-            if learner is None or (scope is not None and row.get("departmentId") not in scope):
+            records = ctx.normalize(row.get("userId"), lambda r=row: user_records(r, depts, hr_field))
+            if records is None or (scope is not None and row.get("departmentId") not in scope):
                 continue
             n += 1
-            yield learner
+            yield from (r for r in records if r is not None)
         yield Checkpoint({"full_read": True, "learners": n})
 
 

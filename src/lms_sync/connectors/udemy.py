@@ -25,6 +25,12 @@ each such row is a learner of its own (``is_placeholder``, no email, no HR id)
 keyed ``anon:<hash of the row's identifying fields>`` (``#n`` appended when two
 rows of a run hash alike), and counted as ``anonymized`` in ``sync.finished``.
 
+Assignment: ``is_assigned`` ("Yes": an admin assigned the course, "No": the user enrolled
+themselves; the seed: assignments before 19 March 2015 read "No") -> ``assigned`` via
+:data:`ASSIGNED`; ``assigned_by`` (the admin's email) stays in raw. The seed documents no
+assignment date, due date, mandatory flag or certificate for course activity: those
+columns stay NULL. Udemy users carry no department or group in these rows: no org units.
+
 Reporting data changes once a day; ``from_date``/``to_date`` scope a backfill
 (such a read is partial: nothing is soft-deleted). ``--since`` is ignored: the
 API has no "changed since" filter.
@@ -87,6 +93,8 @@ ITEM_KINDS: dict[str, str] = {
     "non-video lecture": "lecture", "quiz": "quiz", "practice test": "quiz",
     "coding exercise": "quiz", "assignment": "quiz",
 }
+ASSIGNED: dict[str, bool] = {"yes": True, "no": False}
+"""``is_assigned`` (case and spaces ignored) -> ``assigned``; anything else: unknown (None)."""
 USER_FIELDS = ("lms_user_id",)  # user-level fields without the user_ prefix
 ANON_KEY_FIELDS = ("id", "lms_user_id", "course_id", "item_type", "item_id", "report_date",
                    "course_enroll_date", "course_start_date", "item_start_time", "user_joined_date")
@@ -133,6 +141,7 @@ class CourseActivity(UserRow):
     course_completion_date: When = None
     course_first_completion_date: When = None
     course_last_accessed_date: When = None
+    is_assigned: Text = None
 
 
 class UserProgress(UserRow):
@@ -228,7 +237,8 @@ def normalize_enrollment(raw: dict[str, Any], anon: str | None = None) -> Enroll
         time_spent_seconds=None if minutes is None else max(0.0, minutes * 60),
         enrolled_at=r.course_enroll_date, started_at=r.course_start_date,
         completed_at=r.course_completion_date or r.course_first_completion_date,
-        last_activity_at=r.course_last_accessed_date, raw=raw,
+        last_activity_at=r.course_last_accessed_date,
+        assigned=ASSIGNED.get((r.is_assigned or "").lower()), raw=raw,
     )
 
 
