@@ -41,7 +41,10 @@ COURSES = [("Arbeitssicherheit – Grundlagen", "OnlineCourse"), ("Code of Condu
            ("Première connexion", "OnlineCourse"), ("Охрана труда", "OnlineCourse"),
            ("Onboarding Path", "Curriculum"), ("Información de seguridad", "OnlineCourse")]
 CATEGORIES = ["Compliance", "Leadership", "Onboarding", "Sicherheit"]
-DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture"]
+DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture",
+               "Küche"]
+DEPARTMENT_PARENTS = [None, 0, 0, 0, 0, 2]  # index of each department's parent: a tree 3 deep
+CERTIFICATE_DAYS = 365  # a completion's certificate (and enrollment) expires a year later
 LESSON_TYPES = ["ObjectLesson", "Assessment", "Video", "ObjectLesson"]
 _FILTER = re.compile(r"^\s*dateEdited\s+(ge|gt)\s+datetime'([^']+)'\s*$")
 
@@ -111,9 +114,10 @@ class FakeAbsorb(FakeVendor):
 
     @cached_property
     def departments(self) -> list[dict[str, Any]]:
-        return [{"id": i, "name": n, "parentId": None if k == 0 else self.dept_ids[0],
+        return [{"id": i, "name": n, "parentId": None if up is None else self.dept_ids[up],
                  "externalId": f"D{k}", "dateEdited": _date(EPOCH)}
-                for k, (i, n) in enumerate(zip(self.dept_ids, DEPARTMENTS, strict=True))]
+                for k, (i, n, up) in enumerate(zip(self.dept_ids, DEPARTMENTS, DEPARTMENT_PARENTS,
+                                                   strict=True))]
 
     @cached_property
     def categories(self) -> list[dict[str, Any]]:
@@ -193,7 +197,9 @@ class FakeAbsorb(FakeVendor):
         return {
             "id": enrollment_id, "courseId": course["id"], "courseName": course["name"],
             "progress": progress, "score": float(rng.randrange(40, 101)) if done else 0.0, "status": status,
-            "dateCompleted": _date(completed), "dateExpires": None,
+            "dateCompleted": _date(completed),
+            "dateExpires": _date(completed + timedelta(days=CERTIFICATE_DAYS)) if status == 3 and completed
+            else None,
             "fullName": f"{user['firstName']} {user['lastName']}", "jobTitle": user["jobTitle"],
             "courseVersionId": _uuid(course["id"], "v1"), "userId": user["id"],
             "acceptedTermsAndConditions": True, "timeSpent": _timespan(seconds),
