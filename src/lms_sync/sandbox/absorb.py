@@ -10,7 +10,9 @@ documented body ``{"validations", "code", "message", "term", "_meta"}``.
 
 Everyone in the population is an Absorb user (same emails and HR ids as the other fakes);
 each has 1-3 course enrollments with every one of the 13 statuses present, TimeSpan strings,
-and some superseded (``isActive: false``) enrollments. Data is built on first use.
+and some superseded (``isActive: false``) enrollments. Departments form a tree (``parentId``);
+completed enrollments carry a certificate, credits and an expiry (``dateExpires``, spread
+around the real date), and half the enrollments a due date. Data is built on first use.
 
 Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdited`` bumped),
 :meth:`remove_enrollments`,
@@ -27,7 +29,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -44,7 +46,10 @@ CATEGORIES = ["Compliance", "Leadership", "Onboarding", "Sicherheit"]
 DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture",
                "Küche"]
 DEPARTMENT_PARENTS = [None, 0, 0, 0, 0, 2]  # index of each department's parent: a tree 3 deep
-CERTIFICATE_DAYS = 365  # a completion's certificate (and enrollment) expires a year later
+EXPIRY_SPREAD = (-60, 300)
+"""Days from the real today over which completed enrollments (and their certificates) expire:
+relative to the real date, as Monotree's onboarding deadline is, so that the sandbox always
+has certificates that lapsed lately and ones that lapse this quarter."""
 LESSON_TYPES = ["ObjectLesson", "Assessment", "Video", "ObjectLesson"]
 _FILTER = re.compile(r"^\s*dateEdited\s+(ge|gt)\s+datetime'([^']+)'\s*$")
 
@@ -198,8 +203,7 @@ class FakeAbsorb(FakeVendor):
             "id": enrollment_id, "courseId": course["id"], "courseName": course["name"],
             "progress": progress, "score": float(rng.randrange(40, 101)) if done else 0.0, "status": status,
             "dateCompleted": _date(completed),
-            "dateExpires": _date(completed + timedelta(days=CERTIFICATE_DAYS)) if status == 3 and completed
-            else None,
+            "dateExpires": _date(self._expiry(completed)) if status == 3 and completed else None,
             "fullName": f"{user['firstName']} {user['lastName']}", "jobTitle": user["jobTitle"],
             "courseVersionId": _uuid(course["id"], "v1"), "userId": user["id"],
             "acceptedTermsAndConditions": True, "timeSpent": _timespan(seconds),
@@ -209,6 +213,14 @@ class FakeAbsorb(FakeVendor):
             "dateDue": _date(added + timedelta(days=30)) if rng.random() < 0.5 else None,
             "dateEdited": _date(edited), "dateAdded": _date(added),
         }
+
+    @staticmethod
+    def _expiry(completed: datetime) -> datetime:
+        """A completion's expiry: spread over ``EXPIRY_SPREAD`` around today, after the completion."""
+        low, high = EXPIRY_SPREAD
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        offset = low + int(completed.timestamp()) // 3600 % (high - low)
+        return max(completed + timedelta(days=1), today + timedelta(days=offset))
 
     def active(self, user_id: str, course_id: str) -> dict[str, Any] | None:
         for row in self.enrollments.get(course_id, []):
