@@ -24,7 +24,8 @@ from lms_sync.connectors.academy import (
     question_snapshot,
     split_name,
 )
-from lms_sync.connectors.base import ReadContext
+from lms_sync.connectors.base import NotFoundWave, ReadContext
+from lms_sync.errors import IncompleteRead
 from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
 from lms_sync.warehouse import state
@@ -721,3 +722,26 @@ def test_a_few_404s_are_users_without_a_record(start_vendor, sqlite_warehouse):
     result = sync(sqlite_warehouse, {"a": v.source})
     assert result.ok, result.error
     assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)} == set(fake.employee_ids()) - lost
+
+
+def test_shadow_users_404_by_design_and_make_no_wave(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=40)
+    fake = v.fake
+    shadows = fake.employee_ids()[: len(fake.employee_ids()) * 3 // 4]
+    for uid in shadows:
+        fake.users[uid].type = "shadow"  # listed, swept, and 404 as the seed says
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)} == set(fake.employee_ids())
+
+
+def test_not_found_wave_thresholds():
+    wave = NotFoundWave("items", "fix it")
+    for found in [False] * 9 + [True] * 8:
+        wave.add(found)
+    wave.check("s")  # 9 of 17: more than half, but fewer than 10
+    wave.add(False)
+    with pytest.raises(IncompleteRead, match="^source 's': 10 of 18 items answered 404, more than 50%"):
+        wave.check("s")
+    wave.add(True), wave.add(True)
+    wave.check("s")  # 10 of 20: not more than half

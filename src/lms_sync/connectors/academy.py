@@ -22,11 +22,11 @@ Streams, in order:
               :data:`COURSE_RULES`) and ``/users/{id}/onboarding`` -> an enrollment in the
               onboarding course. 404 = no academy record (kiosk, bot, shadow, banned): counted
               as ``users_without_record``, and the onboarding call is then not made. A wave
-              of 404s is not: more than half of the users visited this run (kiosks and bots
-              aside), and at least 10 [guess: thresholds], answering 404 on either call means
-              a wrong host or key; the stream fails (IncompleteRead, checked before each
-              checkpoint), deletes nothing and keeps its starting cursor, so the next run
-              visits those users again.
+              of 404s is not: more than half of the users visited this run (kiosk, bot and
+              shadow types aside), and at least 10 [guess: thresholds], answering 404 on
+              either call means a wrong host or key; the stream fails (IncompleteRead,
+              checked before each checkpoint), deletes nothing and keeps its starting
+              cursor, so the next run visits those users again.
 
 Deterministic external ids: courses use the vendor id; journeys ``journey:<id>``; the
 onboarding flow ``onboarding`` (one per customer); enrollments ``<user id>:<course id>``
@@ -126,6 +126,8 @@ from lms_sync.http.paging import NextUrlPaginator
 
 PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
 """User ``type`` -> never links to a person (shared device, machine account)."""
+NO_RECORD_TYPES = frozenset({"kiosk", "bot", "shadow"})
+"""User types the per-user endpoints 404 by design (the seed): no part of a 404 wave."""
 
 COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first
@@ -563,7 +565,7 @@ class ProgressStream(Stream):
         for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress,
                                                                (users[i] for i in batch)):
             visited += 1
-            if not PLACEHOLDER_TYPES.get((user.type or "").lower(), False):
+            if (user.type or "").lower() not in NO_RECORD_TYPES:
                 wave.add(courses is not None and onboarding is not None)
             if courses is None:
                 ctx.count("users_without_record")
