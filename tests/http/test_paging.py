@@ -52,6 +52,47 @@ def test_next_url_loop_guard():
     assert not done.has_next
 
 
+API = "https://acme.udemy.com/api-2.0/organizations/9488/"
+
+
+def test_next_link_on_another_origin_is_rebased_onto_the_configured_one():
+    origins = []
+    p = NextUrlPaginator(API, source="u", on_rebase=origins.append)
+    # the seed's own example: a call to <org>.udemy.com gets its next page on learning.udemy.com
+    p.update(count=12, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
+    assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=2"
+    p.update(count=12, next_url="http://user:pw@ACME.udemy.com:443/api-2.0/organizations/9488/"
+                                "courses/list/?page=3&page_size=12#frag")
+    assert p.next_request().url == (
+        "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=3&page_size=12")
+    assert (p.rebased, origins) == (2, ["https://learning.udemy.com"])  # told once, no userinfo
+    # same origin (default port written out, or a relative link): followed as given
+    p.update(count=12, next_url="https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4")
+    assert p.next_request().url == "https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4"
+    p.update(count=12, next_url="/api-2.0/organizations/9488/x/?page=5")
+    assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/x/?page=5"
+    assert p.rebased == 2 and p.has_next
+
+
+@pytest.mark.parametrize("link", [
+    "https://evil.example/collect/?page=2",                                    # outside the API
+    "https://learning.udemy.com/api-2.0/organizations/1/courses/list/?page=2",  # another org
+    "https://learning.udemy.com/api-2.0/organizations/94880/courses/list/",    # a prefix, not a path
+    "https://acme.udemy.com/api-2.0/organizations/9488/../1/courses/list/",    # dot segments
+    "https://evil.example/api-2.0/organizations/9488/%2e%2e/%2E%2E/admin/",    # encoded
+    "https://evil.example/api-2.0/organizations/9488/..%2f..%2fadmin/",         # encoded slash
+    "https://evil.example:99999/api-2.0/organizations/9488/x/",               # not a URL
+])
+def test_next_link_outside_the_api_path_is_refused(link):
+    origins = []
+    p = NextUrlPaginator(API, source="u", on_rebase=origins.append)
+    with pytest.raises(DataError, match="source 'u'") as exc:
+        p.update(count=12, next_url=link)
+    assert "next link" in str(exc.value) and "\n" not in str(exc.value)
+    assert "evil.example" not in str(exc.value)  # the path only, never the host
+    assert origins == [] and p.next_request().url is None
+
+
 def test_page_token_loop_guard():
     p = PageTokenPaginator("pageToken")
     assert p.next_request().params == {}

@@ -6,7 +6,7 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
 :class:`~lms_sync.errors.DataError`, as is a page number past ``max_pages``.
 
     page number from 0 or 1   PageNumberPaginator(param="_offset", start=0)
-    next link (absolute URL)  NextUrlPaginator()
+    next link (absolute URL)  NextUrlPaginator(base=api_root)  (another origin: rebased)
     page token                PageTokenPaginator(param="pageToken")
     last sort value seen      SortValuePaginator(param="_offset", page_size=500)
 """
@@ -14,8 +14,10 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from lms_sync.errors import DataError
 
@@ -69,11 +71,22 @@ class PageNumberPaginator(Paginator):
 
 
 class NextUrlPaginator(Paginator):
-    """Follow the absolute ``next`` URL until it is null; a repeated URL is a loop."""
+    """Follow the absolute ``next`` URL until it is null; a repeated URL is a loop.
 
-    def __init__(self) -> None:
+    With ``base`` (the API root the first request went to, e.g.
+    ``https://acme.udemy.com/api-2.0/organizations/8888/``) a link must point under
+    ``base``'s path, after resolving dot segments (``%2e%2e`` included), or it is a
+    DataError; and a link on another origin (or carrying userinfo) is not followed there:
+    its path and query are asked of ``base``'s origin instead, so credentials never leave
+    it. ``rebased`` counts such links; ``on_rebase(origin)`` is called on the first.
+    """
+
+    def __init__(self, base: str | None = None, *, source: str = "",
+                 on_rebase: Callable[[str], None] | None = None) -> None:
         self._next: str | None = None
         self._seen: set[str] = set()
+        self.base, self.source, self.on_rebase = base, source, on_rebase
+        self.rebased = 0
 
     def next_request(self) -> PageRequest:
         return PageRequest(url=self._next)
@@ -84,11 +97,51 @@ class NextUrlPaginator(Paginator):
         if not next_url:
             self.has_next = False
             return
+        if self.base is not None:
+            next_url = self._on_base(next_url, self.base)
         if next_url in self._seen:
             raise DataError("paging loop: the vendor returned the same next link twice",
-                            path=next_url.split("?")[0], fix="report it to the vendor")
+                            source=self.source, path=next_url.split("?")[0],
+                            fix="report it to the vendor")
         self._seen.add(next_url)
         self._next = next_url
+
+    def _on_base(self, link: str, base: str) -> str:
+        """``link`` as a URL on ``base``'s origin, refused unless under ``base``'s path."""
+        root = urlsplit(base)
+        try:
+            url = urlsplit(urljoin(base, link))
+            same = _origin(url) == _origin(root) and not (url.username or url.password)
+        except ValueError:  # a bad port or bracketed host
+            raise DataError("the vendor returned a next link that is not a valid URL",
+                            source=self.source, fix="report it to the vendor") from None
+        segments = unquote(url.path).split("/")
+        if "." in segments or ".." in segments or not unquote(url.path).startswith(
+                unquote(root.path)):
+            raise DataError(f"refusing a next link outside the API path {root.path}",
+                            source=self.source, path=url.path,
+                            fix="the vendor's next link leaves the API; check base_url, else "
+                                "report it to the vendor")
+        if same:
+            return url.geturl()
+        self.rebased += 1
+        if self.rebased == 1 and self.on_rebase is not None:
+            self.on_rebase(_origin_text(url))
+        return urlunsplit((root.scheme, root.netloc, url.path, url.query, ""))
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: SplitResult) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, (url.hostname or "").lower(), url.port or _PORTS.get(scheme)
+
+
+def _origin_text(url: SplitResult) -> str:
+    """scheme://host[:port], never the userinfo."""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme.lower()}://{(url.hostname or '').lower()}{port}"
 
 
 class PageTokenPaginator(Paginator):
