@@ -32,6 +32,18 @@ def test_page_number_from_one_stops_on_empty_page_or_total_pages():
     assert not q.has_next
 
 
+def test_total_pages_decides_over_a_short_page():
+    """A vendor serving fewer rows a page than asked: the body's page count is trusted."""
+    p = PageNumberPaginator("page", start=0, page_size=200)
+    for _ in range(3):
+        assert p.has_next
+        p.update(count=100, total_pages=3)
+    assert not p.has_next and p.pages == 3
+    q = PageNumberPaginator("page", start=0, page_size=200)
+    q.update(count=0, total_pages=3)  # an empty page still ends it
+    assert not q.has_next
+
+
 def test_page_number_guard_against_endless_full_pages():
     p = PageNumberPaginator("_offset", start=0, page_size=2, max_page=5)
     with pytest.raises(DataError, match="past page 5"):

@@ -67,7 +67,7 @@ from lms_sync.canonical import (
     Snapshot,
     stable_json,
 )
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
 from lms_sync.errors import DataError
 from lms_sync.http import BasicAuth, HttpClient, NextUrlPaginator
 from lms_sync.keyset import KeySet
@@ -347,8 +347,7 @@ class _Reader(Stream):
             if not isinstance(rows, list):
                 raise DataError("the page has no results list", source=self.http.source_id,
                                 path=self.path, fix="check base_url and organization_id")
-            count = body.get("count")
-            if isinstance(count, int) and not isinstance(count, bool):
+            if (count := whole(body.get("count"))) is not None:
                 total = max(total or 0, count)
             kind = next((r.get("_class") for r in rows if isinstance(r, dict)), None)
             if unasked is None and isinstance(kind, str) and kind not in asked:

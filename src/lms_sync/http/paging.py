@@ -45,8 +45,9 @@ class Paginator(ABC):
 class PageNumberPaginator(Paginator):
     """``param`` = page number, from ``start``; stops on a short or empty page.
 
-    With ``page_size`` set, a page shorter than it is the last; ``total_pages``
-    from the body is honoured when given; ``max_page`` guards endless paging.
+    With ``page_size`` set, a page shorter than it is the last, unless the body gives
+    ``total_pages``: then that decides (a vendor may serve fewer rows a page than asked),
+    and only an empty page ends it sooner; ``max_page`` guards endless paging.
     """
 
     def __init__(self, param: str = "page", start: int = 0, page_size: int | None = None,
@@ -63,7 +64,7 @@ class PageNumberPaginator(Paginator):
         self.page += 1
         last = count == 0 or (self.page_size is not None and count < self.page_size)
         if total_pages is not None:
-            last = last or (self.page - self.start) >= total_pages
+            last = count == 0 or (self.page - self.start) >= total_pages
         self.has_next = not last
         if self.has_next and self.page > self.max_page:
             raise DataError(f"paging went past page {self.max_page} without an end",
