@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lms_sync.errors import DataError
 from lms_sync.http import NextUrlPaginator, PageNumberPaginator, PageTokenPaginator, SortValuePaginator
+from lms_sync.logs import get_logger
 
 
 def test_page_number_from_zero_stops_on_short_page():
@@ -67,9 +70,9 @@ def test_next_url_loop_guard():
 API = "https://acme.udemy.com/api-2.0/organizations/9488/"
 
 
-def test_next_link_on_another_origin_is_rebased_onto_the_configured_one():
-    origins = []
-    p = NextUrlPaginator(API, source="u", on_rebase=origins.append)
+def test_next_link_on_another_origin_is_rebased_onto_the_configured_one(caplog):
+    caplog.set_level(logging.INFO)
+    p = NextUrlPaginator(API, source="u", log=get_logger("test"))
     # the seed's own example: a call to <org>.udemy.com gets its next page on learning.udemy.com
     p.update(count=12, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
     assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=2"
@@ -77,7 +80,11 @@ def test_next_link_on_another_origin_is_rebased_onto_the_configured_one():
                                 "courses/list/?page=3&page_size=12#frag")
     assert p.next_request().url == (
         "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=3&page_size=12")
-    assert (p.rebased, origins) == (2, ["https://learning.udemy.com"])  # told once, no userinfo
+    logged = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    assert p.rebased == 2 and len(logged) == 1  # told once, with no userinfo
+    assert {k: logged[0][k] for k in ("event", "origin", "to", "path")} == {
+        "event": "http.next_rebased", "origin": "https://learning.udemy.com",
+        "to": "https://acme.udemy.com", "path": "/api-2.0/organizations/9488/courses/list/"}
     # same origin (default port written out, or a relative link): followed as given
     p.update(count=12, next_url="https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4")
     assert p.next_request().url == "https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4"
@@ -95,14 +102,14 @@ def test_next_link_on_another_origin_is_rebased_onto_the_configured_one():
     "https://evil.example/api-2.0/organizations/9488/..%2f..%2fadmin/",         # encoded slash
     "https://evil.example:99999/api-2.0/organizations/9488/x/",               # not a URL
 ])
-def test_next_link_outside_the_api_path_is_refused(link):
-    origins = []
-    p = NextUrlPaginator(API, source="u", on_rebase=origins.append)
+def test_next_link_outside_the_api_path_is_refused(link, caplog):
+    caplog.set_level(logging.INFO)
+    p = NextUrlPaginator(API, source="u", log=get_logger("test"))
     with pytest.raises(DataError, match="source 'u'") as exc:
         p.update(count=12, next_url=link)
     assert "next link" in str(exc.value) and "\n" not in str(exc.value)
     assert "evil.example" not in str(exc.value)  # the path only, never the host
-    assert origins == [] and p.next_request().url is None
+    assert caplog.records == [] and p.next_request().url is None
 
 
 def test_page_token_loop_guard():

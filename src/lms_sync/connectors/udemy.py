@@ -335,10 +335,7 @@ class _Reader(Stream):
                     params[name] = getattr(self.options, name).isoformat()
         asked = {k[7:-1] for k in params if k.startswith("fields[")}
         paginator = NextUrlPaginator(f"{self.http.base_url}{api}", source=self.http.source_id,
-                                     on_rebase=lambda origin: ctx.log.info(
-                                         "http.next_rebased", origin=origin, to=str(self.http.base_url),
-                                         note="the vendor's next links name another origin: "
-                                              "their path and page are asked of base_url"))
+                                     log=ctx.log)
         total, unasked = None, None
         while paginator.has_next:
             url = paginator.next_request().url

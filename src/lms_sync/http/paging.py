@@ -14,7 +14,6 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
@@ -79,14 +78,14 @@ class NextUrlPaginator(Paginator):
     ``base``'s path, after resolving dot segments (``%2e%2e`` included), or it is a
     DataError; and a link on another origin (or carrying userinfo) is not followed there:
     its path and query are asked of ``base``'s origin instead, so credentials never leave
-    it. ``rebased`` counts such links; ``on_rebase(origin)`` is called on the first.
+    it. ``rebased`` counts such links; the first is logged (``http.next_rebased``) on
+    ``log``, so once a paginator, i.e. once a stream's list.
     """
 
-    def __init__(self, base: str | None = None, *, source: str = "",
-                 on_rebase: Callable[[str], None] | None = None) -> None:
+    def __init__(self, base: str | None = None, *, source: str = "", log: Any = None) -> None:
         self._next: str | None = None
         self._seen: set[str] = set()
-        self.base, self.source, self.on_rebase = base, source, on_rebase
+        self.base, self.source, self.log = base, source, log
         self.rebased = 0
 
     def next_request(self) -> PageRequest:
@@ -126,8 +125,10 @@ class NextUrlPaginator(Paginator):
         if same:
             return url.geturl()
         self.rebased += 1
-        if self.rebased == 1 and self.on_rebase is not None:
-            self.on_rebase(_origin_text(url))
+        if self.rebased == 1 and self.log is not None:
+            self.log.info("http.next_rebased", origin=_origin_text(url), to=_origin_text(root),
+                          path=url.path, note="next links name another origin: their path and "
+                                              "page are asked of the configured one")
         return urlunsplit((root.scheme, root.netloc, url.path, url.query, ""))
 
 
