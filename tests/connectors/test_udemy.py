@@ -232,7 +232,9 @@ def test_next_links_on_another_origin_are_asked_of_the_configured_one(
         httpx.get(recorder.url + "/probe")  # the recorder does record what reaches it
         assert recorder.requests == [("/probe", None)]
         recorder.requests.clear()
-        vendor = start_vendor("udemy", learners=10, courses=60, next_origin=recorder.url)
+        # the link carries the page only (as the seed's): page_size and fields[...] are put back
+        vendor = start_vendor("udemy", learners=10, courses=60, next_origin=recorder.url,
+                              default_fields=True)
         vendor.source["options"]["page_size"] = 10
         with caplog.at_level(logging.INFO):
             result = sync(sqlite_warehouse, {"u": vendor.source})
@@ -246,6 +248,13 @@ def test_next_links_on_another_origin_are_asked_of_the_configured_one(
     assert count(sqlite_warehouse, activity_progress) == len(fake.progress_rows)
     assert count(sqlite_warehouse, stat_snapshots) == len(fake.activity_rows)
     assert fake.requests["/api-2.0/organizations/8888/courses/list/"] == 6  # every page, here
+    with sqlite_warehouse.engine.connect() as conn:
+        described = conn.execute(select(func.count()).select_from(courses)
+                                 .where(courses.c.description.is_not(None))).scalar()
+        hr_ids = conn.execute(select(func.count()).select_from(learners)
+                              .where(learners.c.hr_id.is_not(None))).scalar()
+    assert described == 60  # fields[course]=@all on every page
+    assert hr_ids == len({r["user_email"] for r in fake.course_rows if r["user_external_id"]})
     rebased = events(caplog, "http.next_rebased")
     assert sorted(e["stream"] for e in rebased) == ["activity", "courses", "enrollments", "progress"]
     assert {e["origin"] for e in rebased} == {recorder.url}

@@ -93,6 +93,17 @@ def test_next_link_on_another_origin_is_rebased_onto_the_configured_one(caplog):
     assert p.rebased == 2 and p.has_next
 
 
+def test_next_link_gets_back_the_parameters_it_leaves_out():
+    first = {"fields[course]": "@all", "page": 1, "page_size": 100}
+    p = NextUrlPaginator(API, params=first)
+    p.update(count=100, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
+    assert p.next_request().url == ("https://acme.udemy.com/api-2.0/organizations/9488/courses/list/"
+                                    "?fields%5Bcourse%5D=%40all&page=2&page_size=100")
+    p.update(count=100, next_url="/api-2.0/organizations/9488/courses/list/?page=3&page_size=50#x")
+    assert p.next_request().url == ("https://acme.udemy.com/api-2.0/organizations/9488/courses/list/"
+                                    "?fields%5Bcourse%5D=%40all&page=3&page_size=50")  # the link wins
+
+
 @pytest.mark.parametrize("link", [
     "https://evil.example/collect/?page=2",                                    # outside the API
     "https://learning.udemy.com/api-2.0/organizations/1/courses/list/?page=2",  # another org

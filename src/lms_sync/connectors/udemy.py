@@ -4,8 +4,9 @@ Auth: HTTP Basic ``client_id:client_secret`` on every call. Paths live under
 ``{base_url}/api-2.0/organizations/{organization_id}/``. Paging: ``page`` /
 ``page_size`` (at most 100, as documented) and an absolute ``next`` link. A ``next``
 on another origin (the seed's own example: ``learning.udemy.com``) is not sent there:
-its path and page are asked of ``base_url`` (``http.next_rebased``, once a stream); one
-outside ``api-2.0/organizations/<id>/`` is refused. Each list's ``count`` is the
+its path and page are asked of ``base_url`` (``http.next_rebased``, once a stream), with
+the parameters it leaves out (that example's ``?page=2``) put back; one outside
+``api-2.0/organizations/<id>/`` is refused. Each list's ``count`` is the
 vendor's total of the stream's table (checked after a full read). Reporting streams
 ask ``fields[<class>]=@all`` (option ``field_classes``; guessed, see UdemyFieldClasses);
 rows of a class not asked are warned about (``udemy.field_class_unasked``).
@@ -334,8 +335,8 @@ class _Reader(Stream):
                 if getattr(self.options, name):
                     params[name] = getattr(self.options, name).isoformat()
         asked = {k[7:-1] for k in params if k.startswith("fields[")}
-        paginator = NextUrlPaginator(f"{self.http.base_url}{api}", source=self.http.source_id,
-                                     log=ctx.log)
+        paginator = NextUrlPaginator(f"{self.http.base_url}{api}", params=params,
+                                     source=self.http.source_id, log=ctx.log)
         total, unasked = None, None
         while paginator.has_next:
             url = paginator.next_request().url

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from lms_sync.errors import DataError
 
@@ -79,13 +79,16 @@ class NextUrlPaginator(Paginator):
     DataError; and a link on another origin (or carrying userinfo) is not followed there:
     its path and query are asked of ``base``'s origin instead, so credentials never leave
     it. ``rebased`` counts such links; the first is logged (``http.next_rebased``) on
-    ``log``, so once a paginator, i.e. once a stream's list.
+    ``log``, so once a paginator, i.e. once a stream's list. With ``params`` (the first
+    request's), a link that leaves some out (the seed's ``?page=2``) gets them back; the
+    link's own values win.
     """
 
-    def __init__(self, base: str | None = None, *, source: str = "", log: Any = None) -> None:
+    def __init__(self, base: str | None = None, *, params: dict[str, Any] | None = None,
+                 source: str = "", log: Any = None) -> None:
         self._next: str | None = None
         self._seen: set[str] = set()
-        self.base, self.source, self.log = base, source, log
+        self.base, self.params, self.source, self.log = base, params, source, log
         self.rebased = 0
 
     def next_request(self) -> PageRequest:
@@ -99,6 +102,10 @@ class NextUrlPaginator(Paginator):
             return
         if self.base is not None:
             next_url = self._on_base(next_url, self.base)
+        if self.params:
+            url = urlsplit(next_url)
+            query = {**self.params, **dict(parse_qsl(url.query, keep_blank_values=True))}
+            next_url = urlunsplit(url._replace(query=urlencode(query), fragment=""))
         if next_url in self._seen:
             raise DataError("paging loop: the vendor returned the same next link twice",
                             source=self.source, path=next_url.split("?")[0],

@@ -4,7 +4,8 @@ Serves ``/api-2.0/organizations/{org}/courses/list/`` and
 ``.../analytics/{user-activity,user-course-activity,user-progress}/`` with the
 documented body ``{"count", "next", "previous", "results"}`` (absolute ``next``
 links built from the request's Host, or from ``next_origin`` / ``next_path`` to
-simulate a vendor that points elsewhere), Django-REST-style error bodies
+simulate a vendor that points elsewhere: such a link carries ``page`` only, as the
+seed's own example), Django-REST-style error bodies
 (``{"detail": ...}``), a ``page_size`` maximum, rows of erased users
 (``"Anonymized User"``) and fields the seed does not document
 (``user_is_deactivated``, ``lms_user_id``, ``course_first_completion_date``,
@@ -333,7 +334,8 @@ class FakeUdemy(FakeVendor):
 
     def _link(self, request: Request, page: int) -> str:
         origin = self.next_origin or f"http://{request.headers.get('host', '127.0.0.1')}"
-        query = {k: v[0] for k, v in request.query.items()}
+        # as the seed's own example: a link on another origin carries the page only
+        query = {} if self.next_origin else {k: v[0] for k, v in request.query.items()}
         query["page"] = str(page)
         return f"{origin.rstrip('/')}{self.next_path or request.path}?{urlencode(query)}"
 
