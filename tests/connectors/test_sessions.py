@@ -213,9 +213,9 @@ def test_users_paged_by_total_pages_when_next_is_always_null(start_vendor, sqlit
     assert result.ok, result.error
     users = vendor.fake.users()
     assert len(users) > 8  # three pages at least
-    with sqlite_warehouse.engine.connect() as conn:
-        landed = set(conn.execute(select(learners.c.external_id)).scalars())
-    assert landed == {u["remoteId"] or u["id"] for u in users}
+    with sqlite_warehouse.engine.connect() as conn:  # as users, not as completions' stubs
+        landed = dict(conn.execute(select(learners.c.external_id, learners.c.first_name)).all())
+    assert landed == {u["remoteId"] or u["id"]: u["firstName"] for u in users}
     assert vendor.fake.requests["/v1/users"] == -(-len(users) // 4)
     assert result.streams[0].vendor_total == len(users)
 

@@ -2,13 +2,15 @@
 
 Auth: a static API key in a header whose name Sparkwise does not publish
 (option ``api_key_header``, default ``x-api-key``); the endpoint paths are not
-published either (option ``paths``). Error bodies are
+published either (option ``paths``). Both are guesses: a 401 names them. Error bodies are
 ``{"success": false, "error": {"message", "metadata"}, "data": null}``.
 
 Streams, in order:
 
 ``users``
-    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page) ->
+    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page, walked by
+    ``totalPages``/``total``: the documented ``next`` is only ever null; ``data.total``
+    is the vendor's count of learners) ->
     :class:`Learner`. **External id = ``remoteId``** (the customer's HR id) when
     the user has one, else the Sparkwise ``id`` (64 hex). Completions name their
     participant only by ``remoteUserId``, so keying learners by ``remoteId`` makes
@@ -19,7 +21,8 @@ Streams, in order:
 ``clusters``
     ``GET session-clusters`` without ``from``/``to`` (both optional; the list is
     unpaged and small), read whole every run because a creation-time window
-    would miss edits to older clusters. A cluster -> :class:`Course` of kind
+    would miss edits to older clusters (``data.total`` clusters, plus one course per
+    distinct module, is the count of courses read). A cluster -> :class:`Course` of kind
     ``session`` (external id = ``clusterId``), whose parent is a course of kind
     ``module`` (external id ``module:<moduleId>``). Nothing is soft-deleted:
     completions of a removed cluster still point at its course.
