@@ -163,6 +163,12 @@ class NotFoundWave:
                 source=source_id, fix=self.fix)
 
 
+def whole(value: Any) -> int | None:
+    """A count as a vendor sent it (``count``, ``total``, ``totalPages``): a non-negative
+    int, else None (a bool, a string, a float, missing)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _short_error(error: Exception | str) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
