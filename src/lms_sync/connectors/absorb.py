@@ -569,7 +569,8 @@ class EnrollmentsStream(_Incremental):
             pages of several courses at once, never a whole course in memory. A course's
             total and its historical rows count when its list has been read whole."""
             for page in http.interleave(course_enrollments, course_ids):
-                old = 0 if page.restart else historical.pop(page.path, 0)
+                before = historical.pop(page.path, 0)
+                old = 0 if page.restart else before  # a re-read counts its list afresh
                 for row in page.rows:
                     edited = _edited(row)
                     seen[0] = max(seen[0], edited) if seen[0] and edited else edited or seen[0]
