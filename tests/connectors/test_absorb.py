@@ -736,12 +736,17 @@ def test_a_few_lesson_404s_are_enrollments_gone_meanwhile(start_vendor, sqlite_w
     assert count(sqlite_warehouse, activity_progress) == sum(len(fake.lesson_rows(r)) for r in kept)
 
 
-def test_lesson_path_must_name_both_ids():
+def test_lesson_path_is_an_option_that_must_name_both_ids():
     from lms_sync.errors import ConfigError
 
+    def config(path: str):
+        return parse_config({"sources": {"a": {
+            "kind": "absorb", "base_url": "https://rest.myabsorb.com",
+            "auth": {"api_key": "k", "username": "u", "password": "p"},
+            "options": {"lesson_path": path}}}}, "x.yaml")
+
+    assert config("/v2/{courseId}/lessons/{userId}").sources["a"].options.lesson_path == (
+        "/v2/{courseId}/lessons/{userId}")
     for bad in ("/users/{userId}/lessons", "users/{userId}/{courseId}", "/x/{userId}/{courseId}/{other}"):
-        tree = {"sources": {"a": {"kind": "absorb", "base_url": "https://rest.myabsorb.com",
-                                  "auth": {"api_key": "k", "username": "u", "password": "p"},
-                                  "options": {"lesson_path": bad}}}}
         with pytest.raises(ConfigError, match="lesson_path"):
-            parse_config(tree, "x.yaml")
+            config(bad)
