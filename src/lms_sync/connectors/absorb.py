@@ -9,25 +9,35 @@ exactly one token, shared by every concurrent request, renewed single-flight on 
 Collections are paged by ``_limit`` (<= 1000) and ``_offset`` = page number from 0 (<= 65535),
 body ``{"totalItems", "returnedItems", "limit", "offset", "<collection>": [...]}``; a short
 or empty page ends, a page that repeats the previous one or paging past ``max_page`` is a
-DataError (a vendor that ignores ``_offset`` would otherwise never end).
+DataError (a vendor that ignores ``_offset`` would otherwise never end). Every walk of a list
+must read the ``totalItems`` of its first page, or IncompleteRead (nothing soft-deleted, the
+cursor put back); full reads report those totals (``learners``, ``courses``, ``enrollments``:
+summed over courses, superseded rows excluded by design).
 
 Streams, each incremental by the record's ``dateEdited`` (``_filter=dateEdited ge
 datetime'<iso>'``, ``_sort=dateEdited``), re-reading ``overlap_minutes`` before the saved
 cursor ``{"date_edited": <max seen>}``; the first run and ``--full-refresh`` read everything
 (and soft-delete what is gone); ``--since`` reads from that moment (never later than the
-saved cursor) and never moves the cursor backwards:
+saved cursor) and never moves the cursor backwards. Whether a list honours ``_sort`` is not
+documented [guess: it does]: a page out of order logs ``absorb.unsorted`` and that kind of
+list is read by page number for the rest of the run, its checkpoint only at its end:
 
-``users``        ``GET /users`` -> learners (``externalId`` -> hr_id; department name from
-                 ``GET /departments``, read once per run). Checkpoint per page (sorted).
+``users``        ``GET /users`` -> learners (``externalId`` -> hr_id; ``activeStatus`` 0/1 ->
+                 is_active, else ``isActive``; department name from ``GET /departments``, read
+                 once per run). Checkpoint per page (sorted).
 ``courses``      ``GET /courses`` -> courses (kind course; category name from
-                 ``GET /categories``; ``estimatedDuration`` TimeSpan -> minutes [guess]).
+                 ``GET /categories``; ``estimatedDuration`` TimeSpan -> minutes [guess]). A
+                 lookup may be a bare array [guess]; one answering 403/404 logs
+                 ``lookup.unavailable`` and leaves the names null.
 ``enrollments``  ``GET /courses`` (ids only, all of them) then ``GET /courses/{id}/enrollments``
                  per course, ``max_concurrency`` at a time (Absorb has no organisation-wide
                  list; filtering users by *their* dateEdited would miss progress) -> one
                  enrollment per user and course. With ``lesson_enrollments``, each active
                  enrollment read in this run that is not an untouched NotStarted gets
-                 ``GET /users/{userId}/enrollments/{courseId}/lessons`` (path [guess], bare
-                 array) -> activity_progress. The cursor is saved once, at the end.
+                 ``options.lesson_path`` (default ``/users/{userId}/enrollments/{courseId}/
+                 lessons`` [guess], bare array) -> activity_progress; a 404 is an enrollment
+                 gone meanwhile (``lesson_404``), unless most of at least ``LESSON_404_MIN``
+                 calls are: IncompleteRead naming the option. The cursor is saved once, at the end.
 
 Historical enrollments (``isActive: false``, superseded by a re-enrollment) are skipped and
 counted (``historical_skipped``): the enrollment's external id is ``<userId>:<courseId>``, so
