@@ -222,13 +222,19 @@ def test_full_sync(start_vendor, sqlite_warehouse, ready_max, monkeypatch):
     assert count(wh, enrollment_history) == len(active)
     historical = sum(1 for rows in fake.enrollments.values() for r in rows if not r["isActive"])
     assert historical > 0  # skipped, not stored: one row per learner and course
+    assert {s.stream: (s.vendor_total, s.distinct_read, s.excluded) for s in result.streams} == {
+        "users": (30, 30, 0), "courses": (8, 8, 0),
+        "enrollments": (len(active) + historical, len(active), historical)}  # Absorb's totalItems
     with wh.engine.connect() as conn:
         statuses = set(conn.execute(select(enrollments.c.vendor_status)).scalars())
         hr_ids = set(conn.execute(select(learners.c.hr_id)).scalars())
+        is_active = dict(conn.execute(select(learners.c.external_id, learners.c.is_active)).all())
         cursor = conn.execute(select(sync_state.c.cursor)
                               .where(sync_state.c.stream == "enrollments")).scalar()
     assert statuses == {name for name, _, _ in STATUS_MAP.values()}
     assert "E100000" in hr_ids
+    assert is_active == {u["id"]: u["activeStatus"] == 0 for u in fake.users}  # documented activeStatus
+    assert False in is_active.values()
     assert cursor == {"date_edited": max(r["dateEdited"] for rows in fake.enrollments.values() for r in rows)}
     # lessons: one call per active enrollment that is not an untouched NotStarted
     started = [r for r in active if r["status"] != 0 or r["progress"]]

@@ -58,7 +58,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -72,7 +71,7 @@ from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Setting
 from lms_sync.errors import CredentialsRejected, DataError, IncompleteRead, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.errors import classify_response, classify_transport
-from lms_sync.http.paging import PageNumberPaginator, Paginator, SortGuard, SortValuePaginator
+from lms_sync.http.paging import ListPage, PageNumberPaginator, Paginator, SortGuard, SortValuePaginator
 
 AUTH_PATH = "/authenticate"
 READY_MAX = 1000  # enrollment records waiting behind lesson calls, at most
@@ -279,24 +278,12 @@ class AbsorbOptions(Settings):
     @classmethod
     def _lesson_path(cls, value: str) -> str:
         try:
-            ok = value.startswith("/") and value.format(userId="u", courseId="c") != value
+            value.format(userId="u", courseId="c")
         except (KeyError, IndexError, ValueError):
-            ok = False
-        if not ok or "{userId}" not in value or "{courseId}" not in value:
+            value = ""
+        if not value.startswith("/") or "{userId}" not in value or "{courseId}" not in value:
             raise ValueError("must be a path from / with {userId} and {courseId} (and no other {})")
         return value
-
-
-@dataclass
-class ListPage:
-    """One page of a walk of a list: its rows (less those the walk read before)."""
-
-    path: str
-    rows: list[dict[str, Any]]
-    total: int | None  # the vendor's ``totalItems`` on the walk's first page
-    by_value: bool     # paged by dateEdited: every row edited before its last row is read
-    last: bool         # the walk's last page
-    restart: bool = False  # the first page of a re-read from the list's start
 
 
 class _Unsorted(Exception):

@@ -174,6 +174,19 @@ class SortValuePaginator(Paginator):
                             fix="the vendor keeps returning full pages; lower the page count")
 
 
+@dataclass
+class ListPage:
+    """One page of a walk of a list, for the walk's reader: its rows (less those the walk
+    read before), the vendor's total on the walk's first page, and where the walk stands."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    total: int | None
+    by_value: bool  # paged by a sort value: every row below its last row's value is read
+    last: bool      # the walk's last page
+    restart: bool = False  # the first page of a re-read from the list's start
+
+
 class SortGuard:
     """Whether the pages of a list asked sorted by a value (ascending) come sorted: each
     page's values non-decreasing, and none below the previous page's last (the next page
