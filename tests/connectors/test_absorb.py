@@ -583,6 +583,11 @@ def enrollments_cursor(wh) -> dict | None:
         return conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "enrollments")).scalar()
 
 
+def real(wh, table) -> int:
+    """Rows made from the vendor's records (not stubs that a reference to them made)."""
+    return count(wh, table, table.c.row_hash != "")
+
+
 def started_enrollments(fake) -> list[dict]:
     return [r for r in active_enrollments(fake) if r["status"] != 0 or r["progress"]]
 
@@ -598,9 +603,9 @@ def test_a_vendor_that_ignores_sort_is_still_read_whole(start_vendor, sqlite_war
     with capture_logs() as logs:
         result = sync(wh, {"absorb": vendor.source})
     assert result.ok, result.error
-    assert count(wh, learners) == len(fake.users) == 60 and count(wh, courses) == 4
-    assert count(wh, enrollments) == len(active_enrollments(fake))
-    assert count(wh, activity_progress) == sum(len(fake.lesson_rows(r)) for r in started_enrollments(fake))
+    assert real(wh, learners) == len(fake.users) == 60 and real(wh, courses) == 4
+    assert real(wh, enrollments) == len(active_enrollments(fake))
+    assert real(wh, activity_progress) == sum(len(fake.lesson_rows(r)) for r in started_enrollments(fake))
     for s in result.streams:  # exact: historical rows left out by design, nothing else
         assert s.distinct_read + s.skipped + s.excluded == s.vendor_total, s
     unsorted = [e for e in logs if e["event"] == "absorb.unsorted"]
@@ -682,7 +687,7 @@ def test_a_lookup_that_is_refused_costs_names_not_rows(start_vendor, sqlite_ware
     with capture_logs() as logs:
         result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert result.ok, result.error
-    assert count(sqlite_warehouse, courses) == 4 and count(sqlite_warehouse, learners) == 10
+    assert real(sqlite_warehouse, courses) == 4 and real(sqlite_warehouse, learners) == 10
     with sqlite_warehouse.engine.connect() as conn:
         assert set(conn.execute(select(courses.c.category)).scalars()) == {None}
         assert None not in set(conn.execute(select(learners.c.department)).scalars())  # departments fine
