@@ -614,9 +614,18 @@ def test_a_vendor_that_ignores_sort_is_still_read_whole(start_vendor, sqlite_war
     assert unsorted[0]["reason"].startswith("Absorb ignores _sort=dateEdited on /users; ")
     assert {e["log_level"] for e in unsorted} == {"warning"}
 
-    changed = fake.change_enrollments(12)  # more than two pages of one course's window
-    again = sync(wh, {"absorb": vendor.source})
+    saved = enrollments_cursor(wh)["date_edited"]
+    changed = fake.change_enrollments(12)  # more than two pages of one course's window...
+    rows = [r for rs in fake.enrollments.values() for r in rs if f"{r['userId']}:{r['courseId']}" in changed
+            and r["isActive"]]
+    for row, edited in zip(rows, sorted((r["dateEdited"] for r in rows), reverse=True), strict=True):
+        row["dateEdited"] = edited  # ...stored newest first: out of order on the window's first page
+    with capture_logs() as logs:
+        again = sync(wh, {"absorb": vendor.source})
     assert again.ok, again.error
+    assert sum(e["path"].endswith("/enrollments") for e in logs if e["event"] == "absorb.unsorted") == 1
+    start = datetime.fromisoformat(saved.replace("Z", "+00:00")) - timedelta(minutes=10)
+    assert f"dateEdited ge datetime'{start:%Y-%m-%dT%H:%M:%SZ}'" in fake.filters  # the window, by page
     with wh.engine.connect() as conn:
         done = set(conn.execute(select(enrollments.c.external_id)
                                 .where(enrollments.c.vendor_status == "Complete")).scalars())
