@@ -7,7 +7,13 @@ import logging
 import pytest
 
 from lms_sync.errors import DataError
-from lms_sync.http import NextUrlPaginator, PageNumberPaginator, PageTokenPaginator, SortValuePaginator
+from lms_sync.http import (
+    NextUrlPaginator,
+    PageNumberPaginator,
+    PageTokenPaginator,
+    SortGuard,
+    SortValuePaginator,
+)
 from lms_sync.logs import get_logger
 
 
@@ -189,3 +195,13 @@ def test_sort_value_paging_refuses_a_vendor_that_ignores_the_page_number_in_a_ru
         sorted(f"r{i}" for i in range(12))  # distinct values need no page numbers
     with pytest.raises(DataError, match="past page 1"):
         _read_by_value(rows, 5, max_page=1)
+
+
+def test_sort_guard_within_a_page_and_across_pages():
+    g = SortGuard()
+    assert g.ordered([1, 1, 2, None, 3]) and g.ordered([3, 4]) and g.ordered([])
+    assert not g.ordered([5, 4])  # within a page
+    h = SortGuard()
+    assert h.ordered([1, 5]) and not h.ordered([4, 6])  # below the last page's last value
+    assert SortGuard().ordered([None, 2, None, 2])  # None is not compared
+    assert not SortGuard().ordered(["2026-03-02", "2026-03-01"])

@@ -9,11 +9,15 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
     next link (absolute URL)  NextUrlPaginator(base=api_root)  (another origin: rebased)
     page token                PageTokenPaginator(param="pageToken")
     last sort value seen      SortValuePaginator(param="_offset", page_size=500)
+
+:class:`SortGuard` checks that a list asked sorted by a value comes sorted (paging by the
+last value seen over an unsorted list skips rows).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
@@ -230,3 +234,39 @@ class SortValuePaginator(Paginator):
         if self.page > self.max_page:
             raise DataError(f"paging went past page {self.max_page} without an end",
                             fix="the vendor keeps returning full pages; lower the page count")
+
+
+@dataclass
+class ListPage:
+    """One page of a walk of a list, for the walk's reader: its rows (less those the walk
+    read before), the vendor's total on the walk's first page, and where the walk stands."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    total: int | None
+    by_value: bool  # paged by a sort value: every row below its last row's value is read
+    last: bool      # the walk's last page
+    restart: bool = False  # the first page of a re-read from the list's start
+
+
+class SortGuard:
+    """Whether the pages of a list asked sorted by a value (ascending) come sorted: each
+    page's values non-decreasing, and none below the previous page's last (the next page
+    of a :class:`SortValuePaginator` starts at that bound). ``None`` values are not
+    compared. A vendor that ignores the sort can pass by chance (pages of one row, rows
+    already in order): compare what a walk read with the vendor's total as well.
+    """
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def ordered(self, values: Iterable[Any]) -> bool:
+        """Check the next page's values (in the order served); False at the first one out
+        of order."""
+        for value in values:
+            if value is None:
+                continue
+            if self.last is not None and value < self.last:
+                return False
+            self.last = value
+        return True
