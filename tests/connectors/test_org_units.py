@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from structlog.testing import capture_logs
 
 from lms_sync.connectors import absorb, academy, ispring, udemy
 from lms_sync.sandbox.academy import GROUPS
@@ -254,3 +255,34 @@ def test_a_monotree_group_gone_from_every_user_is_soft_deleted_with_its_membersh
         gone = conn.execute(select(learner_org_units.c.external_id).where(
             learner_org_units.c.deleted_at.is_not(None))).scalars().all()
     assert sorted(gone) == sorted(f"{uid}|55" for uid in moved)
+
+
+def test_absorb_departments_as_a_bare_array_land_with_their_tree(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=10, courses=2, departments_as="array")
+    vendor.source["options"]["lesson_enrollments"] = False
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    units, _, _ = warehouse_state(sqlite_warehouse.engine, "absorb")
+    assert units == expected_absorb(vendor.fake)[0]
+    assert next(s for s in result.streams if s.stream == "departments").vendor_total is None  # no count
+
+
+@pytest.mark.parametrize("status", ["403", "404"])
+def test_absorb_departments_refused_cost_the_units_not_the_memberships(start_vendor, sqlite_warehouse,
+                                                                     status):
+    vendor = start_vendor("absorb", learners=10, courses=2, departments_as=status)
+    vendor.source["options"]["lesson_enrollments"] = False
+    with capture_logs() as logs:
+        result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert [(e["event"], e["status"]) for e in logs if e["event"].endswith(".unavailable")] == [
+        ("departments.unavailable", int(status))]  # once: the users stream does not ask again
+    _, members, _ = warehouse_state(sqlite_warehouse.engine, "absorb")
+    assert members == expected_absorb(vendor.fake)[1]  # memberships land, by department id
+    with sqlite_warehouse.engine.connect() as conn:  # their units are stubs: id only
+        stubs = conn.execute(select(org_units.c.external_id, org_units.c.name, org_units.c.kind,
+                                    org_units.c.row_hash)).all()
+        paths = set(conn.execute(text("SELECT org_unit_path FROM compliance")).scalars())
+    assert {s.external_id for s in stubs} == {d for _, d in members.values()}
+    assert {(s.name, s.kind, s.row_hash) for s in stubs} == {(None, None, "")}
+    assert paths == {"(unnamed)"}

@@ -21,7 +21,8 @@ Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdite
 :meth:`invalidate_token` / :meth:`invalidate_token_after` (someone else authenticated),
 ``ignore_offset`` (every page is page 0: a paging loop), ``ignore_sort`` (lists keep their
 stored order whatever ``_sort`` says; ``_filter`` still applies), ``categories_as`` (``paged``,
-``array``: a bare JSON array, or ``404`` / ``403``), ``lesson_path`` (where lessons are
+``array``: a bare JSON array, or ``404`` / ``403``), ``departments_as`` (the same for
+``/departments``), ``lesson_path`` (where lessons are
 served; elsewhere every lesson call is a 404), and the framework's faults.
 """
 
@@ -92,11 +93,13 @@ class FakeAbsorb(FakeVendor):
 
     def __init__(self, population: Population, courses: int = 8, token_ttl: float = 4 * 3600,
                  ignore_offset: bool = False, cap_limit: int | None = None, ignore_sort: bool = False,
-                 categories_as: str = "paged", lesson_path: str = LESSON_PATH, **_: Any) -> None:
+                 categories_as: str = "paged", lesson_path: str = LESSON_PATH,
+                 departments_as: str = "paged", **_: Any) -> None:
         super().__init__(population)
         self.n_courses, self.token_ttl, self.ignore_offset = courses, token_ttl, ignore_offset
         self.cap_limit = cap_limit  # a server that pages by fewer rows than _limit asks for
         self.ignore_sort, self.categories_as = ignore_sort, categories_as
+        self.departments_as = departments_as
         seed = population.seed
         self.dept_ids = [_uuid(seed, "dept", i) for i in range(len(DEPARTMENTS))]
         self.category_ids = [_uuid(seed, "cat", i) for i in range(len(CATEGORIES))]
@@ -112,10 +115,11 @@ class FakeAbsorb(FakeVendor):
         self._invalidate_after: int | None = None
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
-        for key in ("users", "departments", "courses"):
+        for key in ("users", "courses"):
             handler = self._guarded(lambda r, m, k=key: self._list(r, k, getattr(self, k)))
             self.route("GET", f"/{key}", handler)
-        self.route("GET", "/categories", self._guarded(self._categories))
+        for key in ("departments", "categories"):  # lookups: paged, a bare array, or refused
+            self.route("GET", f"/{key}", self._guarded(lambda r, m, k=key: self._lookup(r, k)))
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
         lessons = re.escape(lesson_path).replace(r"\{userId\}", "(?P<user>[^/]+)")
         self.route("GET", lessons.replace(r"\{courseId\}", "(?P<course>[^/]+)"), self._guarded(self._lessons))
@@ -386,13 +390,13 @@ class FakeAbsorb(FakeVendor):
             rows = list(rows)
         return self._list(req, "enrollments", rows)
 
-    def _categories(self, req: Request, _m: Any) -> Response:
-        if self.categories_as in ("403", "404"):
-            return error(int(self.categories_as), "Access denied." if self.categories_as == "403"
-                         else "Resource not found.")
-        if self.categories_as == "array":
-            return Response.json(self.categories)
-        return self._list(req, "categories", self.categories)
+    def _lookup(self, req: Request, key: str) -> Response:
+        shape, rows = getattr(self, f"{key}_as"), getattr(self, key)
+        if shape in ("403", "404"):
+            return error(int(shape), "Access denied." if shape == "403" else "Resource not found.")
+        if shape == "array":
+            return Response.json(rows)
+        return self._list(req, key, rows)
 
     def _lessons(self, req: Request, m: Any) -> Response:
         enrollment = self.active(m.group("user"), m.group("course"))
