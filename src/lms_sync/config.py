@@ -167,6 +167,22 @@ class Config(_Model):
         return (source.schedule or self.defaults.schedule, source.timezone or self.defaults.timezone)
 
 
+_PSYCOPG = "postgresql+psycopg"
+
+
+def postgres_driver(url: str, where: str) -> str:
+    """``url`` with a bare PostgreSQL scheme made explicit as psycopg 3, the driver the COPY
+    path needs; any other PostgreSQL driver is a ConfigError now rather than at the first batch."""
+    scheme, sep, rest = url.partition("://")
+    backend, _, driver = scheme.lower().partition("+")
+    if not sep or backend not in {"postgresql", "postgres"}:
+        return url
+    if driver in {"", "psycopg"}:
+        return f"{_PSYCOPG}://{rest}"
+    raise ConfigError(f"the PostgreSQL driver {driver!r} is not supported (lms-sync needs psycopg 3)",
+                      where, f"start the URL with {_PSYCOPG}:// and pip install 'lms-sync[postgres]'")
+
+
 def _url_password(url: str) -> str | None:
     from sqlalchemy.engine import make_url
 
@@ -217,6 +233,7 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
         cfg = Config.model_validate({**tree, "path": path})
     except ValidationError as exc:
         raise _as_config_error(exc, path, ()) from None
+    cfg.warehouse.url = postgres_driver(cfg.warehouse.url, f"{path}: warehouse.url")
     try:
         validate_cron(cfg.defaults.schedule, cfg.defaults.timezone)
     except ValueError as exc:
