@@ -113,8 +113,6 @@ def configure(
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    logging.getLogger("alembic").setLevel(logging.getLevelName(level))
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter
     logging.captureWarnings(True)
     structlog.configure(
         processors=[

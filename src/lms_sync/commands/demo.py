@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         _route_pipeline_logs(progress)
         engine = make_engine(cfg.warehouse.url)
         upgrade(engine)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         results = []
         for source in cfg.sources.values():
             progress.begin(source.id)
