@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,7 +56,7 @@ class WarehouseConfig(_Model):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         from sqlalchemy.engine import make_url
 
         try:

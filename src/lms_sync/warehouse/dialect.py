@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,18 @@ def name(bind: Engine | Connection) -> str:
 def upsert_statement(table: Table, key: Sequence[str], update: Sequence[str], dialect: str) -> Insert:
     """INSERT that updates ``update`` columns when ``key`` already exists."""
     if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(
+            index_elements=list(key), set_={c: pg.excluded[c] for c in update}
         )
     if dialect == "sqlite":
-        stmt = sqlite.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(
+            index_elements=list(key), set_={c: lite.excluded[c] for c in update}
         )
     if dialect == "mysql":
-        stmt = mysql.insert(table)
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+        my = mysql.insert(table)
+        return my.on_duplicate_key_update({c: my.inserted[c] for c in update})
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
@@ -218,6 +218,7 @@ def locked_transaction(engine: Engine, what: str, timeout: int = 600) -> Iterato
     dialect = name(engine)
     namespace = _namespace(engine)
     database = engine.url.database
+    guard: AbstractContextManager[None]
     if dialect == "sqlite" and database and database != ":memory:":
         guard = _flock(_lock_file(database, what.strip(":")), blocking=True, busy="")
     else:

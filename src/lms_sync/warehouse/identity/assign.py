@@ -253,7 +253,7 @@ def attributes(members: list[int], learners: Mapping[int, Learner],
     from its live accounts (a deleted account's old address must not win), else all."""
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
-    name = None
+    name: str | None = None
     if len(members) > 1:
         members = [lid for lid in members if not learners[lid].gone] or members
     for lid in members:
@@ -265,10 +265,11 @@ def attributes(members: list[int], learners: Mapping[int, Learner],
             row = learners[lid]
             full_name = " ".join(p for p in (row.first_name, row.last_name) if p)
             name = full_name or row.display_name or None
+    email: str | None = None
     if len(counts) == 1:
         email = next(iter(counts))
-    else:
-        email = min(counts, key=lambda k: (-counts[k], first[k])) if counts else None
+    elif counts:
+        email = min(counts, key=lambda k: (-counts[k], first[k]))
     return email, (name[:500] if name else None)
 
 
@@ -289,13 +290,12 @@ def learner_updates(plan: Assignment, learners: Mapping[int, Learner],
     and how many changed person."""
     changes = []
     relinked = 0
-    for lid, row in learners.items():
+    for lid, row in sorted(learners.items()):
         pid = plan.final[plan.comp_of[lid]]
         ek, hk = keys[lid]
         if row.person_id != pid or row.email_key != ek or row.hr_key != hk:
             changes.append({"lid": lid, "pid": pid, "ek": ek, "hk": hk})
             relinked += row.person_id != pid
-    changes.sort(key=lambda c: c["lid"])
     return changes, relinked
 
 

@@ -32,7 +32,7 @@ def resolve_learner(conn: Connection, token: str) -> Learner:
     if row is None:
         raise UserError(f"no learner {token!r} in the warehouse; name a learner as "
                         "SOURCE_ID:EXTERNAL_ID or by its numeric id (see lms-sync identity show EMAIL)")
-    return Learner(*row)
+    return Learner._make(row)
 
 
 def record_override(conn: Connection, a: str, b: str, action: str,

@@ -27,6 +27,7 @@ from lms_sync.errors import UserError
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.identity.assign import Attributes, Learner, Override, Person
 from lms_sync.warehouse.identity.rules import Keys, Rules
+from lms_sync.warehouse.state import inserted_id
 from lms_sync.warehouse.tables import identity_overrides, learners, person_merges, persons
 from lms_sync.warehouse.upsert import chunks
 
@@ -86,7 +87,7 @@ class Loader:
         known, keys, keys_of = self.learners, self.keys, self.rules.keys_of
         for row in rows:
             if row[0] not in known:
-                learner = Learner(*row)
+                learner = Learner._make(row)
                 known[learner.id] = learner
                 keys[learner.id] = keys_of(learner.source_id, learner.email, learner.hr_id,
                                            learner.is_placeholder)
@@ -155,7 +156,7 @@ def insert_persons(conn: Connection, attrs: list[Attributes], now: datetime) -> 
     if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
         stmt = persons.insert().returning(persons.c.id, sort_by_parameter_order=True)
         return list(conn.execute(stmt, rows).scalars())
-    return [conn.execute(persons.insert().values(**r)).inserted_primary_key[0] for r in rows]
+    return [inserted_id(conn.execute(persons.insert().values(**r))) for r in rows]
 
 
 def update_persons(conn: Connection, changes: list[dict[str, Any]], now: datetime) -> None:
