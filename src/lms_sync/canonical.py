@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,6 +43,14 @@ class CourseKind(StrEnum):
     CHAPTER = "chapter"
     LECTURE = "lecture"
     QUIZ = "quiz"
+
+
+@overload
+def utc(value: datetime) -> datetime: ...
+
+
+@overload
+def utc(value: None) -> None: ...
 
 
 def utc(value: datetime | None) -> datetime | None:

@@ -31,7 +31,7 @@ from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
-from lms_sync.errors import LmsSyncError, SourceError
+from lms_sync.errors import LmsSyncError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
@@ -62,6 +62,8 @@ class StreamResult:
     error_class: str | None = None
     cursor: Any = None
     tables: Counter[str] = field(default_factory=Counter)
+    exc: BaseException | None = field(default=None, repr=False, compare=False)
+    """The error itself, for the streams after it (fatal ones are not run)."""
 
 
 @dataclass
@@ -129,7 +131,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids = RowIds()
-    fatal: SourceError | None = None
+    fatal: BaseException | None = None
     try:
         for stream in connector.streams():
             with structlog.contextvars.bound_contextvars(stream=stream.name):
@@ -140,7 +142,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                                      full_refresh=full_refresh, since=since, stop=stop,
                                      learner_ids=learner_ids)
                     if res.error_class in {"CredentialsRejected", "Interrupted"}:
-                        fatal = res._exc  # type: ignore[attr-defined]
+                        fatal = res.exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
@@ -160,7 +162,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
 
 
 def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
-                    cause: SourceError) -> StreamResult:
+                    cause: BaseException) -> StreamResult:
     now = state.now_utc()
     with engine.begin() as conn:
         row = state.start_run(conn, run_id, source_id, stream, now)
@@ -254,7 +256,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         res.result = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
         res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
-        res._exc = exc  # type: ignore[attr-defined]
+        res.exc = exc
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
         log.error("sync.failed", error_class=res.error_class, error=res.error,
@@ -345,7 +347,7 @@ class _Reader:
                     if not self._put(chunk):
                         return
                     chunk = []
-                    while pause and self._stop.is_set():  # type: ignore[union-attr]
+                    while pause and self._stop is not None and self._stop.is_set():
                         if self._closed.wait(0.1):
                             return
             if self._put(chunk):

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record
 from lms_sync.errors import RecordError
-from lms_sync.http.auth import Auth
+from lms_sync.http.auth import Auth as RequestAuth  # the name Auth is the class's settings model
 from lms_sync.http.client import HttpClient
 from lms_sync.http.errors import ErrorDescriber
 
@@ -101,8 +101,11 @@ class ReadContext:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def normalize(self, vendor_id: object, fn: Callable[[], T]) -> T | None:
-        """Run a normalizer; on a validation error, skip the record and return None."""
+    def normalize(self, vendor_id: object, fn: Callable[..., T]) -> T | None:
+        """Run a normalizer; on a validation error, skip the record and return None.
+
+        ``fn`` is called without arguments; it is typed ``Callable[..., T]`` because callers
+        bind their loop variables as lambda defaults (``lambda r=row: ...``)."""
         try:
             return fn()
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
@@ -122,7 +125,7 @@ class Stream(ABC):
     """One named stream of a connector (``users``, ``courses``, ``enrollments``...)."""
 
     name: ClassVar[str]
-    full_refresh_tables: ClassVar[tuple[str, ...]] = ()
+    full_refresh_tables: tuple[str, ...] = ()  # a class attribute; a stream may set its own
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
@@ -143,7 +146,7 @@ class Connector(ABC):
         self.log = log
         self.http: HttpClient | None = None
 
-    def make_client(self, auth: Auth | None = None, describe_error: ErrorDescriber | None = None,
+    def make_client(self, auth: RequestAuth | None = None, describe_error: ErrorDescriber | None = None,
                     **overrides: Any) -> HttpClient:
         """The source's HTTP client, configured from its ``http`` settings."""
         h = self.source.http
