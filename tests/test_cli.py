@@ -197,7 +197,8 @@ def test_status_before_any_migration_and_an_unknown_revision_are_one_line(tmp_pa
 
 
 def test_every_command_takes_config():
-    """DESIGN §2: every command takes --config PATH (demo and sandbox accept it too)."""
+    """docs/contracts.md, "Command line": every command takes --config PATH (demo and
+    sandbox accept it too)."""
     import argparse
 
     from lms_sync.cli import _load_extra_commands, _parser

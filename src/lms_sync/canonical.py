@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EnrollmentStatus(StrEnum):
-    """Canonical enrollment status (DESIGN §4)."""
+    """Canonical enrollment status (docs/contracts.md, "Warehouse")."""
 
     NOT_STARTED = "not_started"
     IN_PROGRESS = "in_progress"

@@ -1,4 +1,4 @@
-"""The ``lms-sync`` command line (DESIGN §2).
+"""The ``lms-sync`` command line (docs/contracts.md, "Command line").
 
 Exit codes: 0 success; 1 a source failed; 2 a user error (config, arguments,
 unreachable warehouse), printed as one line ``lms-sync: error: …`` without a

@@ -1,4 +1,4 @@
-"""Config file loading (DESIGN §3): YAML + ``${VAR}`` interpolation + pydantic.
+"""Config file loading (docs/contracts.md, "Config"): YAML + ``${VAR}`` interpolation + pydantic.
 
 Every problem becomes one :class:`ConfigError` naming the file, the key path
 and the fix. Per-kind ``auth`` and ``options`` are validated by the models the

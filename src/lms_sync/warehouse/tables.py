@@ -1,4 +1,4 @@
-"""The canonical warehouse schema (DESIGN §4) as SQLAlchemy Core tables.
+"""The canonical warehouse schema (docs/contracts.md, "Warehouse") as SQLAlchemy Core tables.
 
 Every vendor row is keyed by ``(source_id, external_id)`` with a surrogate
 integer ``id``; ``row_hash`` is the digest of the canonical record and is how
