@@ -1,6 +1,6 @@
 """Writing canonical records: idempotent, batched, per-dialect upserts.
 
-``write_batch`` writes one batch of records in the caller's transaction:
+``BatchWriter.write`` writes one batch of records in the caller's transaction:
 
 * a record whose ``row_hash`` equals the stored one is not written at all (no
   ``updated_at`` churn), unless its row was soft-deleted (then it is revived);
