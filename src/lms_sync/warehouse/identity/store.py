@@ -7,9 +7,9 @@ may have gone) and the learners sharing their keys or overrides (a link may have
 Those sets are complete components, so the pass is exact.
 
 Passes are serialized across threads and processes (an advisory lock on PostgreSQL,
-GET_LOCK on MySQL/MariaDB, a lock file beside an SQLite database). Changing a learner's
-``person_id`` does not touch its ``updated_at`` (identity is derived data); a person's
-``updated_at`` moves when its email or name changes.
+GET_LOCK on MySQL/MariaDB, a file in ``<database>.locks/`` for SQLite). Changing a
+learner's ``person_id`` does not touch its ``updated_at`` (identity is derived data); a
+person's ``updated_at`` moves when its email or name changes.
 """
 
 from __future__ import annotations
