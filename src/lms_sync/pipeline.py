@@ -62,7 +62,7 @@ class StreamResult:
     error_class: str | None = None
     cursor: Any = None
     tables: Counter[str] = field(default_factory=Counter)
-    exc: BaseException | None = field(default=None, repr=False, compare=False)
+    _exc: BaseException | None = field(default=None, repr=False, compare=False)
     """The error itself, for the streams after it (fatal ones are not run)."""
 
 
@@ -142,7 +142,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                                      full_refresh=full_refresh, since=since, stop=stop,
                                      learner_ids=learner_ids)
                     if res.error_class in {"CredentialsRejected", "Interrupted"}:
-                        fatal = res.exc
+                        fatal = res._exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
@@ -256,7 +256,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         res.result = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
         res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
-        res.exc = exc
+        res._exc = exc
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
         log.error("sync.failed", error_class=res.error_class, error=res.error,
