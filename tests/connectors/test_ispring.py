@@ -45,7 +45,7 @@ def rows(name: str, tag: str) -> list[dict]:
 
 # ---------------------------------------------------------------- normalization
 
-EXPECTED_STATUS = {  # DESIGN §4, ispring row: vendor value -> (status, passed)
+EXPECTED_STATUS = {  # docs/contracts.md, "Warehouse", ispring row: vendor value -> (status, passed)
     "not_started": ("not_started", None), "in_progress": ("in_progress", None),
     "pending": ("pending", None), "complete": ("completed", None), "passed": ("completed", True),
     "accepted": ("completed", None), "incomplete": ("incomplete", None),

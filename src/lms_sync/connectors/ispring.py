@@ -381,7 +381,8 @@ class IspringConnector(Connector):
             for row in rows:
                 count += 1
                 yield row
-            token, rows = rows.next_token, None  # free this page's body before the next request
+            token = rows.next_token
+            del rows  # free this page's body before the next request
             ctx.count("pages")
             pager.update(count=count, next_token=token)
 
