@@ -265,7 +265,7 @@ def _rate(done: int, not_done: int) -> float | None:
 def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
     """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
     f = VFigures.model_validate(row)
-    figures = {"completed": f.completed, "not_completed": f.not_completed}
+    figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
     if f.type is not None:
         figures["type"] = f.type
     title = "Onboarding" if kind == "onboarding" else f.title
@@ -483,7 +483,7 @@ class UsersStream(Stream):
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Learner | OrgUnit | LearnerOrgUnit | Checkpoint]:
         ctx.partial = ctx.since is not None
         rows = (self.c.list_users(ctx.since) if ctx.since
                 else self.c.users_keeping_list(ctx.report_total))

@@ -116,10 +116,9 @@ class FakeAbsorb(FakeVendor):
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
         for key in ("users", "courses"):
-            handler = self._guarded(lambda r, m, k=key: self._list(r, k, getattr(self, k)))
-            self.route("GET", f"/{key}", handler)
+            self.route("GET", f"/{key}", self._guarded(self._lister(key)))
         for key in ("departments", "categories"):  # lookups: paged, a bare array, or refused
-            self.route("GET", f"/{key}", self._guarded(lambda r, m, k=key: self._lookup(r, k)))
+            self.route("GET", f"/{key}", self._guarded(self._lookup(key)))
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
         lessons = re.escape(lesson_path).replace(r"\{userId\}", "(?P<user>[^/]+)")
         self.route("GET", lessons.replace(r"\{courseId\}", "(?P<course>[^/]+)"), self._guarded(self._lessons))
@@ -272,7 +271,7 @@ class FakeAbsorb(FakeVendor):
     def change_enrollments(self, k: int, status: int = 3) -> list[str]:
         """Move ``k`` active enrollments (not already ``status``) to ``status``; returns their
         ``userId:courseId`` keys. ``dateEdited`` moves past everything seen before."""
-        changed = []
+        changed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in rows:
@@ -292,7 +291,7 @@ class FakeAbsorb(FakeVendor):
 
     def remove_enrollments(self, k: int) -> list[str]:
         """Delete ``k`` active enrollments outright (a full read soft-deletes them)."""
-        removed = []
+        removed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in [r for r in rows if r["isActive"]][: k - len(removed)]:
@@ -346,6 +345,9 @@ class FakeAbsorb(FakeVendor):
             return handler(req, match)
         return guarded
 
+    def _lister(self, key: str) -> Handler:
+        return lambda req, _match: self._list(req, key, getattr(self, key))
+
     def _list(self, req: Request, key: str, rows: list[dict[str, Any]]) -> Response:
         try:
             limit, offset = int(req.arg("_limit") or 20), int(req.arg("_offset") or 0)
@@ -390,13 +392,16 @@ class FakeAbsorb(FakeVendor):
             rows = list(rows)
         return self._list(req, "enrollments", rows)
 
-    def _lookup(self, req: Request, key: str) -> Response:
-        shape, rows = getattr(self, f"{key}_as"), getattr(self, key)
-        if shape in ("403", "404"):
-            return error(int(shape), "Access denied." if shape == "403" else "Resource not found.")
-        if shape == "array":
-            return Response.json(rows)
-        return self._list(req, key, rows)
+    def _lookup(self, key: str) -> Handler:
+        """A lookup list served as ``<key>_as`` says: paged, a bare array, or 403/404."""
+        def serve(req: Request, _match: Any) -> Response:
+            shape, rows = getattr(self, f"{key}_as"), getattr(self, key)
+            if shape in ("403", "404"):
+                return error(int(shape), "Access denied." if shape == "403" else "Resource not found.")
+            if shape == "array":
+                return Response.json(rows)
+            return self._list(req, key, rows)
+        return serve
 
     def _lessons(self, req: Request, m: Any) -> Response:
         enrollment = self.active(m.group("user"), m.group("course"))

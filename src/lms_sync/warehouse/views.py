@@ -1,5 +1,5 @@
-"""The views: ``learner_progress`` (one flat row per live enrollment, DESIGN §4),
-``org_unit_paths`` and ``compliance``.
+"""The views: ``learner_progress`` (one flat row per live enrollment), ``org_unit_paths``
+and ``compliance`` (docs/contracts.md, "Warehouse").
 
 A migration creates the views of its time: ``LEARNER_PROGRESS_SQL_V1`` (0001) left in
 the enrollments of soft-deleted learners and courses; ``LEARNER_PROGRESS_SQL_V2`` (0004)

@@ -46,7 +46,7 @@ def _external_id() -> sa.types.TypeEngine:
     return exact_id_type(bind.dialect) if dialect_name(bind) == 'mysql' else sa.String(255)
 
 
-def _keyed(table: str, *columns: sa.Column) -> None:
+def _keyed(table: str, *columns: sa.Column | sa.ForeignKeyConstraint) -> None:
     """A vendor table: id, source_id, external_id, ``columns``, the lifecycle columns."""
     op.create_table(
         table,
