@@ -114,3 +114,27 @@ def a_removed_unit_leaves_the_views_and_its_children_start_their_own_path(wareho
     assert {unit for unit, _ in shown} == {"kitchen", "leads"}
     assert shown[("kitchen", "fire")][0] == "Kitchen"
     assert progress(warehouse)["d:fire"][0] is None  # d has no live unit left
+
+
+def test_0007_downgrades_to_the_views_and_columns_before_it_and_upgrades_again(sqlite_warehouse):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from lms_sync.warehouse.db import alembic_config, current_revision, upgrade
+
+    fill(sqlite_warehouse)
+    engine = sqlite_warehouse.engine
+    head = current_revision(engine)
+    command.downgrade(alembic_config(engine), "0005")
+    insp = inspect(engine)
+    assert "org_units" not in insp.get_table_names() and "compliance" not in insp.get_view_names()
+    assert "assigned" not in {c["name"] for c in insp.get_columns("enrollments")}
+    assert len(progress_v2(sqlite_warehouse)) == 6  # the old view, the rows kept
+    upgrade(engine)
+    assert current_revision(engine) == head and compliance(sqlite_warehouse) == {}
+
+
+def progress_v2(warehouse) -> list:
+    with warehouse.engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT learner_external_id, course_external_id FROM learner_progress")).all()

@@ -99,12 +99,11 @@ def downgrade() -> None:
     op.execute(DROP_COMPLIANCE_SQL)
     op.execute(DROP_LEARNER_PROGRESS_SQL)
     op.execute(DROP_ORG_UNIT_PATHS_SQL)
-    with op.batch_alter_table('enrollments') as batch:
-        for column in ('credits', 'certificate_expires_at', 'certificate_id', 'required',
-                       'assigned_at', 'assigned'):
-            batch.drop_column(column)
+    # plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch rebuild of enrollments would
+    # drop the table its history rows reference, which SQLite's foreign keys refuse
+    for column in ('credits', 'certificate_expires_at', 'certificate_id', 'required',
+                   'assigned_at', 'assigned'):
+        op.drop_column('enrollments', column)
     op.execute(LEARNER_PROGRESS_SQL_V2)
-    op.drop_index(op.f('ix_learner_org_units_org_unit_id'), table_name='learner_org_units')
-    op.drop_index(op.f('ix_learner_org_units_learner_id'), table_name='learner_org_units')
-    op.drop_table('learner_org_units')
+    op.drop_table('learner_org_units')  # its indexes with it (MariaDB refuses to drop an FK's index)
     op.drop_table('org_units')
