@@ -353,7 +353,7 @@ def _parse_provision(cls: Any, tree: Any, path: str, loc: tuple[str, ...]) -> Pr
     where = f"{path}: {'.'.join(loc)}.provision"
     if not cls.can_provision():
         able = [k for k in KINDS if _can_provision(k)]
-        raise ConfigError(f"a {cls.kind} source cannot provision users", where,
+        raise ConfigError(f"source kind {cls.kind!r} cannot provision users", where,
                           f"remove the provision block (kinds that can: {', '.join(able)})")
     if not isinstance(tree, dict):
         raise ConfigError("provision must be a mapping", where,
