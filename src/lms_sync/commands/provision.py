@@ -101,9 +101,8 @@ def _remote(u: RemoteUser) -> str:
 def _change(before: RemoteUser, after: Wanted) -> str:
     what = [] if before.active else ["reactivate"]
     if (before.first_name, before.last_name) != (after.first_name, after.last_name):
-        what.append(f"name {before.first_name} {before.last_name} -> "
-                    f"{after.first_name} {after.last_name}")
-    return f"{after.remote_id:<12} {'; '.join(what)}"
+        what.append(f"was {before.first_name} {before.last_name}".rstrip())
+    return f"{_wanted(after)} ({', '.join(what)})"
 
 
 def _held(r: ProvisionResult) -> str:
