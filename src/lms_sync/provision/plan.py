@@ -91,10 +91,6 @@ class Plan:
     active_remote: int = 0
     """Of them, the active ones (what max_deactivate_fraction is a share of)."""
 
-    @property
-    def upserts(self) -> list[Wanted]:
-        return self.create + [c.user for c in self.update]
-
 
 def wanted_people(rows: Iterable[LearnerRow], source_order: Sequence[str],
                   key: Key) -> tuple[list[Wanted], int]:

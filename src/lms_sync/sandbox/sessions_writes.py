@@ -21,6 +21,7 @@ from lms_sync.sandbox.server import Request, Response
 
 UNTRUSTED = "User is not using a trusted domain"
 MAX_BATCH = 200
+Index = dict[tuple[str, str], dict[str, Any]]  # ("id" | "remoteId", value) -> user
 
 
 class UserWrites:
@@ -44,59 +45,57 @@ class UserWrites:
         return users
 
     def _upsert_users(self, request: Request, _m: Any) -> Response:
-        batch = self._batch(request)
-        if isinstance(batch, Response):
-            return batch
-        success, failed = [], []
-        with self._lock:
-            by_remote = {u["remoteId"]: u for u in self._users or [] if u.get("remoteId")}
-            for item in batch:
-                rid = item.get("remoteId") if isinstance(item, dict) else None
-                if not isinstance(rid, str) or not rid:
-                    failed.append({"user": item, "error": "remoteId is required"})
-                elif self.untrusted and re.search(self.untrusted, rid):
-                    failed.append({"user": item, "error": UNTRUSTED})
-                else:
-                    success.append(dict(self._put(by_remote, rid, item)))
-        return _answer(success, failed)
-
-    def _put(self, by_remote: dict[str, dict[str, Any]], rid: str, item: dict[str, Any]
-             ) -> dict[str, Any]:
-        user = by_remote.get(rid)
-        if user is None:
-            digest = hashlib.sha256(f"sparkwise:{self.population.seed}:{rid}".encode())
-            user = by_remote[rid] = {"id": digest.hexdigest(), "firstName": None, "lastName": None,
-                                     "active": True, "remoteId": rid}
-            assert self._users is not None
-            self._users.append(user)
-        user.update({k: item[k] for k in ("firstName", "lastName", "active") if k in item})
-        return user
+        return self._write(request, self._upsert_one)
 
     def _deactivate_users(self, request: Request, _m: Any) -> Response:
+        return self._write(request, self._deactivate_one)
+
+    def _write(self, request: Request, apply: Callable[[Any, Index], dict[str, Any] | str]
+               ) -> Response:
+        """Apply to each item of the batch: the user it leaves, or why not (``failed[]``)."""
         batch = self._batch(request)
         if isinstance(batch, Response):
             return batch
         success, failed = [], []
         with self._lock:
             users = self._users or []
-            known = {**{("id", u["id"]): u for u in users},
-                     **{("remoteId", u["remoteId"]): u for u in users if u.get("remoteId")}}
-            for ref in batch:
-                ref_key = next(((k, ref[k]) for k in ("remoteId", "id")
-                                if isinstance(ref, dict) and isinstance(ref.get(k), str)), None)
-                user = known.get(ref_key) if ref_key else None
-                if user is None:
-                    failed.append({"user": ref, "error": "User not found"})
-                    continue
-                user["active"] = False
-                success.append(dict(user))
-        return _answer(success, failed)
+            index: Index = {**{("id", u["id"]): u for u in users},
+                            **{("remoteId", u["remoteId"]): u for u in users if u.get("remoteId")}}
+            for item in batch:
+                got = apply(item, index)
+                if isinstance(got, str):
+                    failed.append({"user": item, "error": got})
+                else:
+                    success.append(dict(got))
+        return Response.json({"success": True, "data": {"success": success, "failed": failed},
+                              "error": None})
+
+    def _upsert_one(self, item: Any, index: Index) -> dict[str, Any] | str:
+        rid = item.get("remoteId") if isinstance(item, dict) else None
+        if not isinstance(rid, str) or not rid:
+            return "remoteId is required"
+        if self.untrusted and re.search(self.untrusted, rid):
+            return UNTRUSTED
+        user = index.get(("remoteId", rid))
+        if user is None:
+            digest = hashlib.sha256(f"sparkwise:{self.population.seed}:{rid}".encode())
+            user = index["remoteId", rid] = {"id": digest.hexdigest(), "firstName": None,
+                                             "lastName": None, "active": True, "remoteId": rid}
+            assert self._users is not None
+            self._users.append(user)
+        user.update({k: item[k] for k in ("firstName", "lastName", "active") if k in item})
+        return user
+
+    def _deactivate_one(self, ref: Any, index: Index) -> dict[str, Any] | str:
+        key = next(((k, ref[k]) for k in ("remoteId", "id")
+                    if isinstance(ref, dict) and isinstance(ref.get(k), str)), None)
+        user = index.get(key) if key else None
+        if user is None:
+            return "User not found"
+        user["active"] = False
+        return user
 
     def writes(self) -> list[tuple[str, str]]:
         """Every write request received (method, path), refused ones too."""
         return [(m, p) for m, p in self.request_log if m != "GET"]
 
-
-def _answer(success: list[Any], failed: list[Any]) -> Response:
-    return Response.json({"success": True, "data": {"success": success, "failed": failed},
-                          "error": None})
