@@ -93,10 +93,9 @@ def _locked(engine: Engine, cfg: Config, source: SourceConfig, result: Provision
     with engine.connect() as conn:
         wanted, no_hr_id = wanted_people(store.accounts(conn, result.from_sources),
                                          result.from_sources, identity.normalize_hr_id)
-        result.held_by = {sid: why for sid in result.from_sources
-                          if (why := store.unknown_reason(conn, sid, _learner_streams(cfg, sid)))}
-    for sid, why in result.held_by.items():
-        log.warning("provision.deactivations_held", from_source=sid, reason=why)
+        if settings.deactivate_leavers:  # else nothing is deactivated: no need to know
+            result.held_by = {sid: why for sid in result.from_sources if (
+                why := store.unknown_reason(conn, sid, _learner_streams(cfg, sid)))}
     with connector_class(source.kind)(source, log) as connector:
         provisioner = connector.provisioner()
         assert provisioner is not None  # the config allows a provision block only then
@@ -104,18 +103,32 @@ def _locked(engine: Engine, cfg: Config, source: SourceConfig, result: Provision
                                        deactivate=settings.deactivate_leavers,
                                        hold=bool(result.held_by))
         plan.no_hr_id = no_hr_id
-        log.info("provision.planned", create=len(plan.create), update=len(plan.update),
-                 deactivate=len(plan.deactivate), held=len(plan.held), unchanged=plan.unchanged,
-                 untouched=plan.untouched, no_hr_id=no_hr_id, active_users=plan.active_remote)
-        why = refusal(plan, settings.max_deactivate_fraction)
-        if why and force:
-            log.warning("provision.forced", reason=why)
-        elif why:
-            result.result, result.error = "refused", f"{why}; nothing was sent"
-            log.error("provision.refused", reason=why)
+        _log_plan(plan, result, log)
+        if _refused(plan, settings.max_deactivate_fraction, force, result, log) or dry_run:
             return
-        if not dry_run:
-            _send(engine, source, provisioner, plan, result, stop, log)
+        _send(engine, source, provisioner, plan, result, stop, log)
+
+
+def _log_plan(plan: Plan, result: ProvisionResult, log: structlog.stdlib.BoundLogger) -> None:
+    for sid, why in result.held_by.items():
+        log.warning("provision.deactivations_held", from_source=sid, reason=why,
+                    held=len(plan.held))
+    log.info("provision.planned", create=len(plan.create), update=len(plan.update),
+             deactivate=len(plan.deactivate), held=len(plan.held), unchanged=plan.unchanged,
+             untouched=plan.untouched, no_hr_id=plan.no_hr_id, active_users=plan.active_remote)
+
+
+def _refused(plan: Plan, max_fraction: float, force: bool, result: ProvisionResult,
+             log: structlog.stdlib.BoundLogger) -> bool:
+    """The safety cap: True (and the result says why) if the plan must not be sent."""
+    why = refusal(plan, max_fraction)
+    if why and force:
+        log.warning("provision.forced", reason=why)
+    elif why:
+        result.result, result.error = "refused", f"{why}; nothing was sent"
+        log.error("provision.refused", reason=why)
+        return True
+    return False
 
 
 def _learner_streams(cfg: Config, source_id: str) -> list[str]:
