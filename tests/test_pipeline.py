@@ -311,11 +311,13 @@ def test_an_incomplete_read_puts_back_the_cursor_it_started_from(sqlite_warehous
 def test_status_shows_read_over_reported(sqlite_warehouse):
     from lms_sync.status import collect_status, render_table
 
-    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=30, enrollments_reported=30)})
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(
+        users=30, enrollments_reported=32, enrollments_excluded=2)})
     assert run_source(sqlite_warehouse.engine, cfg, cfg.sources["syn"]).ok
     rows, summary = collect_status(sqlite_warehouse.engine, cfg)
-    assert {r["stream"]: (r["distinct_read"], r["vendor_total"]) for r in rows} == {
-        "users": (30, 30), "enrollments": (30, 30)}
-    table = render_table(rows, summary)
-    assert "READ/REPORTED" in table.splitlines()[0]
-    assert sum(" 30/30 " in line for line in table.splitlines()) == 2
+    assert {r["stream"]: (r["distinct_read"], r["vendor_total"], r["excluded"]) for r in rows} == {
+        "users": (30, 30, 0), "enrollments": (30, 32, 2)}
+    lines = render_table(rows, summary).splitlines()
+    assert "READ/REPORTED" in lines[0]
+    assert [line.split()[1] for line in lines if " 30/30 " in line] == ["users"]
+    assert [line.split()[1] for line in lines if " 30/32 +2 excluded " in line] == ["enrollments"]

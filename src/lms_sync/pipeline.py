@@ -285,7 +285,8 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         with engine.begin() as conn:
             state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
                              skipped=res.skipped, error=res.error, cursor=res.cursor,
-                             vendor_total=res.vendor_total, distinct_read=res.distinct_read)
+                             vendor_total=res.vendor_total, distinct_read=res.distinct_read,
+                             excluded=res.excluded if res.vendor_total is not None else None)
     except Exception as exc:
         # the warehouse went away: the run row stays `running` (the next run marks it
         # abandoned); the log keeps what it could not store

@@ -78,6 +78,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             "written": run["records_written"],
             "distinct_read": run["distinct_read"],
             "vendor_total": run["vendor_total"],
+            "excluded": run["records_excluded"],
             "cursor": cursors.get((run["source_id"], run["stream"])),
             "next_run": next_run(cfg, run["source_id"], run["stream"]),
             # runs stored before errors were scrubbed may hold a secret a vendor echoed
@@ -87,7 +88,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
         if source_id not in seen_sources:
             rows.append({"source": source_id, "stream": "-", "last_run": None, "result": "never run",
                          "read": 0, "written": 0, "cursor": None,
-                         "distinct_read": None, "vendor_total": None,
+                         "distinct_read": None, "vendor_total": None, "excluded": None,
                          "next_run": next_run(cfg, source_id), "error": None})
     summary = {
         "persons": person_count,
@@ -110,10 +111,12 @@ def _fmt(value: Any) -> str:
 
 
 def read_reported(row: dict[str, Any]) -> str:
-    """``distinct ids read / the vendor's total`` ('-' where the vendor reports none)."""
+    """``distinct ids read / the vendor's total`` ('-' where the vendor reports none), and
+    the rows of that total the stream leaves out by design (``+N excluded``)."""
     if row["distinct_read"] is None and row["vendor_total"] is None:
         return "-"
-    return f"{_fmt(row['distinct_read'])}/{_fmt(row['vendor_total'])}"
+    text = f"{_fmt(row['distinct_read'])}/{_fmt(row['vendor_total'])}"
+    return text + (f" +{row['excluded']} excluded" if row.get("excluded") else "")
 
 
 def render_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:

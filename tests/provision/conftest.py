@@ -54,7 +54,8 @@ class World:
 
     def hr_people(self) -> dict[str, dict[str, Any]]:
         """HR id -> Absorb user, for the active users that carry one."""
-        return {u["externalId"]: u for u in self.absorb.users if u["externalId"] and u["isActive"]}
+        return {u["externalId"]: u for u in self.absorb.users
+                if u["externalId"] and u["activeStatus"] == 0}  # 0: active
 
     def sparkwise_users(self) -> dict[str, dict[str, Any]]:
         return {u["remoteId"]: u for u in self.sessions.users() if u["remoteId"]}

@@ -38,6 +38,7 @@ class SyntheticOptions(Settings):
     delay_ms: float = 0          # wait per 50 users read (a slow vendor)
     users_reported: int = 0      # the vendor's total of users = users + this (full reads)
     enrollments_reported: int | None = None  # the vendor's total of enrollments, if any
+    enrollments_excluded: int = 0  # of that total, left out by design
 
 
 class _KilledWhenWritten(Learner):
@@ -93,6 +94,8 @@ class Enrollments(Stream):
             raise RuntimeError(self.opts.fail_message)
         if self.opts.enrollments_reported is not None:
             ctx.report_total(self.opts.enrollments_reported)
+            if self.opts.enrollments_excluded:
+                ctx.exclude("synthetic_filtered", self.opts.enrollments_excluded)
         for c in range(self.opts.courses):
             yield Course(external_id=f"c{c}", title=f"Course {c}", duration_minutes=30 + c)
         for i in range(self.opts.users):

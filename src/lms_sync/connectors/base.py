@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record
-from lms_sync.errors import RecordError
+from lms_sync.errors import IncompleteRead, RecordError
 from lms_sync.http.auth import Auth
 from lms_sync.http.client import HttpClient
 from lms_sync.http.errors import ErrorDescriber
@@ -130,6 +130,44 @@ class ReadContext:
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
             self.skip(vendor_id, exc)
             return None
+
+
+@dataclass
+class NotFoundWave:
+    """Per-item lookups where a 404 means "no record": a few are normal, a wave is not.
+
+    More than ``share`` of the items looked up answering 404, and at least ``minimum`` of
+    them, is a wrong path or tenant rather than that many missing records: :meth:`check`
+    raises :class:`~lms_sync.errors.IncompleteRead` (the run keeps its starting cursor and
+    deletes nothing, so the next run looks those items up again).
+    """
+
+    what: str
+    """The items and where they 404, for the message (``users visited (/x/{id})``)."""
+    fix: str
+    minimum: int = 10
+    share: float = 0.5
+    looked_up: int = 0
+    not_found: int = 0
+
+    def add(self, found: bool) -> None:
+        self.looked_up += 1
+        self.not_found += not found
+
+    def check(self, source_id: str) -> None:
+        """Raise if the lookups so far are a wave (call before each checkpoint)."""
+        if self.not_found >= self.minimum and self.not_found > self.share * self.looked_up:
+            raise IncompleteRead(
+                f"{self.not_found} of {self.looked_up} {self.what} answered 404, more than "
+                f"{self.share:.0%}: a wrong path or tenant, not missing records; nothing was "
+                "deleted and the next run looks them up again",
+                source=source_id, fix=self.fix)
+
+
+def whole(value: Any) -> int | None:
+    """A count as a vendor sent it (``count``, ``total``, ``totalPages``): a non-negative
+    int, else None (a bool, a string, a float, missing)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _short_error(error: Exception | str) -> str:

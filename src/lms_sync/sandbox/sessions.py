@@ -71,8 +71,11 @@ class FakeSessions(UserWrites, FakeVendor):
     def __init__(self, population: Population, *, api_key: str = API_KEY,
                  api_key_header: str = "x-api-key", paths: dict[str, str] | None = None,
                  now: datetime | None = None, no_remote_id_every: int = 0,
-                 empty: bool = False, untrusted: str = "") -> None:
+                 users_next_null: bool = False, empty: bool = False, untrusted: str = "") -> None:
         super().__init__(population)
+        # The documented users sample shows only ``next: null`` (on a list of one page):
+        # with this, every page says so, and only totalPages / total tell there is more.
+        self.users_next_null = users_next_null
         # empty: no user yet (completions still name the population's participants), for
         # provisioning; untrusted: a regex of remoteIds an upsert refuses (sessions_writes)
         self.empty, self.untrusted = empty, untrusted
@@ -314,7 +317,7 @@ class FakeSessions(UserWrites, FakeVendor):
         items = users[page * size:(page + 1) * size]
         return Response.json({"success": True, "data": {
             "items": items, "page": page, "size": size,
-            "next": page + 1 if page + 1 < total_pages else None,
+            "next": page + 1 if page + 1 < total_pages and not self.users_next_null else None,
             "prev": page - 1 if page > 0 else None,
             "totalPages": total_pages, "total": len(users),
         }, "error": None})

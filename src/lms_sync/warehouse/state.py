@@ -54,12 +54,13 @@ def start_run(conn: Connection, run_id: str, source_id: str, stream: str, starte
 
 def finish_run(conn: Connection, row_id: int, *, result: str, read: int, written: int,
                skipped: int = 0, error: str | None = None, cursor: Any = None,
-               vendor_total: int | None = None, distinct_read: int | None = None) -> None:
+               vendor_total: int | None = None, distinct_read: int | None = None,
+               excluded: int | None = None) -> None:
     conn.execute(
         update(sync_runs).where(sync_runs.c.id == row_id).values(
             finished_at=now_utc(), result=result, records_read=read, records_written=written,
             records_skipped=skipped, error=(error or None) and error[:4000], cursor=cursor,
-            vendor_total=vendor_total, distinct_read=distinct_read,
+            vendor_total=vendor_total, distinct_read=distinct_read, records_excluded=excluded,
         )
     )
 

@@ -254,6 +254,7 @@ sync_runs = Table(
     Column("cursor", JSONType),
     Column("vendor_total", Integer),  # the vendor's own count, where it reports one
     Column("distinct_read", Integer),  # distinct ids of that table this run read
+    Column("records_excluded", Integer),  # rows of that total left out by design
     Index(None, "source_id", "stream", "started_at"),
     Index(None, "run_id"),
 )
