@@ -31,7 +31,7 @@ from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
-from lms_sync.errors import IncompleteRead, LmsSyncError, SourceError
+from lms_sync.errors import IncompleteRead, LmsSyncError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import identity, state
 from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
@@ -65,6 +65,8 @@ class StreamResult:
     vendor_total: int | None = None
     distinct_read: int | None = None
     excluded: int = 0  # rows of the vendor's total left out by design
+    _exc: BaseException | None = field(default=None, repr=False, compare=False)
+    """The error itself, for the streams after it (fatal ones are not run)."""
 
 
 @dataclass
@@ -132,7 +134,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids = RowIds()
-    fatal: SourceError | None = None
+    fatal: BaseException | None = None
     try:
         for stream in connector.streams():
             with structlog.contextvars.bound_contextvars(stream=stream.name):
@@ -143,7 +145,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                                      full_refresh=full_refresh, since=since, stop=stop,
                                      learner_ids=learner_ids)
                     if res.error_class in {"CredentialsRejected", "Interrupted"}:
-                        fatal = res._exc  # type: ignore[attr-defined]
+                        fatal = res._exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
@@ -163,7 +165,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
 
 
 def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
-                    cause: SourceError) -> StreamResult:
+                    cause: BaseException) -> StreamResult:
     now = state.now_utc()
     with engine.begin() as conn:
         row = state.start_run(conn, run_id, source_id, stream, now)
@@ -262,7 +264,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         res.result = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
         res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
-        res._exc = exc  # type: ignore[attr-defined]
+        res._exc = exc
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
         if isinstance(exc, IncompleteRead):  # the next run reads this window again
@@ -388,7 +390,7 @@ class _Reader:
                     if not self._put(chunk):
                         return
                     chunk = []
-                    while pause and self._stop.is_set():  # type: ignore[union-attr]
+                    while pause and self._stop is not None and self._stop.is_set():
                         if self._closed.wait(0.1):
                             return
             if self._put(chunk):

@@ -1,5 +1,6 @@
-"""The daemon's scheduler: one cron job per enabled source (DESIGN §1, §2), and one per
-source with an enabled, scheduled ``provision`` block (``<source>:provision``).
+"""The daemon's scheduler: one cron job per enabled source (docs/contracts.md,
+"Data flow" and "Command line"), and one per source with an enabled, scheduled
+``provision`` block (``<source>:provision``, :mod:`lms_sync.provision.run`).
 
 APScheduler 3 ``BackgroundScheduler`` runs each source's job in a worker thread:
 ``max_instances=1`` and ``coalesce=True`` (a source never overlaps itself in this

@@ -54,7 +54,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
         cursors = {
             (r.source_id, r.stream): r.cursor for r in conn.execute(select(sync_state)).all()
         }
-        per_source = dict(conn.execute(
+        per_source: dict[str, int] = dict(conn.execute(
             select(learners.c.source_id, func.count()).where(learners.c.deleted_at.is_(None))
             .group_by(learners.c.source_id)
         ).all())

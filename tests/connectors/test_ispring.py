@@ -45,7 +45,7 @@ def rows(name: str, tag: str) -> list[dict]:
 
 # ---------------------------------------------------------------- normalization
 
-EXPECTED_STATUS = {  # DESIGN §4, ispring row: vendor value -> (status, passed)
+EXPECTED_STATUS = {  # docs/contracts.md, "Warehouse", ispring row: vendor value -> (status, passed)
     "not_started": ("not_started", None), "in_progress": ("in_progress", None),
     "pending": ("pending", None), "complete": ("completed", None), "passed": ("completed", True),
     "accepted": ("completed", None), "incomplete": ("incomplete", None),
@@ -521,3 +521,10 @@ def test_leavers_filed_under_5_land_with_user_statuses_1_3_5(start_vendor, sqlit
     result = run(sqlite_warehouse, vendor.source)
     assert result.ok, result.error
     assert count(sqlite_warehouse.engine, enrollments) == len(dict(vendor.fake.all_results()))
+
+
+@pytest.mark.parametrize(("unit", "seconds"), [("seconds", 754.0), ("minutes", 754.0 * 60)])
+def test_time_spent_unit_is_an_option(unit, seconds):
+    row = rows("results_statuses.xml", "result")[0] | {"timeSpent": "754"}
+    _, _, enrollment = normalize_result(IspringResult.model_validate(row), row, None, unit)
+    assert enrollment.time_spent_seconds == seconds

@@ -113,7 +113,7 @@ def timespan_seconds(value: str | None) -> float | None:
     m = _TIMESPAN.match(text)
     if m:
         sign, days, h, mins, s, frac = m.groups()
-        total = int(days or 0) * 86400 + int(h) * 3600 + int(mins) * 60 + int(s)
+        total: float = int(days or 0) * 86400 + int(h) * 3600 + int(mins) * 60 + int(s)
         total += float(f"0.{frac}") if frac else 0.0
         return -total if sign else total
     m = _ISO_DURATION.match(text)
@@ -253,7 +253,7 @@ def _segment(vendor_id: Any) -> str:
 
 
 def iso(value: datetime) -> str:
-    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[union-attr]
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AbsorbAuth(Settings):
@@ -470,7 +470,7 @@ class _Incremental(Stream):
         saved_at = utc(datetime.fromisoformat(saved.replace("Z", "+00:00"))) if saved else None
         start = saved_at - timedelta(minutes=self.conn.options.overlap_minutes) if saved_at else None
         if ctx.since is not None:
-            start = min(start, utc(ctx.since)) if start else utc(ctx.since)  # type: ignore[type-var]
+            start = min(start, utc(ctx.since)) if start else utc(ctx.since)
         if start is not None:
             ctx.partial = True
         return saved_at, start

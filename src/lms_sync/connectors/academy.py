@@ -222,7 +222,7 @@ def _rate(done: int, not_done: int) -> float | None:
 def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
     """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
     f = VFigures.model_validate(row)
-    figures = {"completed": f.completed, "not_completed": f.not_completed}
+    figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
     if f.type is not None:
         figures["type"] = f.type
     title = "Onboarding" if kind == "onboarding" else f.title

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record
 from lms_sync.errors import IncompleteRead, RecordError
-from lms_sync.http.auth import Auth
+from lms_sync.http.auth import Auth as RequestAuth  # the name Auth is the class's settings model
 from lms_sync.http.client import HttpClient
 from lms_sync.http.errors import ErrorDescriber
 
@@ -123,8 +123,11 @@ class ReadContext:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def normalize(self, vendor_id: object, fn: Callable[[], T]) -> T | None:
-        """Run a normalizer; on a validation error, skip the record and return None."""
+    def normalize(self, vendor_id: object, fn: Callable[..., T]) -> T | None:
+        """Run a normalizer; on a validation error, skip the record and return None.
+
+        ``fn`` is called without arguments; it is typed ``Callable[..., T]`` because callers
+        bind their loop variables as lambda defaults (``lambda r=row: ...``)."""
         try:
             return fn()
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
@@ -182,8 +185,8 @@ class Stream(ABC):
     """One named stream of a connector (``users``, ``courses``, ``enrollments``...)."""
 
     name: ClassVar[str]
-    full_refresh_tables: ClassVar[tuple[str, ...]] = ()
-    total_table: ClassVar[str | None] = None
+    full_refresh_tables: tuple[str, ...] = ()  # a class attribute; a stream may set its own
+    total_table: str | None = None  # the table the vendor's total counts (see above)
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
@@ -221,7 +224,7 @@ class Connector(ABC):
         self.log = log
         self.http: HttpClient | None = None
 
-    def make_client(self, auth: Auth | None = None, describe_error: ErrorDescriber | None = None,
+    def make_client(self, auth: RequestAuth | None = None, describe_error: ErrorDescriber | None = None,
                     **overrides: Any) -> HttpClient:
         """The source's HTTP client, configured from its ``http`` settings."""
         h = self.source.http

@@ -56,7 +56,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from lxml import etree
@@ -280,9 +280,15 @@ def normalize_user(user: IspringUser, departments: dict[str, Department], raw: d
     )
 
 
-def normalize_result(result: IspringResult, raw: dict[str, Any],
-                     course_title: str | None = None) -> tuple[Course, Course, Enrollment]:
-    """``course_title`` comes from ``GET /contents`` (results name only the module)."""
+SECONDS_PER = {"seconds": 1, "minutes": 60}
+"""``options.time_spent_unit`` -> seconds in one unit of ``timeSpent``."""
+
+
+def normalize_result(result: IspringResult, raw: dict[str, Any], course_title: str | None = None,
+                     time_unit: str = "seconds") -> tuple[Course, Course, Enrollment]:
+    """``course_title`` comes from ``GET /contents`` (results name only the module);
+    ``time_unit`` is the unit of ``timeSpent`` (no public document states it)."""
+    spent = None if result.timeSpent is None else result.timeSpent * SECONDS_PER[time_unit]
     if result.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {result.completionStatus!r}")
     status, passed = STATUS_MAP[result.completionStatus]
@@ -297,7 +303,7 @@ def normalize_result(result: IspringResult, raw: dict[str, Any],
     enrollment = Enrollment(
         external_id=key, learner_external_id=result.userId, course_external_id=module_id,
         status=status, passed=passed, vendor_status=result.completionStatus,
-        progress_pct=result.progress, score=result.awardedScore, time_spent_seconds=result.timeSpent,
+        progress_pct=result.progress, score=result.awardedScore, time_spent_seconds=spent,
         enrolled_at=result.accessDate, completed_at=result.completionDate, due_at=result.dueDate,
         expires_at=result.expirationDate, is_overdue=result.isOverdue, raw=raw,
     )
@@ -327,6 +333,8 @@ class IspringOptions(Settings):
     course_ids: list[str] = Field(default_factory=list)
     hr_id_field: str | None = None
     """Name of a user profile field holding the employee id (e.g. a custom EMPLOYEE_ID)."""
+    time_spent_unit: Literal["seconds", "minutes"] = "seconds"
+    """[guess] the unit of a result's ``timeSpent``: no public document states it."""
 
 
 class IspringConnector(Connector):
@@ -381,7 +389,8 @@ class IspringConnector(Connector):
             for row in rows:
                 count += 1
                 yield row
-            token, rows = rows.next_token, None  # free this page's body before the next request
+            token = rows.next_token
+            del rows  # free this page's body before the next request
             ctx.count("pages")
             pager.update(count=count, next_token=token)
 
@@ -475,8 +484,9 @@ class ResultsStream(Stream):
         try:
             for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
                 records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
-                                        lambda r=row: normalize_result(IspringResult.model_validate(r), r,
-                                                                       titles.get(r.get("courseId") or "")))
+                                        lambda r=row: normalize_result(
+                                            IspringResult.model_validate(r), r,
+                                            titles.get(r.get("courseId") or ""), opts.time_spent_unit))
                 if records is None:
                     continue
                 for record in records[:2]:

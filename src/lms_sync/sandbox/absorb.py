@@ -105,8 +105,7 @@ class FakeAbsorb(FakeVendor):
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
         for key in ("users", "departments", "courses"):
-            handler = self._guarded(lambda r, m, k=key: self._list(r, k, getattr(self, k)))
-            self.route("GET", f"/{key}", handler)
+            self.route("GET", f"/{key}", self._guarded(self._lister(key)))
         self.route("GET", "/categories", self._guarded(self._categories))
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
         lessons = re.escape(lesson_path).replace(r"\{userId\}", "(?P<user>[^/]+)")
@@ -250,7 +249,7 @@ class FakeAbsorb(FakeVendor):
     def change_enrollments(self, k: int, status: int = 3) -> list[str]:
         """Move ``k`` active enrollments (not already ``status``) to ``status``; returns their
         ``userId:courseId`` keys. ``dateEdited`` moves past everything seen before."""
-        changed = []
+        changed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in rows:
@@ -270,7 +269,7 @@ class FakeAbsorb(FakeVendor):
 
     def remove_enrollments(self, k: int) -> list[str]:
         """Delete ``k`` active enrollments outright (a full read soft-deletes them)."""
-        removed = []
+        removed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in [r for r in rows if r["isActive"]][: k - len(removed)]:
@@ -334,6 +333,9 @@ class FakeAbsorb(FakeVendor):
                         self.token = secrets.token_urlsafe(24)
             return handler(req, match)
         return guarded
+
+    def _lister(self, key: str) -> Handler:
+        return lambda req, _match: self._list(req, key, getattr(self, key))
 
     def _list(self, req: Request, key: str, rows: list[dict[str, Any]]) -> Response:
         try:

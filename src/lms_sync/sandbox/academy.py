@@ -133,7 +133,8 @@ class FakeAcademy(FakeVendor):
         self.throttle_log: list[float] = []     # when each 429 was sent (time.time())
         self._windows: dict[str, tuple[float, int]] = {}
         self._rate_lock = threading.Lock()
-        self.quizzes = {q: [list(row) for row in rows] for q, rows in QUIZZES.items()}
+        self.quizzes: dict[int, list[list[Any]]] = {q: [list(row) for row in rows]
+                                                    for q, rows in QUIZZES.items()}
         self.users: dict[int, User] = {}
         self._generate(kiosks, banned_share)
         self.route("GET", f"{API}/users", self._list_users)
@@ -183,7 +184,8 @@ class FakeAcademy(FakeVendor):
             # completing something is activity: the last active day is never before it
             done = [p.completed_at for p in user.courses.values() if p.completed_at]
             done += [user.onboarding_completed_at] if user.onboarding_completed_at else []
-            user.last_active_on = max([user.last_active_on, *(d.date() for d in done)])
+            days = [user.last_active_on, *(d.date() for d in done)]
+            user.last_active_on = max(day for day in days if day is not None)
             self.users[user.id] = user
         n_kiosks = max(1, len(members) // 25) if kiosks is None else kiosks
         extra = [(f"Kiosk {k + 1}", "kiosk") for k in range(n_kiosks)] + [("Integration Bot", "bot")]

@@ -153,11 +153,11 @@ class FakeIspring(FakeVendor):
         keys = [d[0] for d in DEPARTMENTS]
         return self.dept_ids[keys[person.key("ispring-dept") % len(keys)]]
 
-    def person_results(self, pos: int) -> list[dict[str, str]]:
+    def person_results(self, pos: int) -> list[dict[str, Any]]:
         """Result rows of the member at ``pos`` (documented element order), mutations applied."""
         person = self.members[pos]
         rng = random.Random(f"{self.population.seed}:ispring:{person.index}")
-        rows = []
+        rows: list[dict[str, Any]] = []
         picked = rng.sample(self.catalog, 1 + rng.randrange(min(4, len(self.catalog))))
         for course_id, _title, modules in picked:
             for module_id, module_title, item_id in modules:
@@ -171,7 +171,7 @@ class FakeIspring(FakeVendor):
                 progress = {"not_started": None, "pending": "100", "accepted": "100"}.get(
                     status, "100" if done else f"{rng.randrange(1, 9999) / 100:g}")
                 passing = rng.choice([70, 80]) if status in {"passed", "failed"} else None
-                score = (rng.randrange(passing, 101) if status == "passed" else
+                score = (rng.randrange(passing, 101) if passing and status == "passed" else
                          rng.randrange(0, passing) if passing else None)
                 row = {
                     "userId": self.user_id(person), "courseId": course_id, "moduleTitle": module_title,
@@ -406,7 +406,7 @@ class FakeIspring(FakeVendor):
 
 
 def _take(items: Iterator[Any], n: int) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for item in items:
         if len(out) >= n:
             break

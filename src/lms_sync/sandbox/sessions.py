@@ -121,7 +121,7 @@ class FakeSessions(UserWrites, FakeVendor):
             rng, seed = self.population.rng("sessions"), self.population.seed
             members = self.population.members("sessions")
             every = self.no_remote_id_every
-            users = []
+            users: list[dict[str, Any]] = []
             for p in members:
                 k = p.key("sessions")
                 users.append({
@@ -137,7 +137,7 @@ class FakeSessions(UserWrites, FakeVendor):
             for i, offset in enumerate(offsets):
                 name, category, minutes, description = MODULES[i % len(MODULES)]
                 start = now + offset
-                cluster = {
+                cluster: dict[str, Any] = {
                     "clusterId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                     "moduleId": str(uuid.UUID(int=hash_int(seed, name), version=4)),
                     "moduleName": name, "moduleCategory": category, "moduleThumbnailUrl":

@@ -135,7 +135,7 @@ class FakeUdemy(FakeVendor):
         started = enrolled + timedelta(hours=rng.randint(1, 400)) if rng.random() < 0.8 else None
         done = started is not None and rng.random() < 0.35
         ratio = 100 if done else (rng.randint(1, 95) if started else 0)
-        completed = started + timedelta(days=rng.randint(1, 60)) if done else None
+        completed = started + timedelta(days=rng.randint(1, 60)) if done and started else None
         length = course["estimated_content_length"]
         return {
             "_class": "user_course_activity", **user,
