@@ -188,11 +188,11 @@ class Scheduler:
             self._inflight[job_id] = datetime.now(UTC)
         try:
             if what == PROVISION:
-                result = run_provision(self.engine, self.cfg, source, stop=self.stop)
+                outcome = run_provision(self.engine, self.cfg, source, stop=self.stop).result
             else:
                 self._sweep(source_id)
-                result = run_source(self.engine, self.cfg, source, stop=self.stop)
-            self.last_results[job_id] = result.result
+                outcome = run_source(self.engine, self.cfg, source, stop=self.stop).result
+            self.last_results[job_id] = outcome
         finally:
             with self._idle:
                 self._inflight.pop(job_id, None)

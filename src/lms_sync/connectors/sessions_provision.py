@@ -48,7 +48,7 @@ def refused(data: dict[str, Any], ids: dict[str, str]) -> dict[str, str]:
     for entry in data.get("failed") or []:
         if not isinstance(entry, dict):
             continue
-        user = entry.get("user") if isinstance(entry.get("user"), dict) else {}
+        user = entry["user"] if isinstance(entry.get("user"), dict) else {}
         rid = user.get("remoteId") or ids.get(str(user.get("id"))) or str(user.get("id") or "?")
         error = str(entry.get("error") or "refused without a reason").splitlines()[0][:300]
         out[str(rid)] = error

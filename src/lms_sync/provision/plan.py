@@ -148,19 +148,20 @@ def make_plan(wanted: Iterable[Wanted], remote: Iterable[RemoteUser], key: Key, 
             continue
         by_key[k] = user
     for person in sorted(wanted, key=lambda w: w.remote_id):  # the plan reads in id order
-        user = by_key.pop(key(person.remote_id) or "", None)
-        if user is None:
+        wanted_key = key(person.remote_id)
+        found = by_key.pop(wanted_key) if wanted_key in by_key else None
+        if found is None:
             if person.active:
                 plan.create.append(person)
             else:
                 plan.absent += 1
         elif not person.active:
-            if user.active and deactivate:
-                (plan.held if hold else plan.deactivate).append(user)
+            if found.active and deactivate:
+                (plan.held if hold else plan.deactivate).append(found)
             else:
                 plan.unchanged += 1
         else:
-            _compare(plan, person, user)
+            _compare(plan, person, found)
     plan.untouched += len(by_key)
     return plan
 
