@@ -27,10 +27,10 @@ functions; an invalid record goes to ``ctx.skip()`` (fatal only with fail_on_inv
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import structlog
 
     from lms_sync.config import SourceConfig
+    from lms_sync.provision.plan import RemoteUser, Wanted
 
 T = TypeVar("T")
 
@@ -174,6 +175,23 @@ class Stream(ABC):
         """Yield canonical records and checkpoints."""
 
 
+class Provisioner(Protocol):
+    """The write side of a vendor's user list (``lms-sync provision``).
+
+    ``upsert`` and ``deactivate`` take at most ``batch_limit`` users and return the ones
+    the vendor refused: ``{remoteId: the vendor's error}``; a request that fails whole
+    raises a :class:`~lms_sync.errors.SourceError`.
+    """
+
+    batch_limit: int
+
+    def remote_users(self) -> list[RemoteUser]: ...
+
+    def upsert(self, batch: Sequence[Wanted]) -> dict[str, str]: ...
+
+    def deactivate(self, batch: Sequence[RemoteUser]) -> dict[str, str]: ...
+
+
 class Connector(ABC):
     """One vendor. Subclasses set ``kind``, ``Auth`` and ``Options``."""
 
@@ -212,6 +230,14 @@ class Connector(ABC):
                           datetime.now().astimezone(), self.log)
         for _ in streams[0].read(ctx):
             break
+
+    def provisioner(self) -> Provisioner | None:
+        """The write side of the vendor's users, for kinds that can provision them."""
+        return None
+
+    @classmethod
+    def can_provision(cls) -> bool:
+        return cls.provisioner is not Connector.provisioner
 
     def close(self) -> None:
         if self.http is not None:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, utc
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
+from lms_sync.connectors.sessions_provision import SessionsProvisioner
 from lms_sync.errors import DataError
 from lms_sync.http import HeaderAuth, PageNumberPaginator
 from lms_sync.keyset import KeySet
@@ -58,6 +59,8 @@ class SessionsPaths(Settings):
     clusters: str = "/v1/session-clusters"
     completions: str = "/v1/session-completions"
     users: str = "/v1/users"
+    upsert_users: str = "/v1/users/batch-upsert"          # lms-sync provision (guess)
+    deactivate_users: str = "/v1/users/batch-deactivate"  # lms-sync provision (guess)
 
 
 class SessionsOptions(Settings):
@@ -67,6 +70,7 @@ class SessionsOptions(Settings):
     lag_days: float = Field(7, ge=0)
     window_days: float = Field(31, gt=0)  # one completions request covers at most this
     page_size: int = Field(200, ge=1, le=200)
+    user_ref: Literal["remoteId", "id"] = "remoteId"  # how a deactivation names a user (guess)
 
 
 # ------------------------------------------------------------------ vendor shapes
@@ -269,6 +273,9 @@ class SessionsConnector(Connector):
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
+
+    def provisioner(self) -> SessionsProvisioner:
+        return SessionsProvisioner(self)
 
     def envelope(self, body: Any, path: str) -> dict[str, Any]:
         """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""
