@@ -118,14 +118,15 @@ def a_removed_unit_leaves_the_views_and_its_children_start_their_own_path(wareho
 
 def test_0007_downgrades_to_the_views_and_columns_before_it_and_upgrades_again(sqlite_warehouse):
     from alembic import command
+    from alembic.script import ScriptDirectory
     from sqlalchemy import inspect
 
     from lms_sync.warehouse.db import alembic_config, current_revision, upgrade
 
     fill(sqlite_warehouse)
     engine = sqlite_warehouse.engine
-    head = current_revision(engine)
-    command.downgrade(alembic_config(engine), "0005")
+    head, cfg = current_revision(engine), alembic_config(engine)
+    command.downgrade(cfg, ScriptDirectory.from_config(cfg).get_revision("0007").down_revision)
     insp = inspect(engine)
     assert "org_units" not in insp.get_table_names() and "compliance" not in insp.get_view_names()
     assert "assigned" not in {c["name"] for c in insp.get_columns("enrollments")}

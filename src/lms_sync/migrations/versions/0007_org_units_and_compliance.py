@@ -1,7 +1,7 @@
 """org units, memberships, assignment and certificate columns; the compliance views
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03 22:00:00
 
 * ``org_units`` (departments, professions, groups of one source, a tree by
@@ -33,7 +33,7 @@ from lms_sync.warehouse.views import (
 )
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
