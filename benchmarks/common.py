@@ -39,8 +39,10 @@ LOAD_TABLES: dict[str, tuple[str, ...] | None] = {
     "persons": None,
     "learners": ("source_id", "external_id"),
     "courses": ("source_id", "external_id"),
+    "org_units": ("source_id", "external_id"),
     "enrollments": ("source_id", "external_id"),
     "activity_progress": ("source_id", "external_id"),
+    "learner_org_units": ("source_id", "external_id"),
     "enrollment_history": None,
     "stat_snapshots": ("source_id", "external_id", "as_of"),
 }

@@ -31,6 +31,10 @@ class EnrollmentStatus(StrEnum):
     ABSENT = "absent"
     WAITLISTED = "waitlisted"
     NOT_APPLICABLE = "not_applicable"
+    EXPIRED = "expired"
+    """A completion or enrollment that lapsed, where the vendor's status says so."""
+    WITHDRAWN = "withdrawn"
+    """Taken back (unassigned, cancelled), where the vendor's status says so."""
 
 
 class CourseKind(StrEnum):
@@ -149,11 +153,22 @@ class _Progress(Record):
 
 
 class Enrollment(_Progress):
-    """A learner's assignment to / progress in a course."""
+    """A learner's assignment to / progress in a course.
+
+    ``assigned`` and ``required`` are None when the vendor does not say (never a guess
+    of False): a compliance count of assigned or mandatory training must not count
+    enrollments nobody described.
+    """
 
     table: ClassVar[str] = "enrollments"
     learner_external_id: str
     course_external_id: str
+    assigned: bool | None = None
+    assigned_at: datetime | None = None
+    required: bool | None = None
+    certificate_id: str | None = Field(default=None, max_length=255)
+    certificate_expires_at: datetime | None = None
+    credits: float | None = None
 
 
 class ActivityProgress(_Progress):
@@ -164,6 +179,35 @@ class ActivityProgress(_Progress):
     course_external_id: str
     enrollment_external_id: str | None = None
     activity_type: str | None = None
+
+
+class OrgUnitKind(StrEnum):
+    DEPARTMENT = "department"
+    PROFESSION = "profession"
+    GROUP = "group"
+
+
+class OrgUnit(Record):
+    """A department, profession or group of one source; ``parent_external_id`` makes a tree."""
+
+    table: ClassVar[str] = "org_units"
+    name: str | None = None
+    kind: OrgUnitKind = OrgUnitKind.DEPARTMENT
+    parent_external_id: str | None = None
+
+
+class LearnerOrgUnit(Record):
+    """A learner's membership of an org unit (many to many).
+
+    ``external_id`` is built by the connector: ``<learner>|<unit>`` where a user has
+    several units; the learner's own id where a vendor gives one department per user, so
+    a move to another department updates the one row (an incremental read of the user
+    never lists the old membership, so it could not be soft-deleted).
+    """
+
+    table: ClassVar[str] = "learner_org_units"
+    learner_external_id: str
+    org_unit_external_id: str
 
 
 class Snapshot(Record):
@@ -194,5 +238,6 @@ class Snapshot(Record):
         )
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (Learner, Course, Enrollment, ActivityProgress, Snapshot)
+RECORD_TYPES: tuple[type[Record], ...] = (Learner, Course, OrgUnit, Enrollment, ActivityProgress,
+                                          LearnerOrgUnit, Snapshot)
 """In the order a batch is written: referenced rows before the rows that reference them."""

@@ -214,7 +214,7 @@ def test_full_sync(start_vendor, sqlite_warehouse, ready_max, monkeypatch):
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert result.ok, result.error
     streams = by_stream(result)
-    assert list(streams) == ["users", "courses", "enrollments"]
+    assert list(streams) == ["departments", "users", "courses", "enrollments"]
     assert all(s.skipped == 0 for s in result.streams)
     wh = sqlite_warehouse
     assert count(wh, learners) == 30 and count(wh, courses) == 8
@@ -224,7 +224,7 @@ def test_full_sync(start_vendor, sqlite_warehouse, ready_max, monkeypatch):
     historical = sum(1 for rows in fake.enrollments.values() for r in rows if not r["isActive"])
     assert historical > 0  # skipped, not stored: one row per learner and course
     assert {s.stream: (s.vendor_total, s.distinct_read, s.excluded) for s in result.streams} == {
-        "users": (30, 30, 0), "courses": (8, 8, 0),
+        "departments": (6, 6, 0), "users": (30, 30, 0), "courses": (8, 8, 0),
         "enrollments": (len(active) + historical, len(active), historical)}  # Absorb's totalItems
     with wh.engine.connect() as conn:
         statuses = set(conn.execute(select(enrollments.c.vendor_status)).scalars())
@@ -384,11 +384,11 @@ def test_wrong_api_key_fails_that_source_only(start_vendor, sqlite_warehouse):
     assert first.error.startswith("source 'absorb-bad': Absorb refused the API key or admin login: "
                                   "Invalid API key. (HTTP 401 /authenticate); check auth.api_key")
     assert "\n" not in first.error and "wrong-key-123" not in first.error
-    assert [s.result for s in first.streams] == ["failed"] * 3
+    assert [s.result for s in first.streams] == ["failed"] * 4
     with sqlite_warehouse.engine.connect() as conn:
         runs = conn.execute(select(sync_runs.c.source_id, sync_runs.c.stream, sync_runs.c.result)).all()
     assert {(r.stream, r.result) for r in runs if r.source_id == "absorb-bad"} == {
-        ("users", "failed"), ("courses", "failed"), ("enrollments", "failed")}
+        ("departments", "failed"), ("users", "failed"), ("courses", "failed"), ("enrollments", "failed")}
     assert {r.result for r in runs if r.source_id == "absorb-good"} == {"succeeded"}
     assert bad.fake.token_fetches == 0
 
@@ -439,7 +439,7 @@ def test_a_run_of_one_edit_time_longer_than_a_page_is_read_once(start_vendor, sq
     result = sync(sqlite_warehouse, {"absorb": vendor.source})
     assert result.ok, result.error
     users = by_stream(result)["users"]
-    assert users.read == 30 and count(sqlite_warehouse, learners) == 30
+    assert users.read == 60 and count(sqlite_warehouse, learners) == 30  # + 30 memberships
     assert vendor.fake.requests["/users"] == 5  # pages 0-3 of 7, the last one short
 
 

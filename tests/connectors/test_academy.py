@@ -463,8 +463,9 @@ def test_activity_and_new_users_are_picked_up_by_the_next_incremental_sweep(star
     new_courses = len(fake.users[new_uid].courses)
     changed = 1 + new_courses + 1  # the completion; the new user's courses and onboarding
     assert progress.tables == {"enrollments": changed, "enrollment_history": changed}
-    # the new learner, and the active one (its raw last_active_on moved)
-    assert next(s for s in result.streams if s.stream == "users").tables == {"learners": 2}
+    # the new learner, and the active one (its raw last_active_on moved); the new one's group
+    assert next(s for s in result.streams if s.stream == "users").tables == {
+        "learners": 2, "learner_org_units": 1}
     assert live_enrollments(sqlite_warehouse, uid)[f"{uid}:{cid}"] == ("completed", True)
     new_rows = live_enrollments(sqlite_warehouse, new_uid)
     assert new_rows[f"{new_uid}:onboarding"][0] == "in_progress"

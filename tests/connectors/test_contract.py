@@ -28,7 +28,7 @@ from tests.connectors.conftest import sync
 KINDS = sorted(set(available_kinds()) - {"synthetic"})
 
 VENDOR_TOTALS = {  # the streams whose vendor reports a total to reconcile a full read with
-    "absorb": {"users", "courses", "enrollments"},
+    "absorb": {"departments", "users", "courses", "enrollments"},
     "udemy": {"courses", "enrollments", "progress", "activity"},
     "sessions": {"users", "clusters"},
     "academy": {"users"},

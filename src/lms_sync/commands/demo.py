@@ -255,6 +255,7 @@ def render_summary(engine: Any, results: list[Any], db: Path, elapsed: float) ->
                 lines.append(f"    {r[2]:<20} {(r[3] or '')[:40]:<40} {r[4]:<12} {pct:>5}")
             if len(rows) > 6:
                 lines.append(f"    … and {len(rows) - 6} more")
+        lines += _compliance_lines(conn)
     failed = [r for r in results if not r.ok]
     if failed:
         lines.append("")
@@ -268,3 +269,27 @@ def render_summary(engine: Any, results: list[Any], db: Path, elapsed: float) ->
     lines.append("  lms-sync sandbox --write-config sandbox.yaml   # keep the vendors up, then:")
     lines.append("  lms-sync sync --config sandbox.yaml && lms-sync status --config sandbox.yaml")
     return "\n".join(lines)
+
+
+COMPLIANCE_ROWS = 5
+
+
+def _compliance_lines(conn: Any) -> list[str]:
+    """The org units and courses with the most overdue enrollments, from the compliance view."""
+    from sqlalchemy import text
+
+    rows = conn.execute(text(
+        "SELECT source_id, org_unit_path, course_title, enrolled, assigned, completed, overdue, "
+        "certificates_expiring_90d FROM compliance "
+        "ORDER BY overdue DESC, enrolled DESC, source_id, org_unit_path, course_title LIMIT :n"),
+        {"n": COMPLIANCE_ROWS}).all()
+    if not rows:
+        return []
+    lines = ["", "Compliance: most overdue org units and courses (the compliance view; "
+             "all of it: lms-sync report --by org-unit)",
+             f"  {'source':<20} {'org unit':<30} {'course':<30} {'enrolled':>8} {'assigned':>8} "
+             f"{'completed':>9} {'overdue':>7} {'expiring 90d':>12}"]
+    for source, path, title, enrolled, assigned, completed, overdue, expiring in rows:
+        lines.append(f"  {source:<20} {(path or '-')[:30]:<30} {(title or '-')[:30]:<30} {enrolled:>8} "
+                     f"{assigned:>8} {completed:>9} {overdue:>7} {expiring:>12}")
+    return lines

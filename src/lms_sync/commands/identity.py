@@ -23,6 +23,7 @@ from lms_sync.cli import EXIT_OK, open_warehouse, setup
 from lms_sync.commands import command
 from lms_sync.errors import UserError
 from lms_sync.warehouse import identity
+from lms_sync.warehouse.org_units import person_org_units
 from lms_sync.warehouse.tables import learners
 
 
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("identity", help="show, link, unlink or recompute persons")
     isub = p.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
 
-    show = isub.add_parser("show", parents=[common], help="a person, its learners and history")
+    show = isub.add_parser("show", parents=[common], help="a person, its learners, org units and history")
     show.add_argument("who", metavar="EMAIL|PERSON_ID|SOURCE_ID:EXTERNAL_ID")
     show.add_argument("--format", choices=["table", "json"], default="table")
     show.set_defaults(func=cmd_show)
@@ -64,6 +65,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     ids = resolve_person(engine, cfg, args.who)
     with engine.connect() as conn:
         people = [identity.describe_person(conn, pid) for pid in ids]
+        for info in people:  # the union of its accounts' org units
+            info["org_units"] = person_org_units(conn, info["person"]["id"])
     if args.format == "json":
         print(json.dumps(people, default=_json_default, indent=2))
     else:
@@ -144,6 +147,9 @@ def _render(info: dict[str, Any]) -> str:
           m["is_placeholder"], m["deleted_at"]] for m in info["learners"]],
     )
     sections = (
+        ("org units", ["source", "kind", "path", "external_id"],
+         [[u["source_id"], u["kind"], u["path"] or u["name"], u["external_id"]]
+          for u in info.get("org_units", [])]),
         ("history", ["at", "kind", "rule", "kept", "merged"],
          [[h["at"], h["kind"], h["rule"], h["kept_person_id"], h["merged_person_id"]]
           for h in info["history"]]),

@@ -2,6 +2,8 @@
 
     lms-sync report --person EMAIL|PERSON_ID|SOURCE_ID:EXTERNAL_ID [--format table|csv|json]
     lms-sync report [--format table|csv|json]          every enrollment of every person
+    lms-sync report --by org-unit [--course TITLE|ID]  the compliance matrix (commands/compliance.py)
+    lms-sync report --expiring 90d                     certificates and completions expiring
 
 The report goes to stdout (logs stay on stderr). ``csv`` and ``json`` carry
 every column of the view (``REPORT_COLUMNS``, in that order) for an HR or LMS
@@ -18,14 +20,15 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from sqlalchemy import Boolean, Float, Integer, String, column, func, select, table
 
 from lms_sync.cli import EXIT_OK, open_warehouse, setup
-from lms_sync.commands import command
+from lms_sync.commands import command, compliance
 from lms_sync.commands.identity import resolve_person
+from lms_sync.warehouse import state
 from lms_sync.warehouse.types import UTCDateTime
 
 _TYPES: dict[str, Any] = {
@@ -38,7 +41,8 @@ _TYPES: dict[str, Any] = {
     "score": Float, "time_spent_seconds": Float, "enrolled_at": UTCDateTime,
     "started_at": UTCDateTime, "completed_at": UTCDateTime, "due_at": UTCDateTime,
     "expires_at": UTCDateTime, "last_activity_at": UTCDateTime, "is_overdue": Boolean,
-    "vendor_status": String, "updated_at": UTCDateTime,
+    "vendor_status": String, "updated_at": UTCDateTime, "org_unit_path": String,
+    "assigned": Boolean, "required": Boolean, "certificate_expires_at": UTCDateTime,
 }
 REPORT_COLUMNS = list(_TYPES)
 """The columns of ``csv``/``json`` output: the ``learner_progress`` view's, in order."""
@@ -55,16 +59,31 @@ _TABLE = [("source", "source_id"), ("course", "course_title"), ("kind", "course_
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("report", parents=[common],
                        help="one person's progress across every source, or an export of all")
-    p.add_argument("--person", metavar="EMAIL|ID|SOURCE_ID:EXTERNAL_ID",
-                   help="only this person (default: every person)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--person", metavar="EMAIL|ID|SOURCE_ID:EXTERNAL_ID",
+                      help="only this person (default: every person)")
+    what.add_argument("--by", choices=["org-unit"],
+                      help="the compliance matrix: org units (with their path) by course")
+    what.add_argument("--expiring", metavar="WINDOW",
+                      help="certificates and completions expiring within WINDOW (90d, 12w), per person")
+    p.add_argument("--course", metavar="TITLE|ID", help="with --by org-unit: only this course")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.course and not args.by:
+        from lms_sync.errors import UserError
+
+        raise UserError("--course goes with --by org-unit; add --by org-unit")
+    window = compliance.parse_window(args.expiring) if args.expiring else None
     cfg = setup(args)
     engine = open_warehouse(cfg, migrate=not args.no_migrate)
+    if args.by or window:
+        _compliance_report(engine, args, window)
+        engine.dispose()
+        return EXIT_OK
     v = learner_progress.c
     # the same order on every database: unmatched learners (no person) last, titles by
     # lower case (collations differ: PostgreSQL's C puts "Z" before "a", MariaDB ignores case)
@@ -80,11 +99,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                             "give a person id (see lms-sync identity show)")
         person = ids[0]
         query = query.where(v.person_id == person)
-    out = sys.stdout
-    if args.format in {"csv", "json"} and hasattr(out, "reconfigure"):
-        # an export is UTF-8 whatever the locale (a cp1252 console failed on the first
-        # Cyrillic title, half-way through the file)
-        out.reconfigure(encoding="utf-8")
+    out = _stdout(args.format)
     try:
         with engine.connect() as conn:
             rows = (dict(r) for r in conn.execution_options(yield_per=1000).execute(query).mappings())
@@ -101,6 +116,40 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.close()
     engine.dispose()
     return EXIT_OK
+
+
+def _stdout(fmt: str) -> TextIO:
+    out = sys.stdout
+    if fmt in {"csv", "json"} and hasattr(out, "reconfigure"):
+        # an export is UTF-8 whatever the locale (a cp1252 console failed on the first
+        # Cyrillic title, half-way through the file)
+        out.reconfigure(encoding="utf-8")
+    return out
+
+
+def _compliance_report(engine: Any, args: argparse.Namespace, window: timedelta | None) -> None:
+    """``--by org-unit`` or ``--expiring``: the query, streamed in the asked format."""
+    if window is not None:
+        query, columns = compliance.expiring_query(state.now_utc(), window), compliance.EXPIRING_COLUMNS
+    else:
+        query, columns = compliance.compliance_query(args.course), compliance.COMPLIANCE_COLUMNS
+    out = _stdout(args.format)
+    try:
+        with engine.connect() as conn:
+            if args.course:
+                compliance.check_course(conn, args.course)
+            rows = (dict(r) for r in conn.execution_options(yield_per=1000).execute(query).mappings())
+            if args.format == "csv":
+                write_csv(rows, out, columns)
+            elif args.format == "json":
+                write_json(rows, out, columns)
+            elif window is not None:
+                compliance.write_expiring_table(rows, out, window)
+            else:
+                compliance.write_compliance_table(rows, out)
+        out.flush()
+    except BrokenPipeError:  # `lms-sync report ... | head`
+        sys.stderr.close()
 
 
 # ---------------------------------------------------------------------- writers
@@ -132,18 +181,18 @@ def _csv_cell(value: Any) -> str:
     return text
 
 
-def write_csv(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, columns: list[str] = REPORT_COLUMNS) -> None:
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(REPORT_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_cell(row[c]) for c in REPORT_COLUMNS])
+        writer.writerow([_csv_cell(row[c]) for c in columns])
 
 
-def write_json(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+def write_json(rows: Iterable[dict[str, Any]], out: TextIO, columns: list[str] = REPORT_COLUMNS) -> None:
     """A JSON array of row objects, written as it is read (exports can be large)."""
     out.write("[")
     for i, row in enumerate(rows):
-        item = {c: _iso(row[c]) if isinstance(row[c], datetime) else row[c] for c in REPORT_COLUMNS}
+        item = {c: _iso(row[c]) if isinstance(row[c], datetime) else row[c] for c in columns}
         out.write(("\n" if i == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
     out.write("\n]\n")
 

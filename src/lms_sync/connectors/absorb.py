@@ -7,18 +7,21 @@ Lists are paged by ``_limit`` and ``_offset`` (page number) and report ``totalIt
 Streams, incremental by ``dateEdited`` (re-reading ``overlap_minutes``); the first run and
 ``--full-refresh`` read everything and soft-delete what is gone:
 
-* ``users``        GET /users -> learners (department names from /departments)
+* ``departments``  GET /departments -> org units, a tree by ``parentId``; read whole every run
+* ``users``        GET /users -> learners (department names from /departments) and each
+                   user's membership of its ``departmentId`` (keyed by the user id)
 * ``courses``      GET /courses -> courses (category names from /categories)
-* ``enrollments``  GET /courses/{id}/enrollments per course -> enrollments; with
-                   ``lesson_enrollments``, ``options.lesson_path`` -> activity_progress
+* ``enrollments``  GET /courses/{id}/enrollments per course -> enrollments (``certificateId``,
+                   ``credits``); with ``lesson_enrollments``, ``options.lesson_path`` ->
+                   activity_progress
 
-Contract facts: full reads report ``totalItems`` (learners, courses, enrollments summed over
-courses, superseded rows excluded by design); a walk short of it is IncompleteRead (nothing
-soft-deleted, the cursor put back). Cursor ``{"date_edited": <max seen>}``. Enrollment id
-``<userId>:<courseId>`` (one row per learner and course; historical rows skipped), lesson
+Contract facts: full reads report ``totalItems`` (departments, learners, courses, enrollments
+summed over courses, superseded rows excluded by design); a walk short of it is
+IncompleteRead (nothing soft-deleted, the cursor put back). Cursor ``{"date_edited": <max
+seen>}``. Enrollment id ``<userId>:<courseId>`` (historical rows skipped), lesson
 ``<userId>:<courseId>:<lessonId>``. Status 0..12 via :data:`STATUS_MAP`.
 
-See docs/vendors/absorb.md: paging guards, unsorted lists, lessons, values, guesses.
+See docs/vendors/absorb.md: paging guards, unsorted lists, lessons, org units, values, guesses.
 """
 
 from __future__ import annotations
@@ -35,7 +38,18 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Record, utc
+from lms_sync.canonical import (
+    ActivityProgress,
+    Course,
+    CourseKind,
+    Enrollment,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+    Record,
+    utc,
+)
 from lms_sync.canonical import EnrollmentStatus as S
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import CredentialsRejected, DataError, IncompleteRead, RequestRejected
@@ -148,6 +162,14 @@ class AbsorbEnrollment(_Progress):
     dateAdded: datetime | None = None
     dateDue: datetime | None = None
     dateExpires: datetime | None = None
+    certificateId: str | None = None
+    credits: float | None = None
+
+
+class AbsorbDepartment(_Vendor):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    parentId: str | None = None
 
 
 class AbsorbLesson(_Progress):
@@ -178,6 +200,21 @@ def normalize_user(raw: dict[str, Any], departments: dict[str, str] | None = Non
                    raw=raw)
 
 
+def user_department(raw: dict[str, Any]) -> LearnerOrgUnit | None:
+    """The user's membership of its one department (None: no department)."""
+    u = AbsorbUser.model_validate(raw)
+    if not u.departmentId:
+        return None
+    return LearnerOrgUnit(external_id=u.id, learner_external_id=u.id,
+                          org_unit_external_id=u.departmentId, raw={"departmentId": u.departmentId})
+
+
+def normalize_department(raw: dict[str, Any]) -> OrgUnit:
+    d = AbsorbDepartment.model_validate(raw)
+    return OrgUnit(external_id=d.id, name=d.name, kind=OrgUnitKind.DEPARTMENT,
+                   parent_external_id=d.parentId or None, raw=raw)
+
+
 def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = None) -> Course:
     c = AbsorbCourse.model_validate(raw)
     seconds = timespan_seconds(c.estimatedDuration)
@@ -188,9 +225,12 @@ def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = No
 
 def normalize_enrollment(raw: dict[str, Any]) -> Enrollment:
     e = AbsorbEnrollment.model_validate(raw)
+    certificate = e.certificateId or None
     return Enrollment(external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
                       course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
                       expires_at=e.dateExpires, last_activity_at=e.dateEdited,
+                      certificate_id=certificate, credits=e.credits,
+                      certificate_expires_at=e.dateExpires if certificate else None,  # [guess]
                       **_progress_fields(e), raw=raw)
 
 
@@ -423,7 +463,7 @@ class AbsorbConnector(Connector):
         return self._lookups[path]
 
     def streams(self) -> list[Stream]:
-        return [UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
+        return [DepartmentsStream(self), UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
 
 
 class _Incremental(Stream):
@@ -483,14 +523,52 @@ def _edited(row: dict[str, Any]) -> datetime | None:
         return None
 
 
+class DepartmentsStream(Stream):
+    name = "departments"
+    full_refresh_tables = ("org_units",)
+    total_table = "org_units"
+
+    def __init__(self, conn: AbsorbConnector) -> None:
+        self.conn = conn
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        names: dict[str, str] = {}
+        try:
+            for page in self.conn.pages("/departments", "departments"):
+                ctx.count("pages")
+                if page.last and page.total is not None:  # totalItems, once (a bare array: none)
+                    ctx.report_total(page.total)
+                for row in page.rows:
+                    unit = ctx.normalize(row.get("id"), lambda r=row: normalize_department(r))
+                    if unit is not None:
+                        names[unit.external_id] = unit.name or ""
+                        yield unit
+        except RequestRejected as exc:
+            if exc.status not in (403, 404):
+                raise
+            ctx.partial = True  # nothing listed: nothing may look deleted
+            ctx.count("departments_unavailable")
+            ctx.log.warning("departments.unavailable", status=exc.status, path="/departments",
+                            fix="let the API admin's role view departments to get org units")
+            self.conn._lookups.setdefault("/departments", {})  # the users stream: no names, no retry
+            return
+        # the users stream names departments from the same read (one request fewer)
+        self.conn._lookups.setdefault("/departments", {k: v for k, v in names.items() if v})
+        yield Checkpoint({"departments": len(names)})
+
+
 class UsersStream(_Incremental):
     name, path, key = "users", "/users", "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "learner_org_units")
     total_table = "learners"
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         depts = self.conn.lookup("/departments", "departments", ctx)
-        yield from self.read_sorted(ctx, lambda r: normalize_user(r, depts))
+        for item in self.read_sorted(ctx, lambda r: normalize_user(r, depts)):
+            yield item
+            if isinstance(item, Learner) and isinstance(item.raw, dict):  # valid: so is this
+                if (member := user_department(item.raw)) is not None:
+                    yield member
 
 
 class CoursesStream(_Incremental):

@@ -7,21 +7,21 @@ key) is fatal for the source; 403 fails the stream with the missing scope named.
 
 Streams, in order:
 
-* ``users``     /users (``links.next``) -> learners (kiosk, bot: ``is_placeholder``)
+* ``users``     /users (``links.next``) -> learners (kiosk, bot: ``is_placeholder``); each
+                user's ``groups[]`` -> org units and memberships ``<user>|<group>``
 * ``stats``     /stats/academy/* aggregates -> stat_snapshots (+ the courses, journeys)
 * ``progress``  the user sweep: /stats/academy/users/{id}/courses and .../onboarding ->
-                enrollments (rule table :data:`COURSE_RULES`)
+                enrollments (rule table :data:`COURSE_RULES`; all ``assigned``)
 
 Contract facts: a full ``users`` read reports ``meta.total``. External ids: courses the
 vendor id, journeys ``journey:<id>``, onboarding ``onboarding``; enrollments
 ``<user id>:<course id>``, ``<user id>:onboarding``. A wave of per-user 404s fails the
 stream (IncompleteRead), deleting nothing. The sweep resumes from its cursor where the
-budget stopped it; it is full (first run, ``--full-refresh``, every
-``full_sweep_every_days``, a changed course list) or incremental (new, recently active and
-open users only); enrollments are soft-deleted only after a full sweep that started and
-finished in one run.
+budget stopped it; it is full (first run, ``--full-refresh``, every ``full_sweep_every_days``,
+a changed course list) or incremental (new, recently active and open users only);
+enrollments are soft-deleted only after a full sweep that started and finished in one run.
 
-See docs/vendors/academy.md: the sweep and why it is enough, its cursor, guesses.
+See docs/vendors/academy.md: the sweep and why it is enough, its cursor, groups, guesses.
 """
 
 from __future__ import annotations
@@ -37,7 +37,17 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Snapshot
+from lms_sync.canonical import (
+    Course,
+    CourseKind,
+    Enrollment,
+    EnrollmentStatus,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+    Snapshot,
+)
 from lms_sync.connectors.academy_sweep import (
     FULL,
     INCREMENTAL,
@@ -69,6 +79,10 @@ COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     ("has_passed", EnrollmentStatus.COMPLETED, True),
     ("chapters_completed_count", EnrollmentStatus.IN_PROGRESS, None),
 )
+GROUP_KINDS: dict[str, OrgUnitKind] = {"department": OrgUnitKind.DEPARTMENT,
+                                      "profession": OrgUnitKind.PROFESSION,
+                                      "custom": OrgUnitKind.GROUP}
+"""A user group's ``type`` -> org unit kind; any other type is a group."""
 ONBOARDING_ID = "onboarding"
 METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
            "journeys": "academy.journey_completion", "quiz": "academy.quiz_question"}
@@ -136,6 +150,25 @@ def learner_from(row: dict[str, Any]) -> Learner:
                    is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
 
 
+def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
+    """The user's groups as (org unit, membership); groups without an id are left out."""
+    u = VUser.model_validate(row)
+    out = []
+    for g in u.groups:
+        if not isinstance(g, dict) or g.get("id") in (None, ""):
+            continue
+        gid, kind = str(g["id"]), GROUP_KINDS.get(str(g.get("type") or "").lower(), OrgUnitKind.GROUP)
+        member = LearnerOrgUnit(external_id=f"{u.id}|{gid}", learner_external_id=str(u.id),
+                                org_unit_external_id=gid, raw={"user_id": u.id, "group_id": g["id"]})
+        out.append((OrgUnit(external_id=gid, name=g.get("name"), kind=kind, raw=g), member))
+    return out
+
+
+def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
+    """A listed user -> its learner and its groups (org unit, membership)."""
+    return learner_from(row), group_records(row)
+
+
 def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
     """Raw holds only id and title, so the aggregate and the per-user rows make equal records."""
     return Course(external_id=str(course_id), kind=kind, title=title,
@@ -187,7 +220,7 @@ def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
     return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
                       course_external_id=str(r.course_id), status=status, passed=passed,
                       progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
-                      completed_at=r.completed_at, vendor_status=why, raw=row)
+                      completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
 
 
 def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
@@ -201,7 +234,8 @@ def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date
         course_external_id=ONBOARDING_ID,
         status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
         completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
-        enrolled_at=u.hired_at or u.registered_at,
+        enrolled_at=u.hired_at or u.registered_at, assigned=True,
+        required=True if o.onboarding_days is not None else None,  # [guess] see the docstring
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
@@ -367,21 +401,28 @@ class AcademyConnector(Connector):
 
 class UsersStream(Stream):
     name = "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # meta.total of a full read; kiosks and bots are yielded too
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Learner | OrgUnit | LearnerOrgUnit | Checkpoint]:
         ctx.partial = ctx.since is not None
         rows = (self.c.list_users(ctx.since) if ctx.since
                 else self.c.users_keeping_list(ctx.report_total))
+        units: set[str] = set()  # groups yielded this read (every member repeats them)
         for row in rows:
-            learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
-                                    lambda row=row: learner_from(row))
-            if learner is not None:
-                yield learner
+            records = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
+                                    lambda row=row: user_records(row))
+            if records is None:
+                continue
+            yield records[0]
+            for unit, member in records[1]:
+                if unit.external_id not in units:
+                    units.add(unit.external_id)
+                    yield unit
+                yield member
         yield Checkpoint({"listed_at": ctx.started_at.isoformat()})  # informative: always full
 
 

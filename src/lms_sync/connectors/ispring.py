@@ -8,14 +8,14 @@ it expires and once on a 401 (a ``base_url`` ending in ``/api/v3`` gets it from
 Streams (no change feed: every run reads everything; the warehouse skips unchanged rows
 and soft-deletes what a complete read no longer returns):
 
-* ``users``    GET /departments, GET /users/v2 -> learners
+* ``users``    GET /departments, GET /users/v2 -> org units (a tree), learners, memberships
 * ``results``  GET /contents (titles), GET /learners/modules/results -> courses, modules,
                enrollments
 
 Contract facts: iSpring reports no total for any list, so a short read cannot be proven
 (``lms-sync status`` shows ``N/-``). Results are asked for ``user_statuses`` (default 1 and
 3: the vendor's default, active only, would drop leavers' history). External ids: learner
-``userId``; course ``courseId``; module ``courseId:moduleId``; enrollment
+and membership ``userId``; course ``courseId``; module ``courseId:moduleId``; enrollment
 ``enrollmentId:moduleId``, else ``userId:courseId:moduleId``. ``department_ids`` (with
 their sub-departments) restrict both streams.
 
@@ -36,7 +36,16 @@ import httpx
 from lxml import etree
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner
+from lms_sync.canonical import (
+    Course,
+    CourseKind,
+    Enrollment,
+    EnrollmentStatus,
+    Learner,
+    LearnerOrgUnit,
+    OrgUnit,
+    OrgUnitKind,
+)
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import Token, TokenAuth
@@ -254,6 +263,27 @@ def normalize_user(user: IspringUser, departments: dict[str, Department], raw: d
     )
 
 
+def department_unit(dept: Department, raw: dict[str, Any]) -> OrgUnit:
+    return OrgUnit(external_id=dept.departmentId, name=dept.name, kind=OrgUnitKind.DEPARTMENT,
+                   parent_external_id=dept.parentDepartmentId or None, raw=raw)
+
+
+def user_department(user: IspringUser) -> LearnerOrgUnit | None:
+    """The user's membership of its one department (None: no department)."""
+    if not user.departmentId:
+        return None
+    return LearnerOrgUnit(external_id=user.userId, learner_external_id=user.userId,
+                          org_unit_external_id=user.departmentId,
+                          raw={"departmentId": user.departmentId})
+
+
+def user_records(row: dict[str, Any], departments: dict[str, Department],
+                 hr_id_field: str | None = None) -> tuple[Learner, LearnerOrgUnit | None]:
+    """A ``<userProfile>`` -> its learner and its department membership."""
+    user = IspringUser.from_row(row)
+    return normalize_user(user, departments, row, hr_id_field), user_department(user)
+
+
 SECONDS_PER = {"seconds": 1, "minutes": 60}
 """``options.time_spent_unit`` -> seconds in one unit of ``timeSpent``."""
 
@@ -419,22 +449,24 @@ class IspringConnector(Connector):
 
 class UsersStream(Stream):
     name = "users"
-    full_refresh_tables = ("learners",)
+    full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # no vendor total: status shows the distinct rows read only
 
     def __init__(self, conn: IspringConnector) -> None:
         self.conn = conn
 
-    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Learner | OrgUnit | LearnerOrgUnit | Checkpoint]:
         depts, scope = self.conn.departments(ctx), self.conn.department_scope(ctx)
+        for dept in depts.values():
+            if scope is None or dept.departmentId in scope:
+                yield department_unit(dept, dept.model_dump(exclude_none=True))
         hr_field, n = self.conn.options.hr_id_field, 0
         for row in self.conn.pages("/users/v2", "userProfile", [], ctx):
-            learner = ctx.normalize(row.get("userId"), lambda r=row: normalize_user(
-                IspringUser.from_row(r), depts, r, hr_field))
-            if learner is None or (scope is not None and row.get("departmentId") not in scope):
+            records = ctx.normalize(row.get("userId"), lambda r=row: user_records(r, depts, hr_field))
+            if records is None or (scope is not None and row.get("departmentId") not in scope):
                 continue
             n += 1
-            yield learner
+            yield from (r for r in records if r is not None)
         yield Checkpoint({"full_read": True, "learners": n})
 
 

@@ -19,7 +19,7 @@ placeholder learner each. Reporting streams ask ``fields[<class>]=@all`` (option
 ``field_classes``, a guess). ``from_date``/``to_date`` make a partial read (nothing
 soft-deleted); ``--since`` is ignored (no "changed since" filter).
 
-See docs/vendors/udemy.md: paging, field classes, keys, anonymized rows, guesses.
+See docs/vendors/udemy.md: paging, field classes, keys, anonymized rows, assignment, guesses.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ ITEM_KINDS: dict[str, str] = {
     "non-video lecture": "lecture", "quiz": "quiz", "practice test": "quiz",
     "coding exercise": "quiz", "assignment": "quiz",
 }
+ASSIGNED: dict[str, bool] = {"yes": True, "no": False}
+"""``is_assigned`` (case and spaces ignored) -> ``assigned``; anything else: unknown (None)."""
 USER_FIELDS = ("lms_user_id",)  # user-level fields without the user_ prefix
 ANON_KEY_FIELDS = ("id", "lms_user_id", "course_id", "item_type", "item_id", "report_date",
                    "course_enroll_date", "course_start_date", "item_start_time", "user_joined_date")
@@ -125,6 +127,7 @@ class CourseActivity(UserRow):
     course_completion_date: When = None
     course_first_completion_date: When = None
     course_last_accessed_date: When = None
+    is_assigned: Text = None
 
 
 class UserProgress(UserRow):
@@ -220,7 +223,8 @@ def normalize_enrollment(raw: dict[str, Any], anon: str | None = None) -> Enroll
         time_spent_seconds=None if minutes is None else max(0.0, minutes * 60),
         enrolled_at=r.course_enroll_date, started_at=r.course_start_date,
         completed_at=r.course_completion_date or r.course_first_completion_date,
-        last_activity_at=r.course_last_accessed_date, raw=raw,
+        last_activity_at=r.course_last_accessed_date,
+        assigned=ASSIGNED.get((r.is_assigned or "").lower()), raw=raw,
     )
 
 

@@ -10,7 +10,9 @@ documented body ``{"validations", "code", "message", "term", "_meta"}``.
 
 Everyone in the population is an Absorb user (same emails and HR ids as the other fakes);
 each has 1-3 course enrollments with every one of the 13 statuses present, TimeSpan strings,
-and some superseded (``isActive: false``) enrollments. Data is built on first use.
+and some superseded (``isActive: false``) enrollments. Departments form a tree (``parentId``);
+completed enrollments carry a certificate, credits and an expiry (``dateExpires``, spread
+around the real date), and half the enrollments a due date. Data is built on first use.
 
 Users carry ``activeStatus`` (0 active, 1 inactive), as public v2 schemas do.
 
@@ -19,7 +21,8 @@ Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdite
 :meth:`invalidate_token` / :meth:`invalidate_token_after` (someone else authenticated),
 ``ignore_offset`` (every page is page 0: a paging loop), ``ignore_sort`` (lists keep their
 stored order whatever ``_sort`` says; ``_filter`` still applies), ``categories_as`` (``paged``,
-``array``: a bare JSON array, or ``404`` / ``403``), ``lesson_path`` (where lessons are
+``array``: a bare JSON array, or ``404`` / ``403``), ``departments_as`` (the same for
+``/departments``), ``lesson_path`` (where lessons are
 served; elsewhere every lesson call is a 404), and the framework's faults.
 """
 
@@ -32,7 +35,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -46,7 +49,13 @@ COURSES = [("Arbeitssicherheit – Grundlagen", "OnlineCourse"), ("Code of Condu
            ("Première connexion", "OnlineCourse"), ("Охрана труда", "OnlineCourse"),
            ("Onboarding Path", "Curriculum"), ("Información de seguridad", "OnlineCourse")]
 CATEGORIES = ["Compliance", "Leadership", "Onboarding", "Sicherheit"]
-DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture"]
+DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture",
+               "Küche"]
+DEPARTMENT_PARENTS = [None, 0, 0, 0, 0, 2]  # index of each department's parent: a tree 3 deep
+EXPIRY_SPREAD = (-60, 300)
+"""Days from the real today over which completed enrollments (and their certificates) expire:
+relative to the real date, as Monotree's onboarding deadline is, so that the sandbox always
+has certificates that lapsed lately and ones that lapse this quarter."""
 LESSON_TYPES = ["ObjectLesson", "Assessment", "Video", "ObjectLesson"]
 LESSON_PATH = "/users/{userId}/enrollments/{courseId}/lessons"
 _FILTER = re.compile(r"^\s*dateEdited\s+(ge|gt)\s+datetime'([^']+)'\s*$")
@@ -84,11 +93,13 @@ class FakeAbsorb(FakeVendor):
 
     def __init__(self, population: Population, courses: int = 8, token_ttl: float = 4 * 3600,
                  ignore_offset: bool = False, cap_limit: int | None = None, ignore_sort: bool = False,
-                 categories_as: str = "paged", lesson_path: str = LESSON_PATH, **_: Any) -> None:
+                 categories_as: str = "paged", lesson_path: str = LESSON_PATH,
+                 departments_as: str = "paged", **_: Any) -> None:
         super().__init__(population)
         self.n_courses, self.token_ttl, self.ignore_offset = courses, token_ttl, ignore_offset
         self.cap_limit = cap_limit  # a server that pages by fewer rows than _limit asks for
         self.ignore_sort, self.categories_as = ignore_sort, categories_as
+        self.departments_as = departments_as
         seed = population.seed
         self.dept_ids = [_uuid(seed, "dept", i) for i in range(len(DEPARTMENTS))]
         self.category_ids = [_uuid(seed, "cat", i) for i in range(len(CATEGORIES))]
@@ -104,9 +115,10 @@ class FakeAbsorb(FakeVendor):
         self._invalidate_after: int | None = None
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
-        for key in ("users", "departments", "courses"):
+        for key in ("users", "courses"):
             self.route("GET", f"/{key}", self._guarded(self._lister(key)))
-        self.route("GET", "/categories", self._guarded(self._categories))
+        for key in ("departments", "categories"):  # lookups: paged, a bare array, or refused
+            self.route("GET", f"/{key}", self._guarded(self._lookup(key)))
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
         lessons = re.escape(lesson_path).replace(r"\{userId\}", "(?P<user>[^/]+)")
         self.route("GET", lessons.replace(r"\{courseId\}", "(?P<course>[^/]+)"), self._guarded(self._lessons))
@@ -120,9 +132,10 @@ class FakeAbsorb(FakeVendor):
 
     @cached_property
     def departments(self) -> list[dict[str, Any]]:
-        return [{"id": i, "name": n, "parentId": None if k == 0 else self.dept_ids[0],
+        return [{"id": i, "name": n, "parentId": None if up is None else self.dept_ids[up],
                  "externalId": f"D{k}", "dateEdited": _date(EPOCH)}
-                for k, (i, n) in enumerate(zip(self.dept_ids, DEPARTMENTS, strict=True))]
+                for k, (i, n, up) in enumerate(zip(self.dept_ids, DEPARTMENTS, DEPARTMENT_PARENTS,
+                                                   strict=True))]
 
     @cached_property
     def categories(self) -> list[dict[str, Any]]:
@@ -203,7 +216,8 @@ class FakeAbsorb(FakeVendor):
         return {
             "id": enrollment_id, "courseId": course["id"], "courseName": course["name"],
             "progress": progress, "score": float(rng.randrange(40, 101)) if done else 0.0, "status": status,
-            "dateCompleted": _date(completed), "dateExpires": None,
+            "dateCompleted": _date(completed),
+            "dateExpires": _date(self._expiry(completed)) if status == 3 and completed else None,
             "fullName": f"{user['firstName']} {user['lastName']}", "jobTitle": user["jobTitle"],
             "courseVersionId": _uuid(course["id"], "v1"), "userId": user["id"],
             "acceptedTermsAndConditions": True, "timeSpent": _timespan(seconds),
@@ -213,6 +227,14 @@ class FakeAbsorb(FakeVendor):
             "dateDue": _date(added + timedelta(days=30)) if rng.random() < 0.5 else None,
             "dateEdited": _date(edited), "dateAdded": _date(added),
         }
+
+    @staticmethod
+    def _expiry(completed: datetime) -> datetime:
+        """A completion's expiry: spread over ``EXPIRY_SPREAD`` around today, after the completion."""
+        low, high = EXPIRY_SPREAD
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        offset = low + int(completed.timestamp()) // 3600 % (high - low)
+        return max(completed + timedelta(days=1), today + timedelta(days=offset))
 
     def active(self, user_id: str, course_id: str) -> dict[str, Any] | None:
         for row in self.enrollments.get(course_id, []):
@@ -381,13 +403,16 @@ class FakeAbsorb(FakeVendor):
             rows = list(rows)
         return self._list(req, "enrollments", rows)
 
-    def _categories(self, req: Request, _m: Any) -> Response:
-        if self.categories_as in ("403", "404"):
-            return error(int(self.categories_as), "Access denied." if self.categories_as == "403"
-                         else "Resource not found.")
-        if self.categories_as == "array":
-            return Response.json(self.categories)
-        return self._list(req, "categories", self.categories)
+    def _lookup(self, key: str) -> Handler:
+        """A lookup list served as ``<key>_as`` says: paged, a bare array, or 403/404."""
+        def serve(req: Request, _match: Any) -> Response:
+            shape, rows = getattr(self, f"{key}_as"), getattr(self, key)
+            if shape in ("403", "404"):
+                return error(int(shape), "Access denied." if shape == "403" else "Resource not found.")
+            if shape == "array":
+                return Response.json(rows)
+            return self._list(req, key, rows)
+        return serve
 
     def _lessons(self, req: Request, m: Any) -> Response:
         enrollment = self.active(m.group("user"), m.group("course"))

@@ -137,6 +137,8 @@ class FakeUdemy(FakeVendor):
         ratio = 100 if done else (rng.randint(1, 95) if started else 0)
         completed = started + timedelta(days=rng.randint(1, 60)) if done and started else None
         length = course["estimated_content_length"]
+        assigned = rng.random() < 0.4
+        rng.random()  # a draw an older version made: kept, so the rows after stay the same
         return {
             "_class": "user_course_activity", **user,
             "course_id": course["id"], "course_title": course["title"],
@@ -146,8 +148,9 @@ class FakeUdemy(FakeVendor):
             "course_enroll_date": _iso(enrolled), "course_start_date": _iso(started),
             "course_completion_date": _iso(completed), "course_first_completion_date": _iso(completed),
             "course_last_accessed_date": _iso(completed or started),
-            "is_assigned": "Yes" if rng.random() < 0.4 else "No",
-            "assigned_by": "admin@example.com" if rng.random() < 0.4 else None,
+            "is_assigned": "Yes" if assigned else "No",
+            # the seed: the assigning admin's email, empty when the user enrolled themselves
+            "assigned_by": "admin@example.com" if assigned else None,
         }
 
     @cached_property

@@ -3,7 +3,8 @@
 Every vendor row is keyed by ``(source_id, external_id)`` with a surrogate
 integer ``id``; ``row_hash`` is the digest of the canonical record and is how
 upserts tell an unchanged row from a changed one without comparing columns.
-The ``learner_progress`` view is created by the migrations (see ``views.py``).
+The views (``learner_progress``, ``org_unit_paths``, ``compliance``) are created by the
+migrations (see ``views.py``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,13 @@ enrollments = Table(
     Column("course_id", Id, ForeignKey("courses.id"), nullable=False),
     *_progress(),
     *_lifecycle(),
+    # assignment and certificate (migration 0007); NULL where the vendor does not say
+    Column("assigned", Boolean),
+    Column("assigned_at", UTCDateTime()),
+    Column("required", Boolean),
+    Column("certificate_id", String(255)),
+    Column("certificate_expires_at", UTCDateTime()),
+    Column("credits", Number),
     UniqueConstraint("source_id", "external_id"),
     Index(None, "learner_id"),
     Index(None, "course_id"),
@@ -179,6 +187,35 @@ activity_progress = Table(
     *_lifecycle(),
     UniqueConstraint("source_id", "external_id"),
     Index(None, "learner_id"),
+)
+
+# departments, professions, groups (migration 0007); kind NULL: a stub (a membership named
+# a unit its vendor did not list, e.g. an Absorb department list we may not read)
+org_units = Table(
+    "org_units",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("kind", String(20)),
+    Column("name", String(500)),
+    Column("parent_id", Id, ForeignKey("org_units.id")),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+)
+
+learner_org_units = Table(
+    "learner_org_units",
+    metadata,
+    _id(),
+    _source_fk(),
+    Column("external_id", ExternalId, nullable=False),
+    Column("learner_id", Id, ForeignKey("learners.id"), nullable=False),
+    Column("org_unit_id", Id, ForeignKey("org_units.id"), nullable=False),
+    *_lifecycle(),
+    UniqueConstraint("source_id", "external_id"),
+    Index(None, "learner_id"),
+    Index(None, "org_unit_id"),
 )
 
 enrollment_history = Table(
@@ -283,10 +320,12 @@ sync_state = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
-RECORD_TABLES: dict[str, Table] = {
+RECORD_TABLES: dict[str, Table] = {  # in the order a batch is written (referenced rows first)
     "learners": learners,
     "courses": courses,
+    "org_units": org_units,
     "enrollments": enrollments,
     "activity_progress": activity_progress,
+    "learner_org_units": learner_org_units,
     "stat_snapshots": stat_snapshots,
 }

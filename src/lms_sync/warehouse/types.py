@@ -46,3 +46,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
+
+
+def exact_id_type(dialect: Any) -> mysql.VARCHAR:
+    """MariaDB/MySQL: ``external_id`` as VARCHAR(255) compared byte by byte, no pad (as on
+    PostgreSQL and SQLite): MariaDB ``utf8mb4_nopad_bin``, MySQL 8 ``utf8mb4_0900_bin``,
+    older MySQL ``utf8mb4_bin`` (which still ignores trailing spaces). Migrations 0003, 0007."""
+    if getattr(dialect, "is_mariadb", False):
+        collation = "utf8mb4_nopad_bin"
+    elif (dialect.server_version_info or (0,)) >= (8, 0):
+        collation = "utf8mb4_0900_bin"
+    else:
+        collation = "utf8mb4_bin"
+    return mysql.VARCHAR(255, charset="utf8mb4", collation=collation)

@@ -5,9 +5,10 @@
 * a record whose ``row_hash`` equals the stored one is not written at all (no
   ``updated_at`` churn), unless its row was soft-deleted (then it is revived);
 * new and changed rows go through one dialect upsert statement per table;
-* references by vendor id (an enrollment's learner and course, a course's
-  parent) are resolved to warehouse ids; a reference to a row we have not seen
-  yet creates a stub row (``row_hash`` empty) that the real record fills later;
+* references by vendor id (an enrollment's learner and course, a course's or an
+  org unit's parent, a membership's learner and org unit) are resolved to warehouse
+  ids; a reference to a row we have not seen yet creates a stub row (``row_hash``
+  empty) that the real record fills later;
 * a new enrollment, or one whose status/passed/progress/completed_at changed,
   appends one ``enrollment_history`` row;
 * a snapshot series gains a row only when its figures differ from its latest row.
@@ -40,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 
-from lms_sync.canonical import ActivityProgress, Course, Enrollment, Record
+from lms_sync.canonical import ActivityProgress, Course, Enrollment, LearnerOrgUnit, OrgUnit, Record
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.tables import (
     RECORD_TABLES,
@@ -49,6 +50,7 @@ from lms_sync.warehouse.tables import (
     enrollment_history,
     enrollments,
     learners,
+    org_units,
     stat_snapshots,
 )
 
@@ -56,7 +58,10 @@ CHUNK = 500  # keys per IN (...) lookup: well below every driver's parameter lim
 PG_CHUNK = 5000  # keys per = ANY(array) lookup: one parameter, so only round trips count
 _KEY = ("source_id", "external_id")
 _HISTORY_FIELDS = ("status", "passed", "progress_pct", "completed_at")
-_REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id"}
+_REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id",
+         "org_unit_external_id"}
+_PARENT_COLUMN = {"courses": "parent_course_id", "org_units": "parent_id"}
+"""The tables whose records name a parent of the same table, and the column it goes to."""
 
 
 def _update_cols(row: dict[str, Any]) -> list[str]:
@@ -236,7 +241,7 @@ class BatchWriter:
         # a row is a copy of its record (raw included): on PostgreSQL each goes to COPY as
         # it is made, so a batch is not held twice over while it is written
         rows = (self._row(table, record, digest, now, refs) for record, digest in todo)
-        want_ids = table is learners or table is courses or table is enrollments
+        want_ids = table is learners or table.name in _PARENT_COLUMN or table is enrollments
         ids: dict[str, int] | None = None  # external_id -> id of every row written
         if self.dialect == "postgresql":
             ids = self._copy_merge(table, rows, returning=want_ids)
@@ -257,8 +262,9 @@ class BatchWriter:
             ids.update({k: row.id for k, row in self.existing(table, added).items()})
         if table is learners:
             self.learner_ids.update(ids.values())
-        if table is courses:
-            self._link_parents([r for r, _ in todo if isinstance(r, Course)], ids, now, stats)
+        if table.name in _PARENT_COLUMN:
+            self._link_parents(table, [r for r, _ in todo if isinstance(r, Course | OrgUnit)], ids, now,
+                               stats)
         if table is enrollments:
             self._append_history(todo, current, ids, now, stats)
             if new := [r for r, _ in todo if r.external_id not in current and isinstance(r, Enrollment)]:
@@ -310,6 +316,11 @@ class BatchWriter:
         if linked:
             refs["learner"] = self.resolve(learners, {r.learner_external_id for r in linked}, now, stats)
             refs["course"] = self.resolve(courses, {r.course_external_id for r in linked}, now, stats)
+        members = [r for r in records if isinstance(r, LearnerOrgUnit)]
+        if members:
+            refs["learner"] = self.resolve(learners, {r.learner_external_id for r in members}, now, stats)
+            refs["org_unit"] = self.resolve(org_units, {r.org_unit_external_id for r in members}, now,
+                                            stats)
         if "enrollment_id" in table.c:
             wanted = {r.enrollment_external_id for r in linked
                       if isinstance(r, ActivityProgress) and r.enrollment_external_id}
@@ -321,25 +332,28 @@ class BatchWriter:
         row = record.model_dump(include=_stored_fields(type(record), table))
         row.update(source_id=self.source_id, row_hash=digest, first_seen_at=now, updated_at=now,
                    deleted_at=None)
-        if table is courses:  # set again below for a course that has one (_link_parents)
-            row["parent_course_id"] = None
+        if table.name in _PARENT_COLUMN:  # set again below for a row that has one (_link_parents)
+            row[_PARENT_COLUMN[table.name]] = None
         if isinstance(record, Enrollment | ActivityProgress):
             row["learner_id"] = refs["learner"][record.learner_external_id]
             row["course_id"] = refs["course"][record.course_external_id]
+        if isinstance(record, LearnerOrgUnit):
+            row["learner_id"] = refs["learner"][record.learner_external_id]
+            row["org_unit_id"] = refs["org_unit"][record.org_unit_external_id]
         if isinstance(record, ActivityProgress):
             row["enrollment_id"] = refs["enrollment"].get(record.enrollment_external_id)
         return _fit(table, row)
 
-    def _link_parents(self, records: list[Course], ids: dict[str, int], now: datetime,
-                      stats: WriteStats) -> None:
+    def _link_parents(self, table: Table, records: Sequence[Course | OrgUnit], ids: dict[str, int],
+                      now: datetime, stats: WriteStats) -> None:
         children = {r.external_id: r.parent_external_id for r in records if r.parent_external_id}
         if not children:
             return
-        parents = self.resolve(courses, set(children.values()), now, stats)
-        # one executemany, not one UPDATE round trip per child course
+        parents = self.resolve(table, set(children.values()), now, stats)
+        # one executemany, not one UPDATE round trip per child row
         self.conn.execute(
-            update(courses).where(courses.c.id == bindparam("b_id"))
-            .values(parent_course_id=bindparam("b_parent")),
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values({_PARENT_COLUMN[table.name]: bindparam("b_parent")}),
             [{"b_id": ids[child], "b_parent": parents[parent]} for child, parent in children.items()],
         )
 

@@ -19,6 +19,8 @@ On MariaDB/MySQL only (PostgreSQL and SQLite already behave so):
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from lms_sync.warehouse.types import exact_id_type
+
 revision = '0003'
 down_revision = '0002'
 branch_labels = None
@@ -39,14 +41,7 @@ def _mysql() -> bool:
 
 
 def _exact() -> mysql.VARCHAR:
-    dialect = op.get_bind().dialect
-    if getattr(dialect, 'is_mariadb', False):
-        collation = 'utf8mb4_nopad_bin'
-    elif (dialect.server_version_info or (0,)) >= (8, 0):
-        collation = 'utf8mb4_0900_bin'
-    else:
-        collation = 'utf8mb4_bin'
-    return mysql.VARCHAR(255, charset='utf8mb4', collation=collation)
+    return exact_id_type(op.get_bind().dialect)
 
 
 def upgrade() -> None:

@@ -12,8 +12,8 @@ from alembic import op
 
 from lms_sync.warehouse.views import (
     DROP_LEARNER_PROGRESS_SQL,
-    LEARNER_PROGRESS_SQL,
     LEARNER_PROGRESS_SQL_V1,
+    LEARNER_PROGRESS_SQL_V2,
 )
 
 revision = '0004'
@@ -24,7 +24,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(DROP_LEARNER_PROGRESS_SQL)
-    op.execute(LEARNER_PROGRESS_SQL)
+    op.execute(LEARNER_PROGRESS_SQL_V2)
 
 
 def downgrade() -> None:
