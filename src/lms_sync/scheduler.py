@@ -45,17 +45,19 @@ ABANDONED = "abandoned: the process running it stopped without finishing"
 INTERRUPTED = "interrupted"
 
 
-def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None) -> dict[str, int]:
+def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None,
+                        window: float | None = None) -> dict[str, int]:
     """Mark ``running`` rows failed (``abandoned``) for every source whose lock is free.
 
     A source whose lock another live process holds is left alone: its running
-    rows are that process's. Returns {source_id: rows marked}.
+    rows are that process's. ``window``: ``warehouse.reconnect_seconds``, how long taking
+    a lock waits for an unreachable warehouse. Returns {source_id: rows marked}.
     """
     candidates = state.sources_with_running_runs(engine, source_ids)
     marked: dict[str, int] = {}
     for source_id in candidates:
         try:
-            with source_lock(engine, source_id):
+            with source_lock(engine, source_id, window):
                 n = state.fail_stale_runs(engine, ABANDONED, [source_id])
         except LockBusy:
             continue
@@ -171,7 +173,7 @@ class Scheduler:
         try:
             # a run a killed process left behind is closed first (only if we get its lock)
             try:
-                fail_abandoned_runs(self.engine, [source_id])
+                fail_abandoned_runs(self.engine, [source_id], self.cfg.warehouse.reconnect_seconds)
             except Exception as exc:  # noqa: BLE001 - the run below reports a warehouse problem
                 self.log.warning("scheduler.sweep_failed", source=source_id,
                                  error=one_line(exc))
