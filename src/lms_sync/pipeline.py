@@ -290,18 +290,20 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     metrics.records_read.labels(source.id).inc(res.read)
     for table, n in res.tables.items():
         metrics.records_written.labels(source.id, table).inc(n)
+    gone = isinstance(getattr(res, "_exc", None), retry.WarehouseUnreachable)
     try:
-        # after reconnecting; at once if the stream failed on the warehouse being gone
+        # after reconnecting; not waiting again if the stream failed on a warehouse gone
         retry.transaction(engine, lambda conn: state.finish_run(
             conn, row_id, result=res.result, read=res.read, written=res.written,
             skipped=res.skipped, error=res.error, cursor=res.cursor),
-            window=0 if isinstance(getattr(res, "_exc", None), retry.WarehouseUnreachable)
-            else window, op="finish_run")
+            window=0 if gone else window, op="finish_run")
     except Exception as exc:
         # the warehouse did not come back in time: the run row stays `running` (the next
         # run marks it abandoned); the log keeps what it could not store
         log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
                   written=res.written, cause=one_line(exc))
+        if gone:  # its line names the warehouse and the setting that bounded the wait
+            raise res._exc from exc  # type: ignore[attr-defined]
         raise
     if res.result == "succeeded":
         log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,

@@ -36,6 +36,7 @@ class SyntheticOptions(Settings):
     fail_stream: str | None = None
     fail_message: str = "synthetic failure"  # e.g. a vendor error body that echoes a secret
     delay_ms: float = 0          # wait per 50 users read (a slow vendor)
+    hold_file: str | None = None  # after the first 100 users, wait until this file exists
 
 
 class _KilledWhenWritten(Learner):
@@ -72,6 +73,8 @@ class Users(Stream):
                 if self.opts.delay_ms:
                     time.sleep(self.opts.delay_ms / 1000)
                 yield Checkpoint({"position": i})
+                while i == 99 and self.opts.hold_file and not os.path.exists(self.opts.hold_file):
+                    time.sleep(0.02)  # a vendor that stalls until the test lets it go on
         yield Checkpoint({"position": self.opts.users - 1})
 
 
