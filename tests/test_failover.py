@@ -27,6 +27,7 @@ from tests.cli_helpers import BOOT, ROOT, run_cli
 from tests.conftest import Warehouse, _make_warehouse, count_rows, make_config
 from tests.support.faultproxy import FaultProxy
 from tests.support.snapshot import differences, snapshot
+from tests.test_daemon import Daemon, finished, http_get, runs, write_config
 
 PORTS = {"postgresql": 5432, "mysql": 3306}
 
@@ -225,3 +226,37 @@ def test_a_cut_longer_than_reconnect_seconds_fails_in_one_line_and_the_next_run_
     with wh.engine.connect() as conn:
         rows = conn.execute(select(sync_runs.c.result, func.count()).group_by(sync_runs.c.result)).all()
     assert dict(rows) == {"succeeded": 2, "failed": 1}  # the cut run, marked abandoned
+
+
+def test_the_daemon_rides_out_a_cut_and_healthz_says_so(postgres_warehouse, tmp_path):
+    """A daemon's run meets a cut: /healthz answers 503 "warehouse unreachable" during it
+    and 200 after, the daemon does not exit, and the run completes once the warehouse is
+    back."""
+    wh = postgres_warehouse
+    hold = tmp_path / "go"
+    with FaultProxy("127.0.0.1", PORTS["postgresql"]) as hop:
+        block = {**wh.config_block(), "url": hop.url_for(wh.url), "batch_size": 30,
+                 "reconnect_seconds": 60}
+        config = write_config(tmp_path / "daemon.yaml", block,
+                              {"syn": {"users": 200, "hold_file": str(hold)}},
+                              schedule="0 0 1 1 *", health_port=0, health_host="127.0.0.1")
+        d = Daemon(config, tmp_path / "daemon.log")
+        try:
+            port = d.wait_for(lambda: d.event("health.listening"), "health.listening")["port"]
+            health = f"http://127.0.0.1:{port}/healthz"
+            _wait(lambda: _cursor(wh), "the first batch")
+            assert http_get(health)[0] == 200
+            hop.cut()
+            hold.touch()
+            d.wait_for(lambda: d.event("warehouse.retry") or d.event("batch.retry"), "the cut met")
+            code, body = http_get(health)
+            assert code == 503 and json.loads(body)["reason"].startswith("warehouse unreachable")
+            hop.restore()
+            d.wait_for(lambda: finished(wh.engine, "syn"), "the end of the run")
+            assert http_get(health)[0] == 200
+            assert d.proc.poll() is None
+            assert d.stop() == 0
+        finally:
+            d.kill()
+    assert [r["result"] for r in runs(wh.engine)] == ["succeeded", "succeeded"]
+    assert count_rows(wh, learners) == count_rows(wh, enrollments) == 200

@@ -47,8 +47,14 @@ seconds of its end, not after a long back-off."""
 
 _LOST_PG = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
 _LOST_MYSQL = {2003, 2006, 2013}  # can't connect, server has gone away, lost during query
-_LOST_TEXT = ("connection refused", "the connection is lost",
-              "server closed the connection unexpectedly", "connection reset")
+# what libpq/psycopg and PyMySQL say when the network path or the server went away
+_LOST_TEXT = ("connection refused", "the connection is lost", "connection reset",
+              "server closed the connection unexpectedly", "broken pipe", "timed out",
+              "timeout expired", "no route to host", "network is unreachable",
+              "could not translate host name", "temporary failure in name resolution",
+              "ssl connection has been closed unexpectedly", "ssl syscall error",
+              "the database system is", "accepting tcp/ip connections", "lost connection",
+              "server has gone away")
 
 
 class WarehouseUnreachable(LmsSyncError):
