@@ -120,7 +120,7 @@ def _json_cut(content: bytes | IO[bytes], encoding: str | None) -> bool:
         try:
             json.loads(content)
         except json.JSONDecodeError as exc:
-            return jsonarray.is_cut(exc, len(exc.doc))
+            return jsonarray.is_cut(exc)
         except ValueError:  # not text at all
             return False
         return False

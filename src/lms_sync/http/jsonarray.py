@@ -43,10 +43,16 @@ class Truncated(ValueError):
     """The JSON text ends before its value does: it was cut short."""
 
 
-def is_cut(exc: json.JSONDecodeError, length: int) -> bool:
-    """Whether a decoding error is the text's end (or a string still open there), as when
-    a text is cut short, rather than something wrong before it."""
-    return exc.pos >= length - 8 or exc.msg.startswith("Unterminated string")
+# what may be left where decoding stopped when a text is cut inside a value: nothing, the
+# start of a literal or a number, an escape (strings still open are told by the message)
+_OPEN_AT_END = re.compile(r"(?:t(?:r(?:u)?)?|f(?:a(?:l(?:s)?)?)?|n(?:u(?:l)?)?"
+                          r"|-?\d*(?:\.\d*)?(?:[eE][-+]?\d*)?|\\?u[0-9a-fA-F]{0,4}|\\)\s*")
+
+
+def is_cut(exc: json.JSONDecodeError) -> bool:
+    """Whether a decoding error is the text running out inside a value (a text cut short)
+    rather than something wrong within it."""
+    return exc.msg.startswith("Unterminated string") or bool(_OPEN_AT_END.fullmatch(exc.doc, exc.pos))
 
 
 class _Window:
@@ -88,10 +94,10 @@ class _Window:
             except json.JSONDecodeError as exc:
                 # only an error at the chunk's end (or a string still open there) can be
                 # the cut; one before it is in the body, so the rest is not read for it
-                cut = is_cut(exc, len(self.text))
-                if cut and self.more():
+                near_end = exc.pos >= len(self.text) - 8 or exc.msg.startswith("Unterminated")
+                if near_end and self.more():
                     continue
-                error = Truncated if cut else ValueError
+                error = Truncated if near_end and is_cut(exc) else ValueError
                 raise error(f"invalid JSON at character {self.base + exc.pos}") from None
             self.pos = end
             return value
