@@ -156,12 +156,7 @@ class FakeVendor:
 
     def take_garble(self, path: str) -> bool:
         """A malformed body sent in full: no transport error, so no retry helps."""
-        with self._lock:
-            f = self.faults
-            if f.garble_next > 0 and (not f.path_filter or f.path_filter in path):
-                f.garble_next -= 1
-                return True
-        return False
+        return self._take("garble_next", path)
 
     def take_truncation(self) -> bool:
         with self._lock:
@@ -171,10 +166,16 @@ class FakeVendor:
         return False
 
     def take_unframed_cut(self, path: str) -> bool:
+        """A body cut short with no length to tell: the client must notice, and ask again."""
+        return self._take("cut_unframed_next", path)
+
+    def _take(self, fault: str, path: str) -> bool:
+        """Use up one of the counted ``fault`` if any is left and ``path`` passes the filter."""
         with self._lock:
             f = self.faults
-            if f.cut_unframed_next > 0 and (not f.path_filter or f.path_filter in path):
-                f.cut_unframed_next -= 1
+            left = getattr(f, fault)
+            if left > 0 and (not f.path_filter or f.path_filter in path):
+                setattr(f, fault, left - 1)
                 return True
         return False
 
