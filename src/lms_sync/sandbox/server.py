@@ -156,7 +156,7 @@ class FakeVendor:
 
     def take_garble(self, path: str) -> bool:
         """A malformed body sent in full: no transport error, so no retry helps."""
-        return self._take("garble_next", path)
+        return self._use_fault("garble_next", path)
 
     def take_truncation(self) -> bool:
         with self._lock:
@@ -167,9 +167,9 @@ class FakeVendor:
 
     def take_unframed_cut(self, path: str) -> bool:
         """A body cut short with no length to tell: the client must notice, and ask again."""
-        return self._take("cut_unframed_next", path)
+        return self._use_fault("cut_unframed_next", path)
 
-    def _take(self, fault: str, path: str) -> bool:
+    def _use_fault(self, fault: str, path: str) -> bool:
         """Use up one of the counted ``fault`` if any is left and ``path`` passes the filter."""
         with self._lock:
             f = self.faults
