@@ -20,6 +20,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: install
 	$(BIN)/lms-sync demo

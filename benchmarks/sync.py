@@ -21,9 +21,8 @@ so its peak RSS is the sync's own:
                  child) sent again through the source's own HTTP client (auth, rate-limit
                  pacing, retries, max_concurrency), bodies read, not parsed.
 
-Figures are ratios against limits measured in the same run: the machine may be noisy.
-PostgreSQL runs use a fresh schema (warehouse.schema) dropped afterwards; MariaDB a fresh
-database; SQLite a temporary file.
+Figures are ratios against limits measured in the same run (the machine may be noisy);
+scratch warehouses are dropped afterwards. More in benchmarks/README.md.
 """
 
 from __future__ import annotations

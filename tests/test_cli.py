@@ -79,6 +79,25 @@ def test_db_upgrade_and_no_migrate(tmp_path, unmigrated_warehouse):
     assert run_cli("sync", "--config", cfg, "--no-migrate", env=env).returncode == 0
 
 
+def test_alembic_is_quiet_but_db_upgrade_logs_each_migration_applied(tmp_path):
+    """Alembic's INFO chatter ("Context impl SQLiteImpl.") cluttered report, status and identity
+    show; `db upgrade` says instead, as one event each, which migrations it applied."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"warehouse: {{url: 'sqlite:///{tmp_path / 'w.db'}'}}\n")  # logging at INFO
+    report = run_cli("report", "--person", "jane@example.com", "--config", str(path))
+    assert "no person matches 'jane@example.com'" in report.stderr
+    assert report.stderr.count("\n") == 1 and "alembic" not in report.stderr.lower()
+    (tmp_path / "w.db").unlink()
+    first = run_cli("db", "upgrade", "--config", str(path))
+    events = [json.loads(line) for line in first.stderr.splitlines()]
+    assert all(e["logger"] == "lms_sync.cli" for e in events)
+    migrated = [(e["revision"], e["description"]) for e in events if e["event"] == "db.migrated"]
+    assert migrated[0] == ("0001", "initial schema")
+    assert f"warehouse at revision {migrated[-1][0]}" in first.stdout
+    again = run_cli("db", "upgrade", "--config", str(path))
+    assert [json.loads(line)["event"] for line in again.stderr.splitlines()] == ["db.upgraded"]
+
+
 def test_unreachable_warehouse_is_one_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("warehouse: {url: 'postgresql+psycopg://nobody:pw-secret-77@127.0.0.1:1/x'}\n")
@@ -178,7 +197,8 @@ def test_status_before_any_migration_and_an_unknown_revision_are_one_line(tmp_pa
 
 
 def test_every_command_takes_config():
-    """DESIGN §2: every command takes --config PATH (demo and sandbox accept it too)."""
+    """docs/contracts.md, "Command line": every command takes --config PATH (demo and
+    sandbox accept it too)."""
     import argparse
 
     from lms_sync.cli import _load_extra_commands, _parser

@@ -9,7 +9,9 @@ from pydantic import SecretStr
 
 from lms_sync.config import load_config, parse_config
 from lms_sync.errors import ConfigError
+from lms_sync.warehouse.tables import learners
 from tests.cli_helpers import run_cli
+from tests.conftest import count_rows
 
 GOOD = """
 warehouse: {url: "sqlite:///%(db)s"}
@@ -153,6 +155,11 @@ BAD_CASES = {
         "warehouse: {url: 'sqlite:////dev/null/x/w.db'}\n",
         ["cannot create the SQLite file's folder", "warehouse.url", "writable folder"],
     ),
+    "postgres-driver-not-psycopg-3": (
+        "warehouse: {url: 'postgresql+psycopg2://postgres:pw-drv-77@127.0.0.1:5432/test'}\n",
+        ["PostgreSQL driver 'psycopg2' is not supported", "config.yaml: warehouse.url",
+         "start the URL with postgresql+psycopg://"],
+    ),
     "bad-postgres-connect-argument": (
         "warehouse: {url: 'postgresql+psycopg://postgres:pw-arg-77@127.0.0.1:5432/test"
         "?connect_timeout=abc'}\n",
@@ -197,3 +204,22 @@ def test_unknown_source_on_command_line(tmp_path):
     proc = run_cli("sync", "--config", str(path), "--source", "nope")
     assert proc.returncode == 2
     assert "unknown source 'nope'" in proc.stderr and "syn-a" in proc.stderr
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "PostgreSQL+psycopg"])
+def test_a_postgres_url_without_a_driver_means_psycopg_3(scheme):
+    cfg = parse_config({"warehouse": {"url": f"{scheme}://u:pw@db.example.com:5432/lms?sslmode=require"}})
+    assert cfg.warehouse.url == "postgresql+psycopg://u:pw@db.example.com:5432/lms?sslmode=require"
+    assert parse_config({"warehouse": {"url": "sqlite:///w.db"}}).warehouse.url == "sqlite:///w.db"
+
+
+def test_a_bare_postgres_url_syncs_through_copy(postgres_warehouse, tmp_path):
+    """``postgres://`` (as hosting providers hand it out) means psycopg 3, which COPY needs."""
+    bare = postgres_warehouse.url.replace("postgresql+psycopg://", "postgres://")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"warehouse: {{url: '{bare}', schema: {postgres_warehouse.schema}}}\n"
+                    "sources:\n  syn:\n    kind: synthetic\n    base_url: http://127.0.0.1:9\n"
+                    "    options: {users: 40}\n", encoding="utf-8")
+    proc = run_cli("sync", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert count_rows(postgres_warehouse, learners) == 40

@@ -62,6 +62,7 @@ def test_demo_syncs_every_vendor_and_prints_a_summary(tmp_path):
     assert f"{len(kinds)} of {len(kinds)} source(s) synced" in out
     db = tmp_path / "lms_sync_demo.db"
     assert f"into {db}" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["lms_sync_demo.db"]  # no lock files left beside it
 
     # rows per source and table, as the warehouse has them
     with sqlite3.connect(db) as conn:

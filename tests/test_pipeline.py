@@ -248,3 +248,76 @@ def test_a_no_change_run_of_one_source_matches_learners_a_failed_pass_left(sqlit
     again = run_source(engine, cfg, cfg.sources["syn"])
     assert again.ok and sum(s.written for s in again.streams) == 0
     assert _count(engine, learners, learners.c.person_id.is_(None)) == 0
+
+
+def _runs(engine, stream):
+    with engine.connect() as conn:
+        return conn.execute(select(sync_runs.c.result, sync_runs.c.distinct_read,
+                                   sync_runs.c.vendor_total, sync_runs.c.error)
+                            .where(sync_runs.c.stream == stream).order_by(sync_runs.c.id)).all()
+
+
+def test_a_full_read_short_of_the_vendor_total_fails_keeps_rows_and_deletes_nothing(warehouse, capsys):
+    configure("json", "INFO")
+    try:
+        cfg = make_config(warehouse, {"syn": synthetic_source(users=40, enrollments_reported=40)})
+        assert run_source(warehouse.engine, cfg, cfg.sources["syn"]).ok
+        # the vendor still counts 40 enrollments, but one is missing from its pages
+        short = make_config(warehouse, {"syn": synthetic_source(users=40, removed=[5],
+                                                                 enrollments_reported=40)})
+        res = run_source(warehouse.engine, short, short.sources["syn"])
+        assert not res.ok
+        assert "read 39 distinct enrollments of the 40 the vendor reports" in res.error
+        assert _count(warehouse.engine, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+        events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        incomplete = [e for e in events if e["event"] == "stream.incomplete"]
+        assert [(e["distinct_read"], e["vendor_total"], e["stream"]) for e in incomplete] == [
+            (39, 40, "enrollments")]
+        # when the vendor's total agrees, the row that went is soft-deleted
+        agreed = make_config(warehouse, {"syn": synthetic_source(users=40, removed=[5],
+                                                                  enrollments_reported=39)})
+        assert run_source(warehouse.engine, agreed, agreed.sources["syn"]).ok
+        assert _count(warehouse.engine, enrollments, enrollments.c.deleted_at.is_not(None)) == 1
+    finally:
+        configure("json", "WARNING")
+    assert [r[:3] for r in _runs(warehouse.engine, "enrollments")] == [
+        ("succeeded", 40, 40), ("failed", 39, 40), ("succeeded", 39, 39)]
+
+
+def test_skipped_records_account_for_the_vendor_total(sqlite_warehouse):
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40, invalid=[3],
+                                                                 enrollments_reported=40)})
+    res = run_source(sqlite_warehouse.engine, cfg, cfg.sources["syn"])
+    assert res.ok, res.error
+    assert (res.streams[1].distinct_read, res.streams[1].skipped) == (39, 1)
+
+
+def test_an_incomplete_read_puts_back_the_cursor_it_started_from(sqlite_warehouse):
+    engine = sqlite_warehouse.engine
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(users=40)})
+    assert run_source(engine, cfg, cfg.sources["syn"]).ok
+    with engine.connect() as conn:
+        assert state.load_cursor(conn, "syn", "users") == {"position": 39}
+    # a full refresh of 60 users that the vendor counts as 65: rows kept, cursor put back
+    short = make_config(sqlite_warehouse, {"syn": synthetic_source(users=60, users_reported=5)})
+    res = run_source(engine, short, short.sources["syn"], full_refresh=True)
+    assert not res.ok and "read 60 distinct learners of the 65" in res.error
+    assert _count(engine, learners) == 60
+    with engine.connect() as conn:
+        assert state.load_cursor(conn, "syn", "users") == {"position": 39}
+    assert [r[:3] for r in _runs(engine, "users")] == [("succeeded", 40, 40), ("failed", 60, 65)]
+
+
+def test_status_shows_read_over_reported(sqlite_warehouse):
+    from lms_sync.status import collect_status, render_table
+
+    cfg = make_config(sqlite_warehouse, {"syn": synthetic_source(
+        users=30, enrollments_reported=32, enrollments_excluded=2)})
+    assert run_source(sqlite_warehouse.engine, cfg, cfg.sources["syn"]).ok
+    rows, summary = collect_status(sqlite_warehouse.engine, cfg)
+    assert {r["stream"]: (r["distinct_read"], r["vendor_total"], r["excluded"]) for r in rows} == {
+        "users": (30, 30, 0), "enrollments": (30, 32, 2)}
+    lines = render_table(rows, summary).splitlines()
+    assert "READ/REPORTED" in lines[0]
+    assert [line.split()[1] for line in lines if " 30/30 " in line] == ["users"]
+    assert [line.split()[1] for line in lines if " 30/32 +2 excluded " in line] == ["enrollments"]

@@ -13,13 +13,13 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EnrollmentStatus(StrEnum):
-    """Canonical enrollment status (DESIGN §4)."""
+    """Canonical enrollment status (docs/contracts.md, "Warehouse")."""
 
     NOT_STARTED = "not_started"
     IN_PROGRESS = "in_progress"
@@ -43,6 +43,14 @@ class CourseKind(StrEnum):
     CHAPTER = "chapter"
     LECTURE = "lecture"
     QUIZ = "quiz"
+
+
+@overload
+def utc(value: datetime) -> datetime: ...
+
+
+@overload
+def utc(value: None) -> None: ...
 
 
 def utc(value: datetime | None) -> datetime | None:

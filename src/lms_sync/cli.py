@@ -1,4 +1,4 @@
-"""The ``lms-sync`` command line (DESIGN §2).
+"""The ``lms-sync`` command line (docs/contracts.md, "Command line").
 
 Exit codes: 0 success; 1 a source failed; 2 a user error (config, arguments,
 unreachable warehouse), printed as one line ``lms-sync: error: …`` without a
@@ -12,13 +12,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lms_sync import __version__
 from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError, LmsSyncError, UserError
 from lms_sync.logs import configure, get_logger, one_line
 from lms_sync.memory import tune_malloc
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -103,10 +106,11 @@ def setup(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def open_warehouse(cfg: Config, migrate: bool = True):
+def open_warehouse(cfg: Config, migrate: bool = True,
+                   on_migrated: Callable[[str, str], None] | None = None) -> Engine:
     """An engine for the warehouse, migrated unless told not to; UserError if it cannot be
     reached, is at a revision this lms-sync does not know, or (not migrated here) has no
-    tables yet."""
+    tables yet. ``on_migrated(revision, description)`` hears of each migration applied."""
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError
 
@@ -120,7 +124,7 @@ def open_warehouse(cfg: Config, migrate: bool = True):
         with engine.connect():
             pass
         if migrate:
-            upgrade(engine)
+            upgrade(engine, on_applied=on_migrated)
         elif not is_migrated(engine):
             raise UserError(f"the warehouse has no lms-sync tables yet, {cfg.path}: warehouse.url; "
                             "run `lms-sync db upgrade` (or a sync) first")
@@ -192,8 +196,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from lms_sync.warehouse.db import current_revision
 
     cfg = setup(args)
-    engine = open_warehouse(cfg, migrate=True)
-    get_logger("lms_sync.cli").info("db.upgraded", revision=current_revision(engine))
+    log = get_logger("lms_sync.cli")
+
+    def migrated(revision: str, description: str) -> None:
+        log.info("db.migrated", revision=revision, description=description)
+
+    engine = open_warehouse(cfg, migrate=True, on_migrated=migrated)
+    log.info("db.upgraded", revision=current_revision(engine))
     print(f"warehouse at revision {current_revision(engine)}")
     return EXIT_OK
 

@@ -1,4 +1,4 @@
-"""Config file loading (DESIGN §3): YAML + ``${VAR}`` interpolation + pydantic.
+"""Config file loading (docs/contracts.md, "Config"): YAML + ``${VAR}`` interpolation + pydantic.
 
 Every problem becomes one :class:`ConfigError` naming the file, the key path
 and the fix. Per-kind ``auth`` and ``options`` are validated by the models the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,7 +59,7 @@ class WarehouseConfig(_Model):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         from sqlalchemy.engine import make_url
 
         try:
@@ -170,6 +171,22 @@ class Config(_Model):
         return (source.schedule or self.defaults.schedule, source.timezone or self.defaults.timezone)
 
 
+_PSYCOPG = "postgresql+psycopg"
+
+
+def postgres_driver(url: str, where: str) -> str:
+    """``url`` with a bare PostgreSQL scheme made explicit as psycopg 3, the driver the COPY
+    path needs; any other PostgreSQL driver is a ConfigError now rather than at the first batch."""
+    scheme, sep, rest = url.partition("://")
+    backend, _, driver = scheme.lower().partition("+")
+    if not sep or backend not in {"postgresql", "postgres"}:
+        return url
+    if driver in {"", "psycopg"}:
+        return f"{_PSYCOPG}://{rest}"
+    raise ConfigError(f"the PostgreSQL driver {driver!r} is not supported (lms-sync needs psycopg 3)",
+                      where, f"start the URL with {_PSYCOPG}:// and pip install 'lms-sync[postgres]'")
+
+
 def _url_password(url: str) -> str | None:
     from sqlalchemy.engine import make_url
 
@@ -220,6 +237,7 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
         cfg = Config.model_validate({**tree, "path": path})
     except ValidationError as exc:
         raise _as_config_error(exc, path, ()) from None
+    cfg.warehouse.url = postgres_driver(cfg.warehouse.url, f"{path}: warehouse.url")
     try:
         validate_cron(cfg.defaults.schedule, cfg.defaults.timezone)
     except ValueError as exc:

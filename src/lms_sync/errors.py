@@ -9,6 +9,7 @@
           │    └── CredentialsRejected  the fresh credentials were refused too
           ├── RequestRejected . a 4xx that retrying cannot fix: fix the config
           ├── DataError ....... the vendor sent something we cannot parse
+          │    └── IncompleteRead  the read is provably short: keep the cursor, delete nothing
           └── RecordError ..... one record is bad: skip it (or fail, if configured)
 
 HTTP responses are turned into these in exactly one place:
@@ -99,6 +100,12 @@ class RequestRejected(SourceError):
 
 class DataError(SourceError):
     """The vendor's body could not be parsed (bad JSON/XML, wrong shape, paging loop)."""
+
+
+class IncompleteRead(DataError):
+    """The stream read less than the vendor says there is (its own total, or a wave of
+    404s). The rows read are kept; nothing is soft-deleted and the stream's cursor goes
+    back to where the run started, so the next run reads the same window again."""
 
 
 class RecordError(SourceError):

@@ -1,10 +1,12 @@
-"""Structured logging (DESIGN §5): structlog, one JSON object per line on stderr.
+"""Structured logging (docs/contracts.md, "Logs"): structlog, one JSON object per line on stderr.
 
 Configured once by :func:`configure`. The standard library's loggers (alembic,
 httpx, apscheduler, warnings) are routed through the same processors, so every
-line has the same format. A redaction processor replaces every configured
-secret value, wherever it hides (any key, nested, inside a traceback), before
-the renderer sees the event. Tracebacks are plain text: no local variables.
+line has the same format; alembic, httpx and apscheduler only from WARNING up
+(``db upgrade`` logs the migrations it applies as ``db.migrated``). A redaction
+processor replaces every configured secret value, wherever it hides (any key,
+nested, inside a traceback), before the renderer sees the event. Tracebacks are
+plain text: no local variables.
 """
 
 from __future__ import annotations
@@ -113,8 +115,6 @@ def configure(
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    logging.getLogger("alembic").setLevel(logging.getLevelName(level))
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter
     logging.captureWarnings(True)
     structlog.configure(
         processors=[

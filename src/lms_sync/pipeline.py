@@ -24,13 +24,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from lms_sync import memory, metrics
 from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
-from lms_sync.errors import LmsSyncError, SourceError
+from lms_sync.errors import IncompleteRead, LmsSyncError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.warehouse import identity, retry, state
 from lms_sync.warehouse.dialect import LockBusy, LockLost, SourceLock, source_lock
@@ -57,6 +58,11 @@ class StreamResult:
     error_class: str | None = None
     cursor: Any = None
     tables: Counter[str] = field(default_factory=Counter)
+    vendor_total: int | None = None
+    distinct_read: int | None = None
+    excluded: int = 0  # rows of the vendor's total left out by design
+    _exc: BaseException | None = field(default=None, repr=False, compare=False)
+    """The error itself, for the streams after it (fatal ones are not run)."""
 
 
 @dataclass
@@ -127,7 +133,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids = RowIds()
-    fatal: SourceError | None = None
+    fatal: BaseException | None = None
     try:
         for stream in connector.streams():
             with structlog.contextvars.bound_contextvars(stream=stream.name):
@@ -139,7 +145,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                                      full_refresh=full_refresh, since=since, stop=stop,
                                      learner_ids=learner_ids, lock=lock)
                     if res.error_class in {"CredentialsRejected", "Interrupted", "LockLost"}:
-                        fatal = res._exc  # type: ignore[attr-defined]
+                        fatal = res._exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
@@ -163,7 +169,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
 
 
 def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
-                    cause: SourceError, window: float = retry.DEFAULT_WINDOW) -> StreamResult:
+                    cause: BaseException, window: float = retry.DEFAULT_WINDOW) -> StreamResult:
     now = state.now_utc()
 
     def record(conn: Any) -> None:
@@ -193,15 +199,19 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
 
     def begin(conn: Any) -> tuple[int, Any]:
         return (state.start_run(conn, run_id, source.id, stream.name, started_at),
-                None if full_refresh else state.load_cursor(conn, source.id, stream.name))
+                state.load_cursor(conn, source.id, stream.name))
 
-    row_id, saved = retry.transaction(engine, begin, window=window, op="start_run")
+    row_id, prior = retry.transaction(engine, begin, window=window, op="start_run")
+    saved = None if full_refresh else prior
     log.info("sync.started", cursor=saved, full_refresh=full_refresh,
              since=since.isoformat() if since else None)
     ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
                       log, fail_on_invalid=source.fail_on_invalid_records)
     res = StreamResult(stream.name, "running", cursor=saved)
-    seen = {t: SeenKeys() for t in stream.full_refresh_tables}
+    seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
+    keys = dict(seen)  # and for the vendor's total
+    if stream.total_table and stream.total_table not in keys:
+        keys[stream.total_table] = SeenKeys()
     buffer: list[Record] = []
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
@@ -251,13 +261,14 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                 continue
             buffer.append(item)
             res.read += 1
-            if item.table in seen:
-                seen[item.table].add(item.external_id)
+            if item.table in keys:
+                keys[item.table].add(item.external_id)
             if len(buffer) >= batch_size:
                 flush()
                 if stop is not None and stop.is_set():
                     raise Interrupted("interrupted")
         flush()
+        _reconcile(ctx, stream, keys, res, log)
         if seen and not ctx.partial and ctx.skipped:
             # a record skipped as invalid was still there: its row must not look deleted
             log.warning("rows.soft_delete_held", skipped=ctx.skipped, tables=sorted(seen),
@@ -273,16 +284,18 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         res.result = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
         res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
-        res._exc = exc  # type: ignore[attr-defined]
+        res._exc = exc
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
+        if isinstance(exc, IncompleteRead):  # the next run reads this window again
+            res.cursor = _restore_cursor(engine, source.id, stream.name, prior, log)
         log.error("sync.failed", error_class=res.error_class, error=res.error,
                   exc_info=not isinstance(exc, LmsSyncError))
     finally:
         reader.close()  # the reader has ended: ctx is no longer touched by it
-        for ids in seen.values():
+        for ids in keys.values():
             ids.close()
-    res.skipped = ctx.skipped
+    res.skipped, res.excluded = ctx.skipped, ctx.excluded
     res.written = totals.written + res.deleted
     res.tables = Counter(totals.by_table())
     # metrics first: they must count a run whose result the warehouse cannot take
@@ -290,26 +303,59 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     metrics.records_read.labels(source.id).inc(res.read)
     for table, n in res.tables.items():
         metrics.records_written.labels(source.id, table).inc(n)
-    gone = isinstance(getattr(res, "_exc", None), retry.WarehouseUnreachable)
+    gone = res._exc if isinstance(res._exc, retry.WarehouseUnreachable) else None
     try:
         # after reconnecting; not waiting again if the stream failed on a warehouse gone
         retry.transaction(engine, lambda conn: state.finish_run(
             conn, row_id, result=res.result, read=res.read, written=res.written,
-            skipped=res.skipped, error=res.error, cursor=res.cursor),
-            window=0 if gone else window, op="finish_run")
+            skipped=res.skipped, error=res.error, cursor=res.cursor,
+            vendor_total=res.vendor_total, distinct_read=res.distinct_read,
+            excluded=res.excluded if res.vendor_total is not None else None),
+            window=0 if gone is not None else window, op="finish_run")
     except Exception as exc:
         # the warehouse did not come back in time: the run row stays `running` (the next
         # run marks it abandoned); the log keeps what it could not store
         log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
                   written=res.written, cause=one_line(exc))
-        if gone:  # its line names the warehouse and the setting that bounded the wait
-            raise res._exc from exc  # type: ignore[attr-defined]
+        if gone is not None:  # its line names the warehouse and the setting that bounded the wait
+            raise gone from exc
         raise
     if res.result == "succeeded":
         log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
                  deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
                  duration=round(time.monotonic() - t0, 3), **ctx.counters)
     return res
+
+
+def _reconcile(ctx: ReadContext, stream: Stream, keys: dict[str, SeenKeys], res: StreamResult,
+               log: structlog.stdlib.BoundLogger) -> None:
+    """Check a full read against the vendor's own total; raise IncompleteRead if short."""
+    table = stream.total_table
+    if table is None:
+        return
+    res.distinct_read, res.vendor_total = keys[table].distinct(), ctx.vendor_total
+    if ctx.vendor_total is None or ctx.partial:
+        return
+    if res.distinct_read + ctx.skipped + ctx.excluded >= ctx.vendor_total:
+        return
+    log.error("stream.incomplete", table=table, vendor_total=ctx.vendor_total,
+              distinct_read=res.distinct_read, skipped=ctx.skipped, excluded=ctx.excluded)
+    raise IncompleteRead(
+        f"read {res.distinct_read} distinct {table} of the {ctx.vendor_total} the vendor reports "
+        f"({ctx.skipped} skipped, {ctx.excluded} left out by design)", source=ctx.source_id,
+        fix="rows read are kept, nothing was soft-deleted and the cursor was kept; run again, "
+            "and if it repeats report it (the vendor's paging may ignore its parameters)")
+
+
+def _restore_cursor(engine: Engine, source_id: str, stream: str, cursor: Any,
+                    log: structlog.stdlib.BoundLogger) -> Any:
+    """Put back the cursor a run started from (its batches saved later ones)."""
+    try:
+        with engine.begin() as conn:
+            state.save_cursor(conn, source_id, stream, cursor)
+    except DBAPIError as exc:  # the run fails anyway; its result says why
+        log.error("cursor.unrestored", cause=one_line(exc))
+    return cursor
 
 
 class _Reader:
@@ -369,7 +415,7 @@ class _Reader:
                     if not self._put(chunk):
                         return
                     chunk = []
-                    while pause and self._stop.is_set():  # type: ignore[union-attr]
+                    while pause and self._stop is not None and self._stop.is_set():
                         if self._closed.wait(0.1):
                             return
             if self._put(chunk):

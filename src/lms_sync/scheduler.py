@@ -1,4 +1,5 @@
-"""The daemon's scheduler: one cron job per enabled source (DESIGN §1, §2).
+"""The daemon's scheduler: one cron job per enabled source (docs/contracts.md,
+"Data flow" and "Command line").
 
 APScheduler 3 ``BackgroundScheduler`` runs each source's job in a worker thread:
 ``max_instances=1`` and ``coalesce=True`` (a source never overlaps itself in this

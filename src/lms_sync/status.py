@@ -49,7 +49,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
         cursors = {
             (r.source_id, r.stream): r.cursor for r in conn.execute(select(sync_state)).all()
         }
-        per_source = dict(conn.execute(
+        per_source: dict[str, int] = dict(conn.execute(
             select(learners.c.source_id, func.count()).where(learners.c.deleted_at.is_(None))
             .group_by(learners.c.source_id)
         ).all())
@@ -71,6 +71,9 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             "result": run["result"],
             "read": run["records_read"],
             "written": run["records_written"],
+            "distinct_read": run["distinct_read"],
+            "vendor_total": run["vendor_total"],
+            "excluded": run["records_excluded"],
             "cursor": cursors.get((run["source_id"], run["stream"])),
             "next_run": next_run(cfg, run["source_id"]),
             # runs stored before errors were scrubbed may hold a secret a vendor echoed
@@ -80,6 +83,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
         if source_id not in seen_sources:
             rows.append({"source": source_id, "stream": "-", "last_run": None, "result": "never run",
                          "read": 0, "written": 0, "cursor": None,
+                         "distinct_read": None, "vendor_total": None, "excluded": None,
                          "next_run": next_run(cfg, source_id), "error": None})
     summary = {
         "persons": person_count,
@@ -101,9 +105,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def read_reported(row: dict[str, Any]) -> str:
+    """``distinct ids read / the vendor's total`` ('-' where the vendor reports none), and
+    the rows of that total the stream leaves out by design (``+N excluded``)."""
+    if row["distinct_read"] is None and row["vendor_total"] is None:
+        return "-"
+    text = f"{_fmt(row['distinct_read'])}/{_fmt(row['vendor_total'])}"
+    return text + (f" +{row['excluded']} excluded" if row.get("excluded") else "")
+
+
 def render_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    headers = ["source", "stream", "last_run", "result", "read", "written", "cursor", "next_run"]
-    cells = [[_fmt(r[h]) for h in headers] for r in rows]
+    headers = ["source", "stream", "last_run", "result", "read", "read/reported", "written", "cursor",
+               "next_run"]
+    cells = [[read_reported(r) if h == "read/reported" else _fmt(r[h]) for h in headers]
+             for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]

@@ -12,6 +12,8 @@ from structlog.testing import capture_logs
 
 import lms_sync.connectors.absorb as absorb_module
 from lms_sync.canonical import CourseKind, EnrollmentStatus
+from lms_sync.config import parse_config
+from lms_sync.connectors import connector_class
 from lms_sync.connectors.absorb import (
     STATUS_MAP,
     describe_error,
@@ -22,6 +24,8 @@ from lms_sync.connectors.absorb import (
     percent,
     timespan_seconds,
 )
+from lms_sync.connectors.base import Checkpoint, ReadContext
+from lms_sync.logs import get_logger
 from lms_sync.pipeline import run_sources
 from lms_sync.warehouse.tables import (
     activity_progress,
@@ -142,6 +146,18 @@ def test_users_value_by_value():
     assert kiosk.display_name == "kiosk-7"
 
 
+def test_user_active_status_wins_and_is_active_alone_still_maps():
+    row = load("users_page.json")["users"][0]
+    assert row["activeStatus"] == 0 and "isActive" not in row  # the documented shape
+    assert normalize_user({**row, "activeStatus": 1}).is_active is False
+    assert normalize_user({**row, "activeStatus": 0, "isActive": False}).is_active is True
+    older = {k: v for k, v in row.items() if k != "activeStatus"}
+    assert normalize_user({**older, "isActive": False}).is_active is False
+    assert normalize_user({**older, "isActive": True}).is_active is True
+    assert normalize_user(older).is_active is None
+    assert normalize_user({**row, "activeStatus": 7}).is_active is None  # not a documented value
+
+
 def test_courses_value_by_value():
     cats = {c["id"]: c["name"] for c in load("categories_page.json")["categories"]}
     first, second = (normalize_course(c, cats) for c in load("courses_page.json")["courses"])
@@ -206,13 +222,19 @@ def test_full_sync(start_vendor, sqlite_warehouse, ready_max, monkeypatch):
     assert count(wh, enrollment_history) == len(active)
     historical = sum(1 for rows in fake.enrollments.values() for r in rows if not r["isActive"])
     assert historical > 0  # skipped, not stored: one row per learner and course
+    assert {s.stream: (s.vendor_total, s.distinct_read, s.excluded) for s in result.streams} == {
+        "users": (30, 30, 0), "courses": (8, 8, 0),
+        "enrollments": (len(active) + historical, len(active), historical)}  # Absorb's totalItems
     with wh.engine.connect() as conn:
         statuses = set(conn.execute(select(enrollments.c.vendor_status)).scalars())
         hr_ids = set(conn.execute(select(learners.c.hr_id)).scalars())
+        is_active = dict(conn.execute(select(learners.c.external_id, learners.c.is_active)).all())
         cursor = conn.execute(select(sync_state.c.cursor)
                               .where(sync_state.c.stream == "enrollments")).scalar()
     assert statuses == {name for name, _, _ in STATUS_MAP.values()}
     assert "E100000" in hr_ids
+    assert is_active == {u["id"]: u["activeStatus"] == 0 for u in fake.users}  # documented activeStatus
+    assert False in is_active.values()
     assert cursor == {"date_edited": max(r["dateEdited"] for rows in fake.enrollments.values() for r in rows)}
     # lessons: one call per active enrollment that is not an untouched NotStarted
     started = [r for r in active if r["status"] != 0 or r["progress"]]
@@ -542,3 +564,209 @@ def test_ids_with_url_characters_stay_one_path_segment(start_vendor, sqlite_ware
         ids = set(conn.execute(select(enrollments.c.external_id)).scalars())
     assert {f'{r["userId"]}:{odd_course}' for r in fake.enrollments[odd_course] if r["isActive"]} <= ids
     assert {f"{odd_user}:{r['courseId']}" for r in mine if r["isActive"]} <= ids
+
+
+# ---------------------------------------------------------------- impolite vendors (issue #18)
+
+
+def read_stream(block: dict, name: str) -> list:
+    """Everything one stream of the real connector yields on a first run, in order."""
+    cfg = parse_config({"sources": {"absorb": block}})
+    log = get_logger("test")
+    with connector_class("absorb")(cfg.sources["absorb"], log) as conn:
+        stream = next(s for s in conn.streams() if s.name == name)
+        return list(stream.read(ReadContext("absorb", name, None, True, None, datetime.now(UTC), log)))
+
+
+def enrollments_cursor(wh) -> dict | None:
+    with wh.engine.connect() as conn:
+        return conn.execute(select(sync_state.c.cursor).where(sync_state.c.stream == "enrollments")).scalar()
+
+
+def real(wh, table) -> int:
+    """Rows made from the vendor's records (not stubs that a reference to them made)."""
+    return count(wh, table, table.c.row_hash != "")
+
+
+def started_enrollments(fake) -> list[dict]:
+    return [r for r in active_enrollments(fake) if r["status"] != 0 or r["progress"]]
+
+
+def test_a_vendor_that_ignores_sort_is_still_read_whole(start_vendor, sqlite_warehouse):
+    """Absorb ignores _sort=dateEdited: paging by the last dateEdited seen skipped every row
+    edited before it that was not on the page read (682 of 1,595 enrollments, `succeeded`).
+    The first page out of order is logged and the list is read again by page number; a full
+    read then reconciles exactly, and an incremental window loses nothing either."""
+    vendor = start_vendor("absorb", learners=60, courses=4, ignore_sort=True)
+    fake, wh = vendor.fake, sqlite_warehouse
+    vendor.source["options"]["page_size"] = 5
+    with capture_logs() as logs:
+        result = sync(wh, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert real(wh, learners) == len(fake.users) == 60 and real(wh, courses) == 4
+    assert real(wh, enrollments) == len(active_enrollments(fake))
+    assert real(wh, activity_progress) == sum(len(fake.lesson_rows(r)) for r in started_enrollments(fake))
+    for s in result.streams:  # exact: historical rows left out by design, nothing else
+        assert s.distinct_read + s.skipped + s.excluded == s.vendor_total, s
+    unsorted = [e for e in logs if e["event"] == "absorb.unsorted"]
+    assert [e["path"] for e in unsorted][:2] == ["/users", "/courses"] and len(unsorted) == 3
+    assert unsorted[2]["path"].endswith("/enrollments")  # once for all the course lists
+    assert unsorted[0]["reason"].startswith("Absorb ignores _sort=dateEdited on /users; ")
+    assert {e["log_level"] for e in unsorted} == {"warning"}
+
+    saved = enrollments_cursor(wh)["date_edited"]
+    changed = fake.change_enrollments(12)  # more than two pages of one course's window...
+    rows = [r for rs in fake.enrollments.values() for r in rs if f"{r['userId']}:{r['courseId']}" in changed
+            and r["isActive"]]
+    for row, edited in zip(rows, sorted((r["dateEdited"] for r in rows), reverse=True), strict=True):
+        row["dateEdited"] = edited  # ...stored newest first: out of order on the window's first page
+    with capture_logs() as logs:
+        again = sync(wh, {"absorb": vendor.source})
+    assert again.ok, again.error
+    assert sum(e["path"].endswith("/enrollments") for e in logs if e["event"] == "absorb.unsorted") == 1
+    start = datetime.fromisoformat(saved.replace("Z", "+00:00")) - timedelta(minutes=10)
+    assert f"dateEdited ge datetime'{start:%Y-%m-%dT%H:%M:%SZ}'" in fake.filters  # the window, by page
+    with wh.engine.connect() as conn:
+        done = set(conn.execute(select(enrollments.c.external_id)
+                                .where(enrollments.c.vendor_status == "Complete")).scalars())
+    assert set(changed) <= done and len(changed) == 12
+    latest = max(r["dateEdited"] for rows in fake.enrollments.values() for r in rows)
+    assert enrollments_cursor(wh) == {"date_edited": latest}
+    assert count(wh, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+
+
+def test_an_unsorted_list_moves_the_cursor_only_past_rows_it_has_read(start_vendor):
+    """A checkpoint says every row edited before it is read: over an unsorted list only the
+    end of the list can say so."""
+    vendor = start_vendor("absorb", learners=40, courses=2, ignore_sort=True)
+    vendor.source["options"]["page_size"] = 5
+    items = read_stream(vendor.source, "users")
+    edited = {u["id"]: u["dateEdited"] for u in vendor.fake.users}
+    read: set[str] = set()
+    for item in items:
+        if isinstance(item, Checkpoint):
+            mark = item.cursor["date_edited"]
+            assert mark is None or {i for i, d in edited.items() if d < mark} <= read, mark
+        else:
+            read.add(item.external_id)
+    assert read == set(edited)
+    assert items[-1] == Checkpoint({"date_edited": max(edited.values())})
+
+
+def test_a_short_walk_the_sort_guard_cannot_see_fails_and_deletes_nothing(start_vendor, sqlite_warehouse):
+    """Pages of one row look sorted whatever the vendor does: the walk's count against
+    totalItems is what catches the rows it skipped."""
+    vendor = start_vendor("absorb", learners=20, courses=2)
+    vendor.source["options"]["lesson_enrollments"] = False
+    wh = sqlite_warehouse
+    assert sync(wh, {"absorb": vendor.source}).ok
+    with wh.engine.connect() as conn:
+        before = dict(conn.execute(select(sync_state.c.stream, sync_state.c.cursor)).all())
+    vendor.fake.ignore_sort = True
+    vendor.source["options"]["page_size"] = 1
+    result = sync(wh, {"absorb": vendor.source}, full_refresh=True)
+    assert not result.ok
+    error = by_stream(result)["users"].error
+    assert error.startswith("source 'absorb': read ") and "of the 20 rows Absorb counts (/users); " in error
+    assert "nothing was soft-deleted" in error and "\n" not in error
+    assert by_stream(result)["users"].result == "failed"
+    for table in (learners, courses, enrollments):
+        assert count(wh, table, table.c.deleted_at.is_not(None)) == 0
+    with wh.engine.connect() as conn:
+        assert dict(conn.execute(select(sync_state.c.stream, sync_state.c.cursor)).all()) == before
+
+
+@pytest.mark.parametrize("shape", ["paged", "array"])
+def test_category_names_land_from_a_paged_object_or_a_bare_array(start_vendor, sqlite_warehouse, shape):
+    vendor = start_vendor("absorb", learners=10, courses=4, categories_as=shape)
+    vendor.source["options"]["lesson_enrollments"] = False
+    result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    names = {c["id"]: c["name"] for c in vendor.fake.categories}
+    expected = {c["id"]: names[c["categoryId"]] for c in vendor.fake.courses}
+    with sqlite_warehouse.engine.connect() as conn:
+        got = dict(conn.execute(select(courses.c.external_id, courses.c.category)).all())
+    assert got == expected and None not in got.values()
+
+
+@pytest.mark.parametrize("status", ["404", "403"])
+def test_a_lookup_that_is_refused_costs_names_not_rows(start_vendor, sqlite_warehouse, status):
+    vendor = start_vendor("absorb", learners=10, courses=4, categories_as=status)
+    vendor.source["options"]["lesson_enrollments"] = False
+    with capture_logs() as logs:
+        result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    assert real(sqlite_warehouse, courses) == 4 and real(sqlite_warehouse, learners) == 10
+    with sqlite_warehouse.engine.connect() as conn:
+        assert set(conn.execute(select(courses.c.category)).scalars()) == {None}
+        assert None not in set(conn.execute(select(learners.c.department)).scalars())  # departments fine
+    unavailable = [e for e in logs if e["event"] == "lookup.unavailable"]
+    assert [(e["path"], e["status"], e["log_level"]) for e in unavailable] == [
+        ("/categories", int(status), "warning")]
+    assert by_stream(result)["courses"].result == "succeeded"
+
+
+def test_lesson_calls_that_mostly_404_fail_the_stream_and_hold_deletes(start_vendor, sqlite_warehouse):
+    """The guessed lesson path answered 404 on every call, read as "no lessons": 0 of 837
+    activity rows, `succeeded` (and a full refresh soft-deleted them all). Now the stream
+    fails naming options.lesson_path: nothing deleted, the cursor put back."""
+    polite = start_vendor("absorb", learners=30, courses=3)
+    elsewhere = "/lessonEnrollments/{userId}/{courseId}"
+    moved = start_vendor("absorb", learners=30, courses=3, lesson_path=elsewhere)  # same data
+    wh = sqlite_warehouse
+    assert sync(wh, {"absorb": polite.source}).ok
+    lessons = count(wh, activity_progress)
+    assert lessons == sum(len(moved.fake.lesson_rows(r)) for r in started_enrollments(moved.fake)) > 0
+    before = enrollments_cursor(wh)
+    changed = moved.fake.change_enrollments(3)  # the cursor would move on
+    result = sync(wh, {"absorb": moved.source}, full_refresh=True)
+    assert not result.ok
+    enr = by_stream(result)["enrollments"]
+    assert enr.result == "failed" and enr.error_class == "IncompleteRead"
+    assert enr.error.startswith("source 'absorb': ") and "lesson enrollment calls answered 404 " in enr.error
+    assert "(/users/{userId}/enrollments/{courseId}/lessons); set options.lesson_path to " in enr.error
+    assert "\n" not in enr.error
+    assert count(wh, activity_progress, activity_progress.c.deleted_at.is_not(None)) == 0
+    assert count(wh, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+    assert enrollments_cursor(wh) == before
+    # the option set to the portal's path: every lesson lands, the changes too
+    moved.source["options"]["lesson_path"] = elsewhere
+    fixed = sync(wh, {"absorb": moved.source}, full_refresh=True)
+    assert fixed.ok, fixed.error
+    assert count(wh, activity_progress, activity_progress.c.deleted_at.is_(None)) == sum(
+        len(moved.fake.lesson_rows(r)) for r in started_enrollments(moved.fake))
+    with wh.engine.connect() as conn:
+        done = set(conn.execute(select(enrollments.c.external_id)
+                                .where(enrollments.c.vendor_status == "Complete")).scalars())
+    assert set(changed) <= done
+
+
+def test_a_few_lesson_404s_are_enrollments_gone_meanwhile(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("absorb", learners=30, courses=3)
+    fake = vendor.fake
+    gone = {(r["userId"], r["courseId"]) for r in started_enrollments(fake)[:2]}
+    real = fake.active
+    fake.active = lambda u, c: None if (u, c) in gone else real(u, c)  # removed after listing
+    with capture_logs() as logs:
+        result = sync(sqlite_warehouse, {"absorb": vendor.source})
+    assert result.ok, result.error
+    finished = next(e for e in logs if e["event"] == "sync.finished" and "lesson_calls" in e)
+    assert finished["lesson_404"] == 2 and finished["lesson_calls"] == len(started_enrollments(fake))
+    kept = [r for r in started_enrollments(fake) if (r["userId"], r["courseId"]) not in gone]
+    assert count(sqlite_warehouse, activity_progress) == sum(len(fake.lesson_rows(r)) for r in kept)
+
+
+def test_lesson_path_is_an_option_that_must_name_both_ids():
+    from lms_sync.errors import ConfigError
+
+    def config(path: str):
+        return parse_config({"sources": {"a": {
+            "kind": "absorb", "base_url": "https://rest.myabsorb.com",
+            "auth": {"api_key": "k", "username": "u", "password": "p"},
+            "options": {"lesson_path": path}}}}, "x.yaml")
+
+    assert config("/v2/{courseId}/lessons/{userId}").sources["a"].options.lesson_path == (
+        "/v2/{courseId}/lessons/{userId}")
+    for bad in ("/users/{userId}/lessons", "users/{userId}/{courseId}", "/x/{userId}/{courseId}/{other}"):
+        with pytest.raises(ConfigError, match="lesson_path"):
+            config(bad)

@@ -24,7 +24,8 @@ from lms_sync.connectors.academy import (
     question_snapshot,
     split_name,
 )
-from lms_sync.connectors.base import ReadContext
+from lms_sync.connectors.base import NotFoundWave, ReadContext
+from lms_sync.errors import IncompleteRead
 from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
 from lms_sync.warehouse import state
@@ -631,3 +632,116 @@ def test_a_budgeted_incremental_sweep_resumes_across_runs(start_vendor, sqlite_w
                                     courses.c.external_id == "onboarding").scalar_subquery(),
                                     enrollments.c.status == "completed")).scalars())
     assert {str(u) for u in active} <= done
+
+
+# ---------------------------------------------------------------------- proving a read whole
+
+def streams_of(result) -> dict:
+    return {s.stream: s for s in result.streams}
+
+
+def test_a_full_user_read_reaches_meta_total_and_a_since_read_reports_none(start_vendor,
+                                                                           sqlite_warehouse):
+    v = start_vendor("academy", learners=60)
+    users = streams_of(sync(sqlite_warehouse, {"a": v.source}))["users"]
+    assert users.result == "succeeded"
+    assert (users.vendor_total, users.distinct_read, users.skipped, users.excluded) == (
+        len(v.fake.users), len(v.fake.users), 0, 0)  # kiosks and the bot are learners too
+    later = streams_of(sync(sqlite_warehouse, {"a": v.source}, since=datetime.now(UTC)))["users"]
+    assert later.result == "succeeded" and later.vendor_total is None
+
+
+def test_a_user_list_short_of_meta_total_fails_and_deletes_nothing(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=100)
+    assert len(v.fake.users) > 50 and sync(sqlite_warehouse, {"a": v.source}).ok  # two pages
+    v.fake.page_shift = 3  # three users slip between pages: never listed, still counted
+    result = sync(sqlite_warehouse, {"a": v.source})
+    users = streams_of(result)["users"]
+    assert not result.ok and users.error_class == "IncompleteRead"
+    assert f"read {len(v.fake.users) - 3} distinct learners of the {len(v.fake.users)}" in users.error
+    assert count(sqlite_warehouse, learners, learners.c.deleted_at.is_not(None)) == 0
+    v.fake.page_shift = 0
+    again = sync(sqlite_warehouse, {"a": v.source})
+    assert again.ok, again.error
+    assert count(sqlite_warehouse, learners, learners.c.deleted_at.is_(None)) == len(v.fake.users)
+
+
+def expected_enrollments(fake) -> set[str]:
+    return {f"{uid}:{cid}" for uid in fake.employee_ids() for cid in fake.users[uid].courses} | {
+        f"{uid}:onboarding" for uid in fake.employee_ids()}
+
+
+def enrollment_ids(warehouse, live: bool = True) -> set[str]:
+    with warehouse.engine.connect() as conn:
+        where = enrollments.c.deleted_at.is_(None) if live else enrollments.c.deleted_at.is_not(None)
+        return set(conn.execute(select(enrollments.c.external_id).where(where)).scalars())
+
+
+def test_a_wave_of_404s_fails_the_sweep_deletes_nothing_and_is_visited_again(start_vendor,
+                                                                             sqlite_warehouse):
+    v = start_vendor("academy", learners=40, not_found_share=0.7)  # a wrong tenant, say
+    fake = v.fake
+    lost = {uid for uid in fake.employee_ids() if fake.lost(uid)}
+    assert len(lost) >= 10 and len(lost) > len(employees(fake)) / 2
+    result = sync(sqlite_warehouse, {"a": v.source})
+    progress = streams_of(result)["progress"]
+    assert not result.ok and progress.error_class == "IncompleteRead"
+    assert [s.result for s in result.streams] == ["succeeded", "succeeded", "failed"]
+    line = progress.error
+    assert "\n" not in line and line.startswith("source 'a': ") and " answered 404, more than 50%" in line
+    assert "/stats/academy/users/{id}/courses" in line and "check base_url" in line and "auth.api_key" in line
+    with sqlite_warehouse.engine.connect() as conn:  # no visit reached the cursor
+        assert state.load_cursor(conn, "a", "progress") is None
+    assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)}.isdisjoint(lost)
+
+    fake.not_found_share = 0
+    before = sweep_visits(fake)
+    again = sync(sqlite_warehouse, {"a": v.source})
+    assert again.ok, again.error
+    assert set(sweep_visits(fake) - before) >= lost  # the users of the wave are visited again
+    assert enrollment_ids(sqlite_warehouse) == expected_enrollments(fake)
+
+    # a full sweep in a wave soft-deletes nothing, and keeps the cursor it started from
+    fake.not_found_share = 0.7
+    with sqlite_warehouse.engine.connect() as conn:
+        cursor = state.load_cursor(conn, "a", "progress")
+    failed = sync(sqlite_warehouse, {"a": v.source}, full_refresh=True)
+    assert streams_of(failed)["progress"].error_class == "IncompleteRead"
+    assert streams_of(failed)["progress"].deleted == 0
+    assert enrollment_ids(sqlite_warehouse, live=False) == set()
+    assert enrollment_ids(sqlite_warehouse) == expected_enrollments(fake)
+    with sqlite_warehouse.engine.connect() as conn:
+        assert state.load_cursor(conn, "a", "progress") == cursor
+
+
+def test_a_few_404s_are_users_without_a_record(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=40, not_found_share=0.3)  # below the wave line
+    fake = v.fake
+    lost = {uid for uid in fake.employee_ids() if fake.lost(uid)}
+    assert 10 <= len(lost) + len(employees(fake)) - len(fake.employee_ids()) < len(employees(fake)) / 2
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)} == set(fake.employee_ids()) - lost
+
+
+def test_shadow_users_404_by_design_and_make_no_wave(start_vendor, sqlite_warehouse):
+    v = start_vendor("academy", learners=40)
+    fake = v.fake
+    shadows = fake.employee_ids()[: len(fake.employee_ids()) * 3 // 4]
+    for uid in shadows:
+        fake.users[uid].type = "shadow"  # listed, swept, and 404 as the seed says
+    result = sync(sqlite_warehouse, {"a": v.source})
+    assert result.ok, result.error
+    assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)} == set(fake.employee_ids())
+
+
+def test_not_found_wave_thresholds():
+    wave = NotFoundWave("items", "fix it")
+    for found in [False] * 9 + [True] * 8:
+        wave.add(found)
+    wave.check("s")  # 9 of 17: more than half, but fewer than 10
+    wave.add(False)
+    with pytest.raises(IncompleteRead, match="^source 's': 10 of 18 items answered 404, more than 50%"):
+        wave.check("s")
+    wave.add(True), wave.add(True)
+    wave.check("s")  # 10 of 20: not more than half

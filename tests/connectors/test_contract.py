@@ -1,7 +1,8 @@
 """One contract, every registered connector (each must have a sandbox fake).
 
 Records validate (the pipeline would skip or fail otherwise) and reach the warehouse
-whole (no stubs left), keys are unique within a read of a stream, every stream that
+whole (no stubs left), a stream that reports the vendor's total reads exactly it, keys
+are unique within a read of a stream, every stream that
 ends with a cursor has it saved, a second run writes nothing, and after learners make
 progress upstream (``FakeVendor.make_progress``) the next run writes it and every
 incremental stream that picked it up has moved its cursor on.
@@ -25,6 +26,14 @@ from lms_sync.warehouse.tables import RECORD_TABLES, sync_runs, sync_state
 from tests.connectors.conftest import sync
 
 KINDS = sorted(set(available_kinds()) - {"synthetic"})
+
+VENDOR_TOTALS = {  # the streams whose vendor reports a total to reconcile a full read with
+    "absorb": {"users", "courses", "enrollments"},
+    "udemy": {"courses", "enrollments", "progress", "activity"},
+    "sessions": {"users", "clusters"},
+    "academy": {"users"},
+    "ispring": set(),  # iSpring reports no totals
+}
 
 
 def test_every_connector_has_a_fake():
@@ -70,6 +79,11 @@ def test_contract(kind, start_vendor, sqlite_warehouse):
     assert all(s.skipped == 0 for s in first.streams), [(s.stream, s.skipped) for s in first.streams]
     assert {s.stream: s.read for s in first.streams} == {k: len(r) for k, (r, _) in read.items()}
     assert sum(s.written for s in first.streams) > 0
+    assert {s.stream for s in first.streams if s.vendor_total is not None} == VENDOR_TOTALS[kind]
+    for s in first.streams:  # a stream with the vendor's own total reads exactly that
+        if s.vendor_total is not None:
+            assert s.distinct_read + s.skipped + s.excluded == s.vendor_total, (
+                s.stream, s.distinct_read, s.skipped, s.excluded, s.vendor_total)
     engine = sqlite_warehouse.engine
     with engine.connect() as conn:
         for table in RECORD_TABLES.values():

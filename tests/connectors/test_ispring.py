@@ -25,10 +25,12 @@ from lms_sync.connectors.ispring import (
     describe_error,
     normalize_result,
     normalize_user,
+    token_path,
 )
 from lms_sync.errors import DataError
 from lms_sync.pipeline import run_source
 from lms_sync.sandbox.server import FakeVendor, SandboxServer
+from lms_sync.status import collect_status, read_reported
 from lms_sync.warehouse.tables import courses, enrollment_history, enrollments, learners, sync_runs
 from tests.conftest import count_rows as count
 
@@ -43,7 +45,7 @@ def rows(name: str, tag: str) -> list[dict]:
 
 # ---------------------------------------------------------------- normalization
 
-EXPECTED_STATUS = {  # DESIGN §4, ispring row: vendor value -> (status, passed)
+EXPECTED_STATUS = {  # docs/contracts.md, "Warehouse", ispring row: vendor value -> (status, passed)
     "not_started": ("not_started", None), "in_progress": ("in_progress", None),
     "pending": ("pending", None), "complete": ("completed", None), "passed": ("completed", True),
     "accepted": ("completed", None), "incomplete": ("incomplete", None),
@@ -447,3 +449,82 @@ def test_contents_refused_still_syncs_without_course_titles(status, isp, sqlite_
     again = run(sqlite_warehouse, isp.source)
     assert again.ok, again.error
     assert count(engine, courses, courses.c.kind == "course", courses.c.title.is_(None)) == 0
+
+
+# ---------------------------------------------------------------- no total; user statuses; token URL
+
+
+def test_no_vendor_total_status_shows_distinct_rows_read_only(isp, sqlite_warehouse):
+    result = run(sqlite_warehouse, isp.source)
+    assert result.ok, result.error
+    streams = by_stream(result)
+    expected = {"users": len(isp.fake.members), "results": len(dict(isp.fake.all_results()))}
+    assert {s: (streams[s].distinct_read, streams[s].vendor_total) for s in expected} == {
+        s: (n, None) for s, n in expected.items()}
+    cfg = parse_config({"warehouse": sqlite_warehouse.config_block(), "sources": {"isp": isp.source}},
+                       "test-config.yaml")
+    rows, _ = collect_status(sqlite_warehouse.engine, cfg)
+    assert {r["stream"]: read_reported(r) for r in rows} == {s: f"{n}/-" for s, n in expected.items()}
+
+
+def test_the_token_url_is_not_doubled_under_a_base_url_path():
+    assert token_path("https://x.ispringlearn.com") == "/api/v3/token"
+    assert token_path("https://x.ispringlearn.com/api/v3/") == "token"
+    assert token_path("https://proxy.example.com/ispring") == "/api/v3/token"
+
+
+@pytest.mark.parametrize("prefix", ["/api/v3", "/lms/ispring"])
+def test_a_base_url_with_a_path_gets_its_token_and_every_row(prefix, start_vendor, sqlite_warehouse):
+    vendor = start_vendor("ispring", learners=12, prefix=prefix)
+    assert vendor.source["base_url"] == vendor.url + prefix
+    result = run(sqlite_warehouse, vendor.source)
+    assert result.ok, result.error
+    token_url = prefix.removesuffix("/api/v3") + "/api/v3/token"
+    assert vendor.fake.requests[token_url] == vendor.fake.token_fetches == 1
+    assert [p for p in vendor.fake.requests if "/api/v3/api/v3" in p] == []
+    assert count(sqlite_warehouse.engine, enrollments) == len(dict(vendor.fake.all_results()))
+
+
+def test_a_validating_vendor_gets_statuses_1_and_3_and_leavers_results_land(start_vendor,
+                                                                             sqlite_warehouse):
+    """The vendor answers 400 to any userStatuses[] but 1 and 3 and files leavers under 3."""
+    vendor = start_vendor("ispring", learners=40, strict_user_statuses=True)
+    vendor.source["options"]["page_size"] = 25
+    fake, engine = vendor.fake, sqlite_warehouse.engine
+    result = run(sqlite_warehouse, vendor.source)
+    assert result.ok, result.error
+    expected = dict(fake.all_results())
+    with engine.connect() as conn:
+        got = set(conn.execute(select(enrollments.c.external_id)).scalars())
+        leavers = {fake.user_id(p) for p in fake.members if fake.user_status(p) == 5}
+        landed = set(conn.execute(select(learners.c.external_id).join(
+            enrollments, enrollments.c.learner_id == learners.c.id)).scalars())
+    assert got == set(expected)
+    assert leavers and leavers <= landed
+
+    vendor.source["options"]["user_statuses"] = [1, 2, 3]
+    failed = run(sqlite_warehouse, vendor.source)
+    assert not failed.ok
+    results = by_stream(failed)["results"]
+    assert by_stream(failed)["users"].result == "succeeded"
+    assert results.error_class == "RequestRejected" and "\n" not in results.error
+    assert results.error.startswith("source 'isp': the results endpoint refused userStatuses [1, 2, 3]")
+    assert "HTTP 400" in results.error and "set options.user_statuses" in results.error
+    assert count(engine, enrollments, enrollments.c.deleted_at.is_not(None)) == 0
+    assert count(engine, courses, courses.c.deleted_at.is_not(None)) == 0
+
+
+def test_leavers_filed_under_5_land_with_user_statuses_1_3_5(start_vendor, sqlite_warehouse):
+    """A vendor that keeps leavers apart (5) on the results endpoint: the option brings them."""
+    vendor = start_vendor("ispring", learners=40, leaver_status=5)
+    vendor.source["options"].update(page_size=25, user_statuses=[1, 3, 5])
+    result = run(sqlite_warehouse, vendor.source)
+    assert result.ok, result.error
+    assert count(sqlite_warehouse.engine, enrollments) == len(dict(vendor.fake.all_results()))
+
+
+@pytest.mark.parametrize(("unit", "seconds"), [("seconds", 754.0), ("minutes", 754.0 * 60)])
+def test_time_spent_unit_is_an_option(unit, seconds):
+    row = rows("results_statuses.xml", "result")[0] | {"timeSpent": "754"}
+    _, _, enrollment = normalize_result(IspringResult.model_validate(row), row, None, unit)
+    assert enrollment.time_spent_seconds == seconds

@@ -157,6 +157,10 @@ def load(name: str):
     return load_fixture("sessions", name)
 
 
+def by_stream(result) -> dict:
+    return {s.stream: s for s in result.streams}
+
+
 def completions_requests(fake):
     return [w for w in fake.windows if w[0] == fake.paths["completions"]]
 
@@ -194,6 +198,26 @@ def test_full_sync(start_vendor, sqlite_warehouse):
     assert at(cursor["to"]) >= fake.now
     assert all(status == 200 for *_, status in fake.windows)
     assert len(completions_requests(fake)) == 12  # 365 days in 31-day slices
+    modules = {c["moduleId"] for c in fake._clusters}
+    assert {s.stream: (s.vendor_total, s.distinct_read) for s in result.streams} == {
+        "users": (len(users), len(users)),  # data.total
+        "clusters": (len(fake._clusters) + len(modules),) * 2,  # data.total + the module courses
+        "completions": (None, None)}  # a bare array: no total
+
+
+def test_users_paged_by_total_pages_when_next_is_always_null(start_vendor, sqlite_warehouse):
+    """The documented sample only ever shows ``next: null``: totalPages / total decide."""
+    vendor = start_vendor("sessions", learners=40, users_next_null=True)
+    options = {**vendor.source["options"], "page_size": 4}
+    result = sync(sqlite_warehouse, {"s": {**vendor.source, "options": options}})
+    assert result.ok, result.error
+    users = vendor.fake.users()
+    assert len(users) > 8  # three pages at least
+    with sqlite_warehouse.engine.connect() as conn:  # as users, not as completions' stubs
+        landed = dict(conn.execute(select(learners.c.external_id, learners.c.first_name)).all())
+    assert landed == {u["remoteId"] or u["id"]: u["firstName"] for u in users}
+    assert vendor.fake.requests["/v1/users"] == -(-len(users) // 4)
+    assert result.streams[0].vendor_total == len(users)
 
 
 def test_windowed_resync_writes_nothing(start_vendor, sqlite_warehouse):
@@ -329,6 +353,22 @@ def test_rejected_api_key_fails_only_its_source(start_vendor, sqlite_warehouse):
     assert [s.stream for s in failed.streams] == ["users", "clusters", "completions"]
     assert table_count(sqlite_warehouse, learners, learners.c.source_id == "good") > 0
     assert table_count(sqlite_warehouse, learners, learners.c.source_id == "bad") == 0
+
+
+def test_a_401_names_the_guessed_header_and_paths_without_the_key(start_vendor, sqlite_warehouse):
+    """Sparkwise publishes neither the key's header nor the paths: a 401 says both are ours."""
+    vendor = start_vendor("sessions", learners=20, api_key_header="X-Sparkwise-Token")
+    source = {**vendor.source, "options": {}}  # a customer on our guessed defaults
+    result = sync(sqlite_warehouse, {"s": source})
+    assert not result.ok
+    error = by_stream(result)["users"].error
+    assert error == (
+        "source 's': credentials rejected (HTTP 401 /v1/users); check auth.api_key, then "
+        "options.api_key_header (sent: 'x-api-key') and options.paths (users: '/v1/users'): "
+        "Sparkwise publishes neither, ours are guesses")
+    assert all(s.result == "failed" for s in result.streams)
+    assert vendor.fake.api_key not in repr([s.error for s in result.streams])
+    assert table_count(sqlite_warehouse, learners) == 0
 
 
 def test_vendor_error_body_is_shown(start_vendor, sqlite_warehouse):

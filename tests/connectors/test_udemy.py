@@ -219,7 +219,48 @@ class Recorder:
         self.server.server_close()
 
 
-def test_next_link_to_another_host_fails_without_sending_credentials(start_vendor, sqlite_warehouse):
+def events(caplog, name: str) -> list[dict]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == name]
+
+
+def test_next_links_on_another_origin_are_asked_of_the_configured_one(
+        start_vendor, sqlite_warehouse, caplog):
+    """The seed's own example: next links on learning.udemy.com for a call to <org>.udemy.com.
+    Every row lands, nothing (no credentials) reaches the other origin, one log line a stream."""
+    recorder = Recorder()
+    try:
+        httpx.get(recorder.url + "/probe")  # the recorder does record what reaches it
+        assert recorder.requests == [("/probe", None)]
+        recorder.requests.clear()
+        # the link carries the page only (as the seed's): page_size and fields[...] are put back
+        vendor = start_vendor("udemy", learners=10, courses=60, next_origin=recorder.url,
+                              default_fields=True)
+        vendor.source["options"]["page_size"] = 10
+        with caplog.at_level(logging.INFO):
+            result = sync(sqlite_warehouse, {"u": vendor.source})
+    finally:
+        recorder.close()
+    assert result.ok, result.error
+    fake = vendor.fake
+    assert recorder.requests == []
+    assert count(sqlite_warehouse, courses) == 60
+    assert count(sqlite_warehouse, enrollments) == len(fake.course_rows)
+    assert count(sqlite_warehouse, activity_progress) == len(fake.progress_rows)
+    assert count(sqlite_warehouse, stat_snapshots) == len(fake.activity_rows)
+    assert fake.requests["/api-2.0/organizations/8888/courses/list/"] == 6  # every page, here
+    with sqlite_warehouse.engine.connect() as conn:
+        described = conn.execute(select(func.count()).select_from(courses)
+                                 .where(courses.c.description.is_not(None))).scalar()
+        hr_ids = conn.execute(select(func.count()).select_from(learners)
+                              .where(learners.c.hr_id.is_not(None))).scalar()
+    assert described == 60  # fields[course]=@all on every page
+    assert hr_ids == len({r["user_email"] for r in fake.course_rows if r["user_external_id"]})
+    rebased = events(caplog, "http.next_rebased")
+    assert sorted(e["stream"] for e in rebased) == ["activity", "courses", "enrollments", "progress"]
+    assert {e["origin"] for e in rebased} == {recorder.url}
+
+
+def test_next_link_outside_the_api_fails_without_sending_credentials(start_vendor, sqlite_warehouse):
     recorder = Recorder()
     try:
         # The recorder does record what reaches it (so the assertion below can fail).
@@ -227,18 +268,85 @@ def test_next_link_to_another_host_fails_without_sending_credentials(start_vendo
         assert recorder.requests == [("/probe", "Basic probe")]
         recorder.requests.clear()
 
-        vendor = start_vendor("udemy", learners=10, courses=250, next_origin=recorder.url)
+        vendor = start_vendor("udemy", learners=10, courses=250, next_origin=recorder.url,
+                              next_path="/collect/")
+        assert sync(sqlite_warehouse, {"u": {**vendor.source, "options": {
+            **vendor.source["options"], "page_size": 100}}}).ok is False
+        vendor.fake.next_origin = None  # a good run, then a rogue link on the same origin too
+        vendor.fake.next_path = None
+        assert sync(sqlite_warehouse, {"u": vendor.source}).ok
+        vendor.fake.next_path = "/collect/"
         result = sync(sqlite_warehouse, {"u": vendor.source})
     finally:
         recorder.close()
     assert not result.ok
     courses_run = by_stream(result)["courses"]
     assert courses_run.result == "failed" and courses_run.error_class == "DataError"
-    assert "another origin" in courses_run.error and "127.0.0.1" in courses_run.error
+    assert courses_run.error.startswith("source 'u': refusing a next link outside the API path "
+                                        "/api-2.0/organizations/8888/ (/collect/); ")
     assert recorder.requests == []  # not one request, so no Authorization header either
-    assert vendor.fake.requests["/api-2.0/organizations/8888/courses/list/"] == 1
-    assert "udemy-client-secret" not in courses_run.error
+    assert "/collect/" not in vendor.fake.requests
+    assert "udemy-client-secret" not in courses_run.error and "\n" not in courses_run.error
     assert count(sqlite_warehouse, courses, courses.c.deleted_at.is_not(None)) == 0  # no soft-delete
+
+
+def test_reporting_fields_asked_for_land(start_vendor, sqlite_warehouse):
+    """A vendor whose default field set leaves out the HR id and the first completion date."""
+    vendor = start_vendor("udemy", learners=30, courses=60, default_fields=True)
+    result = sync(sqlite_warehouse, {"u": vendor.source})
+    assert result.ok, result.error
+    fake = vendor.fake
+    hr_ids = {r["user_email"].strip().lower(): r["user_external_id"] for r in fake.course_rows
+              if r["user_email"] != "Anonymized User"}
+    assert sum(1 for v in hr_ids.values() if v) > 10
+    with sqlite_warehouse.engine.connect() as conn:
+        landed = dict(conn.execute(select(learners.c.external_id, learners.c.hr_id)
+                                   .where(learners.c.is_placeholder.is_(False))).all())
+        raws = conn.execute(select(enrollments.c.raw)).scalars().all()
+        items = conn.execute(select(activity_progress.c.raw)).scalars().all()
+        days = conn.execute(select(stat_snapshots.c.raw)).scalars().all()
+    assert landed == hr_ids
+    assert all("course_first_completion_date" in r for r in raws)
+    assert all("user_external_id" in r for r in [*raws, *items, *days])
+
+
+def test_a_field_class_not_asked_is_warned_about(start_vendor, sqlite_warehouse, caplog):
+    vendor = start_vendor("udemy", learners=20, courses=30, default_fields=True)
+    vendor.source["options"]["field_classes"] = {"enrollments": ["aggregate_organization_x"]}
+    with caplog.at_level(logging.WARNING):
+        result = sync(sqlite_warehouse, {"u": vendor.source})
+    assert result.ok, result.error
+    (warning,) = events(caplog, "udemy.field_class_unasked")
+    assert (warning["stream"], warning["row_class"], warning["asked"]) == (
+        "enrollments", "user_course_activity", ["aggregate_organization_x"])
+    assert "options.field_classes.enrollments" in warning["fix"]
+    assert count(sqlite_warehouse, learners, learners.c.hr_id.is_not(None)) == 0  # why it warns
+
+
+def test_every_stream_reports_the_vendors_count(start_vendor, sqlite_warehouse):
+    vendor = start_vendor("udemy", learners=20, courses=45)
+    vendor.source["options"]["page_size"] = 20
+    result = sync(sqlite_warehouse, {"u": vendor.source})
+    assert result.ok, result.error
+    fake = vendor.fake
+    assert {s.stream: (s.vendor_total, s.distinct_read) for s in result.streams} == {
+        "courses": (45, 45), "enrollments": (len(fake.course_rows),) * 2,
+        "progress": (len(fake.progress_rows),) * 2, "activity": (len(fake.activity_rows),) * 2}
+
+
+def test_pages_short_of_the_count_fail_and_delete_nothing(start_vendor, sqlite_warehouse, caplog):
+    vendor = start_vendor("udemy", learners=20, courses=45)
+    assert sync(sqlite_warehouse, {"u": vendor.source}).ok
+    vendor.fake.lose_rows = 1
+    with caplog.at_level(logging.ERROR):
+        result = sync(sqlite_warehouse, {"u": vendor.source})
+    assert not result.ok
+    assert all(s.result == "failed" and s.error_class == "IncompleteRead" for s in result.streams)
+    assert by_stream(result)["courses"].error.startswith(
+        "source 'u': read 44 distinct courses of the 45 the vendor reports")
+    assert len(events(caplog, "stream.incomplete")) == 4
+    for table in (courses, enrollments, activity_progress):
+        assert count(sqlite_warehouse, table, table.c.deleted_at.is_not(None)) == 0
 
 
 def test_anonymized_rows_kept_one_placeholder_each_and_counted(start_vendor, sqlite_warehouse, caplog):
@@ -293,14 +401,20 @@ def test_catalog_pages_through_next_links(start_vendor, sqlite_warehouse):
     assert count(sqlite_warehouse, courses) == 230
 
 
-def test_page_size_over_the_maximum_is_one_clear_line(start_vendor, sqlite_warehouse):
-    vendor = start_vendor("udemy", learners=10, courses=30)
-    vendor.source["options"]["page_size"] = 500
-    result = sync(sqlite_warehouse, {"u": vendor.source})
-    assert not result.ok
-    error = by_stream(result)["courses"].error
-    assert "HTTP 400" in error and "page_size must be between 1 and 100" in error
-    assert "\n" not in error
+def test_page_size_over_the_documented_maximum_is_a_config_error():
+    from lms_sync.config import parse_config
+    from lms_sync.errors import ConfigError
+
+    block = {"kind": "udemy", "base_url": "https://acme.udemy.com",
+             "auth": {"client_id": "id", "client_secret": "s3cr3t"},
+             "options": {"organization_id": "8888", "page_size": 500}}
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"sources": {"u": block}}, "c.yaml")
+    assert str(exc.value).startswith("Input should be less than or equal to 100 (got 500), "
+                                     "c.yaml: sources.u.options.page_size; ")
+    assert "\n" not in str(exc.value)
+    block["options"]["page_size"] = 100
+    assert parse_config({"sources": {"u": block}}, "c.yaml").sources["u"].options.page_size == 100
 
 
 def test_throttled_requests_wait_and_succeed(start_vendor, sqlite_warehouse):

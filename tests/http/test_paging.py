@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lms_sync.errors import DataError
-from lms_sync.http import NextUrlPaginator, PageNumberPaginator, PageTokenPaginator, SortValuePaginator
+from lms_sync.http import (
+    NextUrlPaginator,
+    PageNumberPaginator,
+    PageTokenPaginator,
+    SortGuard,
+    SortValuePaginator,
+)
+from lms_sync.logs import get_logger
 
 
 def test_page_number_from_zero_stops_on_short_page():
@@ -32,6 +41,18 @@ def test_page_number_from_one_stops_on_empty_page_or_total_pages():
     assert not q.has_next
 
 
+def test_total_pages_decides_over_a_short_page():
+    """A vendor serving fewer rows a page than asked: the body's page count is trusted."""
+    p = PageNumberPaginator("page", start=0, page_size=200)
+    for _ in range(3):
+        assert p.has_next
+        p.update(count=100, total_pages=3)
+    assert not p.has_next and p.pages == 3
+    q = PageNumberPaginator("page", start=0, page_size=200)
+    q.update(count=0, total_pages=3)  # an empty page still ends it
+    assert not q.has_next
+
+
 def test_page_number_guard_against_endless_full_pages():
     p = PageNumberPaginator("_offset", start=0, page_size=2, max_page=5)
     with pytest.raises(DataError, match="past page 5"):
@@ -50,6 +71,62 @@ def test_next_url_loop_guard():
     done = NextUrlPaginator()
     done.update(count=1, next_url=None)
     assert not done.has_next
+
+
+API = "https://acme.udemy.com/api-2.0/organizations/9488/"
+
+
+def test_next_link_on_another_origin_is_rebased_onto_the_configured_one(caplog):
+    caplog.set_level(logging.INFO)
+    p = NextUrlPaginator(API, source="u", log=get_logger("test"))
+    # the seed's own example: a call to <org>.udemy.com gets its next page on learning.udemy.com
+    p.update(count=12, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
+    assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=2"
+    p.update(count=12, next_url="http://user:pw@ACME.udemy.com:443/api-2.0/organizations/9488/"
+                                "courses/list/?page=3&page_size=12#frag")
+    assert p.next_request().url == (
+        "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=3&page_size=12")
+    logged = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    assert p.rebased == 2 and len(logged) == 1  # told once, with no userinfo
+    assert {k: logged[0][k] for k in ("event", "origin", "to", "path")} == {
+        "event": "http.next_rebased", "origin": "https://learning.udemy.com",
+        "to": "https://acme.udemy.com", "path": "/api-2.0/organizations/9488/courses/list/"}
+    # same origin (default port written out, or a relative link): followed as given
+    p.update(count=12, next_url="https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4")
+    assert p.next_request().url == "https://acme.udemy.com:443/api-2.0/organizations/9488/x/?page=4"
+    p.update(count=12, next_url="/api-2.0/organizations/9488/x/?page=5")
+    assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/x/?page=5"
+    assert p.rebased == 2 and p.has_next
+
+
+def test_next_link_gets_back_the_parameters_it_leaves_out():
+    first = {"fields[course]": "@all", "page": 1, "page_size": 100}
+    p = NextUrlPaginator(API, params=first)
+    p.update(count=100, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
+    assert p.next_request().url == ("https://acme.udemy.com/api-2.0/organizations/9488/courses/list/"
+                                    "?fields%5Bcourse%5D=%40all&page=2&page_size=100")
+    p.update(count=100, next_url="/api-2.0/organizations/9488/courses/list/?page=3&page_size=50#x")
+    assert p.next_request().url == ("https://acme.udemy.com/api-2.0/organizations/9488/courses/list/"
+                                    "?fields%5Bcourse%5D=%40all&page=3&page_size=50")  # the link wins
+
+
+@pytest.mark.parametrize("link", [
+    "https://evil.example/collect/?page=2",                                    # outside the API
+    "https://learning.udemy.com/api-2.0/organizations/1/courses/list/?page=2",  # another org
+    "https://learning.udemy.com/api-2.0/organizations/94880/courses/list/",    # a prefix, not a path
+    "https://acme.udemy.com/api-2.0/organizations/9488/../1/courses/list/",    # dot segments
+    "https://evil.example/api-2.0/organizations/9488/%2e%2e/%2E%2E/admin/",    # encoded
+    "https://evil.example/api-2.0/organizations/9488/..%2f..%2fadmin/",         # encoded slash
+    "https://evil.example:99999/api-2.0/organizations/9488/x/",               # not a URL
+])
+def test_next_link_outside_the_api_path_is_refused(link, caplog):
+    caplog.set_level(logging.INFO)
+    p = NextUrlPaginator(API, source="u", log=get_logger("test"))
+    with pytest.raises(DataError, match="source 'u'") as exc:
+        p.update(count=12, next_url=link)
+    assert "next link" in str(exc.value) and "\n" not in str(exc.value)
+    assert "evil.example" not in str(exc.value)  # the path only, never the host
+    assert caplog.records == [] and p.next_request().url is None
 
 
 def test_page_token_loop_guard():
@@ -118,3 +195,13 @@ def test_sort_value_paging_refuses_a_vendor_that_ignores_the_page_number_in_a_ru
         sorted(f"r{i}" for i in range(12))  # distinct values need no page numbers
     with pytest.raises(DataError, match="past page 1"):
         _read_by_value(rows, 5, max_page=1)
+
+
+def test_sort_guard_within_a_page_and_across_pages():
+    g = SortGuard()
+    assert g.ordered([1, 1, 2, None, 3]) and g.ordered([3, 4]) and g.ordered([])
+    assert not g.ordered([5, 4])  # within a page
+    h = SortGuard()
+    assert h.ordered([1, 5]) and not h.ordered([4, 6])  # below the last page's last value
+    assert SortGuard().ordered([None, 2, None, 2])  # None is not compared
+    assert not SortGuard().ordered(["2026-03-02", "2026-03-01"])

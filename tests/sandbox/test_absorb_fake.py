@@ -155,3 +155,51 @@ def test_faults_over_http(absorb):
     resp = client.get("/users", headers=headers)
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
     assert client.get("/users", headers=headers).status_code == 200
+
+
+def test_users_carry_active_status(shared):
+    _, client = shared
+    rows = client.get("/users", headers=login(client), params={"_limit": 100}).json()["users"]
+    assert {r["activeStatus"] for r in rows} == {0, 1} and not any("isActive" in r for r in rows)
+
+
+def test_ignore_sort_keeps_the_stored_order_and_still_filters():
+    fake = FakeAbsorb(Population(30), courses=4, ignore_sort=True)
+    with SandboxServer(fake) as server, httpx.Client(base_url=server.url) as client:
+        headers = login(client)
+        rows = client.get("/users", headers=headers, params={"_limit": 100, "_sort": "dateEdited"}).json()
+        assert [r["id"] for r in rows["users"]] == [u["id"] for u in fake.users]
+        dates = [r["dateEdited"] for r in rows["users"]]
+        assert dates != sorted(dates)
+        pivot = sorted(dates)[10]
+        ge = client.get("/users", headers=headers, params={
+            "_limit": 100, "_sort": "dateEdited", "_filter": f"dateEdited ge datetime'{pivot}'"}).json()
+        assert [r["dateEdited"] for r in ge["users"]] == [d for d in dates if d >= pivot]
+        assert ge["totalItems"] == 20
+
+
+@pytest.mark.parametrize(("shape", "status"), [("paged", 200), ("array", 200), ("404", 404), ("403", 403)])
+def test_categories_as(shape, status):
+    fake = FakeAbsorb(Population(5), courses=4, categories_as=shape)
+    with SandboxServer(fake) as server, httpx.Client(base_url=server.url) as client:
+        resp = client.get("/categories", headers=login(client))
+    assert resp.status_code == status
+    body = resp.json()
+    if shape == "paged":
+        assert body["totalItems"] == 4 and len(body["categories"]) == 4
+    elif shape == "array":
+        assert [c["name"] for c in body] == [c["name"] for c in fake.categories]
+    else:
+        assert set(body) == {"validations", "code", "message", "term", "_meta"}
+
+
+def test_lesson_path_moves_the_lessons():
+    fake = FakeAbsorb(Population(30), courses=4, lesson_path="/lessonEnrollments/{userId}/{courseId}")
+    with SandboxServer(fake) as server, httpx.Client(base_url=server.url) as client:
+        headers = login(client)
+        row = next(r for rows in fake.enrollments.values() for r in rows
+                   if r["isActive"] and r["status"] == 1)
+        assert client.get(f"/users/{row['userId']}/enrollments/{row['courseId']}/lessons",
+                          headers=headers).status_code == 404
+        moved = client.get(f"/lessonEnrollments/{row['userId']}/{row['courseId']}", headers=headers)
+        assert moved.status_code == 200 and moved.json() == fake.lesson_rows(row)

@@ -36,6 +36,9 @@ class SyntheticOptions(Settings):
     fail_stream: str | None = None
     fail_message: str = "synthetic failure"  # e.g. a vendor error body that echoes a secret
     delay_ms: float = 0          # wait per 50 users read (a slow vendor)
+    users_reported: int = 0      # the vendor's total of users = users + this (full reads)
+    enrollments_reported: int | None = None  # the vendor's total of enrollments, if any
+    enrollments_excluded: int = 0  # of that total, left out by design
     hold_file: str | None = None  # after the first 100 users, wait until this file exists
 
 
@@ -50,6 +53,7 @@ class _KilledWhenWritten(Learner):
 class Users(Stream):
     name = "users"
     full_refresh_tables = ()
+    total_table = "learners"
 
     def __init__(self, opts: SyntheticOptions) -> None:
         self.opts = opts
@@ -59,6 +63,8 @@ class Users(Stream):
             raise RuntimeError(self.opts.fail_message)
         last = (ctx.cursor or {}).get("position", -1)
         ctx.partial = ctx.cursor is not None
+        if not ctx.partial:
+            ctx.report_total(self.opts.users + self.opts.users_reported)
         emitted = 0
         for i in range(last + 1, self.opts.users):
             version = self.opts.version if i < self.opts.bumped else 1
@@ -81,6 +87,7 @@ class Users(Stream):
 class Enrollments(Stream):
     name = "enrollments"
     full_refresh_tables = ("enrollments",)
+    total_table = "enrollments"
 
     def __init__(self, opts: SyntheticOptions) -> None:
         self.opts = opts
@@ -88,6 +95,10 @@ class Enrollments(Stream):
     def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
         if self.opts.fail_stream == self.name:
             raise RuntimeError(self.opts.fail_message)
+        if self.opts.enrollments_reported is not None:
+            ctx.report_total(self.opts.enrollments_reported)
+            if self.opts.enrollments_excluded:
+                ctx.exclude("synthetic_filtered", self.opts.enrollments_excluded)
         for c in range(self.opts.courses):
             yield Course(external_id=f"c{c}", title=f"Course {c}", duration_minutes=30 + c)
         for i in range(self.opts.users):

@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from lms_sync.warehouse.dialect import is_transient
+from lms_sync.pipeline import run_source
+from lms_sync.warehouse.dialect import is_transient, source_lock
+from tests.conftest import make_config, synthetic_source
 
 
 @pytest.mark.parametrize("warehouse", ["postgresql", "mysql"], indirect=True)
@@ -57,3 +59,16 @@ def test_sqlite_busy_is_transient(sqlite_warehouse):
     holder.dispose()
     waiter.dispose()
     assert is_transient(err.value)
+
+
+def test_sqlite_locks_live_in_one_folder_and_still_exclude(sqlite_warehouse, tmp_path):
+    """A sync leaves no lock files beside the database (``git status`` after ``make demo``
+    listed one per source), and a second run of the same source is still refused."""
+    cfg = make_config(sqlite_warehouse, {"syn-a": synthetic_source(users=5)})
+    assert run_source(sqlite_warehouse.engine, cfg, cfg.sources["syn-a"]).ok
+    beside = {p.name for p in tmp_path.iterdir() if not p.name.startswith("warehouse.db-")}
+    assert beside == {"warehouse.db", "warehouse.db.locks"}
+    assert {p.name for p in (tmp_path / "warehouse.db.locks").iterdir()} == {"syn-a.lock", "identity.lock"}
+    with source_lock(sqlite_warehouse.engine, "syn-a"):
+        busy = run_source(sqlite_warehouse.engine, cfg, cfg.sources["syn-a"])
+    assert not busy.ok and "already being synced" in busy.error

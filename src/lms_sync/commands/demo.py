@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import threading
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         _route_pipeline_logs(progress)
         engine = make_engine(cfg.warehouse.url)
         upgrade(engine)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         results = []
         for source in cfg.sources.values():
             progress.begin(source.id)
@@ -97,16 +97,21 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t0
     print(render_summary(engine, results, db, elapsed))
     engine.dispose()
-    for lock in db.parent.glob(f"{db.name}.*.lock"):  # the per-source run locks, now free
-        lock.unlink(missing_ok=True)
+    _remove_locks(db)  # the run locks, free now
     return 0 if all(r.ok for r in results) else 1
 
 
 def _remove_db(db: Path) -> None:
-    """A fresh file each run: the database, its WAL files and its source lock files."""
-    for path in [db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal"),
-                 *db.parent.glob(f"{db.name}.*.lock")]:
+    """A fresh file each run: the database, its WAL files and its lock files."""
+    for path in [db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")]:
         path.unlink(missing_ok=True)
+    _remove_locks(db)
+
+
+def _remove_locks(db: Path) -> None:
+    from lms_sync.warehouse.dialect import lock_folder
+
+    shutil.rmtree(lock_folder(str(db)), ignore_errors=True)
 
 
 def _route_pipeline_logs(progress: Progress) -> None:

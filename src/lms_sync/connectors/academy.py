@@ -9,7 +9,9 @@ Streams, in order:
 ``users``     ``/users`` (page from 1, ``per_page`` <= 50, follow ``links.next``) -> learners,
               full refresh. Kiosk and bot accounts are kept but marked ``is_placeholder``
               (a shared device or a machine never links to a person); ``type`` stays in raw.
-              ``name`` is the display name; first/last split at the last space.
+              ``name`` is the display name; first/last split at the last space. A full read
+              reports the first page's ``meta.total`` (every listed user is yielded, so the
+              read must reach it exactly; a short one fails and deletes nothing).
 ``stats``     aggregates -> stat_snapshots, once without a group filter and once per
               ``group_sets`` entry (``group_key`` = set name): ``academy.onboarding``,
               ``academy.course_completion`` (per course), ``academy.journey_completion``
@@ -19,7 +21,12 @@ Streams, in order:
 ``progress``  the user sweep: per user ``/users/{id}/courses`` -> enrollments (rule table
               :data:`COURSE_RULES`) and ``/users/{id}/onboarding`` -> an enrollment in the
               onboarding course. 404 = no academy record (kiosk, bot, shadow, banned): counted
-              as ``users_without_record``, and the onboarding call is then not made.
+              as ``users_without_record``, and the onboarding call is then not made. A wave
+              of 404s is not: more than half of the users visited this run (kiosk, bot and
+              shadow types aside), and at least 10 [guess: thresholds], answering 404 on
+              either call means a wrong host or key; the stream fails (IncompleteRead,
+              checked before each checkpoint), deletes nothing and keeps its starting
+              cursor, so the next run visits those users again.
 
 Deterministic external ids: courses use the vendor id; journeys ``journey:<id>``; the
 onboarding flow ``onboarding`` (one per customer); enrollments ``<user id>:<course id>``
@@ -88,7 +95,7 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -105,13 +112,22 @@ from lms_sync.connectors.academy_sweep import (
     SweepUsers,
     course_digest,
 )
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import (
+    Checkpoint,
+    Connector,
+    NotFoundWave,
+    ReadContext,
+    Settings,
+    Stream,
+)
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import HeaderAuth
 from lms_sync.http.paging import NextUrlPaginator
 
 PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
 """User ``type`` -> never links to a person (shared device, machine account)."""
+NO_RECORD_TYPES = frozenset({"kiosk", "bot", "shadow"})
+"""User types the per-user endpoints 404 by design (the seed): no part of a 404 wave."""
 
 COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first
@@ -206,7 +222,7 @@ def _rate(done: int, not_done: int) -> float | None:
 def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
     """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
     f = VFigures.model_validate(row)
-    figures = {"completed": f.completed, "not_completed": f.not_completed}
+    figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
     if f.type is not None:
         figures["type"] = f.type
     title = "Onboarding" if kind == "onboarding" else f.title
@@ -339,7 +355,9 @@ class AcademyConnector(Connector):
                             path=response.request.url.path, status=response.status_code)
         return data
 
-    def list_users(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    def list_users(self, since: datetime | None = None,
+                   on_total: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+        """Every listed user; ``on_total`` gets the first page's ``meta.total``, if any."""
         pager = NextUrlPaginator()
         params: dict[str, Any] = {"page": 1, "per_page": self.options.page_size}
         if since is not None:
@@ -353,6 +371,9 @@ class AcademyConnector(Connector):
                 payload = None
             data = self.body(response, payload=payload)
             links = payload.get("links") if isinstance(payload, dict) else None
+            total = (payload.get("meta") or {}).get("total") if isinstance(payload, dict) else None
+            if on_total is not None and pager.pages == 0 and type(total) is int:
+                on_total(total)
             yield from data
             pager.update(count=len(data), next_url=(links or {}).get("next"))
 
@@ -363,10 +384,10 @@ class AcademyConnector(Connector):
             self.users = SweepUsers.of(self.list_users(), self.options.sweep_skip_types)
         return self.users
 
-    def users_keeping_list(self) -> Iterator[Any]:
+    def users_keeping_list(self, on_total: Callable[[int], None]) -> Iterator[Any]:
         """The full user rows, streamed; the slim list for the sweep is kept on the way."""
         kept = SweepUsers(self.options.sweep_skip_types)
-        for row in self.list_users():
+        for row in self.list_users(on_total=on_total):
             kept.add(row)
             yield row
         self.users = kept.sorted()
@@ -413,13 +434,15 @@ class AcademyConnector(Connector):
 class UsersStream(Stream):
     name = "users"
     full_refresh_tables = ("learners",)
+    total_table = "learners"  # meta.total of a full read; kiosks and bots are yielded too
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
     def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
         ctx.partial = ctx.since is not None
-        rows = self.c.list_users(ctx.since) if ctx.since else self.c.users_keeping_list()
+        rows = (self.c.list_users(ctx.since) if ctx.since
+                else self.c.users_keeping_list(ctx.report_total))
         for row in rows:
             learner = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
                                     lambda row=row: learner_from(row))
@@ -481,6 +504,9 @@ class StatsStream(Stream):
 
 CHECKPOINT_EVERY = 50
 """Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
+WAVE_WHAT = "users visited (/stats/academy/users/{id}/courses or /onboarding)"
+WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotree.com) and that "
+            "auth.api_key is that customer's key; if both are right, report it to Monotree")
 
 
 class ProgressStream(Stream):
@@ -535,10 +561,12 @@ class ProgressStream(Stream):
             yield c.onboarding_course
             c.emitted.add(ONBOARDING_ID)
         assert c.http is not None
-        visited = 0
+        visited, wave = 0, NotFoundWave(WAVE_WHAT, WAVE_FIX)
         for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress,
                                                                (users[i] for i in batch)):
             visited += 1
+            if (user.type or "").lower() not in NO_RECORD_TYPES:
+                wave.add(courses is not None and onboarding is not None)
             if courses is None:
                 ctx.count("users_without_record")
             else:
@@ -547,6 +575,7 @@ class ProgressStream(Stream):
             st.note(user.id, courses, onboarding, today)
             st.after_id, st.done, st.total = user.id, bisect_right(ids, user.id), len(users)
             if visited % CHECKPOINT_EVERY == 0 or visited == len(batch):
+                wave.check(ctx.source_id)  # a wave of 404s never reaches a cursor
                 # not after every user: the cursor carries the open users' lists, and
                 # building it per visit cost O(users x open users) at 40,000 users
                 yield Checkpoint(st.to_cursor())

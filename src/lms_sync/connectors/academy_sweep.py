@@ -70,7 +70,9 @@ class SweepUsers:
     def __init__(self, skip_types: Iterable[str] = ()) -> None:
         self._skip = {t.lower() for t in skip_types}  # types the sweep never visits
         self.ids = array("q")
-        self._type, self._types, self._type_at = array("H"), [], {}  # type: ignore[var-annotated]
+        self._type = array("H")                 # per user: an index into _types
+        self._types: list[str | None] = []
+        self._type_at: dict[str | None, int] = {}
         self._days = (array("i"), array("i"), array("i"))  # last active, created, registered
         self._times = (array("q"), array("q"))             # registered_at, hired_at
         self._odd: dict[tuple[int, int], Any] = {}         # (user id, time column) -> as sent
@@ -109,7 +111,7 @@ class SweepUsers:
         if value is None:
             return _NONE
         try:
-            return (utc(_TIME.validate_python(value)) - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
+            return (utc(_TIME.validate_python(value)) - _EPOCH) // timedelta(microseconds=1)
         except (ValidationError, OverflowError):
             self._odd[(uid, column)] = value  # VUser refuses it the same way later
             return _ODD

@@ -24,6 +24,14 @@ every record yielded so far is enough to resume from ``cursor``; the pipeline
 saves it with the batch that holds those records. Records may repeat after a
 crash (upserts are idempotent), but never be lost.
 
+``Stream.total_table`` names the table whose rows the vendor counts in a total it
+reports (``ctx.report_total(n)``, once per list read unfiltered; several lists add
+up). After a full read the pipeline compares the distinct ids read of that table,
+plus ``ctx.skipped`` and what ``ctx.exclude()`` left out by design, with the total:
+a read that falls short fails (``stream.incomplete``), deletes nothing and keeps the
+cursor it started from. A connector that knows its read is short for another reason
+(a wave of 404s) raises :class:`~lms_sync.errors.IncompleteRead` to the same effect.
+
 ``Stream.full_refresh_tables`` names the tables of which a complete read of the
 stream yields *every* live row of the source; after such a read succeeds, rows
 not seen are soft-deleted (``deleted_at``). Incremental reads delete nothing.
@@ -45,8 +53,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record
-from lms_sync.errors import RecordError
-from lms_sync.http.auth import Auth
+from lms_sync.errors import IncompleteRead, RecordError
+from lms_sync.http.auth import Auth as RequestAuth  # the name Auth is the class's settings model
 from lms_sync.http.client import HttpClient
 from lms_sync.http.errors import ErrorDescriber
 
@@ -88,6 +96,19 @@ class ReadContext:
     then nothing is soft-deleted."""
     skipped: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    vendor_total: int | None = None
+    """The vendor's own count of the ``Stream.total_table`` rows this read should see."""
+    excluded: int = 0
+    """Rows the vendor counts in its total that the stream leaves out by design."""
+
+    def report_total(self, n: int) -> None:
+        """Add a total the vendor reported for a list this read walks whole."""
+        self.vendor_total = (self.vendor_total or 0) + int(n)
+
+    def exclude(self, reason: str, n: int = 1) -> None:
+        """Count rows of the vendor's total left out by design (counted under ``reason``)."""
+        self.excluded += n
+        self.count(reason, n)
 
     def skip(self, vendor_id: object, error: Exception | str) -> None:
         """Count and log a vendor record that cannot be normalized."""
@@ -101,13 +122,54 @@ class ReadContext:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def normalize(self, vendor_id: object, fn: Callable[[], T]) -> T | None:
-        """Run a normalizer; on a validation error, skip the record and return None."""
+    def normalize(self, vendor_id: object, fn: Callable[..., T]) -> T | None:
+        """Run a normalizer; on a validation error, skip the record and return None.
+
+        ``fn`` is called without arguments; it is typed ``Callable[..., T]`` because callers
+        bind their loop variables as lambda defaults (``lambda r=row: ...``)."""
         try:
             return fn()
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
             self.skip(vendor_id, exc)
             return None
+
+
+@dataclass
+class NotFoundWave:
+    """Per-item lookups where a 404 means "no record": a few are normal, a wave is not.
+
+    More than ``share`` of the items looked up answering 404, and at least ``minimum`` of
+    them, is a wrong path or tenant rather than that many missing records: :meth:`check`
+    raises :class:`~lms_sync.errors.IncompleteRead` (the run keeps its starting cursor and
+    deletes nothing, so the next run looks those items up again).
+    """
+
+    what: str
+    """The items and where they 404, for the message (``users visited (/x/{id})``)."""
+    fix: str
+    minimum: int = 10
+    share: float = 0.5
+    looked_up: int = 0
+    not_found: int = 0
+
+    def add(self, found: bool) -> None:
+        self.looked_up += 1
+        self.not_found += not found
+
+    def check(self, source_id: str) -> None:
+        """Raise if the lookups so far are a wave (call before each checkpoint)."""
+        if self.not_found >= self.minimum and self.not_found > self.share * self.looked_up:
+            raise IncompleteRead(
+                f"{self.not_found} of {self.looked_up} {self.what} answered 404, more than "
+                f"{self.share:.0%}: a wrong path or tenant, not missing records; nothing was "
+                "deleted and the next run looks them up again",
+                source=source_id, fix=self.fix)
+
+
+def whole(value: Any) -> int | None:
+    """A count as a vendor sent it (``count``, ``total``, ``totalPages``): a non-negative
+    int, else None (a bool, a string, a float, missing)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _short_error(error: Exception | str) -> str:
@@ -122,7 +184,8 @@ class Stream(ABC):
     """One named stream of a connector (``users``, ``courses``, ``enrollments``...)."""
 
     name: ClassVar[str]
-    full_refresh_tables: ClassVar[tuple[str, ...]] = ()
+    full_refresh_tables: tuple[str, ...] = ()  # a class attribute; a stream may set its own
+    total_table: str | None = None  # the table the vendor's total counts (see above)
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
@@ -143,7 +206,7 @@ class Connector(ABC):
         self.log = log
         self.http: HttpClient | None = None
 
-    def make_client(self, auth: Auth | None = None, describe_error: ErrorDescriber | None = None,
+    def make_client(self, auth: RequestAuth | None = None, describe_error: ErrorDescriber | None = None,
                     **overrides: Any) -> HttpClient:
         """The source's HTTP client, configured from its ``http`` settings."""
         h = self.source.http

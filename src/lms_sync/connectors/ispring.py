@@ -2,16 +2,27 @@
 
 Auth: ``POST /api/v3/token`` (form: client_id, client_secret, grant_type=client_credentials)
 -> JSON ``access_token``/``expires_in``; sent as ``Authorization: Bearer <token>``, renewed a
-minute before it expires and once on a 401.
+minute before it expires and once on a 401. A ``base_url`` that already ends in ``/api/v3``
+(``https://x.ispringlearn.com/api/v3``) gets its token from ``<base_url>/token``, not from a
+doubled ``/api/v3/api/v3/token``; the lists are requested under ``base_url`` as given.
+
+No reconciliation is possible: iSpring reports no total for any list (no count element, only
+``nextPageToken``). Both streams name their table (``total_table``), so ``lms-sync status``
+shows the distinct rows read with no total (``N/-``); a short read cannot be proven here.
 
 Streams (no change feed: every run reads everything; the warehouse skips unchanged rows
 and soft-deletes what a complete read no longer returns):
 
 * ``users``: ``GET /departments`` first (department id -> name), then ``GET /users/v2`` ->
   learners (status 1 active, 3 inactive, 5 terminated; only 1 is ``is_active``).
-* ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1,3,5`` (the vendor
-  defaults to active users only, which would drop leavers' history) -> one enrollment per
-  module result, plus the course (kind ``course``) and its module (kind ``module``).
+* ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1&userStatuses[]=3``
+  (``user_statuses``; the vendor defaults to active users only, which would drop leavers'
+  history). The endpoint's page documents only 1 (active) and 3 (blocked); 5 (employment
+  ended) exists on ``/users/v2``, and we read leavers as filed under 3 here [guess: the
+  vendor's OpenAPI lists 1, 3, 5 for the parameter; if an account files leavers' results
+  under 5, set ``user_statuses: [1, 3, 5]``]. A 400 naming ``userStatuses`` fails the run
+  with one line naming ``options.user_statuses``. -> one enrollment per module result,
+  plus the course (kind ``course``) and its module (kind ``module``).
   Results carry only module titles, so ``GET /contents`` (paged like the other lists,
   ``<contentItems><contentItem>``) is read once per run first: content item id -> title
   names the ``course`` rows. Documented fields are contentItemId, title, subtitle,
@@ -41,10 +52,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from lxml import etree
@@ -59,6 +71,8 @@ from lms_sync.http.paging import PageTokenPaginator
 from lms_sync.keyset import KeySet
 
 TOKEN_PATH = "/api/v3/token"
+API_ROOT = "/api/v3"
+USER_STATUSES_REJECTED = re.compile(r"user_?statuses|user status", re.IGNORECASE)
 SAFE_XML = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 STATUS_MAP: dict[str, tuple[EnrollmentStatus, bool | None]] = {
@@ -138,6 +152,24 @@ def _element_value(el: Any) -> Any:
     if len({c.tag for c in kids}) == 1 and (len(kids) > 1 or el.tag == kids[0].tag + "s"):
         return [_element_value(c) for c in kids]  # <fields><field>...: a list
     return _element_dict(el)
+
+
+def token_path(base_url: str) -> str:
+    """The token endpoint under ``base_url``: ``/api/v3/token`` below the host (or a proxy's
+    prefix), or just ``token`` when ``base_url`` already ends in the ``/api/v3`` root."""
+    path = httpx.URL(base_url).path.rstrip("/")
+    return "token" if path.endswith(API_ROOT) else TOKEN_PATH
+
+
+def user_statuses_rejected(exc: RequestRejected, statuses: list[int]) -> RequestRejected | None:
+    """A 400 whose body names ``userStatuses``, as the config error it is (None: another 400)."""
+    if exc.status != 400 or not USER_STATUSES_REJECTED.search(exc.message):
+        return None
+    return RequestRejected(
+        f"the results endpoint refused userStatuses {statuses} ({exc.message.split(': ', 1)[-1]})",
+        source=exc.source, path=exc.path, status=400,
+        fix="set options.user_statuses to statuses it accepts: 1 (active) and 3 (blocked, "
+            "leavers included), the default [1, 3]")
 
 
 def describe_error(response: httpx.Response) -> str | None:
@@ -248,9 +280,15 @@ def normalize_user(user: IspringUser, departments: dict[str, Department], raw: d
     )
 
 
-def normalize_result(result: IspringResult, raw: dict[str, Any],
-                     course_title: str | None = None) -> tuple[Course, Course, Enrollment]:
-    """``course_title`` comes from ``GET /contents`` (results name only the module)."""
+SECONDS_PER = {"seconds": 1, "minutes": 60}
+"""``options.time_spent_unit`` -> seconds in one unit of ``timeSpent``."""
+
+
+def normalize_result(result: IspringResult, raw: dict[str, Any], course_title: str | None = None,
+                     time_unit: str = "seconds") -> tuple[Course, Course, Enrollment]:
+    """``course_title`` comes from ``GET /contents`` (results name only the module);
+    ``time_unit`` is the unit of ``timeSpent`` (no public document states it)."""
+    spent = None if result.timeSpent is None else result.timeSpent * SECONDS_PER[time_unit]
     if result.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {result.completionStatus!r}")
     status, passed = STATUS_MAP[result.completionStatus]
@@ -265,7 +303,7 @@ def normalize_result(result: IspringResult, raw: dict[str, Any],
     enrollment = Enrollment(
         external_id=key, learner_external_id=result.userId, course_external_id=module_id,
         status=status, passed=passed, vendor_status=result.completionStatus,
-        progress_pct=result.progress, score=result.awardedScore, time_spent_seconds=result.timeSpent,
+        progress_pct=result.progress, score=result.awardedScore, time_spent_seconds=spent,
         enrolled_at=result.accessDate, completed_at=result.completionDate, due_at=result.dueDate,
         expires_at=result.expirationDate, is_overdue=result.isOverdue, raw=raw,
     )
@@ -289,11 +327,14 @@ class IspringAuth(Settings):
 
 class IspringOptions(Settings):
     page_size: int = Field(default=1000, ge=1, le=1000)
-    user_statuses: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    user_statuses: list[int] = Field(default_factory=lambda: [1, 3], min_length=1)
+    """[guess] the results endpoint documents 1 (active) and 3 (blocked; leavers are 3 there)."""
     department_ids: list[str] = Field(default_factory=list)
     course_ids: list[str] = Field(default_factory=list)
     hr_id_field: str | None = None
     """Name of a user profile field holding the employee id (e.g. a custom EMPLOYEE_ID)."""
+    time_spent_unit: Literal["seconds", "minutes"] = "seconds"
+    """[guess] the unit of a result's ``timeSpent``: no public document states it."""
 
 
 class IspringConnector(Connector):
@@ -311,17 +352,18 @@ class IspringConnector(Connector):
     def _fetch_token(self, client: httpx.Client) -> Token:
         assert self.http is not None
         sid = self.source.id
+        url = self.http.url(token_path(self.source.base_url))
         form = {"client_id": self.auth.client_id, "grant_type": "client_credentials",
                 "client_secret": self.auth.client_secret.get_secret_value()}
         try:
-            resp = client.post(self.http.url(TOKEN_PATH), data=form, headers={"Accept": "application/json"})
+            resp = client.post(url, data=form, headers={"Accept": "application/json"})
         except httpx.TransportError as exc:
-            raise classify_transport(exc, sid, TOKEN_PATH) from None
+            raise classify_transport(exc, sid, url.path) from None
         if resp.status_code in (400, 401, 403):
             detail = describe_error(resp)
             raise CredentialsRejected(
                 "the token endpoint refused the client credentials" + (f": {detail}" if detail else ""),
-                source=sid, path=TOKEN_PATH, status=resp.status_code,
+                source=sid, path=url.path, status=resp.status_code,
                 fix="check auth.client_id and auth.client_secret")
         error = classify_response(resp, sid, describe_error)
         if error is not None:
@@ -331,7 +373,7 @@ class IspringConnector(Connector):
             return Token(str(data["access_token"]), time.monotonic() + float(data.get("expires_in") or 1800))
         except (ValueError, KeyError, TypeError):
             raise DataError("the token response is not JSON with access_token", source=sid,
-                            path=TOKEN_PATH, status=resp.status_code) from None
+                            path=url.path, status=resp.status_code) from None
 
     def pages(self, path: str, row_tag: str, params: list[tuple[str, Any]],
               ctx: ReadContext) -> Iterator[dict[str, Any]]:
@@ -347,7 +389,8 @@ class IspringConnector(Connector):
             for row in rows:
                 count += 1
                 yield row
-            token, rows = rows.next_token, None  # free this page's body before the next request
+            token = rows.next_token
+            del rows  # free this page's body before the next request
             ctx.count("pages")
             pager.update(count=count, next_token=token)
 
@@ -403,6 +446,7 @@ class IspringConnector(Connector):
 class UsersStream(Stream):
     name = "users"
     full_refresh_tables = ("learners",)
+    total_table = "learners"  # no vendor total: status shows the distinct rows read only
 
     def __init__(self, conn: IspringConnector) -> None:
         self.conn = conn
@@ -423,6 +467,7 @@ class UsersStream(Stream):
 class ResultsStream(Stream):
     name = "results"
     full_refresh_tables = ("enrollments", "courses")
+    total_table = "enrollments"  # no vendor total, as above
 
     def __init__(self, conn: IspringConnector) -> None:
         self.conn = conn
@@ -436,15 +481,19 @@ class ResultsStream(Stream):
         titles = self.conn.course_titles(ctx)
         seen = KeySet()  # learners and courses already emitted (every result repeats them)
         n = 0
-        for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
-            records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
-                                    lambda r=row: normalize_result(IspringResult.model_validate(r), r,
-                                                                   titles.get(r.get("courseId") or "")))
-            if records is None:
-                continue
-            for record in records[:2]:
-                if seen.add(f"{record.table}:{record.external_id}"):
-                    yield record
-            n += 1
-            yield records[2]
+        try:
+            for row in self.conn.pages("/learners/modules/results", "result", params, ctx):
+                records = ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
+                                        lambda r=row: normalize_result(
+                                            IspringResult.model_validate(r), r,
+                                            titles.get(r.get("courseId") or ""), opts.time_spent_unit))
+                if records is None:
+                    continue
+                for record in records[:2]:
+                    if seen.add(f"{record.table}:{record.external_id}"):
+                        yield record
+                n += 1
+                yield records[2]
+        except RequestRejected as exc:
+            raise user_statuses_rejected(exc, opts.user_statuses) or exc from None
         yield Checkpoint({"full_read": True, "results": n})

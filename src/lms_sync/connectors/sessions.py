@@ -2,13 +2,15 @@
 
 Auth: a static API key in a header whose name Sparkwise does not publish
 (option ``api_key_header``, default ``x-api-key``); the endpoint paths are not
-published either (option ``paths``). Error bodies are
+published either (option ``paths``). Both are guesses: a 401 names them. Error bodies are
 ``{"success": false, "error": {"message", "metadata"}, "data": null}``.
 
 Streams, in order:
 
 ``users``
-    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page) ->
+    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page, walked by
+    ``totalPages``/``total``: the documented ``next`` is only ever null; ``data.total``
+    is the vendor's count of learners) ->
     :class:`Learner`. **External id = ``remoteId``** (the customer's HR id) when
     the user has one, else the Sparkwise ``id`` (64 hex). Completions name their
     participant only by ``remoteUserId``, so keying learners by ``remoteId`` makes
@@ -19,7 +21,8 @@ Streams, in order:
 ``clusters``
     ``GET session-clusters`` without ``from``/``to`` (both optional; the list is
     unpaged and small), read whole every run because a creation-time window
-    would miss edits to older clusters. A cluster -> :class:`Course` of kind
+    would miss edits to older clusters (``data.total`` clusters, plus one course per
+    distinct module, is the count of courses read). A cluster -> :class:`Course` of kind
     ``session`` (external id = ``clusterId``), whose parent is a course of kind
     ``module`` (external id ``module:<moduleId>``). Nothing is soft-deleted:
     completions of a removed cluster still point at its course.
@@ -62,7 +65,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, utc
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
 from lms_sync.errors import DataError
 from lms_sync.http import HeaderAuth, PageNumberPaginator
 from lms_sync.keyset import KeySet
@@ -283,14 +286,19 @@ class SessionsConnector(Connector):
 
     def __init__(self, source: Any, log: Any) -> None:
         super().__init__(source, log)
-        key = self.auth.api_key.get_secret_value()
-        self.client = self.make_client(HeaderAuth({self.options.api_key_header: key}),
+        key, o = self.auth.api_key.get_secret_value(), self.options
+        # both are guesses until a customer confirms them: a 401 names them
+        fix = (f"check auth.api_key, then options.api_key_header (sent: {o.api_key_header!r}) and "
+               f"options.paths (users: {o.paths.users!r}): Sparkwise publishes neither, ours are guesses")
+        self.client = self.make_client(HeaderAuth({o.api_key_header: key}, rejected_fix=fix),
                                        describe_error=describe_error)
         # after the clusters stream only the ids are kept: the cluster rows (description,
         # iframe code) are ~1 KB each and the completions need only to know them
         self._known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
         self._participants: ParticipantIds | None = None
         self._aliases: dict[str, str] | None = None  # Sparkwise id -> remoteId, read on need
+        self.users_total: int | None = None  # the largest data.total a users page gave
+        self.clusters_total: int | None = None
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
@@ -305,14 +313,22 @@ class SessionsConnector(Connector):
                         fix="check the paths option against the vendor's API")
 
     def _pages(self) -> Iterator[list[dict[str, Any]]]:
+        """Pages by ``totalPages`` (else ``total`` / ``size``), not ``next``: the documented
+        sample shows ``next: null`` on a list of one page only; ``next`` decides when
+        neither count is given."""
         path, size = self.options.paths.users, self.options.page_size
         pager = PageNumberPaginator("page", start=0, page_size=size)
+        self.users_total = None
         while pager.has_next:
             params = {**pager.next_request().params, "pageSize": size}
             data = self.envelope(self.client.get_json(path, params=params), path)
             items = [u for u in data.get("items") or [] if isinstance(u, dict)]
-            pager.update(count=len(items), total_pages=data.get("totalPages"))
-            if "next" in data and data["next"] is None:
+            pages, total = whole(data.get("totalPages")), whole(data.get("total"))
+            if total is not None:
+                self.users_total = max(self.users_total or 0, total)
+                pages = pages if pages is not None else -(-total // (whole(data.get("size")) or size))
+            pager.update(count=len(items), total_pages=pages)
+            if pages is None and "next" in data and data["next"] is None:
                 pager.has_next = False
             self.log.debug("page.fetched", path=path, page=params["page"], count=len(items))
             yield items
@@ -349,6 +365,7 @@ class SessionsConnector(Connector):
         """The cluster list, read now: clusterId -> row."""
         path = self.options.paths.clusters
         data = self.envelope(self.client.get_json(path), path)
+        self.clusters_total = whole(data.get("total"))
         clusters = {c["clusterId"]: c for c in data.get("items") or []
                     if isinstance(c, dict) and c.get("clusterId")}
         ids = KeySet()  # a few clusters a person: ~8 bytes each, not ~120 as a set of strings
@@ -376,6 +393,7 @@ class SessionsConnector(Connector):
 
 class UsersStream(Stream):
     name = "users"
+    total_table = "learners"  # data.total: one user, one learner (keyed remoteId, else id)
 
     def __init__(self, connector: SessionsConnector) -> None:
         self.c = connector
@@ -386,11 +404,14 @@ class UsersStream(Stream):
                 record = ctx.normalize(raw.get("id"), lambda raw=raw: normalize_user(raw))
                 if record is not None:
                     yield record
+        if self.c.users_total is not None:
+            ctx.report_total(self.c.users_total)
         yield Checkpoint({"read_at": iso(ctx.started_at)})
 
 
 class ClustersStream(Stream):
     name = "clusters"
+    total_table = "courses"
 
     def __init__(self, connector: SessionsConnector) -> None:
         self.c = connector
@@ -399,6 +420,9 @@ class ClustersStream(Stream):
         modules: set[str] = set()
         for cid, raw in self.c.clusters().items():
             yield from _cluster_courses(ctx, cid, raw, modules)
+        if self.c.clusters_total is not None:
+            # data.total counts clusters; each distinct module is a course of ours too
+            ctx.report_total(self.c.clusters_total + len(modules))
         yield Checkpoint({"read_at": iso(ctx.started_at)})
 
 

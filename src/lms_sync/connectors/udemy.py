@@ -2,8 +2,14 @@
 
 Auth: HTTP Basic ``client_id:client_secret`` on every call. Paths live under
 ``{base_url}/api-2.0/organizations/{organization_id}/``. Paging: ``page`` /
-``page_size`` and an absolute ``next`` link, followed only on the configured
-origin (the HTTP client refuses any other before sending credentials).
+``page_size`` (at most 100, as documented) and an absolute ``next`` link. A ``next``
+on another origin (the seed's own example: ``learning.udemy.com``) is not sent there:
+its path and page are asked of ``base_url`` (``http.next_rebased``, once a stream), with
+the parameters it leaves out (that example's ``?page=2``) put back; one outside
+``api-2.0/organizations/<id>/`` is refused. Each list's ``count`` is the
+vendor's total of the stream's table (checked after a full read). Reporting streams
+ask ``fields[<class>]=@all`` (option ``field_classes``; guessed, see UdemyFieldClasses);
+rows of a class not asked are warned about (``udemy.field_class_unasked``).
 
 Streams (each run reads everything; the warehouse writes only what changed):
 
@@ -62,7 +68,7 @@ from lms_sync.canonical import (
     Snapshot,
     stable_json,
 )
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
 from lms_sync.errors import DataError
 from lms_sync.http import BasicAuth, HttpClient, NextUrlPaginator
 from lms_sync.keyset import KeySet
@@ -281,12 +287,25 @@ class UdemyAuth(Settings):
     client_secret: SecretStr
 
 
+class UdemyFieldClasses(Settings):
+    """The classes each reporting stream asks ``fields[<class>]=@all`` of: the default field
+    set is not documented and may leave out ``user_external_id`` or
+    ``course_first_completion_date``. Only the user-activity class is in the seed; the
+    others are guesses (the first from public client code, the second after the rows'
+    ``_class``); asking a class a row is not of is harmless (the seed's own ``fields[courses]``)."""
+
+    enrollments: list[str] = ["aggregate_organization_user_course_activity", "user_course_activity"]
+    progress: list[str] = ["aggregate_organization_user_progress", "user_progress"]
+    activity: list[str] = ["aggregate_organization_user_activity"]
+
+
 class UdemyOptions(Settings):
     organization_id: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = (
         Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$"))
-    page_size: int = Field(default=100, ge=1, le=1000)
+    page_size: int = Field(default=100, ge=1, le=100)  # the documented maximum
     from_date: date | None = None
     to_date: date | None = None
+    field_classes: UdemyFieldClasses = Field(default_factory=UdemyFieldClasses)
 
     @model_validator(mode="after")
     def _window(self) -> UdemyOptions:
@@ -296,7 +315,8 @@ class UdemyOptions(Settings):
 
 
 class _Reader(Stream):
-    """Reads every page of one endpoint and normalizes each row."""
+    """Reads every page of one endpoint and normalizes each row; reports the list's
+    ``count`` (the largest a page gave) when the list is read whole."""
 
     path: ClassVar[str]
     params: ClassVar[dict[str, str]] = {}
@@ -305,31 +325,44 @@ class _Reader(Stream):
     def __init__(self, http: HttpClient, options: UdemyOptions) -> None:
         self.http, self.options = http, options
 
-    def pages(self) -> Iterator[dict[str, Any]]:
-        org = quote(self.options.organization_id, safe="")
-        params = {**self.params, "page": 1, "page_size": self.options.page_size}
+    def pages(self, ctx: ReadContext) -> Iterator[dict[str, Any]]:
+        api = f"api-2.0/organizations/{quote(self.options.organization_id, safe='')}/"
+        params: dict[str, Any] = {**self.params, "page": 1, "page_size": self.options.page_size}
         if self.reporting:
+            params.update({f"fields[{c}]": "@all" for c in getattr(self.options.field_classes,
+                                                                    self.name)})
             for name in ("from_date", "to_date"):
                 if getattr(self.options, name):
                     params[name] = getattr(self.options, name).isoformat()
-        paginator = NextUrlPaginator()
+        asked = {k[7:-1] for k in params if k.startswith("fields[")}
+        paginator = NextUrlPaginator(f"{self.http.base_url}{api}", params=params,
+                                     source=self.http.source_id, log=ctx.log)
+        total, unasked = None, None
         while paginator.has_next:
             url = paginator.next_request().url
-            body = (self.http.get_json(url) if url else
-                    self.http.get_json(f"api-2.0/organizations/{org}/{self.path}", params=params))
+            body = self.http.get_json(url) if url else self.http.get_json(api + self.path, params=params)
             rows = body.get("results") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise DataError("the page has no results list", source=self.http.source_id,
                                 path=self.path, fix="check base_url and organization_id")
+            if (count := whole(body.get("count"))) is not None:
+                total = max(total or 0, count)
+            kind = next((r.get("_class") for r in rows if isinstance(r, dict)), None)
+            if unasked is None and isinstance(kind, str) and kind not in asked:
+                unasked = kind  # a guess of ours is wrong: some fields may be missing
+                ctx.log.warning("udemy.field_class_unasked", row_class=kind, asked=sorted(asked),
+                                fix=f"add {kind!r} to options.field_classes.{self.name}")
             yield from (row for row in rows if isinstance(row, dict))
             paginator.update(count=len(rows), next_url=body.get("next") if rows else None)
+        if total is not None and not ctx.partial:
+            ctx.report_total(total)
 
     def rows(self, ctx: ReadContext, normalize: Callable[[dict, str | None], Record | None],
              ) -> Iterator[tuple[dict[str, Any], str | None, Record | None]]:
         """(row, anonymous key or None, record or None when skipped) for every row."""
         keys: dict[str, int] = {}
         ctx.partial = bool(self.options.from_date or self.options.to_date)
-        for row in self.pages():
+        for row in self.pages(ctx):
             anon = None
             if is_anonymized(row):
                 anon = anon_key(self.name, row)
@@ -352,9 +385,10 @@ class Courses(_Reader):
     params: ClassVar[dict[str, str]] = {"fields[course]": "@all"}
     reporting: ClassVar[bool] = False
     full_refresh_tables = ("courses",)
+    total_table = "courses"
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        for row in self.pages():
+        for row in self.pages(ctx):
             record = ctx.normalize(row.get("id"), lambda r=row: normalize_course(r))
             if record is not None:
                 yield record
@@ -365,6 +399,7 @@ class Enrollments(_Reader):
     name = "enrollments"
     path = "analytics/user-course-activity/"
     full_refresh_tables = ("enrollments",)
+    total_table = "enrollments"  # one row, one enrollment (its learner once per person)
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         seen = KeySet()  # learners already emitted: one per person, not per enrollment
@@ -382,6 +417,7 @@ class Progress(_Reader):
     name = "progress"
     path = "analytics/user-progress/"
     full_refresh_tables = ("activity_progress",)
+    total_table = "activity_progress"
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         for row, anon, record in self.rows(ctx, normalize_progress):
@@ -395,6 +431,7 @@ class Progress(_Reader):
 class Activity(_Reader):
     name = "activity"
     path = "analytics/user-activity/"
+    total_table = "stat_snapshots"  # one row, one series (user x report_date)
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         for _row, _anon, record in self.rows(ctx, normalize_activity):

@@ -7,10 +7,11 @@ from lms_sync.http.paging import (
     PageNumberPaginator,
     PageTokenPaginator,
     Paginator,
+    SortGuard,
     SortValuePaginator,
 )
 
 __all__ = [
     "BasicAuth", "HeaderAuth", "HttpClient", "NextUrlPaginator", "PageNumberPaginator",
-    "PageTokenPaginator", "Paginator", "SortValuePaginator", "Token", "TokenAuth",
+    "PageTokenPaginator", "Paginator", "SortGuard", "SortValuePaginator", "Token", "TokenAuth",
 ]

@@ -31,6 +31,8 @@ class Auth:
     """Base: static credentials that cannot be refreshed."""
 
     refreshable = False
+    rejected_fix = "check the source's auth settings (key, user, secret)"
+    """The fix a CredentialsRejected names (a connector whose auth is partly guessed says which)."""
 
     def headers(self, client: httpx.Client) -> tuple[dict[str, str], int]:
         """Headers to send and the generation of the credential they carry."""
@@ -44,8 +46,9 @@ class Auth:
 
 
 class HeaderAuth(Auth):
-    def __init__(self, headers: dict[str, str]) -> None:
+    def __init__(self, headers: dict[str, str], rejected_fix: str | None = None) -> None:
         self._headers = dict(headers)
+        self.rejected_fix = rejected_fix or self.rejected_fix
 
     def headers(self, client: httpx.Client) -> tuple[dict[str, str], int]:
         return self._headers, 0

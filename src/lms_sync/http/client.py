@@ -258,7 +258,7 @@ class HttpClient:
                 raise CredentialsRejected(
                     "credentials rejected" + (" even after re-authenticating" if refreshed else ""),
                     source=self.source_id, path=url.path, status=401,
-                    fix="check the source's auth settings (key, user, secret)",
+                    fix=self.auth.rejected_fix,
                 ) from error
             if response.status_code in accepted:
                 return response

@@ -139,7 +139,7 @@ def _json_cut(content: bytes | IO[bytes], encoding: str | None) -> bool:
 
 def _xml_cut(content: bytes) -> bool:
     """A document that parses as far as it goes but does not end: cut short."""
-    parser = etree.XMLParser(**_SAFE_XML)  # type: ignore[arg-type]
+    parser = etree.XMLParser(**_SAFE_XML)
     try:
         parser.feed(content)
     except etree.XMLSyntaxError:

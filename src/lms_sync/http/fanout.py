@@ -18,7 +18,11 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-_DONE = object()
+class _Done:
+    """A worker has no more values."""
+
+
+_DONE = _Done()
 
 
 class _Failed:
@@ -40,13 +44,13 @@ def interleave(fn: Callable[[T], Iterable[R]], items: Iterable[T], workers: int,
         for item in items:
             yield from fn(item)
         return
-    out: queue.Queue[object] = queue.Queue(maxsize=queue_size or 2 * workers)
-    todo: queue.Queue[object] = queue.Queue()
+    out: queue.Queue[R | _Failed | _Done] = queue.Queue(maxsize=queue_size or 2 * workers)
+    todo: queue.Queue[T] = queue.Queue()
     for item in items:
         todo.put(item)
     stop = threading.Event()
 
-    def put(value: object) -> bool:
+    def put(value: R | _Failed | _Done) -> bool:
         while not stop.is_set():
             try:
                 out.put(value, timeout=0.1)
@@ -62,7 +66,7 @@ def interleave(fn: Callable[[T], Iterable[R]], items: Iterable[T], workers: int,
                     item = todo.get_nowait()
                 except queue.Empty:
                     return
-                for value in fn(item):  # type: ignore[arg-type]
+                for value in fn(item):
                     if not put(value):
                         return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -78,12 +82,12 @@ def interleave(fn: Callable[[T], Iterable[R]], items: Iterable[T], workers: int,
     try:
         while running:
             value = out.get()
-            if value is _DONE:
+            if isinstance(value, _Done):
                 running -= 1
             elif isinstance(value, _Failed):
                 raise value.error
             else:
-                yield value  # type: ignore[misc]
+                yield value
     finally:
         stop.set()
         for t in threads:

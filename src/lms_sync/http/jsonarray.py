@@ -75,7 +75,7 @@ class _Window:
     def peek(self) -> str:
         """The next character that is not whitespace ("" at the end), not consumed."""
         while True:
-            self.pos = _WS.match(self.text, self.pos).end()
+            self.pos = _after_ws(self.text, self.pos)
             if self.pos < len(self.text):
                 return self.text[self.pos]
             if not self.more():
@@ -135,4 +135,10 @@ def items(source: str | IO[str], chunk: int = CHUNK) -> Iterator[Any]:
 
 def is_array(head: str) -> bool:
     """Whether text starting with ``head`` starts (after whitespace) like a JSON array."""
-    return head[_WS.match(head).end():][:1] == "["
+    return head[_after_ws(head, 0):][:1] == "["
+
+
+def _after_ws(text: str, pos: int) -> int:
+    """Where the whitespace from ``pos`` on ends."""
+    found = _WS.match(text, pos)
+    return found.end() if found else pos  # "zero or more" matches everywhere: always found

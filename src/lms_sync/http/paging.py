@@ -6,16 +6,21 @@ paginator refuses to go round in a loop: a token or URL seen twice is a
 :class:`~lms_sync.errors.DataError`, as is a page number past ``max_pages``.
 
     page number from 0 or 1   PageNumberPaginator(param="_offset", start=0)
-    next link (absolute URL)  NextUrlPaginator()
+    next link (absolute URL)  NextUrlPaginator(base=api_root)  (another origin: rebased)
     page token                PageTokenPaginator(param="pageToken")
     last sort value seen      SortValuePaginator(param="_offset", page_size=500)
+
+:class:`SortGuard` checks that a list asked sorted by a value comes sorted (paging by the
+last value seen over an unsorted list skips rows).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from lms_sync.errors import DataError
 
@@ -43,8 +48,9 @@ class Paginator(ABC):
 class PageNumberPaginator(Paginator):
     """``param`` = page number, from ``start``; stops on a short or empty page.
 
-    With ``page_size`` set, a page shorter than it is the last; ``total_pages``
-    from the body is honoured when given; ``max_page`` guards endless paging.
+    With ``page_size`` set, a page shorter than it is the last, unless the body gives
+    ``total_pages``: then that decides (a vendor may serve fewer rows a page than asked),
+    and only an empty page ends it sooner; ``max_page`` guards endless paging.
     """
 
     def __init__(self, param: str = "page", start: int = 0, page_size: int | None = None,
@@ -61,7 +67,7 @@ class PageNumberPaginator(Paginator):
         self.page += 1
         last = count == 0 or (self.page_size is not None and count < self.page_size)
         if total_pages is not None:
-            last = last or (self.page - self.start) >= total_pages
+            last = count == 0 or (self.page - self.start) >= total_pages
         self.has_next = not last
         if self.has_next and self.page > self.max_page:
             raise DataError(f"paging went past page {self.max_page} without an end",
@@ -69,11 +75,25 @@ class PageNumberPaginator(Paginator):
 
 
 class NextUrlPaginator(Paginator):
-    """Follow the absolute ``next`` URL until it is null; a repeated URL is a loop."""
+    """Follow the absolute ``next`` URL until it is null; a repeated URL is a loop.
 
-    def __init__(self) -> None:
+    With ``base`` (the API root the first request went to, e.g.
+    ``https://acme.udemy.com/api-2.0/organizations/8888/``) a link must point under
+    ``base``'s path, after resolving dot segments (``%2e%2e`` included), or it is a
+    DataError; and a link on another origin (or carrying userinfo) is not followed there:
+    its path and query are asked of ``base``'s origin instead, so credentials never leave
+    it. ``rebased`` counts such links; the first is logged (``http.next_rebased``) on
+    ``log``, so once a paginator, i.e. once a stream's list. With ``params`` (the first
+    request's), a link that leaves some out (the seed's ``?page=2``) gets them back; the
+    link's own values win.
+    """
+
+    def __init__(self, base: str | None = None, *, params: dict[str, Any] | None = None,
+                 source: str = "", log: Any = None) -> None:
         self._next: str | None = None
         self._seen: set[str] = set()
+        self.base, self.params, self.source, self.log = base, params, source, log
+        self.rebased = 0
 
     def next_request(self) -> PageRequest:
         return PageRequest(url=self._next)
@@ -84,11 +104,57 @@ class NextUrlPaginator(Paginator):
         if not next_url:
             self.has_next = False
             return
+        if self.base is not None:
+            next_url = self._on_base(next_url, self.base)
+        if self.params:
+            url = urlsplit(next_url)
+            query = {**self.params, **dict(parse_qsl(url.query, keep_blank_values=True))}
+            next_url = urlunsplit(url._replace(query=urlencode(query), fragment=""))
         if next_url in self._seen:
             raise DataError("paging loop: the vendor returned the same next link twice",
-                            path=next_url.split("?")[0], fix="report it to the vendor")
+                            source=self.source, path=next_url.split("?")[0],
+                            fix="report it to the vendor")
         self._seen.add(next_url)
         self._next = next_url
+
+    def _on_base(self, link: str, base: str) -> str:
+        """``link`` as a URL on ``base``'s origin, refused unless under ``base``'s path."""
+        root = urlsplit(base)
+        try:
+            url = urlsplit(urljoin(base, link))
+            same = _origin(url) == _origin(root) and not (url.username or url.password)
+        except ValueError:  # a bad port or bracketed host
+            raise DataError("the vendor returned a next link that is not a valid URL",
+                            source=self.source, fix="report it to the vendor") from None
+        segments = unquote(url.path).split("/")
+        if "." in segments or ".." in segments or not unquote(url.path).startswith(
+                unquote(root.path)):
+            raise DataError(f"refusing a next link outside the API path {root.path}",
+                            source=self.source, path=url.path,
+                            fix="the vendor's next link leaves the API; check base_url, else "
+                                "report it to the vendor")
+        if same:
+            return url.geturl()
+        self.rebased += 1
+        if self.rebased == 1 and self.log is not None:
+            self.log.info("http.next_rebased", origin=_origin_text(url), to=_origin_text(root),
+                          path=url.path, note="next links name another origin: their path and "
+                                              "page are asked of the configured one")
+        return urlunsplit((root.scheme, root.netloc, url.path, url.query, ""))
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: SplitResult) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, (url.hostname or "").lower(), url.port or _PORTS.get(scheme)
+
+
+def _origin_text(url: SplitResult) -> str:
+    """scheme://host[:port], never the userinfo."""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme.lower()}://{(url.hostname or '').lower()}{port}"
 
 
 class PageTokenPaginator(Paginator):
@@ -168,3 +234,39 @@ class SortValuePaginator(Paginator):
         if self.page > self.max_page:
             raise DataError(f"paging went past page {self.max_page} without an end",
                             fix="the vendor keeps returning full pages; lower the page count")
+
+
+@dataclass
+class ListPage:
+    """One page of a walk of a list, for the walk's reader: its rows (less those the walk
+    read before), the vendor's total on the walk's first page, and where the walk stands."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    total: int | None
+    by_value: bool  # paged by a sort value: every row below its last row's value is read
+    last: bool      # the walk's last page
+    restart: bool = False  # the first page of a re-read from the list's start
+
+
+class SortGuard:
+    """Whether the pages of a list asked sorted by a value (ascending) come sorted: each
+    page's values non-decreasing, and none below the previous page's last (the next page
+    of a :class:`SortValuePaginator` starts at that bound). ``None`` values are not
+    compared. A vendor that ignores the sort can pass by chance (pages of one row, rows
+    already in order): compare what a walk read with the vendor's total as well.
+    """
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def ordered(self, values: Iterable[Any]) -> bool:
+        """Check the next page's values (in the order served); False at the first one out
+        of order."""
+        for value in values:
+            if value is None:
+                continue
+            if self.last is not None and value < self.last:
+                return False
+            self.last = value
+        return True

@@ -36,12 +36,14 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          on_version_apply=config.attributes.get("on_version_apply"))
         with context.begin_transaction():
             context.run_migrations()
         return
     with _engine().connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          on_version_apply=config.attributes.get("on_version_apply"))
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

@@ -12,10 +12,15 @@ Everyone in the population is an Absorb user (same emails and HR ids as the othe
 each has 1-3 course enrollments with every one of the 13 statuses present, TimeSpan strings,
 and some superseded (``isActive: false``) enrollments. Data is built on first use.
 
+Users carry ``activeStatus`` (0 active, 1 inactive), as public v2 schemas do.
+
 Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdited`` bumped),
 :meth:`remove_enrollments`,
 :meth:`invalidate_token` / :meth:`invalidate_token_after` (someone else authenticated),
-``ignore_offset`` (every page is page 0: a paging loop), and the framework's faults.
+``ignore_offset`` (every page is page 0: a paging loop), ``ignore_sort`` (lists keep their
+stored order whatever ``_sort`` says; ``_filter`` still applies), ``categories_as`` (``paged``,
+``array``: a bare JSON array, or ``404`` / ``403``), ``lesson_path`` (where lessons are
+served; elsewhere every lesson call is a 404), and the framework's faults.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ COURSES = [("Arbeitssicherheit – Grundlagen", "OnlineCourse"), ("Code of Condu
 CATEGORIES = ["Compliance", "Leadership", "Onboarding", "Sicherheit"]
 DEPARTMENTS = ["Ácme Group", "Vertrieb & Marketing", "Opérations", "Отдел разработки", "People & Culture"]
 LESSON_TYPES = ["ObjectLesson", "Assessment", "Video", "ObjectLesson"]
+LESSON_PATH = "/users/{userId}/enrollments/{courseId}/lessons"
 _FILTER = re.compile(r"^\s*dateEdited\s+(ge|gt)\s+datetime'([^']+)'\s*$")
 
 
@@ -77,10 +83,12 @@ class FakeAbsorb(FakeVendor):
     PASSWORD = "sandbox-absorb-password"  # noqa: S105 - sandbox credential
 
     def __init__(self, population: Population, courses: int = 8, token_ttl: float = 4 * 3600,
-                 ignore_offset: bool = False, cap_limit: int | None = None, **_: Any) -> None:
+                 ignore_offset: bool = False, cap_limit: int | None = None, ignore_sort: bool = False,
+                 categories_as: str = "paged", lesson_path: str = LESSON_PATH, **_: Any) -> None:
         super().__init__(population)
         self.n_courses, self.token_ttl, self.ignore_offset = courses, token_ttl, ignore_offset
         self.cap_limit = cap_limit  # a server that pages by fewer rows than _limit asks for
+        self.ignore_sort, self.categories_as = ignore_sort, categories_as
         seed = population.seed
         self.dept_ids = [_uuid(seed, "dept", i) for i in range(len(DEPARTMENTS))]
         self.category_ids = [_uuid(seed, "cat", i) for i in range(len(CATEGORIES))]
@@ -96,11 +104,12 @@ class FakeAbsorb(FakeVendor):
         self._invalidate_after: int | None = None
         self._state = threading.Lock()
         self.route("POST", "/authenticate", self._authenticate)
-        for key in ("users", "departments", "categories", "courses"):
-            handler = self._guarded(lambda r, m, k=key: self._list(r, k, getattr(self, k)))
-            self.route("GET", f"/{key}", handler)
+        for key in ("users", "departments", "courses"):
+            self.route("GET", f"/{key}", self._guarded(self._lister(key)))
+        self.route("GET", "/categories", self._guarded(self._categories))
         self.route("GET", "/courses/([^/]+)/enrollments", self._guarded(self._course_enrollments))
-        self.route("GET", "/users/([^/]+)/enrollments/([^/]+)/lessons", self._guarded(self._lessons))
+        lessons = re.escape(lesson_path).replace(r"\{userId\}", "(?P<user>[^/]+)")
+        self.route("GET", lessons.replace(r"\{courseId\}", "(?P<course>[^/]+)"), self._guarded(self._lessons))
 
     def source_config(self, base_url: str) -> dict[str, Any]:
         return {"kind": "absorb", "base_url": base_url,
@@ -151,7 +160,8 @@ class FakeAbsorb(FakeVendor):
                 "username": person.email.split("@")[0], "emailAddress": person.vendor_email("absorb"),
                 "externalId": person.hr_id if person.key("absorb-hr") % 10 else None,
                 "jobTitle": rng.choice(["Engineer", "Sales Rep", "Nurse", "Analyst", None]),
-                "isActive": person.key("absorb-active") % 20 != 0, "isLearner": True, "isAdmin": False,
+                "activeStatus": 0 if person.key("absorb-active") % 20 else 1,
+                "isLearner": True, "isAdmin": False,
                 "customFields": {"string1": "Nord"}, "dateAdded": _date(added),
                 "dateEdited": _date(added + timedelta(days=rng.randrange(90))),
                 "lastLoginDate": _date(self.population.when(rng, 300)),
@@ -239,7 +249,7 @@ class FakeAbsorb(FakeVendor):
     def change_enrollments(self, k: int, status: int = 3) -> list[str]:
         """Move ``k`` active enrollments (not already ``status``) to ``status``; returns their
         ``userId:courseId`` keys. ``dateEdited`` moves past everything seen before."""
-        changed = []
+        changed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in rows:
@@ -259,7 +269,7 @@ class FakeAbsorb(FakeVendor):
 
     def remove_enrollments(self, k: int) -> list[str]:
         """Delete ``k`` active enrollments outright (a full read soft-deletes them)."""
-        removed = []
+        removed: list[str] = []
         with self._state:
             for rows in self.enrollments.values():
                 for row in [r for r in rows if r["isActive"]][: k - len(removed)]:
@@ -313,6 +323,9 @@ class FakeAbsorb(FakeVendor):
             return handler(req, match)
         return guarded
 
+    def _lister(self, key: str) -> Handler:
+        return lambda req, _match: self._list(req, key, getattr(self, key))
+
     def _list(self, req: Request, key: str, rows: list[dict[str, Any]]) -> Response:
         try:
             limit, offset = int(req.arg("_limit") or 20), int(req.arg("_offset") or 0)
@@ -340,6 +353,7 @@ class FakeAbsorb(FakeVendor):
         if sort:
             if sort.lstrip("-") != "dateEdited":
                 return error(400, "Invalid sort.", f"cannot sort by {sort}")
+        if sort and not self.ignore_sort:
             rows = sorted(rows, key=lambda r: (r["dateEdited"], r["id"]), reverse=sort.startswith("-"))
         page = rows[:limit] if self.ignore_offset else rows[offset * limit:(offset + 1) * limit]
         page = [{k: v for k, v in r.items() if not k.startswith("_")} for r in page]
@@ -356,8 +370,16 @@ class FakeAbsorb(FakeVendor):
             rows = list(rows)
         return self._list(req, "enrollments", rows)
 
+    def _categories(self, req: Request, _m: Any) -> Response:
+        if self.categories_as in ("403", "404"):
+            return error(int(self.categories_as), "Access denied." if self.categories_as == "403"
+                         else "Resource not found.")
+        if self.categories_as == "array":
+            return Response.json(self.categories)
+        return self._list(req, "categories", self.categories)
+
     def _lessons(self, req: Request, m: Any) -> Response:
-        enrollment = self.active(m.group(1), m.group(2))
+        enrollment = self.active(m.group("user"), m.group("course"))
         if enrollment is None:
             return error(404, "Enrollment not found.")
         return Response.json(self.lesson_rows(enrollment))

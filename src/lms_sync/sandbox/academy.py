@@ -13,6 +13,13 @@ window, i.e. a compressed "minute"); ``rate_limit``/``rate_window`` change it.
 Windows are aligned to multiples of ``rate_window`` on the epoch clock, so
 ``X-RateLimit-Reset`` (epoch seconds, rounded up) is exact for whole-second windows.
 
+``not_found_share`` (0..1) makes the per-user endpoints answer 404 for that share of the
+users who have a record (picked by id, the same on every call), as a wrong tenant or a
+moved path would: a wave of 404s, not missing records (set it to 0 to switch it off).
+``page_shift`` (n) starts every page of ``/users`` after the first n users later, as when n
+users listed earlier go away while a client pages: those are never listed, though
+``meta.total`` counted them.
+
 ``last_active_on`` behaves like the vendor's: the mutators that stand for a user's own
 activity (:meth:`FakeAcademy.complete_course`, :meth:`FakeAcademy.complete_onboarding`,
 :meth:`FakeAcademy.add_user` with ``active``) set it to today (UTC); admin actions
@@ -113,9 +120,11 @@ class FakeAcademy(FakeVendor):
 
     def __init__(self, population: Population, rate_limit: int = 300, rate_window: float = 1.0,
                  kiosks: int | None = None, banned_share: float = 0.05,
-                 reset_on_429_only: bool = False, **_: Any) -> None:
+                 reset_on_429_only: bool = False, not_found_share: float = 0.0, page_shift: int = 0,
+                 **_: Any) -> None:
         super().__init__(population)
         self.rate_limit, self.rate_window = rate_limit, rate_window
+        self.not_found_share, self.page_shift = not_found_share, page_shift
         # the doc names the headers, not when each is sent; Laravel's throttle (which the
         # 429 body suggests) sends X-RateLimit-Reset with a 429 only
         self.reset_on_429_only = reset_on_429_only
@@ -124,7 +133,8 @@ class FakeAcademy(FakeVendor):
         self.throttle_log: list[float] = []     # when each 429 was sent (time.time())
         self._windows: dict[str, tuple[float, int]] = {}
         self._rate_lock = threading.Lock()
-        self.quizzes = {q: [list(row) for row in rows] for q, rows in QUIZZES.items()}
+        self.quizzes: dict[int, list[list[Any]]] = {q: [list(row) for row in rows]
+                                                    for q, rows in QUIZZES.items()}
         self.users: dict[int, User] = {}
         self._generate(kiosks, banned_share)
         self.route("GET", f"{API}/users", self._list_users)
@@ -174,7 +184,8 @@ class FakeAcademy(FakeVendor):
             # completing something is activity: the last active day is never before it
             done = [p.completed_at for p in user.courses.values() if p.completed_at]
             done += [user.onboarding_completed_at] if user.onboarding_completed_at else []
-            user.last_active_on = max([user.last_active_on, *(d.date() for d in done)])
+            days = [user.last_active_on, *(d.date() for d in done)]
+            user.last_active_on = max(day for day in days if day is not None)
             self.users[user.id] = user
         n_kiosks = max(1, len(members) // 25) if kiosks is None else kiosks
         extra = [(f"Kiosk {k + 1}", "kiosk") for k in range(n_kiosks)] + [("Integration Bot", "bot")]
@@ -349,7 +360,8 @@ class FakeAcademy(FakeVendor):
             users = [u for u in users if u.created_at >= since]
         total = len(users)
         last = max(1, math.ceil(total / per_page))
-        chunk = users[(page - 1) * per_page: page * per_page]
+        shift = self.page_shift if page > 1 else 0
+        chunk = users[(page - 1) * per_page + shift: page * per_page + shift]
         base = f"http://{req.headers.get('host', '127.0.0.1')}{req.path}"
         extra = {k: v[0] for k, v in req.query.items() if k not in ("page", "per_page")}
 
@@ -406,9 +418,13 @@ class FakeAcademy(FakeVendor):
             for q, body, n, ok in rows
         ]})
 
+    def lost(self, user_id: int) -> bool:
+        """The user's per-user endpoints 404 although they have a record (``not_found_share``)."""
+        return (user_id * 2654435761) % 1000 < self.not_found_share * 1000
+
     def _resolved(self, m: re.Match[str]) -> User | None:
         user = self.users.get(int(m.group(1)))
-        return user if user is not None and user.has_record else None
+        return user if user is not None and user.has_record and not self.lost(user.id) else None
 
     def _user_courses(self, req: Request, m: re.Match[str]) -> Response:
         user = self._resolved(m)

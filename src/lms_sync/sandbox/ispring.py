@@ -8,6 +8,12 @@ Serves ``POST /api/v3/token``, ``GET /departments``, ``GET /users/v2``, ``GET /c
 
 Data is generated lazily per person from the shared population (same emails as the other
 vendors, non-ASCII names), so 10,000+ people cost nothing until a page is asked for.
+Options: ``leaver_status`` is the ``userStatuses[]`` value the results endpoint files leavers
+(status 5 on ``/users/v2``) under: 3 as its page documents (5: a vendor that keeps them apart);
+``strict_user_statuses`` answers 400 (naming ``userStatuses``) to any value but 1 and 3, as a
+validating server would; ``prefix`` mounts every route under a path (``/api/v3``: the API root
+as a ``base_url``; the token then sits at ``/api/v3/token``, not below the prefix again).
+
 Tests can expire tokens (:meth:`expire_tokens`, :meth:`expire_tokens_after`), break a page
 (:meth:`break_results_page`), serve a hostile body (:meth:`serve_hostile`) and mutate
 results (:meth:`remove_results`, :meth:`change_results`) and refuse the content list
@@ -84,9 +90,12 @@ class FakeIspring(FakeVendor):
     CLIENT_SECRET = "sandbox-ispring-secret"  # noqa: S105 - sandbox credential
 
     def __init__(self, population: Population, token_ttl: int = 1800, courses: int = 8,
-                 max_results: int | None = None, **_: Any) -> None:
+                 max_results: int | None = None, leaver_status: int = 3,
+                 strict_user_statuses: bool = False, prefix: str = "", **_: Any) -> None:
         super().__init__(population)
         self.token_ttl, self.max_results = token_ttl, max_results
+        self.leaver_status, self.strict_user_statuses = leaver_status, strict_user_statuses
+        self.prefix = prefix.rstrip("/")
         self.members: list[Person] = population.members("ispring")
         seed = population.seed
         self.dept_ids = {key: _uuid(seed, "dept", key) for key, *_ in DEPARTMENTS}
@@ -112,14 +121,15 @@ class FakeIspring(FakeVendor):
         self.contents_status: int | None = None  # set by deny_contents
         self.contents_pages = 0
         self._state = threading.Lock()
-        self.route("POST", "/api/v3/token", self._token)
-        self.route("GET", "/departments", self._departments)
-        self.route("GET", "/users/v2", self._users)
-        self.route("GET", "/contents", self._contents)
-        self.route("GET", "/learners/modules/results", self._results)
+        root = self.prefix.removesuffix("/api/v3")  # the token lives in the /api/v3 root
+        self.route("POST", f"{root}/api/v3/token", self._token)
+        self.route("GET", f"{self.prefix}/departments", self._departments)
+        self.route("GET", f"{self.prefix}/users/v2", self._users)
+        self.route("GET", f"{self.prefix}/contents", self._contents)
+        self.route("GET", f"{self.prefix}/learners/modules/results", self._results)
 
     def source_config(self, base_url: str) -> dict[str, Any]:
-        return {"kind": "ispring", "base_url": base_url,
+        return {"kind": "ispring", "base_url": base_url + self.prefix,
                 "auth": {"client_id": self.CLIENT_ID, "client_secret": self.CLIENT_SECRET},
                 "options": {"hr_id_field": "EMPLOYEE_ID"}}
 
@@ -134,15 +144,20 @@ class FakeIspring(FakeVendor):
         k = person.key("ispring-status") % 100
         return 1 if k < 80 else 3 if k < 92 else 5
 
+    def results_status(self, person: Person) -> int:
+        """The ``userStatuses[]`` value the results endpoint files ``person`` under."""
+        status = self.user_status(person)
+        return self.leaver_status if status == 5 else status
+
     def department_of(self, person: Person) -> str:
         keys = [d[0] for d in DEPARTMENTS]
         return self.dept_ids[keys[person.key("ispring-dept") % len(keys)]]
 
-    def person_results(self, pos: int) -> list[dict[str, str]]:
+    def person_results(self, pos: int) -> list[dict[str, Any]]:
         """Result rows of the member at ``pos`` (documented element order), mutations applied."""
         person = self.members[pos]
         rng = random.Random(f"{self.population.seed}:ispring:{person.index}")
-        rows = []
+        rows: list[dict[str, Any]] = []
         picked = rng.sample(self.catalog, 1 + rng.randrange(min(4, len(self.catalog))))
         for course_id, _title, modules in picked:
             for module_id, module_title, item_id in modules:
@@ -156,7 +171,7 @@ class FakeIspring(FakeVendor):
                 progress = {"not_started": None, "pending": "100", "accepted": "100"}.get(
                     status, "100" if done else f"{rng.randrange(1, 9999) / 100:g}")
                 passing = rng.choice([70, 80]) if status in {"passed", "failed"} else None
-                score = (rng.randrange(passing, 101) if status == "passed" else
+                score = (rng.randrange(passing, 101) if passing and status == "passed" else
                          rng.randrange(0, passing) if passing else None)
                 row = {
                     "userId": self.user_id(person), "courseId": course_id, "moduleTitle": module_title,
@@ -343,7 +358,7 @@ class FakeIspring(FakeVendor):
                   courses: set[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
         for at in range(member, len(self.members)):
             person = self.members[at]
-            if (self.user_status(person) not in statuses or (users and self.user_id(person) not in users)
+            if (self.results_status(person) not in statuses or (users and self.user_id(person) not in users)
                     or (depts and self.department_of(person) not in depts)):
                 continue
             for idx, row in enumerate(self.person_results(at)):
@@ -356,7 +371,11 @@ class FakeIspring(FakeVendor):
         if isinstance(paging, Response):
             return paging
         size, pos = paging
-        statuses = {int(s) for s in req.query.get("userStatuses[]", ["1"]) if s.isdigit()}
+        asked = req.query.get("userStatuses[]", ["1"])
+        odd = sorted(set(asked) - {"1", "3"})
+        if self.strict_user_statuses and odd:
+            return error(400, "BAD_REQUEST", f"Invalid userStatuses value: {odd[0]}")
+        statuses = {int(s) for s in asked if s.isdigit()}
         users, courses = set(req.query.get("userIds[]", [])), set(req.query.get("courseIds[]", []))
         depts = set(req.query.get("departmentIds[]", []))
         for wanted, known, what in ((courses, self.course_ids, "course"),
@@ -387,7 +406,7 @@ class FakeIspring(FakeVendor):
 
 
 def _take(items: Iterator[Any], n: int) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for item in items:
         if len(out) >= n:
             break

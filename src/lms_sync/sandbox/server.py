@@ -85,7 +85,9 @@ class Faults:
             setattr(self, key, value)
 
 
-Handler = Callable[[Request, "re.Match[str]"], Response]
+Handler = Callable[[Request, Any], Response]
+"""A route's handler: the request and the route's match (a :class:`_Segments`, used as an
+``re.Match``: ``m.group(1)``, ``m["id"]``)."""
 
 
 class FakeVendor:

@@ -64,8 +64,12 @@ class FakeSessions(FakeVendor):
 
     def __init__(self, population: Population, *, api_key: str = API_KEY,
                  api_key_header: str = "x-api-key", paths: dict[str, str] | None = None,
-                 now: datetime | None = None, no_remote_id_every: int = 0) -> None:
+                 now: datetime | None = None, no_remote_id_every: int = 0,
+                 users_next_null: bool = False) -> None:
         super().__init__(population)
+        # The documented users sample shows only ``next: null`` (on a list of one page):
+        # with this, every page says so, and only totalPages / total tell there is more.
+        self.users_next_null = users_next_null
         # Real Sparkwise accounts may lack a remoteId (then nothing links them to a
         # person); off by default so the sandbox's people match across vendors exactly.
         self.no_remote_id_every = no_remote_id_every
@@ -106,7 +110,7 @@ class FakeSessions(FakeVendor):
             rng, seed = self.population.rng("sessions"), self.population.seed
             members = self.population.members("sessions")
             every = self.no_remote_id_every
-            users = []
+            users: list[dict[str, Any]] = []
             for p in members:
                 k = p.key("sessions")
                 users.append({
@@ -122,7 +126,7 @@ class FakeSessions(FakeVendor):
             for i, offset in enumerate(offsets):
                 name, category, minutes, description = MODULES[i % len(MODULES)]
                 start = now + offset
-                cluster = {
+                cluster: dict[str, Any] = {
                     "clusterId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                     "moduleId": str(uuid.UUID(int=hash_int(seed, name), version=4)),
                     "moduleName": name, "moduleCategory": category, "moduleThumbnailUrl":
@@ -302,7 +306,7 @@ class FakeSessions(FakeVendor):
         items = users[page * size:(page + 1) * size]
         return Response.json({"success": True, "data": {
             "items": items, "page": page, "size": size,
-            "next": page + 1 if page + 1 < total_pages else None,
+            "next": page + 1 if page + 1 < total_pages and not self.users_next_null else None,
             "prev": page - 1 if page > 0 else None,
             "totalPages": total_pages, "total": len(users),
         }, "error": None})

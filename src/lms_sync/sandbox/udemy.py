@@ -3,12 +3,15 @@
 Serves ``/api-2.0/organizations/{org}/courses/list/`` and
 ``.../analytics/{user-activity,user-course-activity,user-progress}/`` with the
 documented body ``{"count", "next", "previous", "results"}`` (absolute ``next``
-links built from the request's Host, or from ``next_origin`` to simulate a
-vendor that points elsewhere), Django-REST-style error bodies
+links built from the request's Host, or from ``next_origin`` / ``next_path`` to
+simulate a vendor that points elsewhere: such a link carries ``page`` only, as the
+seed's own example), Django-REST-style error bodies
 (``{"detail": ...}``), a ``page_size`` maximum, rows of erased users
 (``"Anonymized User"``) and fields the seed does not document
 (``user_is_deactivated``, ``lms_user_id``, ``course_first_completion_date``,
-``item_marked_complete``).
+``item_marked_complete``). With ``default_fields``, reporting rows keep
+``user_external_id`` and ``course_first_completion_date`` only for a request that asks
+``fields[<the row's _class>]=@all``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from lms_sync.sandbox.population import Population
 from lms_sync.sandbox.server import FakeVendor, Request, Response
 
 ANONYMIZED = "Anonymized User"
+DEFAULT_OMITTED = ("user_external_id", "course_first_completion_date")
 TOPICS = ["Python", "SQL", "Leadership", "Excel", "Kubernetes", "Negotiation", "Design",
           "Security", "Agile", "Data Science", "Public Speaking", "Go", "React", "Finance"]
 LEVELS = ["Foundations", "Bootcamp", "Masterclass", "in 30 Days", "for Managers", "Deep Dive"]
@@ -45,7 +49,9 @@ class FakeUdemy(FakeVendor):
     def __init__(self, population: Population, *, courses: int = 600, popular: int = 40,
                  anonymized: int = 3, report_days: int = 2, max_page_size: int = 100,
                  client_id: str = "udemy-client-id", client_secret: str = "udemy-client-secret",
-                 organization_id: str = "8888", next_origin: str | None = None) -> None:
+                 organization_id: str = "8888", next_origin: str | None = None,
+                 next_path: str | None = None, default_fields: bool = False,
+                 lose_rows: int = 0) -> None:
         super().__init__(population)
         self.num_courses, self.popular = courses, max(1, min(popular, courses))
         self.anonymized, self.report_days = anonymized, report_days
@@ -54,6 +60,13 @@ class FakeUdemy(FakeVendor):
         self.organization_id = organization_id
         self.next_origin = next_origin
         """Build ``next`` links on this origin (e.g. another host) instead of the request's."""
+        self.next_path = next_path
+        """Build ``next`` links with this path instead of the request's (a rogue link)."""
+        self.default_fields = default_fields
+        """Reporting rows leave out DEFAULT_OMITTED unless ``fields[<their _class>]=@all``
+        is asked (Udemy does not document its default field set)."""
+        self.lose_rows = lose_rows
+        """Pages leave out the last N rows of every list that ``count`` still counts."""
         self.seen_auth: list[str | None] = []
         token = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._expected = f"Basic {token}"
@@ -122,7 +135,7 @@ class FakeUdemy(FakeVendor):
         started = enrolled + timedelta(hours=rng.randint(1, 400)) if rng.random() < 0.8 else None
         done = started is not None and rng.random() < 0.35
         ratio = 100 if done else (rng.randint(1, 95) if started else 0)
-        completed = started + timedelta(days=rng.randint(1, 60)) if done else None
+        completed = started + timedelta(days=rng.randint(1, 60)) if done and started else None
         length = course["estimated_content_length"]
         return {
             "_class": "user_course_activity", **user,
@@ -269,8 +282,14 @@ class FakeUdemy(FakeVendor):
                 rows = self._filter(request, rows)
             except ValueError as exc:
                 return Response.json({"detail": str(exc)}, 400)
-            return self._page(request, match, len(rows), lambda a, b: rows[a:b])
+            return self._page(request, match, len(rows), lambda a, b: self._fields(request, rows[a:b]))
         return handler
+
+    def _fields(self, request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.default_fields:
+            return rows
+        return [r if request.arg(f"fields[{r['_class']}]") == "@all" else
+                {k: v for k, v in r.items() if k not in DEFAULT_OMITTED} for r in rows]
 
     def _filter(self, request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         email, course = request.arg("user_email"), request.arg("course_id")
@@ -305,7 +324,7 @@ class FakeUdemy(FakeVendor):
         last = max(1, -(-count // size))
         if page < 1 or page > last:
             return Response.json({"detail": "Invalid page."}, 404)
-        results = slice_((page - 1) * size, page * size)
+        results = slice_((page - 1) * size, min(page * size, count - self.lose_rows))
         return Response.json({
             "count": count,
             "next": self._link(request, page + 1) if page < last else None,
@@ -315,7 +334,8 @@ class FakeUdemy(FakeVendor):
 
     def _link(self, request: Request, page: int) -> str:
         origin = self.next_origin or f"http://{request.headers.get('host', '127.0.0.1')}"
-        query = {k: v[0] for k, v in request.query.items()}
+        # as the seed's own example: a link on another origin carries the page only
+        query = {} if self.next_origin else {k: v[0] for k, v in request.query.items()}
         query["page"] = str(page)
-        return f"{origin.rstrip('/')}{request.path}?{urlencode(query)}"
+        return f"{origin.rstrip('/')}{self.next_path or request.path}?{urlencode(query)}"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
@@ -62,11 +64,19 @@ def alembic_config(engine: Engine):
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the alembic migrations up to ``revision``."""
+def upgrade(engine: Engine, revision: str = "head",
+            on_applied: Callable[[str, str], None] | None = None) -> None:
+    """Apply the alembic migrations up to ``revision``; ``on_applied(revision, description)``
+    after each one that is applied."""
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    cfg = alembic_config(engine)
+    if on_applied is not None:
+        def applied(*, step: Any, **_: Any) -> None:
+            on_applied(step.up_revision_id, step.up_revision.doc)
+
+        cfg.attributes["on_version_apply"] = applied
+    command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,18 @@ def name(bind: Engine | Connection) -> str:
 def upsert_statement(table: Table, key: Sequence[str], update: Sequence[str], dialect: str) -> Insert:
     """INSERT that updates ``update`` columns when ``key`` already exists."""
     if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(
+            index_elements=list(key), set_={c: pg.excluded[c] for c in update}
         )
     if dialect == "sqlite":
-        stmt = sqlite.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(
+            index_elements=list(key), set_={c: lite.excluded[c] for c in update}
         )
     if dialect == "mysql":
-        stmt = mysql.insert(table)
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+        my = mysql.insert(table)
+        return my.on_duplicate_key_update({c: my.inserted[c] for c in update})
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
@@ -142,8 +142,8 @@ class SourceLock:
     :meth:`keep`: if the lock's connection no longer answers, the lock is taken again on
     a new connection (``lock.reacquired``), or, when another process holds it by then,
     :class:`LockLost` stops the run's writes (``lock.lost``). SQLite's lock is an flock
-    on a file beside the database: no connection holds it, so no connection loss ends
-    it; it ends with the process, and :meth:`keep` has nothing to do.
+    on a file in the folder ``<database>.locks/``: no connection holds it, so no
+    connection loss ends it; it ends with the process, and :meth:`keep` has nothing to do.
     """
 
     def __init__(self, engine: Engine, source_id: str) -> None:
@@ -236,10 +236,10 @@ class SourceLock:
 def source_lock(engine: Engine, source_id: str, window: float | None = None) -> Iterator[SourceLock]:
     """Hold the per-source run lock for the duration of the block, or raise LockBusy.
 
-    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock'd
-    file beside the database. The lock lives on its own connection so that
-    batches may commit freely while it is held. Taking it waits for an unreachable
-    warehouse up to ``window`` seconds (``warehouse.reconnect_seconds``); see
+    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock'd file in
+    the folder ``<database>.locks/`` beside the database. The lock lives on its own
+    connection so that batches may commit freely while it is held. Taking it waits for an
+    unreachable warehouse up to ``window`` seconds (``warehouse.reconnect_seconds``); see
     :class:`SourceLock` for what happens when its connection is lost.
     """
     lock = SourceLock(engine, source_id)
@@ -264,10 +264,20 @@ def _file_lock(engine: Engine, source_id: str) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source_id)
     busy = f"source {source_id!r} is already being synced by another process"
-    with _flock(Path(f"{database}.{safe}.lock"), blocking=False, busy=busy):
+    with _flock(_lock_file(database, source_id), blocking=False, busy=busy):
         yield
+
+
+def lock_folder(database: str) -> Path:
+    """Where an SQLite warehouse keeps its lock files: one folder beside the database."""
+    return Path(f"{database}.locks")
+
+
+def _lock_file(database: str, what: str) -> Path:
+    folder = lock_folder(database)
+    folder.mkdir(exist_ok=True)
+    return folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', what)}.lock"
 
 
 @contextmanager
@@ -294,15 +304,15 @@ def locked_transaction(engine: Engine, what: str, timeout: int = 600) -> Iterato
     """A transaction that holds the warehouse-wide lock ``what``, waiting up to ``timeout`` s.
 
     PostgreSQL: a transaction-level advisory lock; MySQL: GET_LOCK around the
-    transaction; SQLite: a blocking flock beside the database file. LockBusy if
+    transaction; SQLite: a blocking flock in ``<database>.locks/``. LockBusy if
     MySQL's wait runs out.
     """
     dialect = name(engine)
     namespace = _namespace(engine)
     database = engine.url.database
+    guard: AbstractContextManager[None]
     if dialect == "sqlite" and database and database != ":memory:":
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", what.strip(":"))
-        guard = _flock(Path(f"{database}.{safe}.lock"), blocking=True, busy="")
+        guard = _flock(_lock_file(database, what.strip(":")), blocking=True, busy="")
     else:
         guard = nullcontext()
     with guard, engine.connect() as conn:

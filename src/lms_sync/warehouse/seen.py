@@ -93,6 +93,14 @@ class SeenKeys:
         i = bisect_left(keys, key)
         return i < len(keys) and keys[i] == key
 
+    def distinct(self) -> int:
+        """How many different ids were added (reads every bucket back, once)."""
+        self._spill_at = 0
+        for bucket in range(_BUCKETS):
+            if not self._sorted[bucket] or (self._file is not None and not self._loaded[bucket]):
+                self._load(bucket)
+        return sum(len(keys) for keys in self._buckets)
+
     @property
     def spilled(self) -> bool:
         """Whether some digests went to the temporary file."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, CursorResult, Engine, select, update
 
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.tables import sources, sync_runs, sync_state
@@ -49,15 +49,26 @@ def start_run(conn: Connection, run_id: str, source_id: str, stream: str, starte
             result="running", records_read=0, records_written=0, records_skipped=0,
         )
     )
-    return result.inserted_primary_key[0]
+    return inserted_id(result)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The id of the row a one-row INSERT made."""
+    key = result.inserted_primary_key
+    if key is None:  # only an INSERT of several rows at once has none
+        raise RuntimeError("the database returned no id for the new row")
+    return int(key[0])
 
 
 def finish_run(conn: Connection, row_id: int, *, result: str, read: int, written: int,
-               skipped: int = 0, error: str | None = None, cursor: Any = None) -> None:
+               skipped: int = 0, error: str | None = None, cursor: Any = None,
+               vendor_total: int | None = None, distinct_read: int | None = None,
+               excluded: int | None = None) -> None:
     conn.execute(
         update(sync_runs).where(sync_runs.c.id == row_id).values(
             finished_at=now_utc(), result=result, records_read=read, records_written=written,
             records_skipped=skipped, error=(error or None) and error[:4000], cursor=cursor,
+            vendor_total=vendor_total, distinct_read=distinct_read, records_excluded=excluded,
         )
     )
 

@@ -1,4 +1,4 @@
-"""The canonical warehouse schema (DESIGN §4) as SQLAlchemy Core tables.
+"""The canonical warehouse schema (docs/contracts.md, "Warehouse") as SQLAlchemy Core tables.
 
 Every vendor row is keyed by ``(source_id, external_id)`` with a surrogate
 integer ``id``; ``row_hash`` is the digest of the canonical record and is how
@@ -121,7 +121,7 @@ learners = Table(
     Column("is_active", Boolean),
     Column("is_placeholder", Boolean, nullable=False, default=False),
     *_lifecycle(),
-    # identity matching (warehouse/identity.py; migration 0002): the normalized keys
+    # identity matching (warehouse/identity/; migration 0002): the normalized keys
     # this learner links by (NULL: never links that way) and when it was last matched
     Column("email_key", String(320)),
     Column("hr_key", String(255)),
@@ -252,6 +252,9 @@ sync_runs = Table(
     Column("records_skipped", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("cursor", JSONType),
+    Column("vendor_total", Integer),  # the vendor's own count, where it reports one
+    Column("distinct_read", Integer),  # distinct ids of that table this run read
+    Column("records_excluded", Integer),  # rows of that total left out by design
     Index(None, "source_id", "stream", "started_at"),
     Index(None, "run_id"),
 )

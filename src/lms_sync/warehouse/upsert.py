@@ -1,6 +1,6 @@
 """Writing canonical records: idempotent, batched, per-dialect upserts.
 
-``write_batch`` writes one batch of records in the caller's transaction:
+``BatchWriter.write`` writes one batch of records in the caller's transaction:
 
 * a record whose ``row_hash`` equals the stored one is not written at all (no
   ``updated_at`` churn), unless its row was soft-deleted (then it is revived);
@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from lms_sync.canonical import Record
+from lms_sync.canonical import ActivityProgress, Course, Enrollment, Record
 from lms_sync.warehouse import dialect as dialects
 from lms_sync.warehouse.tables import (
     RECORD_TABLES,
@@ -95,12 +95,12 @@ class WriteStats:
 
 
 @cache
-def _stored_fields(cls: type[Record], table: Table) -> frozenset[str]:
+def _stored_fields(cls: type[Record], table: Table) -> dict[str, bool]:
     """The fields of ``cls`` that are columns of ``table`` (references are resolved apart).
 
     Dumping only these is the same dict as dumping all and filtering, for less work.
     """
-    return frozenset(f for f in cls.model_fields if f not in _REFS and f in table.c)
+    return {f: True for f in cls.model_fields if f not in _REFS and f in table.c}
 
 
 @cache
@@ -249,17 +249,19 @@ class BatchWriter:
                 stats.updated[table.name] += 1
             else:
                 stats.inserted[table.name] += 1
-        if want_ids and ids is None:  # the rows we had plus one lookup of the new ones
+        if not want_ids:
+            return
+        if ids is None:  # the rows we had plus one lookup of the new ones
             ids = {r.external_id: current[r.external_id].id for r, _ in todo if r.external_id in current}
-            new = [r.external_id for r, _ in todo if r.external_id not in current]
-            ids.update({k: row.id for k, row in self.existing(table, new).items()})
+            added = [r.external_id for r, _ in todo if r.external_id not in current]
+            ids.update({k: row.id for k, row in self.existing(table, added).items()})
         if table is learners:
-            self.learner_ids.update(ids.values())  # type: ignore[union-attr]
+            self.learner_ids.update(ids.values())
         if table is courses:
-            self._link_parents([r for r, _ in todo], ids, now, stats)  # type: ignore[arg-type]
+            self._link_parents([r for r, _ in todo if isinstance(r, Course)], ids, now, stats)
         if table is enrollments:
-            self._append_history(todo, current, ids, now, stats)  # type: ignore[arg-type]
-            if new := [r for r, _ in todo if r.external_id not in current]:
+            self._append_history(todo, current, ids, now, stats)
+            if new := [r for r, _ in todo if r.external_id not in current and isinstance(r, Enrollment)]:
                 self._adopt_activities(new, refs, now)
 
     def _copy_merge(self, table: Table, rows: Iterator[dict[str, Any]],
@@ -276,7 +278,7 @@ class BatchWriter:
         cols = list(first)
         stage = f"lms_stage_{table.name}_{zlib.crc32(' '.join(cols).encode()):08x}"  # per column set
         collist = ", ".join(f'"{c}"' for c in cols)
-        cur = self.conn.connection.dbapi_connection.cursor()  # same transaction
+        cur = self._driver_cursor()
         cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS '
                     f'SELECT {collist} FROM "{table.name}" WITH NO DATA')
         json_cols = {i for i, c in enumerate(cols) if isinstance(table.c[c].type, JSON)}
@@ -295,13 +297,22 @@ class BatchWriter:
         cur.close()
         return ids
 
+    def _driver_cursor(self) -> Any:
+        """The driver's own cursor (psycopg's COPY), in this connection's transaction."""
+        driver = self.conn.connection.dbapi_connection
+        if driver is None:  # only a closed connection has none
+            raise RuntimeError("the warehouse connection is closed")
+        return driver.cursor()
+
     def _references(self, table: Table, records: list[Record], now: datetime, stats: WriteStats) -> dict:
         refs: dict[str, dict[str, int]] = {}
-        if "learner_id" in table.c:
-            refs["learner"] = self.resolve(learners, {r.learner_external_id for r in records}, now, stats)
-            refs["course"] = self.resolve(courses, {r.course_external_id for r in records}, now, stats)
+        linked = [r for r in records if isinstance(r, Enrollment | ActivityProgress)]
+        if linked:
+            refs["learner"] = self.resolve(learners, {r.learner_external_id for r in linked}, now, stats)
+            refs["course"] = self.resolve(courses, {r.course_external_id for r in linked}, now, stats)
         if "enrollment_id" in table.c:
-            wanted = {r.enrollment_external_id for r in records if r.enrollment_external_id}
+            wanted = {r.enrollment_external_id for r in linked
+                      if isinstance(r, ActivityProgress) and r.enrollment_external_id}
             found = self.existing(enrollments, sorted(wanted)) if wanted else {}
             refs["enrollment"] = {k: row.id for k, row in found.items()}
         return refs
@@ -312,32 +323,31 @@ class BatchWriter:
                    deleted_at=None)
         if table is courses:  # set again below for a course that has one (_link_parents)
             row["parent_course_id"] = None
-        if "learner_id" in table.c:
+        if isinstance(record, Enrollment | ActivityProgress):
             row["learner_id"] = refs["learner"][record.learner_external_id]
             row["course_id"] = refs["course"][record.course_external_id]
-        if "enrollment_id" in table.c:
+        if isinstance(record, ActivityProgress):
             row["enrollment_id"] = refs["enrollment"].get(record.enrollment_external_id)
         return _fit(table, row)
 
-    def _link_parents(self, records: list[Record], ids: dict[str, int], now: datetime,
+    def _link_parents(self, records: list[Course], ids: dict[str, int], now: datetime,
                       stats: WriteStats) -> None:
-        children = [r for r in records if r.parent_external_id]
+        children = {r.external_id: r.parent_external_id for r in records if r.parent_external_id}
         if not children:
             return
-        parents = self.resolve(courses, {r.parent_external_id for r in children}, now, stats)
+        parents = self.resolve(courses, set(children.values()), now, stats)
         # one executemany, not one UPDATE round trip per child course
         self.conn.execute(
             update(courses).where(courses.c.id == bindparam("b_id"))
             .values(parent_course_id=bindparam("b_parent")),
-            [{"b_id": ids[r.external_id], "b_parent": parents[r.parent_external_id]}
-             for r in children],
+            [{"b_id": ids[child], "b_parent": parents[parent]} for child, parent in children.items()],
         )
 
-    def _adopt_activities(self, new: list[Record], refs: dict, now: datetime) -> None:
+    def _adopt_activities(self, new: list[Enrollment], refs: dict, now: datetime) -> None:
         """Activities written before their enrollment existed got no ``enrollment_id``, and
         an activity that does not change is never written again: fill it in when the
         enrollment (same source, learner and course) arrives."""
-        learner_ids = sorted({refs["learner"][r.learner_external_id] for r in new})  # type: ignore[attr-defined]
+        learner_ids = sorted({refs["learner"][r.learner_external_id] for r in new})
         e, a = enrollments.alias("e"), activity_progress
         match = (select(func.min(e.c.id)).where(e.c.source_id == a.c.source_id,
                                                  e.c.learner_id == a.c.learner_id,
@@ -366,7 +376,7 @@ class BatchWriter:
         ]
         if self.dialect == "postgresql":  # append-only: a plain COPY, no executemany round trips
             cols = list(rows[0])
-            cur = self.conn.connection.dbapi_connection.cursor()  # same transaction
+            cur = self._driver_cursor()
             with cur.copy(f"COPY enrollment_history ({', '.join(cols)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([row[c] for c in cols])
@@ -386,12 +396,12 @@ class BatchWriter:
                 .group_by(t.c.external_id)
                 .subquery()
             )
-            rows = self.conn.execute(
+            found = self.conn.execute(
                 select(t.c.external_id, t.c.row_hash).join(
                     newest, and_(t.c.external_id == newest.c.external_id, t.c.as_of == newest.c.as_of)
                 ).where(t.c.source_id == self.source_id)
             )
-            latest.update({row.external_id: row.row_hash for row in rows})
+            latest.update({row.external_id: row.row_hash for row in found})
         rows = []
         for record in batch:
             digest = record.content_hash()

@@ -1,4 +1,5 @@
-"""The ``learner_progress`` view: one flat row per live enrollment (DESIGN §4).
+"""The ``learner_progress`` view: one flat row per live enrollment (docs/contracts.md,
+"Warehouse").
 
 A migration creates the view of its time: ``LEARNER_PROGRESS_SQL_V1`` (0001) left in
 the enrollments of soft-deleted learners and courses; ``LEARNER_PROGRESS_SQL`` (0004

@@ -1,0 +1,139 @@
+"""Identity matching: link the learners of every source into persons (docs/contracts.md,
+"Identity").
+
+The package, by concern:
+
+* ``rules.py``: which keys a learner links by (email, HR id, placeholders, aliases);
+* ``assign.py``: union-find and person assignment, pure (no database);
+* ``store.py``: loading and saving per database, the warehouse-wide identity lock;
+* ``overrides.py``: manual ``link``/``apart`` corrections;
+* ``queries.py``: the lookups of ``identity show``, ``report`` and ``status``;
+* here: the entry points, :func:`after_run` (the pipeline, after every run),
+  :func:`recompute` (a full pass) and :func:`set_override`.
+
+A pass after a run re-examines only the learners the run wrote, learners without a person,
+and learners updated since they were matched (a crashed run's writes), plus everything
+reachable from them. After changing the identity rules in the config, run
+``lms-sync identity recompute`` (a full pass).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from lms_sync import memory
+from lms_sync.logs import get_logger, one_line
+from lms_sync.warehouse.identity import assign, store
+from lms_sync.warehouse.identity.assign import Learner, MatchResult
+from lms_sync.warehouse.identity.overrides import record_override, resolve_learner
+from lms_sync.warehouse.identity.queries import describe_person, find_persons, summary
+from lms_sync.warehouse.identity.rules import APART, LINK, Rules, normalize_hr_id
+from lms_sync.warehouse.identity.store import locked_transaction
+from lms_sync.warehouse.rowids import RowIds
+from lms_sync.warehouse.state import now_utc
+from lms_sync.warehouse.upsert import chunks
+
+__all__ = ["APART", "LINK", "PASS_SEEDS", "MatchResult", "Rules", "after_run", "describe_person",
+           "find_persons", "locked_transaction", "match", "normalize_hr_id", "recompute",
+           "resolve_learner", "set_override", "summary"]
+
+PASS_SEEDS = 5000
+"""Seeds per transaction of an incremental pass. A pass holds every learner linked to its
+seeds (~1.7 KB each): matching a first load of 120,000 learners at once took ~200 MB;
+in slices of 5,000 seeds the peak stays near one slice's closure, whatever the total."""
+
+
+def after_run(engine: Engine, settings: Any, learner_ids: Iterable[int]) -> MatchResult:
+    """Re-match the learners a run wrote (and whatever they touch). Called by the pipeline."""
+    return match(engine, settings, learner_ids)
+
+
+def recompute(engine: Engine, settings: Any) -> MatchResult:
+    """Re-match every learner (after a rules change, or to repair)."""
+    return match(engine, settings, full=True)
+
+
+def set_override(engine: Engine, settings: Any, a: str, b: str, action: str,
+                 note: str | None = None) -> tuple[Learner, Learner, MatchResult]:
+    """Record a force-link (``link``) or force-apart (``apart``) of two learners and re-match them."""
+    with engine.begin() as conn:
+        la, lb = record_override(conn, a, b, action, note)
+    return la, lb, match(engine, settings, [la.id, lb.id])
+
+
+def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
+          full: bool = False) -> MatchResult:
+    """One matching pass: incremental from ``learner_ids`` (+ stale learners), or ``full``."""
+    rules = Rules.from_config(settings)
+    log = get_logger("lms_sync.identity")
+    started = time.monotonic()
+    if full:
+        result = _retried(engine, rules, set(), True, log)
+    else:
+        # stale learners join the seeds; each slice is a complete pass of its own
+        seeds = RowIds(learner_ids)
+        with engine.connect() as conn:
+            seeds.update(store.stale_ids(conn))
+        result = MatchResult()
+        for part in chunks(seeds.sorted(), PASS_SEEDS):
+            result.add(_retried(engine, rules, set(part), False, log))
+            memory.trim()  # a slice's closure is freed: give its pages back before the next
+    result.seconds = round(time.monotonic() - started, 3)
+    if result.learners:
+        log.info("identity.matched", **result.as_dict())
+    return result
+
+
+def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool, log: Any) -> MatchResult:
+    for attempt in range(1, 4):
+        try:
+            with locked_transaction(engine) as conn:
+                return _pass(conn, rules, seeds, full)
+        except OperationalError as exc:  # deadlock / lock timeout with a concurrent batch
+            if attempt == 3:
+                raise
+            log.warning("identity.retry", attempt=attempt, error=one_line(exc))
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchResult:
+    """Load the learners (every one, or the seeds' closure), assign persons, save."""
+    started_at = now_utc()
+    result = MatchResult(full=full)
+    overrides = store.load_overrides(conn)
+    loaded = store.Loader(conn, rules)
+    if full:
+        loaded.everyone()
+    elif seeds:
+        loaded.closure(seeds, overrides)
+    if not loaded.learners:
+        return result
+    result.learners = len(loaded.learners)
+    uf = assign.link(loaded.learners, loaded.keys, overrides)
+    old_ids = {row.person_id for row in loaded.learners.values() if row.person_id is not None}
+    persons = store.load_persons(conn, None if full else old_ids)
+    live = {pid for pid, p in persons.items() if p.live}
+    plan = assign.assign(loaded.learners, loaded.keys, uf, live)
+    now = now_utc()
+    plan.add_persons(store.insert_persons(conn, [plan.attrs[ci] for ci in plan.new_comps], now))
+    result.persons_created = len(plan.new_comps)
+    changed = assign.person_updates(plan, persons)
+    store.update_persons(conn, changed, now)
+    result.persons_updated = len(changed)
+    changes, result.relinked = assign.learner_updates(plan, loaded.learners, loaded.keys)
+    store.update_learners(conn, changes, started_at)
+    store.mark_matched(conn, None if full else sorted(loaded.learners), started_at)
+    gone = assign.gone_persons(plan, live)
+    store.delete_persons(conn, gone, now)
+    result.persons_deleted = len(gone)
+    records = assign.history(plan, uf, overrides, now)
+    store.insert_history(conn, records)
+    result.merges = sum(1 for r in records if r["kind"] == "merge")
+    result.splits = len(records) - result.merges
+    return result

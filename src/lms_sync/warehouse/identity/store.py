@@ -1,0 +1,259 @@
+"""Load and save what a matching pass works on, per database, under the identity lock.
+
+``learners.email_key``/``hr_key`` store each learner's keys (indexed) and ``matched_at``
+when it was last examined. An incremental pass loads its seed learners and everything
+reachable from them (:meth:`Loader.closure`): the other learners of their persons (a link
+may have gone) and the learners sharing their keys or overrides (a link may have come).
+Those sets are complete components, so the pass is exact.
+
+Passes are serialized across threads and processes (an advisory lock on PostgreSQL,
+GET_LOCK on MySQL/MariaDB, a file in ``<database>.locks/`` for SQLite). Changing a
+learner's ``person_id`` does not touch its ``updated_at`` (identity is derived data); a
+person's ``updated_at`` moves when its email or name changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, bindparam, case, or_, select, text, update
+
+from lms_sync.errors import UserError
+from lms_sync.warehouse import dialect as dialects
+from lms_sync.warehouse.identity.assign import Attributes, Learner, Override, Person
+from lms_sync.warehouse.identity.rules import Keys, Rules
+from lms_sync.warehouse.state import inserted_id
+from lms_sync.warehouse.tables import identity_overrides, learners, person_merges, persons
+from lms_sync.warehouse.upsert import chunks
+
+LEARNER_COLUMNS = (
+    learners.c.id, learners.c.source_id, learners.c.external_id, learners.c.email, learners.c.hr_id,
+    learners.c.is_placeholder, learners.c.person_id, learners.c.first_name, learners.c.last_name,
+    learners.c.display_name, learners.c.email_key, learners.c.hr_key,
+    learners.c.deleted_at.is_not(None).label("gone"),  # a flag: no datetime made per row
+)
+"""The columns of :class:`assign.Learner`, in its order."""
+
+# --------------------------------------------------------------------------- locking
+
+_PROCESS_LOCK = threading.Lock()
+
+
+@contextmanager
+def locked_transaction(engine: Engine, timeout: int = 600) -> Iterator[Connection]:
+    """A transaction holding the warehouse-wide identity lock (one pass at a time)."""
+    with _PROCESS_LOCK:
+        try:
+            with dialects.locked_transaction(engine, "identity:", timeout) as conn:
+                yield conn
+        except dialects.LockBusy:
+            raise UserError("identity matching is busy in another process; try again later") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def stale_ids(conn: Connection) -> Iterator[int]:
+    """Learners without a person, or updated since they were matched (a run that died before
+    its pass). Streamed: after a first load that is every learner."""
+    c = learners.c
+    return iter(conn.execution_options(stream_results=True, yield_per=10_000).execute(
+        select(c.id).where(or_(c.person_id.is_(None), c.matched_at.is_(None),
+                               c.updated_at > c.matched_at))
+    ).scalars())
+
+
+def load_overrides(conn: Connection) -> list[Override]:
+    oc = identity_overrides.c
+    return [Override(*row) for row in conn.execute(select(oc.learner_a_id, oc.learner_b_id, oc.action))]
+
+
+class Loader:
+    """The learners a pass examines, with the keys the rules give them now."""
+
+    def __init__(self, conn: Connection, rules: Rules) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.learners: dict[int, Learner] = {}
+        self.keys: dict[int, Keys] = {}
+
+    def _add(self, rows: Iterable[Any]) -> list[Learner]:
+        new = []
+        known, keys, keys_of = self.learners, self.keys, self.rules.keys_of
+        for row in rows:
+            if row[0] not in known:
+                learner = Learner._make(row)
+                known[learner.id] = learner
+                keys[learner.id] = keys_of(learner.source_id, learner.email, learner.hr_id,
+                                           learner.is_placeholder)
+                new.append(learner)
+        return new
+
+    def everyone(self) -> None:
+        self._add(self.conn.execute(select(*LEARNER_COLUMNS)))
+
+    def _where(self, column: Any, values: Iterable[Any]) -> list[Learner]:
+        found: list[Learner] = []
+        for part in chunks(sorted(values)):
+            found += self._add(self.conn.execute(select(*LEARNER_COLUMNS).where(column.in_(part))))
+        return found
+
+    def closure(self, seeds: set[int], overrides: Sequence[Override]) -> None:
+        """The seeds and every learner linked to them, before or after this pass."""
+        partners: dict[int, set[int]] = defaultdict(set)
+        for o in overrides:
+            partners[o.learner_a_id].add(o.learner_b_id)
+            partners[o.learner_b_id].add(o.learner_a_id)
+        seen_e: set[str] = set()
+        seen_h: set[str] = set()
+        seen_p: set[int] = set()
+        frontier = self._where(learners.c.id, seeds)
+        while frontier:
+            new_e, new_h, new_p, new_ids = set(), set(), set(), set()
+            for row in frontier:
+                ek, hk = self.keys[row.id]
+                if ek is not None and ek not in seen_e:
+                    new_e.add(ek)
+                if hk is not None and hk not in seen_h:
+                    new_h.add(hk)
+                if row.person_id is not None and row.person_id not in seen_p:
+                    new_p.add(row.person_id)
+                new_ids |= {p for p in partners.get(row.id, ()) if p not in self.learners}
+            seen_e |= new_e
+            seen_h |= new_h
+            seen_p |= new_p
+            frontier = (self._where(learners.c.email_key, new_e)
+                        + self._where(learners.c.hr_key, new_h)
+                        + self._where(learners.c.person_id, new_p)
+                        + self._where(learners.c.id, new_ids))
+
+
+def load_persons(conn: Connection, ids: Iterable[int] | None) -> dict[int, Person]:
+    """The persons ``ids`` (deleted ones too), or every live person for ``None``."""
+    pc = persons.c
+    query = select(pc.id, pc.primary_email, pc.display_name, pc.deleted_at.is_(None))
+    if ids is None:
+        rows: Iterable[Any] = conn.execute(query.where(pc.deleted_at.is_(None)))
+    else:
+        rows = (row for part in chunks(sorted(ids)) for row in conn.execute(query.where(pc.id.in_(part))))
+    return {pid: Person(email, name, bool(live)) for pid, email, name, live in rows}
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def insert_persons(conn: Connection, attrs: list[Attributes], now: datetime) -> list[int]:
+    """New persons, their ids in the order of ``attrs``."""
+    rows = [{"primary_email": e, "display_name": n, "first_seen_at": now, "updated_at": now}
+            for e, n in attrs]
+    if not rows:
+        return []
+    if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+        stmt = persons.insert().returning(persons.c.id, sort_by_parameter_order=True)
+        return list(conn.execute(stmt, rows).scalars())
+    return [inserted_id(conn.execute(persons.insert().values(**r))) for r in rows]
+
+
+def update_persons(conn: Connection, changes: list[dict[str, Any]], now: datetime) -> None:
+    if changes:
+        conn.execute(update(persons).where(persons.c.id == bindparam("pid"))
+                     .values(primary_email=bindparam("email"), display_name=bindparam("name"),
+                             updated_at=now),
+                     changes)
+
+
+def delete_persons(conn: Connection, ids: list[int], now: datetime) -> None:
+    """Soft-delete: persons are never hard-deleted (their merges point at them)."""
+    for part in chunks(ids):
+        conn.execute(update(persons).where(persons.c.id.in_(part)).values(deleted_at=now, updated_at=now))
+
+
+def insert_history(conn: Connection, records: list[dict[str, Any]]) -> None:
+    if records:
+        conn.execute(person_merges.insert(), records)
+
+
+def mark_matched(conn: Connection, ids: Sequence[int] | None, started_at: datetime) -> None:
+    """``matched_at`` of the stale learners among ``ids`` (every learner for ``None``): an
+    up-to-date learner stays up to date."""
+    c = learners.c
+    stale = or_(c.matched_at.is_(None), c.updated_at > c.matched_at)
+    if ids is None:
+        conn.execute(update(learners).where(stale).values(matched_at=started_at))
+        return
+    for part in chunks(ids):
+        conn.execute(update(learners).where(c.id.in_(part), stale).values(matched_at=started_at))
+
+
+def update_learners(conn: Connection, changes: list[dict[str, Any]], started_at: datetime) -> None:
+    """Write person and keys of changed learners (and matched_at, so each row is written once)."""
+    if not changes:
+        return
+    dialect = dialects.name(conn)
+    if dialect == "postgresql":
+        _update_learners_postgresql(conn, changes, started_at)
+    elif dialect == "sqlite":
+        _update_learners_sqlite(conn, changes, started_at)
+    else:
+        _update_learners_mysql(conn, changes, started_at)
+
+
+_MATCHED_SQL = ("CASE WHEN l.matched_at IS NULL OR l.updated_at > l.matched_at "
+                "THEN :started ELSE l.matched_at END")
+
+
+def _update_learners_postgresql(conn: Connection, changes: list[dict[str, Any]],
+                                started_at: datetime) -> None:
+    """One statement per 5000 learners: arrays unnested into a join."""
+    stmt = text(
+        f"UPDATE {_qualified(learners)} AS l SET person_id = v.pid, email_key = v.ek, "
+        f"hr_key = v.hk, matched_at = {_MATCHED_SQL} "
+        "FROM unnest(CAST(:lids AS BIGINT[]), CAST(:pids AS BIGINT[]), "
+        "CAST(:eks AS TEXT[]), CAST(:hks AS TEXT[])) AS v(lid, pid, ek, hk) WHERE l.id = v.lid"
+    ).bindparams(bindparam("started", type_=learners.c.matched_at.type))
+    for part in chunks(changes, 5000):
+        conn.execute(stmt, {"lids": [x["lid"] for x in part], "pids": [x["pid"] for x in part],
+                            "eks": [x["ek"] for x in part], "hks": [x["hk"] for x in part],
+                            "started": started_at})
+
+
+def _update_learners_sqlite(conn: Connection, changes: list[dict[str, Any]],
+                            started_at: datetime) -> None:
+    """SQLite runs executemany in-process: one UPDATE per learner costs no round trip."""
+    c = learners.c
+    matched = case((or_(c.matched_at.is_(None), c.updated_at > c.matched_at),
+                    bindparam("started", started_at, type_=c.matched_at.type)),
+                   else_=c.matched_at)
+    conn.execute(
+        update(learners).where(c.id == bindparam("lid"))
+        .values(person_id=bindparam("pid"), email_key=bindparam("ek"), hr_key=bindparam("hk"),
+                matched_at=matched),
+        [{**x, "started": started_at} for x in changes],
+    )
+
+
+def _update_learners_mysql(conn: Connection, changes: list[dict[str, Any]],
+                           started_at: datetime) -> None:
+    """The changes go into a temporary table (PyMySQL batches an INSERT executemany into
+    multi-row INSERTs), then one UPDATE ... JOIN writes them all. (MySQL assigns SET columns
+    left to right: matched_at's CASE reads no column set before it.)"""
+    conn.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS lms_sync_identity_changes "
+                      "(lid BIGINT PRIMARY KEY, pid BIGINT, ek VARCHAR(320), hk VARCHAR(255)) "
+                      "CHARACTER SET utf8mb4"))
+    conn.execute(text("DELETE FROM lms_sync_identity_changes"))
+    conn.execute(text("INSERT INTO lms_sync_identity_changes (lid, pid, ek, hk) "
+                      "VALUES (:lid, :pid, :ek, :hk)"), changes)
+    conn.execute(text(
+        "UPDATE learners l JOIN lms_sync_identity_changes t ON l.id = t.lid "
+        f"SET l.person_id = t.pid, l.email_key = t.ek, l.hr_key = t.hk, l.matched_at = {_MATCHED_SQL}"
+    ).bindparams(bindparam("started", type_=learners.c.matched_at.type)), {"started": started_at})
+    conn.execute(text("DROP TEMPORARY TABLE lms_sync_identity_changes"))
+
+
+def _qualified(table: Table) -> str:
+    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
