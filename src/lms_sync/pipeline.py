@@ -172,8 +172,9 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
                     cause: BaseException, window: float = retry.DEFAULT_WINDOW) -> StreamResult:
     now = state.now_utc()
 
-    def record(conn: Any) -> None:
-        row = state.start_run(conn, run_id, source_id, stream, now)
+    def record(conn: Any) -> None:  # retried: it may find the row a lost commit made
+        row = state.run_row(conn, run_id, stream) or state.start_run(conn, run_id, source_id,
+                                                                     stream, now)
         state.finish_run(conn, row, result="failed", read=0, written=0,
                          error=f"not run: {one_line(cause)}")
 
@@ -197,8 +198,9 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     t0 = time.monotonic()
     window = cfg.warehouse.reconnect_seconds
 
-    def begin(conn: Any) -> tuple[int, Any]:
-        return (state.start_run(conn, run_id, source.id, stream.name, started_at),
+    def begin(conn: Any) -> tuple[int, Any]:  # retried: it may find the row a lost commit made
+        row = state.run_row(conn, run_id, stream.name)
+        return (row or state.start_run(conn, run_id, source.id, stream.name, started_at),
                 state.load_cursor(conn, source.id, stream.name))
 
     row_id, prior = retry.transaction(engine, begin, window=window, op="start_run")
