@@ -236,7 +236,6 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     def flush() -> None:
         nonlocal pending, buffer
         if not buffer and pending is _UNSET:
-            keep_lock()  # what follows the last batch (soft-deletes) writes too
             return
         # a deadlock, or a connection lost mid-batch, rolled the batch back whole: it is
         # written again with its cursor (the reader waits, its queue full, and re-fetches
@@ -277,10 +276,15 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                         reason="records were skipped as invalid; rows no longer listed are kept "
                                "until a full read skips none")
         elif seen and not ctx.partial:
-            with engine.begin() as conn:
-                now = state.now_utc()
-                for table, ids in seen.items():
-                    res.deleted += mark_deleted(conn, table, source.id, ids, now)
+
+            def soft_delete() -> int:  # redone whole after a lost connection, lock first
+                keep_lock()
+                with engine.begin() as conn:
+                    now = state.now_utc()
+                    return sum(mark_deleted(conn, table, source.id, ids, now)
+                               for table, ids in seen.items())
+
+            res.deleted += retry.call(soft_delete, engine=engine, window=window, op="soft_delete")
             if res.deleted:
                 log.info("rows.soft_deleted", count=res.deleted)
         res.result = "succeeded"
