@@ -35,7 +35,7 @@ PORTS = {"postgresql": 5432, "mysql": 3306}
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[list]:
     """The five sandbox vendors, shared: every test here only reads them."""
-    started = start_all(learners=150, seed=11)
+    started = start_all(learners=100, seed=11)
     yield started
     for _kind, server, _block in started:
         server.stop()
@@ -262,3 +262,25 @@ def test_the_daemon_rides_out_a_cut_and_healthz_says_so(postgres_warehouse, tmp_
             d.kill()
     assert [r["result"] for r in runs(wh.engine)] == ["succeeded", "succeeded"]
     assert count_rows(wh, learners) == count_rows(wh, enrollments) == 200
+
+
+def test_the_soft_delete_after_a_full_read_rides_out_a_lost_connection(postgres_warehouse):
+    """The connection is reset under the query that looks for rows a full read no longer
+    lists: the soft-delete is done again on a new connection, and the run succeeds."""
+    wh = postgres_warehouse
+    cfg = make_config(wh, {"syn": {"kind": "synthetic", "base_url": "http://127.0.0.1:9",
+                                   "options": {"users": 30}}})
+    assert run_source(wh.engine, cfg, cfg.sources["syn"]).ok
+    cfg.sources["syn"].options.removed = [5]  # type: ignore[attr-defined]
+    with FaultProxy("127.0.0.1", PORTS["postgresql"]) as hop:
+        engine = Warehouse("postgresql", hop.url_for(wh.url), wh.schema).engine
+        hop.reset_response(b"enrollments.deleted_at IS NULL AND enrollments.row_hash", after=0)
+        result = run_source(engine, cfg, cfg.sources["syn"])
+        engine.dispose()
+    assert hop.resets == 1
+    assert result.ok, result.error
+    assert result.streams[1].deleted == 1
+    with wh.engine.connect() as conn:
+        gone = conn.execute(select(enrollments.c.external_id)
+                            .where(enrollments.c.deleted_at.is_not(None))).scalars().all()
+    assert gone == ["u5:c0"]
