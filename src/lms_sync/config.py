@@ -124,6 +124,27 @@ class DaemonConfig(_Model):
     shutdown_timeout_seconds: float = Field(default=60.0, ge=0)
 
 
+class ProvisionConfig(_Model):
+    """``sources.<id>.provision``: keep this source's vendor users in step (lms-sync provision)."""
+
+    enabled: bool = True
+    from_sources: list[str] | None = Field(default=None, min_length=1)
+    """Sources whose live learners define who should exist; None: every other enabled one."""
+    require_hr_id: bool = True
+    deactivate_leavers: bool = True
+    max_deactivate_fraction: float = Field(default=0.05, ge=0, le=1)
+    schedule: str | None = None
+    """Cron of the daemon's provisioning job; None: only `lms-sync provision` runs it."""
+
+    @field_validator("require_hr_id")
+    @classmethod
+    def _hr_id_only(cls, value: bool) -> bool:
+        if not value:  # a remoteId is what the vendor's completions name a person by
+            raise ValueError("only true is supported: a person without an HR id has no id "
+                             "the vendor's completions could name them by")
+        return value
+
+
 class SourceConfig(_Model):
     id: str
     kind: str
@@ -135,6 +156,7 @@ class SourceConfig(_Model):
     options: BaseModel
     http: HttpSettings
     fail_on_invalid_records: bool = False
+    provision: ProvisionConfig | None = None
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -256,6 +278,8 @@ def parse_config(tree: Any, path: str = "<memory>", environ: dict[str, str] | No
             # a disabled source may lack its credentials (config.example.yaml, .env.example):
             # it is only an error where it is asked for by name
             cfg.unusable[sid] = exc
+    for source in cfg.sources.values():
+        _check_from_sources(cfg, source, path)
     return cfg
 
 
@@ -298,7 +322,7 @@ def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceCo
         ) from None
     unknown = set(tree) - {
         "kind", "base_url", "enabled", "schedule", "timezone", "auth", "options", "http",
-        "fail_on_invalid_records",
+        "fail_on_invalid_records", "provision",
     }
     if unknown:
         key = sorted(unknown)[0]
@@ -331,6 +355,7 @@ def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceCo
             enabled=tree.get("enabled", True), schedule=tree.get("schedule"),
             timezone=tree.get("timezone"), auth=auth, options=options, http=http,
             fail_on_invalid_records=tree.get("fail_on_invalid_records", False),
+            provision=_parse_provision(cls, tree.get("provision"), path, loc),
         ),
         path, loc,
     )
@@ -341,6 +366,45 @@ def _parse_source(source_id: str, tree: Any, cfg: Config, path: str) -> SourceCo
     except ValueError as exc:
         raise ConfigError(str(exc), f"{where}.schedule", "use e.g. '*/30 * * * *'") from None
     return source
+
+
+def _parse_provision(cls: Any, tree: Any, path: str, loc: tuple[str, ...]) -> ProvisionConfig | None:
+    if tree is None:
+        return None
+    where = f"{path}: {'.'.join(loc)}.provision"
+    if not cls.can_provision():
+        able = [k for k in KINDS if _can_provision(k)]
+        raise ConfigError(f"source kind {cls.kind!r} cannot provision users", where,
+                          f"remove the provision block (kinds that can: {', '.join(able)})")
+    if not isinstance(tree, dict):
+        raise ConfigError("provision must be a mapping", where,
+                          "write provision: followed by indented key: value lines")
+    block = _validate(ProvisionConfig, tree, path, (*loc, "provision"))
+    if block.schedule is not None:
+        try:
+            validate_cron(block.schedule)
+        except ValueError as exc:
+            raise ConfigError(str(exc), f"{where}.schedule", "use e.g. '30 6 * * *'") from None
+    return block
+
+
+def _can_provision(kind: str) -> bool:
+    try:
+        return connector_class(kind).can_provision()
+    except ImportError:
+        return False
+
+
+def _check_from_sources(cfg: Config, source: SourceConfig, path: str) -> None:
+    names = source.provision.from_sources if source.provision else None
+    for i, name in enumerate(names or []):
+        where = f"{path}: sources.{source.id}.provision.from_sources.{i}"
+        if name == source.id:
+            raise ConfigError("a source cannot provision from itself", where,
+                              "name the sources whose learners should exist in it")
+        if name not in cfg.sources and name not in cfg.unusable:
+            raise ConfigError(f"unknown source {name!r}", where,
+                              f"use one of: {', '.join(s for s in cfg.sources if s != source.id)}")
 
 
 def _validate(model: type[BaseModel], data: Any, path: str, loc: tuple[str, ...]) -> Any:

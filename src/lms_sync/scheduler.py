@@ -1,5 +1,6 @@
 """The daemon's scheduler: one cron job per enabled source (docs/contracts.md,
-"Data flow" and "Command line").
+"Data flow" and "Command line"), and one per source with an enabled, scheduled
+``provision`` block (``<source>:provision``, :mod:`lms_sync.provision.run`).
 
 APScheduler 3 ``BackgroundScheduler`` runs each source's job in a worker thread:
 ``max_instances=1`` and ``coalesce=True`` (a source never overlaps itself in this
@@ -39,9 +40,11 @@ from lms_sync.config import Config, SourceConfig
 from lms_sync.cron import cron_trigger, crontab_day_of_week  # noqa: F401 - re-exported
 from lms_sync.logs import get_logger, one_line
 from lms_sync.pipeline import run_source
+from lms_sync.provision.run import run_provision
 from lms_sync.warehouse import state
 from lms_sync.warehouse.dialect import LockBusy, source_lock
 
+PROVISION = "provision"
 ABANDONED = "abandoned: the process running it stopped without finishing"
 INTERRUPTED = "interrupted"
 
@@ -83,7 +86,7 @@ class Scheduler:
         self._started = False
         self.last_results: dict[str, str] = {}
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, min(len(self.sources), 16)))},
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, min(len(self._job_specs()), 16)))},
             timezone=UTC,
         )
         self._scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
@@ -96,14 +99,13 @@ class Scheduler:
     def start(self) -> None:
         daemon = self.cfg.daemon
         now = datetime.now(UTC)
-        for source in self.sources:
-            expr, tz = self.cfg.schedule_of(source)
+        for job_id, _source, expr, tz in self._job_specs():
             trigger = cron_trigger(expr, tz, daemon.jitter_seconds)
             kwargs: dict[str, Any] = {}
             if daemon.run_on_start:
                 kwargs["next_run_time"] = now
             self._scheduler.add_job(
-                self._run_job, trigger, args=[source.id], id=source.id, name=source.id,
+                self._run_job, trigger, args=[job_id], id=job_id, name=job_id,
                 max_instances=1, coalesce=True, misfire_grace_time=daemon.misfire_grace_seconds,
                 replace_existing=True, **kwargs,
             )
@@ -137,8 +139,9 @@ class Scheduler:
             while self._inflight and time.monotonic() < deadline:
                 self._idle.wait(max(0.0, min(1.0, deadline - time.monotonic())))
             left = dict(self._inflight)
-        for source_id, since in left.items():
-            self._mark_interrupted(source_id, since)
+        for job_id, since in left.items():
+            if ":" not in job_id:  # a provisioning run writes its row when it ends: none to mark
+                self._mark_interrupted(job_id, since)
         self.log.info("scheduler.stopped", clean=not left, abandoned_in_flight=sorted(left),
                       results=dict(self.last_results))
         return not left
@@ -151,12 +154,25 @@ class Scheduler:
 
     def jobs(self) -> list[dict[str, Any]]:
         out = []
-        for source in self.sources:
-            job = self._scheduler.get_job(source.id)
-            expr, tz = self.cfg.schedule_of(source)
+        for job_id, source, expr, tz in self._job_specs():
+            job = self._scheduler.get_job(job_id)
             when = getattr(job, "next_run_time", None) if job else None
             out.append({"source": source.id, "kind": source.kind, "schedule": expr, "timezone": tz,
-                        "next_run": when.astimezone(UTC).isoformat() if when else None})
+                        "next_run": when.astimezone(UTC).isoformat() if when else None,
+                        **({"job": job_id} if job_id != source.id else {})})
+        return out
+
+    def _job_specs(self) -> list[tuple[str, SourceConfig, str, str]]:
+        """(job id, source, cron, timezone): a sync per source, and a provisioning job
+        (``<source>:provision``) per source whose ``provision`` block is enabled and has a
+        schedule."""
+        out = []
+        for source in self.sources:
+            expr, tz = self.cfg.schedule_of(source)
+            out.append((source.id, source, expr, tz))
+            p = source.provision
+            if p is not None and p.enabled and p.schedule:
+                out.append((f"{source.id}:{PROVISION}", source, p.schedule, tz))
         return out
 
     def in_flight(self) -> list[str]:
@@ -165,25 +181,31 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the job
 
-    def _run_job(self, source_id: str) -> None:
+    def _run_job(self, job_id: str) -> None:
+        source_id, _, what = job_id.partition(":")  # source ids have no ':'
         source = next(s for s in self.sources if s.id == source_id)
         with self._lock:
             if self._stopped:
                 return
-            self._inflight[source_id] = datetime.now(UTC)
+            self._inflight[job_id] = datetime.now(UTC)
         try:
-            # a run a killed process left behind is closed first (only if we get its lock)
-            try:
-                fail_abandoned_runs(self.engine, [source_id], self.cfg.warehouse.reconnect_seconds)
-            except Exception as exc:  # noqa: BLE001 - the run below reports a warehouse problem
-                self.log.warning("scheduler.sweep_failed", source=source_id,
-                                 error=one_line(exc))
-            result = run_source(self.engine, self.cfg, source, stop=self.stop)
-            self.last_results[source_id] = result.result
+            if what == PROVISION:
+                outcome = run_provision(self.engine, self.cfg, source, stop=self.stop).result
+            else:
+                self._sweep(source_id)
+                outcome = run_source(self.engine, self.cfg, source, stop=self.stop).result
+            self.last_results[job_id] = outcome
         finally:
             with self._idle:
-                self._inflight.pop(source_id, None)
+                self._inflight.pop(job_id, None)
                 self._idle.notify_all()
+
+    def _sweep(self, source_id: str) -> None:
+        """Close a run a killed process left behind (only if we get the source's lock)."""
+        try:
+            fail_abandoned_runs(self.engine, [source_id], self.cfg.warehouse.reconnect_seconds)
+        except Exception as exc:  # noqa: BLE001 - the run that follows reports a warehouse problem
+            self.log.warning("scheduler.sweep_failed", source=source_id, error=one_line(exc))
 
     def _on_overlap(self, event: JobSubmissionEvent) -> None:
         """A fire came while the source's previous run was still going: it runs once that run

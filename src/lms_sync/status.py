@@ -22,13 +22,18 @@ from lms_sync.warehouse.identity import summary as identity_summary
 from lms_sync.warehouse.tables import learners, sources, sync_runs, sync_state
 
 
-def next_run(cfg: Config, source_id: str) -> datetime | None:
+def next_run(cfg: Config, source_id: str, stream: str = "-") -> datetime | None:
     from lms_sync.cron import cron_trigger
 
     source = cfg.sources.get(source_id)
     if source is None or not source.enabled:
         return None
     expr, tz = cfg.schedule_of(source)
+    if stream == "provision":  # its own job (lms-sync provision), if scheduled
+        p = source.provision
+        if p is None or not p.enabled or not p.schedule:
+            return None
+        expr = p.schedule
     trigger = cron_trigger(expr, tz)
     now = datetime.now(ZoneInfo(tz))
     when = trigger.get_next_fire_time(None, now)
@@ -75,7 +80,7 @@ def collect_status(engine: Engine, cfg: Config) -> tuple[list[dict[str, Any]], d
             "vendor_total": run["vendor_total"],
             "excluded": run["records_excluded"],
             "cursor": cursors.get((run["source_id"], run["stream"])),
-            "next_run": next_run(cfg, run["source_id"]),
+            "next_run": next_run(cfg, run["source_id"], run["stream"]),
             # runs stored before errors were scrubbed may hold a secret a vendor echoed
             "error": redactor.scrub(run["error"]) if run["error"] else run["error"],
         })

@@ -71,6 +71,7 @@ def test_status_map_value_by_value(vendor_status):
 
 
 def test_status_map_is_exactly_the_design_table():
+    """The design table: the absorb row of docs/contracts.md, "Warehouse"."""
     assert set(STATUS_MAP) == set(range(13))
     assert {s for _, s, _ in STATUS_MAP.values()} <= set(EnrollmentStatus)
 

@@ -729,7 +729,7 @@ def test_shadow_users_404_by_design_and_make_no_wave(start_vendor, sqlite_wareho
     fake = v.fake
     shadows = fake.employee_ids()[: len(fake.employee_ids()) * 3 // 4]
     for uid in shadows:
-        fake.users[uid].type = "shadow"  # listed, swept, and 404 as the seed says
+        fake.users[uid].type = "shadow"  # listed, swept, and 404 as documented (docs/vendors/academy.md)
     result = sync(sqlite_warehouse, {"a": v.source})
     assert result.ok, result.error
     assert {int(e.split(":")[0]) for e in enrollment_ids(sqlite_warehouse)} == set(fake.employee_ids())

@@ -124,7 +124,7 @@ def test_content_items_give_course_titles():
     assert content_titles(items) == {
         "f0e7400a-ca31-11e9-b6fc-0a580af40a22": "Охрана труда & Brandschutz",
         "86479c62-4e4a-11e9-9ddf-e6163e60333c": "Sample Simulation - Car Sale Dialog"}
-    # the seed's first result names the course only through /contents
+    # the first result of results_seed.xml names the course only through /contents
     first = rows("results_seed.xml", "result")[0]
     course_rec, module, _ = normalize_result(IspringResult.model_validate(first), first,
                                              content_titles(items).get(first["courseId"]))

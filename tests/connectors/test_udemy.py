@@ -112,7 +112,8 @@ def test_progress_items_keys_scores_and_the_swapped_fields():
     assert (b.activity_type, b.status, b.score) == ("quiz", "completed", 80.0)
     assert b.completed_at.isoformat() == "2018-04-23T08:45:00+00:00"
     assert a.raw["item_marked_complete"] is True and a.raw["Item_title"] == "Introduction"
-    # item_completion_ratio is the % complete (the seed's table swaps it with a date)
+    # item_completion_ratio is the % complete (the vendor's table swaps it with a date;
+    # docs/vendors/udemy.md, "progress")
     c = udemy.normalize_progress(pending)
     assert (c.status, c.progress_pct, c.score, c.started_at) == ("in_progress", 45.5, None, None)
     key = udemy.anon_key("progress", anon)
@@ -225,14 +226,15 @@ def events(caplog, name: str) -> list[dict]:
 
 def test_next_links_on_another_origin_are_asked_of_the_configured_one(
         start_vendor, sqlite_warehouse, caplog):
-    """The seed's own example: next links on learning.udemy.com for a call to <org>.udemy.com.
+    """Udemy's documented example (docs/vendors/udemy.md, "Paging"): next links on
+    learning.udemy.com for a call to <org>.udemy.com.
     Every row lands, nothing (no credentials) reaches the other origin, one log line a stream."""
     recorder = Recorder()
     try:
         httpx.get(recorder.url + "/probe")  # the recorder does record what reaches it
         assert recorder.requests == [("/probe", None)]
         recorder.requests.clear()
-        # the link carries the page only (as the seed's): page_size and fields[...] are put back
+        # the link carries the page only (as the documented one): page_size and fields[...] are put back
         vendor = start_vendor("udemy", learners=10, courses=60, next_origin=recorder.url,
                               default_fields=True)
         vendor.source["options"]["page_size"] = 10

@@ -79,7 +79,8 @@ API = "https://acme.udemy.com/api-2.0/organizations/9488/"
 def test_next_link_on_another_origin_is_rebased_onto_the_configured_one(caplog):
     caplog.set_level(logging.INFO)
     p = NextUrlPaginator(API, source="u", log=get_logger("test"))
-    # the seed's own example: a call to <org>.udemy.com gets its next page on learning.udemy.com
+    # Udemy's documented example (docs/vendors/udemy.md, "Paging"): a call to <org>.udemy.com
+    # gets its next page on learning.udemy.com
     p.update(count=12, next_url="https://learning.udemy.com/api-2.0/organizations/9488/courses/list/?page=2")
     assert p.next_request().url == "https://acme.udemy.com/api-2.0/organizations/9488/courses/list/?page=2"
     p.update(count=12, next_url="http://user:pw@ACME.udemy.com:443/api-2.0/organizations/9488/"

@@ -1,54 +1,24 @@
 """Absorb LMS Integration API v2 (``kind: absorb``).
 
-Auth: ``POST /authenticate`` with ``x-api-key`` and ``x-api-version: 2`` and the JSON body
-``{"username", "password", "privateKey"}`` (= the API key) answers a bare JSON string, the
-token (4 h). Every call sends ``x-api-key``, ``x-api-version: 2`` and ``Authorization: Bearer``.
-Absorb keeps one token per admin user (a new one invalidates the old), so the source holds
-exactly one token, shared by every concurrent request, renewed single-flight on a 401.
+Auth: ``POST /authenticate`` (API key + admin login) answers a bearer token (4 h); Absorb keeps
+one token per admin user, so the source shares exactly one, renewed single-flight on a 401.
+Lists are paged by ``_limit`` and ``_offset`` (page number) and report ``totalItems``.
 
-Collections are paged by ``_limit`` (<= 1000) and ``_offset`` = page number from 0 (<= 65535),
-body ``{"totalItems", "returnedItems", "limit", "offset", "<collection>": [...]}``; a short
-or empty page ends, a page that repeats the previous one or paging past ``max_page`` is a
-DataError (a vendor that ignores ``_offset`` would otherwise never end). Every walk of a list
-must read the ``totalItems`` of its first page, or IncompleteRead (nothing soft-deleted, the
-cursor put back); full reads report those totals (``learners``, ``courses``, ``enrollments``:
-summed over courses, superseded rows excluded by design).
+Streams, incremental by ``dateEdited`` (re-reading ``overlap_minutes``); the first run and
+``--full-refresh`` read everything and soft-delete what is gone:
 
-Streams, each incremental by the record's ``dateEdited`` (``_filter=dateEdited ge
-datetime'<iso>'``, ``_sort=dateEdited``), re-reading ``overlap_minutes`` before the saved
-cursor ``{"date_edited": <max seen>}``; the first run and ``--full-refresh`` read everything
-(and soft-delete what is gone); ``--since`` reads from that moment (never later than the
-saved cursor) and never moves the cursor backwards. Whether a list honours ``_sort`` is not
-documented [guess: it does]: a page out of order logs ``absorb.unsorted`` and that kind of
-list is read by page number for the rest of the run, its checkpoint only at its end:
+* ``users``        GET /users -> learners (department names from /departments)
+* ``courses``      GET /courses -> courses (category names from /categories)
+* ``enrollments``  GET /courses/{id}/enrollments per course -> enrollments; with
+                   ``lesson_enrollments``, ``options.lesson_path`` -> activity_progress
 
-``users``        ``GET /users`` -> learners (``externalId`` -> hr_id; ``activeStatus`` 0/1 ->
-                 is_active, else ``isActive``; department name from ``GET /departments``, read
-                 once per run). Checkpoint per page (sorted).
-``courses``      ``GET /courses`` -> courses (kind course; category name from
-                 ``GET /categories``; ``estimatedDuration`` TimeSpan -> minutes [guess]). A
-                 lookup may be a bare array [guess]; one answering 403/404 logs
-                 ``lookup.unavailable`` and leaves the names null.
-``enrollments``  ``GET /courses`` (ids only, all of them) then ``GET /courses/{id}/enrollments``
-                 per course, ``max_concurrency`` at a time (Absorb has no organisation-wide
-                 list; filtering users by *their* dateEdited would miss progress) -> one
-                 enrollment per user and course. With ``lesson_enrollments``, each active
-                 enrollment read in this run that is not an untouched NotStarted gets
-                 ``options.lesson_path`` (default ``/users/{userId}/enrollments/{courseId}/
-                 lessons`` [guess], bare array) -> activity_progress; a 404 is an enrollment
-                 gone meanwhile (``lesson_404``), unless most of at least ``LESSON_404_MIN``
-                 calls are: IncompleteRead naming the option. The cursor is saved once, at the end.
+Contract facts: full reads report ``totalItems`` (learners, courses, enrollments summed over
+courses, superseded rows excluded by design); a walk short of it is IncompleteRead (nothing
+soft-deleted, the cursor put back). Cursor ``{"date_edited": <max seen>}``. Enrollment id
+``<userId>:<courseId>`` (one row per learner and course; historical rows skipped), lesson
+``<userId>:<courseId>:<lessonId>``. Status 0..12 via :data:`STATUS_MAP`.
 
-Historical enrollments (``isActive: false``, superseded by a re-enrollment) are skipped and
-counted (``historical_skipped``): the enrollment's external id is ``<userId>:<courseId>``, so
-a re-enrollment updates the one row (the old state stays in enrollment_history) and
-dashboards see one row per learner and course. Lesson progress: ``<userId>:<courseId>:
-<lessonId>`` (its course is the Absorb course; lesson id, name, chapter in raw).
-
-Values: status 0..12 via :data:`STATUS_MAP`, ``vendor_status`` the enum name; ``timeSpent``
-is a .NET TimeSpan (``"1.02:03:04.5"``; ISO 8601 durations accepted) or ``timeSpentTicks``
-(100 ns); ``progress``/``score`` are percentages, clamped to 0..100 within
-:data:`PCT_TOLERANCE`, a record further out is skipped.
+See docs/vendors/absorb.md: paging guards, unsorted lists, lessons, values, guesses.
 """
 
 from __future__ import annotations
@@ -95,7 +65,7 @@ STATUS_MAP: dict[int, tuple[str, S, bool | None]] = {
     11: ("PendingProctor", S.PENDING, None),
     12: ("ReadyForReview", S.PENDING, None),
 }
-"""Absorb enrollment status -> (vendor name, canonical status, passed) — DESIGN §4."""
+"""Absorb enrollment status -> (vendor name, canonical status, passed): docs/contracts.md, "Warehouse"."""
 
 ACTIVE_STATUS: dict[int, bool] = {0: True, 1: False}
 """User ``activeStatus`` -> is_active (public v2 schemas: 0 Active, 1 Inactive)."""
@@ -270,9 +240,9 @@ class AbsorbOptions(Settings):
     """Highest ``_offset`` (page number) we ask for; the vendor's documented maximum."""
     lesson_path: str = "/users/{userId}/enrollments/{courseId}/lessons"
     """A user's lesson enrollments in one course (``{userId}``, ``{courseId}`` filled in).
-    A GUESS: the seed documents the resource but no path; this one follows the pattern of
-    the documented ``/users/{userId}/enrollments/{courseId}``. If most calls answer 404
-    the enrollments stream fails naming this option."""
+    A GUESS (docs/vendors/absorb.md, "Guesses"): Absorb documents the resource but no path;
+    this one follows the pattern of the documented ``/users/{userId}/enrollments/{courseId}``.
+    If most calls answer 404 the enrollments stream fails naming this option."""
 
     @field_validator("lesson_path")
     @classmethod

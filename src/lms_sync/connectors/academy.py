@@ -1,93 +1,27 @@
 """Monotree academy (``kind: academy``): Open API statistics, users, per-user progress.
 
 Auth: a static key ``mono_...`` sent as ``Authorization: Bearer``; scopes ``read:stats``
-(every ``/stats/academy/*`` path) and ``read:users`` (``/users``). 401 (expired or
-revoked key) is fatal for the source; 403 fails the stream with the missing scope named.
+(every ``/stats/academy/*`` path) and ``read:users`` (``/users``). 401 (expired or revoked
+key) is fatal for the source; 403 fails the stream with the missing scope named. Budget:
+60 requests/minute per key (``requests_per_minute``), ``max_requests_per_run``.
 
 Streams, in order:
 
-``users``     ``/users`` (page from 1, ``per_page`` <= 50, follow ``links.next``) -> learners,
-              full refresh. Kiosk and bot accounts are kept but marked ``is_placeholder``
-              (a shared device or a machine never links to a person); ``type`` stays in raw.
-              ``name`` is the display name; first/last split at the last space. A full read
-              reports the first page's ``meta.total`` (every listed user is yielded, so the
-              read must reach it exactly; a short one fails and deletes nothing).
-``stats``     aggregates -> stat_snapshots, once without a group filter and once per
-              ``group_sets`` entry (``group_key`` = set name): ``academy.onboarding``,
-              ``academy.course_completion`` (per course), ``academy.journey_completion``
-              (per journey), ``academy.quiz_question`` (per question of ``quiz_ids``; a quiz
-              404 is counted as ``quizzes_gone``). The unfiltered pass also yields the
-              courses (full refresh of ``courses``). ``value`` = completion / pass rate in %.
-``progress``  the user sweep: per user ``/users/{id}/courses`` -> enrollments (rule table
-              :data:`COURSE_RULES`) and ``/users/{id}/onboarding`` -> an enrollment in the
-              onboarding course. 404 = no academy record (kiosk, bot, shadow, banned): counted
-              as ``users_without_record``, and the onboarding call is then not made. A wave
-              of 404s is not: more than half of the users visited this run (kiosk, bot and
-              shadow types aside), and at least 10 [guess: thresholds], answering 404 on
-              either call means a wrong host or key; the stream fails (IncompleteRead,
-              checked before each checkpoint), deletes nothing and keeps its starting
-              cursor, so the next run visits those users again.
+* ``users``     /users (``links.next``) -> learners (kiosk, bot: ``is_placeholder``)
+* ``stats``     /stats/academy/* aggregates -> stat_snapshots (+ the courses, journeys)
+* ``progress``  the user sweep: /stats/academy/users/{id}/courses and .../onboarding ->
+                enrollments (rule table :data:`COURSE_RULES`)
 
-Deterministic external ids: courses use the vendor id; journeys ``journey:<id>``; the
-onboarding flow ``onboarding`` (one per customer); enrollments ``<user id>:<course id>``
-and ``<user id>:onboarding``; quiz questions' snapshot subject ``<quiz id>:<question id>``.
+Contract facts: a full ``users`` read reports ``meta.total``. External ids: courses the
+vendor id, journeys ``journey:<id>``, onboarding ``onboarding``; enrollments
+``<user id>:<course id>``, ``<user id>:onboarding``. A wave of per-user 404s fails the
+stream (IncompleteRead), deleting nothing. The sweep resumes from its cursor where the
+budget stopped it; it is full (first run, ``--full-refresh``, every
+``full_sweep_every_days``, a changed course list) or incremental (new, recently active and
+open users only); enrollments are soft-deleted only after a full sweep that started and
+finished in one run.
 
-Rate budget: 60 requests/minute per key (``requests_per_minute``) as a token bucket, plus
-pacing from ``X-RateLimit-Remaining/Reset`` (shared RequestBudget), so 429 stays rare.
-``max_requests_per_run`` bounds every request of a run (users list and aggregates
-included); the sweep gets what is left (at least one user per run) and its position
-(``after_id``, users in id order) is in the ``progress`` cursor, so a run goes on where
-the last one stopped: a full sweep refreshes every user within
-ceil(2 * users / (budget - overhead)) runs, overhead = ceil(users / 50) list pages +
-3 aggregates per group pass + quizzes. Onboarding ``due_at`` = run date (UTC) +
-``onboarding_days`` (days left); ``enrolled_at`` = ``hired_at`` or ``registered_at``.
-
-Full and incremental sweeps. Two calls per user is the whole cost of this source, so
-only the first sweep, a sweep after ``--full-refresh``, and one sweep every
-``full_sweep_every_days`` (default 7, counted from the start of the last complete full
-sweep; 0 = every sweep full) are *full*: every user. The others are *incremental*: they
-visit only a user who, with ``since`` = the UTC start date of the last complete sweep
-(either kind) minus one day (``last_active_on`` is a date in the vendor's time zone),
-
-- is new: id above the highest id of the last complete sweep, or ``created_at`` or
-  ``registered_at`` on/after ``since`` (no date at all: visited);
-- was active: ``last_active_on`` on/after ``since`` [guess: the vendor bumps it for every
-  course / onboarding step a user takes -- the seed does not say so];
-- is *open*: a course awaiting manual completion (an admin signs it off, the user is not
-  active) -- revisited by every incremental sweep; or onboarding not completed, not yet
-  overdue and with a deadline (``is_overdue`` flips with time) -- revisited by every sweep
-  from its due date on until it is completed or overdue (open onboarding without a
-  deadline, or already overdue, changes only through the user).
-
-Dates, not times: a user active (or registered) on day D may have acted after our visit
-that day, so sweeps keep visiting them (and usually write nothing) until one that started
-on D + 2 or later has completed.
-
-Why this is enough: a user visited in sweep S was visited after S started, so any later
-activity dates ``last_active_on`` on/after S's start date; a user skipped by S had nothing
-unseen when S skipped it (by the same rule for the sweep before), and anything after that
-again dates ``last_active_on`` on/after S's start. So the sweep after S misses only
-changes made *without* the user outside the open states: an admin assigning a course to
-a group, changing a deadline, banning, unbanning or retyping a user. (A sign-off is not
-missed: the course became pending through the user's own activity, the visit that saw it
-pending made the user open.) Those wait for the next periodic full sweep -- except a
-change of the course list itself (a course published or removed, as read by the
-``stats`` stream of the same run): the sweep that starts next is full.
-
-Enrollments are soft-deleted only after a *full* sweep that started and finished in one
-run; an incremental sweep deletes nothing. Skipped users are counted as
-``users_unchanged``; ``sweep.started`` (mode, reason) and ``sweep.progress`` (mode,
-visited, skipped, why) are logged.
-
-The ``progress`` cursor (JSON; old ``{"sweep", "after_id", "done", "total"}`` cursors are
-accepted: a sweep under way goes on as a full one, and the next one is full as well; so
-is the older ``due`` shape ``{"<user id>": "<day>"}``)::
-
-    {"sweep": 4, "after_id": 1187, "done": 120, "total": 700,   # position, users in id order
-     "mode": "incremental", "started_on": "2026-11-24",         # the sweep under way (null between)
-     "last_full_on": "2026-11-20", "last_sweep_on": "2026-11-23",  # starts of the last complete ones
-     "max_id": 1700, "courses": "<digest of the course ids>",
-     "awaiting": [1004, 1188], "due": {"2026-11-30": [1290]}}   # the open users
+See docs/vendors/academy.md: the sweep and why it is enough, its cursor, guesses.
 """
 
 from __future__ import annotations
@@ -127,7 +61,7 @@ from lms_sync.http.paging import NextUrlPaginator
 PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
 """User ``type`` -> never links to a person (shared device, machine account)."""
 NO_RECORD_TYPES = frozenset({"kiosk", "bot", "shadow"})
-"""User types the per-user endpoints 404 by design (the seed): no part of a 404 wave."""
+"""User types the per-user endpoints 404 by design (docs/vendors/academy.md): no part of a 404 wave."""
 
 COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first

@@ -3,7 +3,7 @@
 The ``progress`` stream (``connectors.academy``) visits users two requests each; what it
 keeps for a whole run is here: :class:`SweepUsers`, every listed user as columns of
 what the sweep reads, and :class:`SweepState`, the ``progress`` cursor (the JSON shape
-is in ``connectors.academy``'s docstring).
+is in docs/vendors/academy.md, "The progress cursor").
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class SweepUsers:
 class SweepState:
     """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left behind.
 
-    See the module docstring for the JSON shape; anything missing or unreadable (an old
+    See docs/vendors/academy.md for the JSON shape; anything missing or unreadable (an old
     cursor, a hand edit) reads as "unknown", which makes the next sweep full.
     """
 

@@ -1,54 +1,36 @@
-"""The connector contract.
+"""The connector contract (explained at length in docs/architecture.md, "Writing a connector").
 
-A connector knows one vendor: its auth, paging, fields and status mapping. It
-yields canonical records (:mod:`lms_sync.canonical`) and :class:`Checkpoint`
-objects; it never touches the database. The pipeline batches what it yields,
-writes each batch in one transaction together with the latest checkpoint, and
-knows nothing about vendors.
+A connector knows one vendor: its auth, paging, fields and status mapping. It yields
+canonical records (:mod:`lms_sync.canonical`) and :class:`Checkpoint` objects and never
+touches the database; the pipeline writes each batch in one transaction with the latest
+checkpoint and knows nothing about vendors.
 
-To add a vendor:
+To add a vendor: subclass :class:`Connector` (``kind``; nested pydantic ``Auth``, secrets as
+``SecretStr``, and ``Options``, every option with a default); build the HTTP client in
+``__init__`` with :meth:`Connector.make_client`; return the streams from
+:meth:`Connector.streams` in dependency order (learners and courses before enrollments);
+register the kind in :data:`lms_sync.connectors.KINDS` and add a sandbox fake.
 
-1. subclass :class:`Connector`; set ``kind`` and nested pydantic models ``Auth``
-   (secrets as ``SecretStr``) and ``Options`` (every option with a default);
-2. build the HTTP client in ``__init__`` with :meth:`Connector.make_client`;
-3. return the streams from :meth:`Connector.streams`, in dependency order
-   (learners and courses before enrollments, although a reference to a row not
-   yet seen makes a stub row that the real record fills later);
-4. register the kind in :data:`lms_sync.connectors.KINDS` and add a sandbox fake.
+Streams: ``Stream.read(ctx)`` is a generator; ``ctx.cursor`` is the saved cursor (None on
+the first run and on ``--full-refresh``). Yield ``Checkpoint(cursor)`` whenever every record
+yielded so far is enough to resume from ``cursor``: records may repeat after a crash
+(upserts are idempotent), never be lost. A read of part of the data sets ``ctx.partial``.
 
-Stream semantics
-----------------
-``Stream.read(ctx)`` is a generator. ``ctx.cursor`` is the saved cursor (None on
-the first run and on ``--full-refresh``). Yield a ``Checkpoint(cursor)`` whenever
-every record yielded so far is enough to resume from ``cursor``; the pipeline
-saves it with the batch that holds those records. Records may repeat after a
-crash (upserts are idempotent), but never be lost.
-
-``Stream.total_table`` names the table whose rows the vendor counts in a total it
-reports (``ctx.report_total(n)``, once per list read unfiltered; several lists add
-up). After a full read the pipeline compares the distinct ids read of that table,
-plus ``ctx.skipped`` and what ``ctx.exclude()`` left out by design, with the total:
-a read that falls short fails (``stream.incomplete``), deletes nothing and keeps the
-cursor it started from. A connector that knows its read is short for another reason
-(a wave of 404s) raises :class:`~lms_sync.errors.IncompleteRead` to the same effect.
-
-``Stream.full_refresh_tables`` names the tables of which a complete read of the
-stream yields *every* live row of the source; after such a read succeeds, rows
-not seen are soft-deleted (``deleted_at``). Incremental reads delete nothing.
-
-Normalization (vendor model -> canonical record) is a pure function in the
-connector module, tested value by value; mapping tables are data (dicts), not
-if-chains. A vendor record that fails validation goes to ``ctx.skip()``:
-counted and logged, not fatal unless the source sets ``fail_on_invalid_records``.
+Totals: ``Stream.total_table`` names the table a vendor total counts (``ctx.report_total``).
+After a full read, the distinct ids read + ``ctx.skipped`` + ``ctx.exclude()`` must reach it,
+else the stream fails (``stream.incomplete``), deletes nothing and keeps its starting cursor;
+:class:`~lms_sync.errors.IncompleteRead` does the same. Soft deletes: after a complete read,
+rows of ``Stream.full_refresh_tables`` not seen get ``deleted_at``. Normalizers are pure
+functions; an invalid record goes to ``ctx.skip()`` (fatal only with fail_on_invalid_records).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -62,6 +44,7 @@ if TYPE_CHECKING:
     import structlog
 
     from lms_sync.config import SourceConfig
+    from lms_sync.provision.plan import RemoteUser, Wanted
 
 T = TypeVar("T")
 
@@ -192,6 +175,23 @@ class Stream(ABC):
         """Yield canonical records and checkpoints."""
 
 
+class Provisioner(Protocol):
+    """The write side of a vendor's user list (``lms-sync provision``).
+
+    ``upsert`` and ``deactivate`` take at most ``batch_limit`` users and return the ones
+    the vendor refused: ``{remoteId: the vendor's error}``; a request that fails whole
+    raises a :class:`~lms_sync.errors.SourceError`.
+    """
+
+    batch_limit: int
+
+    def remote_users(self) -> list[RemoteUser]: ...
+
+    def upsert(self, batch: Sequence[Wanted]) -> dict[str, str]: ...
+
+    def deactivate(self, batch: Sequence[RemoteUser]) -> dict[str, str]: ...
+
+
 class Connector(ABC):
     """One vendor. Subclasses set ``kind``, ``Auth`` and ``Options``."""
 
@@ -230,6 +230,14 @@ class Connector(ABC):
                           datetime.now().astimezone(), self.log)
         for _ in streams[0].read(ctx):
             break
+
+    def provisioner(self) -> Provisioner | None:
+        """The write side of the vendor's users, for kinds that can provision them."""
+        return None
+
+    @classmethod
+    def can_provision(cls) -> bool:
+        return cls.provisioner is not Connector.provisioner
 
     def close(self) -> None:
         if self.http is not None:

@@ -1,51 +1,25 @@
 """iSpring Learn REST API (XML), ``kind: ispring``.
 
-Auth: ``POST /api/v3/token`` (form: client_id, client_secret, grant_type=client_credentials)
--> JSON ``access_token``/``expires_in``; sent as ``Authorization: Bearer <token>``, renewed a
-minute before it expires and once on a 401. A ``base_url`` that already ends in ``/api/v3``
-(``https://x.ispringlearn.com/api/v3``) gets its token from ``<base_url>/token``, not from a
-doubled ``/api/v3/api/v3/token``; the lists are requested under ``base_url`` as given.
-
-No reconciliation is possible: iSpring reports no total for any list (no count element, only
-``nextPageToken``). Both streams name their table (``total_table``), so ``lms-sync status``
-shows the distinct rows read with no total (``N/-``); a short read cannot be proven here.
+Auth: ``POST /api/v3/token`` (client credentials) -> a bearer token, renewed a minute before
+it expires and once on a 401 (a ``base_url`` ending in ``/api/v3`` gets it from
+``<base_url>/token``). Lists are XML paged by ``pageToken``, parsed with lxml row by row
+(entities, DTD and network off; a body declaring a DTD is refused).
 
 Streams (no change feed: every run reads everything; the warehouse skips unchanged rows
 and soft-deletes what a complete read no longer returns):
 
-* ``users``: ``GET /departments`` first (department id -> name), then ``GET /users/v2`` ->
-  learners (status 1 active, 3 inactive, 5 terminated; only 1 is ``is_active``).
-* ``results``: ``GET /learners/modules/results`` with ``userStatuses[]=1&userStatuses[]=3``
-  (``user_statuses``; the vendor defaults to active users only, which would drop leavers'
-  history). The endpoint's page documents only 1 (active) and 3 (blocked); 5 (employment
-  ended) exists on ``/users/v2``, and we read leavers as filed under 3 here [guess: the
-  vendor's OpenAPI lists 1, 3, 5 for the parameter; if an account files leavers' results
-  under 5, set ``user_statuses: [1, 3, 5]``]. A 400 naming ``userStatuses`` fails the run
-  with one line naming ``options.user_statuses``. -> one enrollment per module result,
-  plus the course (kind ``course``) and its module (kind ``module``).
-  Results carry only module titles, so ``GET /contents`` (paged like the other lists,
-  ``<contentItems><contentItem>``) is read once per run first: content item id -> title
-  names the ``course`` rows. Documented fields are contentItemId, title, subtitle,
-  description, userId, addedDate, viewUrl and type (``Course``, learning tracks and
-  standalone content share the list); we assume a results ``courseId`` is the course's
-  contentItemId, and read the id/title/type tolerantly (``contentItemId``/``id``/
-  ``courseId``, ``title``/``name``, ``type``/``contentType``, any case) since only the
-  single-item sample is published. The vendor lists only originally uploaded content (not
-  copies), so some courses may stay untitled. A 403/404 on ``/contents`` (the API user
-  may lack the content permission) is logged (``contents.unavailable``), counted
-  (``contents_unavailable``) and the run goes on without course titles.
+* ``users``    GET /departments, GET /users/v2 -> learners
+* ``results``  GET /contents (titles), GET /learners/modules/results -> courses, modules,
+               enrollments
 
-External ids: learner = ``userId``; course = ``courseId``; module = ``courseId:moduleId`` (a
-module may sit in several courses); enrollment = ``enrollmentId:moduleId`` (the vendor's
-samples repeat neither, but a course enrollment spans modules), or
-``userId:courseId:moduleId`` when a row has no enrollmentId.
+Contract facts: iSpring reports no total for any list, so a short read cannot be proven
+(``lms-sync status`` shows ``N/-``). Results are asked for ``user_statuses`` (default 1 and
+3: the vendor's default, active only, would drop leavers' history). External ids: learner
+``userId``; course ``courseId``; module ``courseId:moduleId``; enrollment
+``enrollmentId:moduleId``, else ``userId:courseId:moduleId``. ``department_ids`` (with
+their sub-departments) restrict both streams.
 
-``department_ids`` are expanded with their sub-departments (from ``GET /departments``) and
-restrict both the learners and the results (``departmentIds[]``).
-
-XML is parsed with lxml, entities/DTD/network off, streamed row by row with iterparse
-(rows are cleared as they are read, so memory stays flat as pages grow); a body that
-declares a DTD is refused, as is one that is not well-formed (a DataError naming the page).
+See docs/vendors/ispring.md: course titles, statuses, XML, guesses.
 """
 
 from __future__ import annotations

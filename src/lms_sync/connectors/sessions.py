@@ -1,71 +1,39 @@
 """Sparkwise Account API (live facilitated sessions), ``kind: sessions``.
 
-Auth: a static API key in a header whose name Sparkwise does not publish
-(option ``api_key_header``, default ``x-api-key``); the endpoint paths are not
-published either (option ``paths``). Both are guesses: a 401 names them. Error bodies are
-``{"success": false, "error": {"message", "metadata"}, "data": null}``.
+Auth: a static API key in a header (option ``api_key_header``, default ``x-api-key``) on
+the paths of option ``paths``; Sparkwise publishes neither, so both are guesses and a 401
+names them. Error bodies are ``{"success": false, "error": {"message", "metadata"}}``.
 
 Streams, in order:
 
-``users``
-    ``GET users?page=N&pageSize=S`` (pages from 0, at most 200 a page, walked by
-    ``totalPages``/``total``: the documented ``next`` is only ever null; ``data.total``
-    is the vendor's count of learners) ->
-    :class:`Learner`. **External id = ``remoteId``** (the customer's HR id) when
-    the user has one, else the Sparkwise ``id`` (64 hex). Completions name their
-    participant only by ``remoteUserId``, so keying learners by ``remoteId`` makes
-    a completion resolve to the same learner row as the user. ``hr_id`` =
-    ``remoteId``; no email exists in these shapes. Sparkwise deactivates users
-    (``active: false``) rather than deleting them, so this stream soft-deletes
-    nothing (it would also delete the stub learners below).
-``clusters``
-    ``GET session-clusters`` without ``from``/``to`` (both optional; the list is
-    unpaged and small), read whole every run because a creation-time window
-    would miss edits to older clusters (``data.total`` clusters, plus one course per
-    distinct module, is the count of courses read). A cluster -> :class:`Course` of kind
-    ``session`` (external id = ``clusterId``), whose parent is a course of kind
-    ``module`` (external id ``module:<moduleId>``). Nothing is soft-deleted:
-    completions of a removed cluster still point at its course.
-``completions``
-    ``GET session-completions?from=&to=`` (a bare JSON array, filtered on when
-    the session took place; ``from`` inclusive, ``to`` exclusive and later than
-    ``from``) -> :class:`Enrollment` (external id = the completion ``id``). No
-    change feed exists, so each run reads the window [saved ``to`` minus
-    ``lag_days``, now), first run from ``start_date`` (default 365 days back),
-    in slices of ``window_days``; the cursor is ``{"to": iso}``. An empty window
-    is never requested. The lag must cover the longest session plus the time
-    Sparkwise takes to settle attendance: a session under way at run time is
-    ``in_progress`` until a later run re-reads it. Rows whose vendor ``hash`` is unchanged give identical
-    records (``raw`` carries the hash), so the warehouse writes nothing for them.
-    The users stream leaves which ids name a user (:class:`ParticipantIds`, ~8
-    bytes a user). A ``remoteUserId`` that is the Sparkwise ``id`` of a user
-    with a ``remoteId`` (the docs show none) resolves to that ``remoteId``: the
-    user list is read once more for it, logged as ``participant.by_sparkwise_id``.
-    A ``remoteUserId`` matching no Sparkwise user still lands: a stub
-    :class:`Learner` (external id and ``hr_id`` = ``remoteUserId``) is emitted,
-    counted (``unknown_users``) and logged; a cluster missing from the cluster
-    list gets a course built from the completion's module fields
-    (``unknown_clusters``).
+* ``users``        GET users (paged by ``totalPages``) -> learners
+* ``clusters``     GET session-clusters (whole, every run) -> courses (session + module)
+* ``completions``  GET session-completions?from=&to= -> enrollments (+ stub learners and
+                   courses for participants and clusters the lists lack)
 
-Completion -> enrollment: status by :data:`STATUS_RULES` (first match wins);
-``percentageStepsVisited`` -> ``progress_pct``; ``timeInSessionMins`` * 60 ->
-``time_spent_seconds``; first/last visit -> ``started_at``/``last_activity_at``;
-``sessionScheduledStartAt`` -> ``due_at`` (when the learner is expected);
-``completed_at`` = last visit, else the scheduled end, for attended rows;
-``vendor_status`` = ``attended`` / ``not_attended``. Both scheduled times stay in ``raw``.
+Contract facts: ``data.total`` is the vendor's count of learners, and of clusters (plus one
+course per distinct module). Learner external id = ``remoteId`` (the HR id, what
+completions name) when set, else the Sparkwise ``id``. Nothing is soft-deleted: Sparkwise
+deactivates users, and completions of a removed cluster still point at its course.
+Completions have no change feed: each run reads the window [saved ``to`` minus
+``lag_days``, now) in slices of ``window_days`` (first run from ``start_date``), cursor
+``{"to": iso}``; such a read is partial. Status by :data:`STATUS_RULES`.
+
+See docs/vendors/sessions.md: participants, completion mapping, guesses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, utc
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
+from lms_sync.connectors.sessions_provision import SessionsProvisioner
 from lms_sync.errors import DataError
 from lms_sync.http import HeaderAuth, PageNumberPaginator
 from lms_sync.keyset import KeySet
@@ -91,6 +59,8 @@ class SessionsPaths(Settings):
     clusters: str = "/v1/session-clusters"
     completions: str = "/v1/session-completions"
     users: str = "/v1/users"
+    upsert_users: str = "/v1/users/batch-upsert"          # lms-sync provision (guess)
+    deactivate_users: str = "/v1/users/batch-deactivate"  # lms-sync provision (guess)
 
 
 class SessionsOptions(Settings):
@@ -100,6 +70,7 @@ class SessionsOptions(Settings):
     lag_days: float = Field(7, ge=0)
     window_days: float = Field(31, gt=0)  # one completions request covers at most this
     page_size: int = Field(200, ge=1, le=200)
+    user_ref: Literal["remoteId", "id"] = "remoteId"  # how a deactivation names a user (guess)
 
 
 # ------------------------------------------------------------------ vendor shapes
@@ -302,6 +273,9 @@ class SessionsConnector(Connector):
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
+
+    def provisioner(self) -> SessionsProvisioner:
+        return SessionsProvisioner(self)
 
     def envelope(self, body: Any, path: str) -> dict[str, Any]:
         """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""

@@ -1,15 +1,9 @@
 """Udemy Business: Courses API + Reporting API (``kind: udemy``).
 
-Auth: HTTP Basic ``client_id:client_secret`` on every call. Paths live under
-``{base_url}/api-2.0/organizations/{organization_id}/``. Paging: ``page`` /
-``page_size`` (at most 100, as documented) and an absolute ``next`` link. A ``next``
-on another origin (the seed's own example: ``learning.udemy.com``) is not sent there:
-its path and page are asked of ``base_url`` (``http.next_rebased``, once a stream), with
-the parameters it leaves out (that example's ``?page=2``) put back; one outside
-``api-2.0/organizations/<id>/`` is refused. Each list's ``count`` is the
-vendor's total of the stream's table (checked after a full read). Reporting streams
-ask ``fields[<class>]=@all`` (option ``field_classes``; guessed, see UdemyFieldClasses);
-rows of a class not asked are warned about (``udemy.field_class_unasked``).
+Auth: HTTP Basic ``client_id:client_secret``. Paths under
+``{base_url}/api-2.0/organizations/{organization_id}/``, paged by ``page``/``page_size``
+(<= 100) and an absolute ``next`` link: one on another origin is asked of ``base_url``
+(``http.next_rebased``), one outside the organization's path is refused.
 
 Streams (each run reads everything; the warehouse writes only what changed):
 
@@ -18,22 +12,14 @@ Streams (each run reads everything; the warehouse writes only what changed):
 * ``progress``     analytics/user-progress/          -> activity_progress
 * ``activity``     analytics/user-activity/          -> stat_snapshots ``udemy.user_activity``
 
-The Reporting API has no row ids, so keys are built (all lower-case email):
+Contract facts: each list's ``count`` is the vendor's total of the stream's table. The
+Reporting API has no row ids, so keys are built from the lower-case email (learner
+``<email>``, enrollment ``<email>|<course_id>``); ``"Anonymized User"`` rows are a
+placeholder learner each. Reporting streams ask ``fields[<class>]=@all`` (option
+``field_classes``, a guess). ``from_date``/``to_date`` make a partial read (nothing
+soft-deleted); ``--since`` is ignored (no "changed since" filter).
 
-* learner:          ``<email>``
-* enrollment:       ``<email>|<course_id>``
-* activity_progress ``<email>|<course_id>|<lecture|quiz>:<item_id>`` (course_id
-  is the Udemy course; the item's title and type stay in ``raw``/``activity_type``)
-* snapshot series:  ``udemy.user_activity|<email>|<report_date>``
-
-Rows of erased users (``user_email == "Anonymized User"``) are not one person:
-each such row is a learner of its own (``is_placeholder``, no email, no HR id)
-keyed ``anon:<hash of the row's identifying fields>`` (``#n`` appended when two
-rows of a run hash alike), and counted as ``anonymized`` in ``sync.finished``.
-
-Reporting data changes once a day; ``from_date``/``to_date`` scope a backfill
-(such a read is partial: nothing is soft-deleted). ``--since`` is ignored: the
-API has no "changed since" filter.
+See docs/vendors/udemy.md: paging, field classes, keys, anonymized rows, guesses.
 """
 
 from __future__ import annotations
@@ -76,7 +62,7 @@ from lms_sync.keyset import KeySet
 ANONYMIZED = "anonymized user"
 ACTIVITY_METRIC = "udemy.user_activity"
 
-# DESIGN §4, udemy row: the first field that is set decides; else not_started.
+# docs/contracts.md, "Warehouse", udemy row: the first field that is set decides; else not_started.
 ENROLLMENT_STATUS_RULES: tuple[tuple[str, EnrollmentStatus], ...] = (
     ("course_completion_date", EnrollmentStatus.COMPLETED),
     ("course_first_completion_date", EnrollmentStatus.COMPLETED),
@@ -147,7 +133,7 @@ class UserProgress(UserRow):
     item_type: Text = None
     item_start_time: When = None
     item_completion_time: When = None
-    # The seed's table swaps two descriptions: this is the item's % complete.
+    # The vendor's table swaps two descriptions: this is the item's % complete (docs/vendors/udemy.md).
     item_completion_ratio: Number = None
     final_result: Text = Field(None, validation_alias=AliasChoices("item_final_result",
                                                                    "Item_final_result"))
@@ -290,9 +276,10 @@ class UdemyAuth(Settings):
 class UdemyFieldClasses(Settings):
     """The classes each reporting stream asks ``fields[<class>]=@all`` of: the default field
     set is not documented and may leave out ``user_external_id`` or
-    ``course_first_completion_date``. Only the user-activity class is in the seed; the
+    ``course_first_completion_date``. Only the user-activity class is documented; the
     others are guesses (the first from public client code, the second after the rows'
-    ``_class``); asking a class a row is not of is harmless (the seed's own ``fields[courses]``)."""
+    ``_class``); asking a class a row is not of is harmless (the documentation's own
+    ``fields[courses]``). See docs/vendors/udemy.md, "Field classes"."""
 
     enrollments: list[str] = ["aggregate_organization_user_course_activity", "user_course_activity"]
     progress: list[str] = ["aggregate_organization_user_progress", "user_progress"]

@@ -84,8 +84,8 @@ class NextUrlPaginator(Paginator):
     its path and query are asked of ``base``'s origin instead, so credentials never leave
     it. ``rebased`` counts such links; the first is logged (``http.next_rebased``) on
     ``log``, so once a paginator, i.e. once a stream's list. With ``params`` (the first
-    request's), a link that leaves some out (the seed's ``?page=2``) gets them back; the
-    link's own values win.
+    request's), a link that leaves some out (Udemy's documented ``?page=2``, docs/vendors/udemy.md)
+    gets them back; the link's own values win.
     """
 
     def __init__(self, base: str | None = None, *, params: dict[str, Any] | None = None,

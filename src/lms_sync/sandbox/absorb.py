@@ -277,6 +277,17 @@ class FakeAbsorb(FakeVendor):
                     removed.append(f"{row['userId']}:{row['courseId']}")
         return removed
 
+    def remove_users(self, hr_ids: set[str]) -> int:
+        """Delete the users with these HR ids (``externalId``) outright, with their
+        enrollments, as offboarding does; a full read soft-deletes them. Returns how many."""
+        enrollments = self.enrollments  # built from the full user list: before it shrinks
+        with self._state:
+            gone = {u["id"] for u in self.users if u["externalId"] in hr_ids}
+            self.users[:] = [u for u in self.users if u["id"] not in gone]
+            for rows in enrollments.values():
+                rows[:] = [r for r in rows if r["userId"] not in gone]
+        return len(gone)
+
     def invalidate_token(self) -> None:
         """As if the same admin authenticated elsewhere: the live token stops working."""
         with self._state:

@@ -1,32 +1,25 @@
 """Fake Monotree Open API: academy statistics, per-user progress, the user list.
 
-Serves ``/api/open/v1`` as documented (seed academy-stats-api.txt + vendor note):
-bearer ``mono_`` keys with scopes (401 unknown/revoked key, 403 missing scope),
-a fixed-window rate limit per key with ``X-RateLimit-Limit/Remaining/Reset``
-headers and ``429`` + ``Retry-After`` + ``{"message": "Too Many Attempts."}``,
-``page``/``per_page`` paging with ``links``/``meta``, ``group_ids`` filters
-(unknown id -> 422 in Laravel's ``group_ids.N`` style), quiz 404, and 404 on
-the per-user endpoints for kiosk, bot and banned users and unknown ids.
+Serves ``/api/open/v1`` as the vendor documents it: bearer ``mono_`` keys with scopes
+(401 unknown/revoked key, 403 missing scope), a fixed-window rate limit per key with
+``X-RateLimit-Limit/Remaining/Reset`` headers and ``429`` + ``Retry-After``,
+``page``/``per_page`` paging with ``links``/``meta``, ``group_ids`` filters (unknown id
+-> 422), quiz 404, and 404 on the per-user endpoints for kiosk, bot and banned users and
+unknown ids.
 
-The rate limit is scaled down for the sandbox (default 300 requests per 1 s
-window, i.e. a compressed "minute"); ``rate_limit``/``rate_window`` change it.
-Windows are aligned to multiples of ``rate_window`` on the epoch clock, so
-``X-RateLimit-Reset`` (epoch seconds, rounded up) is exact for whole-second windows.
+Knobs: ``rate_limit``/``rate_window`` (default 300 requests per 1 s window, a compressed
+"minute"; windows aligned on the epoch clock); ``not_found_share`` (0..1: that share of
+the users with a record answer 404 on the per-user endpoints, a wave as a wrong tenant
+would give; 0 switches it off); ``page_shift`` (n: pages of ``/users`` start later, as
+when n users listed earlier go away while a client pages; ``meta.total`` counted them).
 
-``not_found_share`` (0..1) makes the per-user endpoints answer 404 for that share of the
-users who have a record (picked by id, the same on every call), as a wrong tenant or a
-moved path would: a wave of 404s, not missing records (set it to 0 to switch it off).
-``page_shift`` (n) starts every page of ``/users`` after the first n users later, as when n
-users listed earlier go away while a client pages: those are never listed, though
-``meta.total`` counted them.
-
-``last_active_on`` behaves like the vendor's: the mutators that stand for a user's own
-activity (:meth:`FakeAcademy.complete_course`, :meth:`FakeAcademy.complete_onboarding`,
-:meth:`FakeAcademy.add_user` with ``active``) set it to today (UTC); admin actions
+``last_active_on`` behaves like the vendor's: a user's own activity
+(:meth:`FakeAcademy.complete_course`, :meth:`FakeAcademy.complete_onboarding`,
+:meth:`FakeAcademy.add_user` with ``active``) sets it to today (UTC); admin actions
 (:meth:`FakeAcademy.sign_off`, :meth:`FakeAcademy.ban`) leave it alone. Generated history
-(creation, activity, completions) ends at least two days before the real "now", so a
-fresh sandbox has nobody who was active today or yesterday: a re-sync with nothing
-changed has no recently active user to visit.
+ends at least two days before the real "now": a fresh re-sync has nobody recently active.
+
+The details: docs/vendors/academy.md, "Sandbox fake".
 """
 
 from __future__ import annotations

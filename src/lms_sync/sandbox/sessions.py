@@ -17,6 +17,9 @@ day ago (``recent_cluster``: inside any re-read lag), one lies in the future and
 the rest spread over the past year, so every canonical status occurs. Data is
 generated on first request. Mutators: :meth:`change_completion` (new hash),
 :meth:`add_unknown_completion` (a ``remoteUserId`` no user has).
+
+Batch upsert and deactivate of users: :mod:`.sessions_writes` (``empty=True`` starts
+with no user, ``untrusted`` is a regex of remoteIds an upsert refuses).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from typing import Any
 
 from lms_sync.sandbox.population import Population
 from lms_sync.sandbox.server import FakeVendor, Request, Response
+from lms_sync.sandbox.sessions_writes import UserWrites
 
 API_KEY = "sandbox-sparkwise-key"
 PATHS = {"clusters": "/v1/session-clusters", "completions": "/v1/session-completions",
-         "users": "/v1/users"}
+         "users": "/v1/users",
+         "upsert_users": "/v1/users/batch-upsert", "deactivate_users": "/v1/users/batch-deactivate"}
 MODULES = [
     ("Effective Communication", "Leadership", 60,
      "Communicate efficiently by stating the main point up front, followed by structured arguments"),
@@ -59,17 +64,21 @@ def _error(message: str, status: int) -> Response:
                           "data": None}, status)
 
 
-class FakeSessions(FakeVendor):
+class FakeSessions(UserWrites, FakeVendor):
     name = "sessions"
+    error_response = staticmethod(_error)
 
     def __init__(self, population: Population, *, api_key: str = API_KEY,
                  api_key_header: str = "x-api-key", paths: dict[str, str] | None = None,
                  now: datetime | None = None, no_remote_id_every: int = 0,
-                 users_next_null: bool = False) -> None:
+                 users_next_null: bool = False, empty: bool = False, untrusted: str = "") -> None:
         super().__init__(population)
         # The documented users sample shows only ``next: null`` (on a list of one page):
         # with this, every page says so, and only totalPages / total tell there is more.
         self.users_next_null = users_next_null
+        # empty: no user yet (completions still name the population's participants), for
+        # provisioning; untrusted: a regex of remoteIds an upsert refuses (sessions_writes)
+        self.empty, self.untrusted = empty, untrusted
         # Real Sparkwise accounts may lack a remoteId (then nothing links them to a
         # person); off by default so the sandbox's people match across vendors exactly.
         self.no_remote_id_every = no_remote_id_every
@@ -84,6 +93,8 @@ class FakeSessions(FakeVendor):
         self.route("GET", re.escape(self.paths["clusters"]), self._get_clusters)
         self.route("GET", re.escape(self.paths["completions"]), self._get_completions)
         self.route("GET", re.escape(self.paths["users"]), self._get_users)
+        self.route("POST", re.escape(self.paths["upsert_users"]), self._upsert_users)
+        self.route("POST", re.escape(self.paths["deactivate_users"]), self._deactivate_users)
 
     def source_config(self, base_url: str) -> dict[str, Any]:
         return {"kind": "sessions", "base_url": base_url, "auth": {"api_key": self.api_key},
@@ -151,7 +162,7 @@ class FakeSessions(FakeVendor):
                                                        self._clusters[forced[n][0]], forced[n][1]))
                 for c in picks:
                     self._completions.append(self._row(rng, user["remoteId"], self._clusters[c]))
-            self._users = users
+            self._users = [] if self.empty else users
 
     def _row(self, rng: Any, remote_id: str, cluster: dict[str, Any], outcome: float | None = None
              ) -> dict[str, Any]:

@@ -5,9 +5,9 @@ Serves ``/api-2.0/organizations/{org}/courses/list/`` and
 documented body ``{"count", "next", "previous", "results"}`` (absolute ``next``
 links built from the request's Host, or from ``next_origin`` / ``next_path`` to
 simulate a vendor that points elsewhere: such a link carries ``page`` only, as the
-seed's own example), Django-REST-style error bodies
+vendor's documented example, docs/vendors/udemy.md), Django-REST-style error bodies
 (``{"detail": ...}``), a ``page_size`` maximum, rows of erased users
-(``"Anonymized User"``) and fields the seed does not document
+(``"Anonymized User"``) and fields the vendor's documentation does not list
 (``user_is_deactivated``, ``lms_user_id``, ``course_first_completion_date``,
 ``item_marked_complete``). With ``default_fields``, reporting rows keep
 ``user_external_id`` and ``course_first_completion_date`` only for a request that asks
@@ -99,7 +99,7 @@ class FakeUdemy(FakeVendor):
             "num_videos": lectures - rng.randint(0, 3), "instructors": ["Nancy E", "Joan S"],
             "requirements": {"list": []}, "what_you_will_learn": {"list": [f"Learn {title}"]},
             "promo_video_url": [], "images": {"size_48x27": f"https://img.udemy.test/{cid}.png"},
-            "locale": "en_US",  # a field the seed does not list
+            "locale": "en_US",  # a field the vendor's documentation does not list
         }
 
     @cached_property
@@ -334,7 +334,8 @@ class FakeUdemy(FakeVendor):
 
     def _link(self, request: Request, page: int) -> str:
         origin = self.next_origin or f"http://{request.headers.get('host', '127.0.0.1')}"
-        # as the seed's own example: a link on another origin carries the page only
+        # as the vendor's documented example (docs/vendors/udemy.md): a link on another
+        # origin carries the page only
         query = {} if self.next_origin else {k: v[0] for k, v in request.query.items()}
         query["page"] = str(page)
         return f"{origin.rstrip('/')}{self.next_path or request.path}?{urlencode(query)}"

@@ -259,6 +259,21 @@ sync_runs = Table(
     Index(None, "run_id"),
 )
 
+provision_actions = Table(
+    "provision_actions",
+    metadata,
+    _id(),
+    Column("run_id", String(36), nullable=False),
+    Column("source_id", SourceId, ForeignKey("sources.id"), nullable=False),
+    Column("action", String(20), nullable=False),  # create | update | deactivate
+    Column("remote_id", String(255), nullable=False),  # the HR id the vendor keeps the user by
+    Column("result", String(20), nullable=False),  # succeeded | failed
+    Column("error", Text),  # the vendor's reason for a failed one
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "source_id", "at"),
+    Index(None, "run_id"),
+)
+
 sync_state = Table(
     "sync_state",
     metadata,
