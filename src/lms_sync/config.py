@@ -53,6 +53,9 @@ class WarehouseConfig(_Model):
     url: str = Field(default="sqlite:///lms_sync.db", repr=False)  # may carry a password
     schema_: str | None = Field(default=None, alias="schema")
     batch_size: int = Field(default=1000, ge=1, le=100_000)
+    reconnect_seconds: float = Field(default=120.0, ge=0, le=3600)
+    """How long a run waits, retrying, for a warehouse whose connection was lost (a
+    failover, a restart) before it fails."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -33,17 +33,13 @@ from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
 from lms_sync.errors import IncompleteRead, LmsSyncError
 from lms_sync.logs import get_logger, one_line
-from lms_sync.warehouse import identity, state
-from lms_sync.warehouse.dialect import LockBusy, is_transient, source_lock
+from lms_sync.warehouse import identity, retry, state
+from lms_sync.warehouse.dialect import LockBusy, LockLost, SourceLock, source_lock
 from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.seen import SeenKeys, mark_deleted
 from lms_sync.warehouse.upsert import BatchWriter, WriteStats
 
 _UNSET: Any = object()
-
-
-WRITE_ATTEMPTS = 3
-"""Tries of one batch transaction that failed on a deadlock or lock timeout."""
 
 
 class Interrupted(LmsSyncError):
@@ -107,9 +103,9 @@ def run_source(
     started = time.monotonic()
     with structlog.contextvars.bound_contextvars(run_id=run_id, source=source.id, kind=source.kind):
         try:
-            with source_lock(engine, source.id):
+            with source_lock(engine, source.id, cfg.warehouse.reconnect_seconds) as lock:
                 _run_locked(engine, cfg, source, result, full_refresh, since, stop, log,
-                            learner_sink)
+                            learner_sink, lock)
         except LockBusy as exc:
             result.result, result.error = "skipped", str(exc)
             log.warning("sync.skipped", reason=str(exc))
@@ -124,13 +120,16 @@ def run_source(
 
 def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: SourceResult,
                 full_refresh: bool, since: datetime | None, stop: threading.Event | None,
-                log: structlog.stdlib.BoundLogger, learner_sink: RowIds | None = None) -> None:
-    with engine.begin() as conn:
-        state.ensure_source(conn, source.id, source.kind)
+                log: structlog.stdlib.BoundLogger, learner_sink: RowIds | None = None,
+                lock: SourceLock | None = None) -> None:
+    window = cfg.warehouse.reconnect_seconds
+    retry.transaction(engine, lambda conn: state.ensure_source(conn, source.id, source.kind),
+                      window=window, op="ensure_source")
     # We hold the source's lock, so a run still marked running died with its process.
-    if state.fail_stale_runs(engine, "abandoned: it ended without recording a result (the process "
-                             "stopped, or the warehouse was unreachable; see run.unrecorded in "
-                             "the log)", [source.id]):
+    if retry.call(lambda: state.fail_stale_runs(
+            engine, "abandoned: it ended without recording a result (the process stopped, or "
+            "the warehouse was unreachable; see run.unrecorded in the log)", [source.id]),
+            engine=engine, window=window, op="fail_stale_runs"):
         log.warning("sync.abandoned_runs_marked", reason="a previous run died without finishing")
     connector: Connector = connector_class(source.kind)(source, log)
     learner_ids = RowIds()
@@ -139,25 +138,30 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
         for stream in connector.streams():
             with structlog.contextvars.bound_contextvars(stream=stream.name):
                 if fatal is not None:
-                    res = _record_not_run(engine, result.run_id, source.id, stream.name, fatal)
+                    res = _record_not_run(engine, result.run_id, source.id, stream.name, fatal,
+                                          window)
                 else:
                     res = run_stream(engine, cfg, source, connector, stream, result.run_id,
                                      full_refresh=full_refresh, since=since, stop=stop,
-                                     learner_ids=learner_ids)
-                    if res.error_class in {"CredentialsRejected", "Interrupted"}:
+                                     learner_ids=learner_ids, lock=lock)
+                    if res.error_class in {"CredentialsRejected", "Interrupted", "LockLost"}:
                         fatal = res._exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
             result.http.update(connector.http.stats)
         connector.close()
-    if learner_sink is not None:
+    if isinstance(fatal, LockLost):
+        pass  # the process that holds the source now matches its learners; we write nothing
+    elif learner_sink is not None:
         learner_sink.update(learner_ids)
     else:  # also when nothing was written: learners an earlier pass left unmatched
-        identity.after_run(engine, cfg.identity, learner_ids)
+        retry.call(lambda: identity.after_run(engine, cfg.identity, learner_ids), engine=engine,
+                   window=window, op="identity")
     if all(s.result == "succeeded" for s in result.streams):
-        with engine.begin() as conn:
-            state.mark_source_success(conn, source.id, state.now_utc())
+        retry.transaction(engine, lambda conn: state.mark_source_success(conn, source.id,
+                                                                         state.now_utc()),
+                          window=window, op="mark_source_success")
         metrics.last_success.labels(source.id).set_to_current_time()
     else:
         result.result = "failed"
@@ -165,12 +169,16 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
 
 
 def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
-                    cause: BaseException) -> StreamResult:
+                    cause: BaseException, window: float = retry.DEFAULT_WINDOW) -> StreamResult:
     now = state.now_utc()
-    with engine.begin() as conn:
-        row = state.start_run(conn, run_id, source_id, stream, now)
+
+    def record(conn: Any) -> None:  # retried: it may find the row a lost commit made
+        row = state.run_row(conn, run_id, stream) or state.start_run(conn, run_id, source_id,
+                                                                     stream, now)
         state.finish_run(conn, row, result="failed", read=0, written=0,
                          error=f"not run: {one_line(cause)}")
+
+    retry.transaction(engine, record, window=window, op="record_not_run")
     metrics.runs.labels(source_id, stream, "failed").inc()
     return StreamResult(stream, "failed", error=f"not run: {one_line(cause)}",
                         error_class=type(cause).__name__)
@@ -179,14 +187,23 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
 def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector,
                stream: Stream, run_id: str, *, full_refresh: bool = False,
                since: datetime | None = None, stop: threading.Event | None = None,
-               learner_ids: RowIds | None = None) -> StreamResult:
-    """Run one stream; returns its result (failed streams are recorded, not raised)."""
+               learner_ids: RowIds | None = None, lock: SourceLock | None = None) -> StreamResult:
+    """Run one stream; returns its result (failed streams are recorded, not raised).
+
+    Every warehouse call rides out a lost connection or a write conflict under the
+    retry policy (:mod:`lms_sync.warehouse.retry`); before each batch the source ``lock``
+    is checked, and taken again if its connection was lost."""
     log = get_logger("lms_sync.pipeline")
     started_at = state.now_utc()
     t0 = time.monotonic()
-    with engine.begin() as conn:
-        row_id = state.start_run(conn, run_id, source.id, stream.name, started_at)
-        prior = state.load_cursor(conn, source.id, stream.name)
+    window = cfg.warehouse.reconnect_seconds
+
+    def begin(conn: Any) -> tuple[int, Any]:  # retried: it may find the row a lost commit made
+        row = state.run_row(conn, run_id, stream.name)
+        return (row or state.start_run(conn, run_id, source.id, stream.name, started_at),
+                state.load_cursor(conn, source.id, stream.name))
+
+    row_id, prior = retry.transaction(engine, begin, window=window, op="start_run")
     saved = None if full_refresh else prior
     log.info("sync.started", cursor=saved, full_refresh=full_refresh,
              since=since.isoformat() if since else None)
@@ -203,24 +220,28 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     totals = WriteStats()
     reader = _Reader(lambda: stream.read(ctx), min(256, batch_size), stop)
 
+    def keep_lock() -> None:
+        if lock is not None:  # lost with its connection: taken again, or LockLost
+            lock.keep(window)
+
+    def write() -> tuple[BatchWriter, WriteStats]:
+        keep_lock()
+        with engine.begin() as conn:
+            writer = BatchWriter(conn, source.id, run_id)
+            stats = writer.write(buffer, state.now_utc(), as_of=started_at)
+            if pending is not _UNSET:
+                state.save_cursor(conn, source.id, stream.name, pending)
+        return writer, stats
+
     def flush() -> None:
         nonlocal pending, buffer
         if not buffer and pending is _UNSET:
             return
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                with engine.begin() as conn:
-                    writer = BatchWriter(conn, source.id, run_id)
-                    stats = writer.write(buffer, state.now_utc(), as_of=started_at)
-                    if pending is not _UNSET:
-                        state.save_cursor(conn, source.id, stream.name, pending)
-                break
-            except DBAPIError as exc:
-                # a deadlock with another source's batch rolled ours back whole: write it again
-                if attempt == WRITE_ATTEMPTS or not is_transient(exc):
-                    raise
-                log.warning("batch.retry", attempt=attempt, error=one_line(exc))
-                time.sleep(0.2 * attempt)
+        # a deadlock, or a connection lost mid-batch, rolled the batch back whole: it is
+        # written again with its cursor (the reader waits, its queue full, and re-fetches
+        # nothing)
+        writer, stats = retry.call(write, engine=engine, window=window, event="batch.retry",
+                                   records=len(buffer))
         if pending is not _UNSET:
             res.cursor = pending
         if learner_ids is not None:
@@ -255,10 +276,15 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                         reason="records were skipped as invalid; rows no longer listed are kept "
                                "until a full read skips none")
         elif seen and not ctx.partial:
-            with engine.begin() as conn:
-                now = state.now_utc()
-                for table, ids in seen.items():
-                    res.deleted += mark_deleted(conn, table, source.id, ids, now)
+
+            def soft_delete() -> int:  # redone whole after a lost connection, lock first
+                keep_lock()
+                with engine.begin() as conn:
+                    now = state.now_utc()
+                    return sum(mark_deleted(conn, table, source.id, ids, now)
+                               for table, ids in seen.items())
+
+            res.deleted += retry.call(soft_delete, engine=engine, window=window, op="soft_delete")
             if res.deleted:
                 log.info("rows.soft_deleted", count=res.deleted)
         res.result = "succeeded"
@@ -283,17 +309,22 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     metrics.records_read.labels(source.id).inc(res.read)
     for table, n in res.tables.items():
         metrics.records_written.labels(source.id, table).inc(n)
+    gone = res._exc if isinstance(res._exc, retry.WarehouseUnreachable) else None
     try:
-        with engine.begin() as conn:
-            state.finish_run(conn, row_id, result=res.result, read=res.read, written=res.written,
-                             skipped=res.skipped, error=res.error, cursor=res.cursor,
-                             vendor_total=res.vendor_total, distinct_read=res.distinct_read,
-                             excluded=res.excluded if res.vendor_total is not None else None)
+        # after reconnecting; not waiting again if the stream failed on a warehouse gone
+        retry.transaction(engine, lambda conn: state.finish_run(
+            conn, row_id, result=res.result, read=res.read, written=res.written,
+            skipped=res.skipped, error=res.error, cursor=res.cursor,
+            vendor_total=res.vendor_total, distinct_read=res.distinct_read,
+            excluded=res.excluded if res.vendor_total is not None else None),
+            window=0 if gone is not None else window, op="finish_run")
     except Exception as exc:
-        # the warehouse went away: the run row stays `running` (the next run marks it
-        # abandoned); the log keeps what it could not store
+        # the warehouse did not come back in time: the run row stays `running` (the next
+        # run marks it abandoned); the log keeps what it could not store
         log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
                   written=res.written, cause=one_line(exc))
+        if gone is not None:  # its line names the warehouse and the setting that bounded the wait
+            raise gone from exc
         raise
     if res.result == "succeeded":
         log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
@@ -482,7 +513,8 @@ def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
     for sink in sinks.values():
         ids.update(sink)
     try:
-        identity.after_run(engine, cfg.identity, ids)
+        retry.call(lambda: identity.after_run(engine, cfg.identity, ids), engine=engine,
+                   window=cfg.warehouse.reconnect_seconds, op="identity")
     except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback
         get_logger("lms_sync.pipeline").error("identity.failed", error_class=type(exc).__name__,
                                               error=one_line(exc), learners=len(ids),

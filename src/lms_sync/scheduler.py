@@ -49,17 +49,19 @@ ABANDONED = "abandoned: the process running it stopped without finishing"
 INTERRUPTED = "interrupted"
 
 
-def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None) -> dict[str, int]:
+def fail_abandoned_runs(engine: Engine, source_ids: list[str] | None = None,
+                        window: float | None = None) -> dict[str, int]:
     """Mark ``running`` rows failed (``abandoned``) for every source whose lock is free.
 
     A source whose lock another live process holds is left alone: its running
-    rows are that process's. Returns {source_id: rows marked}.
+    rows are that process's. ``window``: ``warehouse.reconnect_seconds``, how long taking
+    a lock waits for an unreachable warehouse. Returns {source_id: rows marked}.
     """
     candidates = state.sources_with_running_runs(engine, source_ids)
     marked: dict[str, int] = {}
     for source_id in candidates:
         try:
-            with source_lock(engine, source_id):
+            with source_lock(engine, source_id, window):
                 n = state.fail_stale_runs(engine, ABANDONED, [source_id])
         except LockBusy:
             continue
@@ -201,7 +203,7 @@ class Scheduler:
     def _sweep(self, source_id: str) -> None:
         """Close a run a killed process left behind (only if we get the source's lock)."""
         try:
-            fail_abandoned_runs(self.engine, [source_id])
+            fail_abandoned_runs(self.engine, [source_id], self.cfg.warehouse.reconnect_seconds)
         except Exception as exc:  # noqa: BLE001 - the run that follows reports a warehouse problem
             self.log.warning("scheduler.sweep_failed", source=source_id, error=one_line(exc))
 

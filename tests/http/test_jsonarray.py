@@ -9,7 +9,7 @@ import pytest
 
 from lms_sync.errors import DataError
 from lms_sync.http import HttpClient
-from lms_sync.http.jsonarray import is_array, items
+from lms_sync.http.jsonarray import Truncated, is_array, items
 
 
 @pytest.mark.parametrize("value", [
@@ -67,6 +67,20 @@ def test_items_are_decoded_only_when_reached():
 def test_malformed_arrays_are_refused(text, error):
     with pytest.raises(ValueError, match=error):
         list(items(text))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_a_text_cut_short_anywhere_is_told_from_one_broken_before_its_end(chunk):
+    """A body cut short (asked for again by the client) raises Truncated wherever the cut
+    falls; one broken before its end raises a plain ValueError (a vendor fault)."""
+    text = json.dumps([{"id": "aé", "n": -12.5e-3, "ok": True, "x": None}, [1, "two", False]])
+    for cut in range(1, len(text)):
+        with pytest.raises(Truncated):
+            list(items(io.StringIO(text[:cut]), chunk=chunk))
+    for broken in ('[{"id": 1} {"id": 2}]', '[1, oops, 3]', '[1] [2]', '[1,]'):
+        with pytest.raises(ValueError) as raised:
+            list(items(io.StringIO(broken), chunk=chunk))
+        assert not isinstance(raised.value, Truncated)
 
 
 def test_is_array():

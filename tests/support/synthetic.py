@@ -39,6 +39,7 @@ class SyntheticOptions(Settings):
     users_reported: int = 0      # the vendor's total of users = users + this (full reads)
     enrollments_reported: int | None = None  # the vendor's total of enrollments, if any
     enrollments_excluded: int = 0  # of that total, left out by design
+    hold_file: str | None = None  # after the first 100 users, wait until this file exists
 
 
 class _KilledWhenWritten(Learner):
@@ -78,6 +79,8 @@ class Users(Stream):
                 if self.opts.delay_ms:
                     time.sleep(self.opts.delay_ms / 1000)
                 yield Checkpoint({"position": i})
+                while i == 99 and self.opts.hold_file and not os.path.exists(self.opts.hold_file):
+                    time.sleep(0.02)  # a vendor that stalls until the test lets it go on
         yield Checkpoint({"position": self.opts.users - 1})
 
 

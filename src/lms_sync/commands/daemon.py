@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    abandoned = fail_abandoned_runs(engine)
+    abandoned = fail_abandoned_runs(engine, window=cfg.warehouse.reconnect_seconds)
     if abandoned:
         log.warning("runs.abandoned", runs=abandoned,
                     reason="left running by a process that stopped; marked failed")

@@ -2,8 +2,11 @@
 
 * pooling and timeouts from the source's ``http`` settings; a User-Agent naming lms-sync;
 * retries (tenacity, wrapping one request, never a stream) on 429, 5xx and transport
-  errors, exponential backoff with jitter, honouring ``Retry-After``, capped, bounded;
-  each retry logs ``http.retry`` with status, attempt and wait (never headers/bodies);
+  errors (a connection refused, or reset in the middle of a body; a read timeout; a body
+  cut short, also one without a length whose JSON or XML stops early: see
+  :func:`lms_sync.http.errors.classify_body`), exponential backoff with jitter, honouring
+  ``Retry-After``, capped, bounded; a page is never used in part; each retry logs
+  ``http.retry`` with status, attempt and wait (never headers/bodies);
 * auth hooks (:mod:`lms_sync.http.auth`): a 401 refreshes a token once, single-flight;
   a second 401 with a fresh token is :class:`CredentialsRejected`;
 * a request budget (:mod:`lms_sync.http.budget`);
@@ -35,7 +38,12 @@ from lms_sync.errors import CredentialsRejected, DataError, RetriableError
 from lms_sync.http import jsonarray
 from lms_sync.http.auth import Auth
 from lms_sync.http.budget import RequestBudget
-from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
+from lms_sync.http.errors import (
+    ErrorDescriber,
+    classify_body,
+    classify_response,
+    classify_transport,
+)
 from lms_sync.http.fanout import interleave
 from lms_sync.logs import get_logger
 
@@ -273,9 +281,15 @@ class HttpClient:
                     size = _spool(response) if spool and response.is_success else len(response.read())
                 finally:
                     response.close()
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.DecodingError) as exc:
                 self._count("transport_errors")
                 raise classify_transport(exc, self.source_id, url.path) from None
+        body = response.extensions.get("lms_sync.spooled")
+        if (cut := classify_body(response, self.source_id, body)) is not None:
+            self._count("truncated_bodies")  # never used in part: asked for again
+            if body is not None:
+                body.close()
+            raise cut
         if response.status_code == 429:
             self._count("throttled")
         self.budget.observe(response.headers)

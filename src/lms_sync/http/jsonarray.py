@@ -13,6 +13,7 @@ every record in flight).
 
 An item that is not valid JSON raises ``ValueError`` when it is reached, after the
 items before it: callers checkpoint after a whole array, so a later run reads it again.
+A text that simply stops (a body cut short) raises :class:`Truncated`, a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _decode = json.JSONDecoder(object_pairs_hook=_object).raw_decode
+
+
+class Truncated(ValueError):
+    """The JSON text ends before its value does: it was cut short."""
+
+
+# what may be left where decoding stopped when a text is cut inside a value: nothing, the
+# start of a literal or a number, an escape (strings still open are told by the message)
+_OPEN_AT_END = re.compile(r"(?:t(?:r(?:u)?)?|f(?:a(?:l(?:s)?)?)?|n(?:u(?:l)?)?"
+                          r"|-?\d*(?:\.\d*)?(?:[eE][-+]?\d*)?|\\?u[0-9a-fA-F]{0,4}|\\)\s*")
+
+
+def is_cut(exc: json.JSONDecodeError) -> bool:
+    """Whether a decoding error is the text running out inside a value (a text cut short)
+    rather than something wrong within it."""
+    return exc.msg.startswith("Unterminated string") or bool(_OPEN_AT_END.fullmatch(exc.doc, exc.pos))
 
 
 class _Window:
@@ -77,10 +94,11 @@ class _Window:
             except json.JSONDecodeError as exc:
                 # only an error at the chunk's end (or a string still open there) can be
                 # the cut; one before it is in the body, so the rest is not read for it
-                cut = exc.pos >= len(self.text) - 8 or exc.msg.startswith("Unterminated string")
-                if cut and self.more():
+                near_end = exc.pos >= len(self.text) - 8 or exc.msg.startswith("Unterminated")
+                if near_end and self.more():
                     continue
-                raise ValueError(f"invalid JSON at character {self.base + exc.pos}") from None
+                error = Truncated if near_end and is_cut(exc) else ValueError
+                raise error(f"invalid JSON at character {self.base + exc.pos}") from None
             self.pos = end
             return value
 
@@ -103,6 +121,8 @@ def items(source: str | IO[str], chunk: int = CHUNK) -> Iterator[Any]:
             w.peek()
             yield w.value()
             sep = w.peek()
+            if sep == "":
+                raise Truncated(f"expected ',' or ']' at character {w.at} (the text ends there)")
             if sep == "]":
                 w.pos += 1
                 break

@@ -72,6 +72,8 @@ class Faults:
     retry_after: float | None = None  # sent with 429/503 faults when set
     truncate_next: int = 0        # cut the next N bodies in half (Content-Length kept)
     garble_next: int = 0          # send the next N 200 bodies cut in half as whole responses
+    cut_unframed_next: int = 0    # send the next N 200 bodies with no Content-Length, closing
+                                  # the connection halfway (a cut HTTP itself cannot see)
     fail_every: int = 0           # every Nth request fails with fail_status (0 = never)
     path_filter: str = ""         # faults only hit paths containing this
 
@@ -156,17 +158,26 @@ class FakeVendor:
 
     def take_garble(self, path: str) -> bool:
         """A malformed body sent in full: no transport error, so no retry helps."""
-        with self._lock:
-            f = self.faults
-            if f.garble_next > 0 and (not f.path_filter or f.path_filter in path):
-                f.garble_next -= 1
-                return True
-        return False
+        return self._use_fault("garble_next", path)
 
     def take_truncation(self) -> bool:
         with self._lock:
             if self.faults.truncate_next > 0:
                 self.faults.truncate_next -= 1
+                return True
+        return False
+
+    def take_unframed_cut(self, path: str) -> bool:
+        """A body cut short with no length to tell: the client must notice, and ask again."""
+        return self._use_fault("cut_unframed_next", path)
+
+    def _use_fault(self, fault: str, path: str) -> bool:
+        """Use up one of the counted ``fault`` if any is left and ``path`` passes the filter."""
+        with self._lock:
+            f = self.faults
+            left = getattr(f, fault)
+            if left > 0 and (not f.path_filter or f.path_filter in path):
+                setattr(f, fault, left - 1)
                 return True
         return False
 
@@ -218,9 +229,16 @@ class _Handler(BaseHTTPRequestHandler):
         if response.status == 200 and payload and vendor.take_garble(request.path):
             payload = payload[: len(payload) // 2]
         truncated = response.status == 200 and payload and vendor.take_truncation()
+        unframed = response.status == 200 and payload and vendor.take_unframed_cut(request.path)
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
+        if unframed:  # the body ends where the connection closes: here, halfway
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload[: len(payload) // 2])
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(payload)))
         if truncated:
             self.send_header("Connection", "close")

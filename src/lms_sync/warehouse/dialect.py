@@ -11,13 +11,16 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, event, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
+
+from lms_sync.errors import LmsSyncError
 
 _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -126,44 +129,133 @@ class LockBusy(Exception):
     """Another process is already running this source."""
 
 
+class LockLost(LmsSyncError):
+    """The run's lock ended with its connection, and another process took it meanwhile."""
+
+
+class SourceLock:
+    """The per-source run lock held by a run (see :func:`source_lock`).
+
+    PostgreSQL's advisory lock and MySQL's ``GET_LOCK`` belong to the session that took
+    them and end with it: a failover, a server restart or a cut network releases them,
+    and another process may then take the source. So before each write the run calls
+    :meth:`keep`: if the lock's connection no longer answers, the lock is taken again on
+    a new connection (``lock.reacquired``), or, when another process holds it by then,
+    :class:`LockLost` stops the run's writes (``lock.lost``). SQLite's lock is an flock
+    on a file in the folder ``<database>.locks/``: no connection holds it, so no
+    connection loss ends it; it ends with the process, and :meth:`keep` has nothing to do.
+    """
+
+    def __init__(self, engine: Engine, source_id: str) -> None:
+        self.engine, self.source_id = engine, source_id
+        self.dialect = name(engine)
+        ns = _namespace(engine)
+        self._key, self._name = lock_key(source_id, ns), _mysql_lock_name(source_id, ns)
+        self._conn: Connection | None = None
+
+    def take(self) -> bool:
+        """One try on a new connection; True if this process now holds the lock."""
+        conn = self.engine.connect()
+        try:
+            if self.dialect == "postgresql":
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar()
+            else:
+                got = conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": self._name}).scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """Whether the session that took the lock still answers (so still holds it)."""
+        from lms_sync.warehouse.retry import is_connection_lost
+
+        conn = self._conn
+        # a Connection that failed once reconnects silently on its next use, to a new
+        # session without the lock: never ping through one that is not intact
+        if conn is not None and not conn.invalidated and not conn.closed:
+            try:
+                conn.execute(text("SELECT 1"))
+                conn.commit()
+                return True
+            except DBAPIError as exc:
+                if not is_connection_lost(exc):
+                    raise
+        self._drop()
+        return False
+
+    def keep(self, window: float) -> None:
+        """Before a write: the lock is still held, or taken again on a new connection
+        (waiting for the warehouse up to ``window`` seconds); LockLost if another process
+        took it meanwhile."""
+        if self.dialect == "sqlite" or self.held():
+            return
+        from lms_sync.logs import get_logger
+        from lms_sync.warehouse import retry
+
+        log = get_logger("lms_sync.warehouse")
+        if retry.call(self.take, engine=self.engine, window=window, op="lock"):
+            log.warning("lock.reacquired", lock=self.dialect,
+                        reason="the connection holding the source lock was lost")
+            return
+        log.error("lock.lost", lock=self.dialect,
+                  reason="another process took the source lock while its connection was down")
+        raise LockLost(f"interrupted: lock lost: source {self.source_id!r} is being synced by "
+                       "another process, which took the source lock while this run's warehouse "
+                       "connection was down; this run stopped writing and leaves it the source")
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            else:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._name})
+            conn.commit()
+        except DBAPIError:
+            pass  # the session is gone, and the lock with it
+        finally:
+            conn.close()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):  # it is dead already; closing only returns it
+                conn.invalidate()
+                conn.close()
+
+
 @contextmanager
-def source_lock(engine: Engine, source_id: str) -> Iterator[None]:
+def source_lock(engine: Engine, source_id: str, window: float | None = None) -> Iterator[SourceLock]:
     """Hold the per-source run lock for the duration of the block, or raise LockBusy.
 
     PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock'd file in
     the folder ``<database>.locks/`` beside the database. The lock lives on its own
-    connection so that batches may commit freely while it is held.
+    connection so that batches may commit freely while it is held. Taking it waits for an
+    unreachable warehouse up to ``window`` seconds (``warehouse.reconnect_seconds``); see
+    :class:`SourceLock` for what happens when its connection is lost.
     """
-    dialect = name(engine)
-    if dialect == "sqlite":
+    lock = SourceLock(engine, source_id)
+    if lock.dialect == "sqlite":
         with _file_lock(engine, source_id):
-            yield
+            yield lock
         return
-    ns = _namespace(engine)
-    key, lock_name = lock_key(source_id, ns), _mysql_lock_name(source_id, ns)
-    conn = engine.connect()
+    from lms_sync.warehouse import retry
+
+    window = retry.DEFAULT_WINDOW if window is None else window
+    if not retry.call(lock.take, engine=engine, window=window, op="lock"):
+        raise LockBusy(f"source {source_id!r} is already being synced by another process")
     try:
-        if dialect == "postgresql":
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
-            ).scalar()
-        else:
-            got = conn.execute(
-                text("SELECT GET_LOCK(:n, 0)"), {"n": lock_name}
-            ).scalar()
-        conn.commit()
-        if not got:
-            raise LockBusy(f"source {source_id!r} is already being synced by another process")
-        try:
-            yield
-        finally:
-            if dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            else:
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
-            conn.commit()
+        yield lock
     finally:
-        conn.close()
+        lock.release()
 
 
 @contextmanager

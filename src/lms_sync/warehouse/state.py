@@ -105,3 +105,10 @@ def last_successes(engine: Engine, source_ids: list[str]) -> dict[str, datetime]
             .where(sources.c.id.in_(source_ids), sources.c.last_success_at.is_not(None))
         ).all()
     return {source_id: at for source_id, at in rows}
+
+
+def run_row(conn: Connection, run_id: str, stream: str) -> int | None:
+    """The ``sync_runs`` row of a stream's run if it exists already: a start retried after a
+    commit whose answer a lost connection never brought back must not add a second one."""
+    return conn.execute(select(sync_runs.c.id).where(sync_runs.c.run_id == run_id,
+                                                     sync_runs.c.stream == stream)).scalar()
