@@ -156,8 +156,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
     elif learner_sink is not None:
         learner_sink.update(learner_ids)
     else:  # also when nothing was written: learners an earlier pass left unmatched
-        retry.call(lambda: identity.after_run(engine, cfg.identity, learner_ids), engine=engine,
-                   window=window, op="identity")
+        identity.after_run(engine, cfg.identity, learner_ids, window)
     if all(s.result == "succeeded" for s in result.streams):
         retry.transaction(engine, lambda conn: state.mark_source_success(conn, source.id,
                                                                          state.now_utc()),
@@ -513,8 +512,7 @@ def _match_written(engine: Engine, cfg: Config, sinks: dict[str, RowIds],
     for sink in sinks.values():
         ids.update(sink)
     try:
-        retry.call(lambda: identity.after_run(engine, cfg.identity, ids), engine=engine,
-                   window=cfg.warehouse.reconnect_seconds, op="identity")
+        identity.after_run(engine, cfg.identity, ids, cfg.warehouse.reconnect_seconds)
     except Exception as exc:  # noqa: BLE001 - reported on the sources, never a traceback
         get_logger("lms_sync.pipeline").error("identity.failed", error_class=type(exc).__name__,
                                               error=one_line(exc), learners=len(ids),

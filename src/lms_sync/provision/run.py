@@ -28,7 +28,7 @@ from lms_sync.connectors.base import Provisioner
 from lms_sync.errors import LmsSyncError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.provision.plan import Plan, batches, make_plan, refusal, wanted_people
-from lms_sync.warehouse import identity, state
+from lms_sync.warehouse import identity, retry, state
 from lms_sync.warehouse import provision as store
 from lms_sync.warehouse.dialect import LockBusy, source_lock
 
@@ -79,7 +79,7 @@ def run_provision(engine: Engine, cfg: Config, source: SourceConfig, *, dry_run:
             log.error("provision.failed", error_class=type(exc).__name__, error=result.error,
                       exc_info=not isinstance(exc, LmsSyncError))
         if not dry_run:
-            _record(engine, source, result, started, log)
+            _record(engine, source, result, started, log, cfg.warehouse.reconnect_seconds)
         log.info("provision.finished", result=result.result, dry_run=dry_run, **result.sent,
                  failed=result.failed, duration=round(time.monotonic() - t0, 3))
     return result
@@ -90,12 +90,16 @@ def _locked(engine: Engine, cfg: Config, source: SourceConfig, result: Provision
             log: structlog.stdlib.BoundLogger) -> None:
     settings = source.provision
     assert settings is not None
-    with engine.connect() as conn:
-        wanted, no_hr_id = wanted_people(store.accounts(conn, result.from_sources),
-                                         result.from_sources, identity.normalize_hr_id)
-        if settings.deactivate_leavers:  # else nothing is deactivated: no need to know
-            result.held_by = {sid: why for sid in result.from_sources if (
-                why := store.unknown_reason(conn, sid, _learner_streams(cfg, sid)))}
+    window = cfg.warehouse.reconnect_seconds
+    accounts = retry.transaction(engine, lambda conn: store.accounts(conn, result.from_sources),
+                                 window=window, op="provision.accounts")
+    wanted, no_hr_id = wanted_people(accounts, result.from_sources, identity.normalize_hr_id)
+    if settings.deactivate_leavers:  # else nothing is deactivated: no need to know
+        streams = {sid: _learner_streams(cfg, sid) for sid in result.from_sources}
+        reasons = retry.transaction(engine, lambda conn: {
+            sid: store.unknown_reason(conn, sid, names) for sid, names in streams.items()},
+            window=window, op="provision.unknown_sources")
+        result.held_by = {sid: why for sid, why in reasons.items() if why}
     with connector_class(source.kind)(source, log) as connector:
         provisioner = connector.provisioner()
         assert provisioner is not None  # the config allows a provision block only then
@@ -106,7 +110,7 @@ def _locked(engine: Engine, cfg: Config, source: SourceConfig, result: Provision
         _log_plan(plan, result, log)
         if _refused(plan, settings.max_deactivate_fraction, force, result, log) or dry_run:
             return
-        _send(engine, source, provisioner, plan, result, stop, log)
+        _send(engine, source, provisioner, plan, result, stop, log, window)
 
 
 def _log_plan(plan: Plan, result: ProvisionResult, log: structlog.stdlib.BoundLogger) -> None:
@@ -142,9 +146,9 @@ def _learner_streams(cfg: Config, source_id: str) -> list[str]:
 
 def _send(engine: Engine, source: SourceConfig, provisioner: Provisioner, plan: Plan,
           result: ProvisionResult, stop: threading.Event | None,
-          log: structlog.stdlib.BoundLogger) -> None:
-    with engine.begin() as conn:
-        state.ensure_source(conn, source.id, source.kind)
+          log: structlog.stdlib.BoundLogger, window: float) -> None:
+    retry.transaction(engine, lambda conn: state.ensure_source(conn, source.id, source.kind),
+                      window=window, op="ensure_source")
     work: list[tuple[str, Sequence[Any], Callable[[Sequence[Any]], dict[str, str]]]] = [
         ("create", plan.create, provisioner.upsert),
         ("update", [c.user for c in plan.update], provisioner.upsert),
@@ -156,8 +160,8 @@ def _send(engine: Engine, source: SourceConfig, provisioner: Provisioner, plan: 
                 raise LmsSyncError("interrupted")
             refused = send(batch)
             outcomes = [(u.remote_id, refused.get(u.remote_id)) for u in batch]
-            store.record_actions(engine, result.run_id, source.id, action, outcomes,
-                                 state.now_utc())
+            retry.transaction(engine, _actions_recorder(result.run_id, source.id, action, outcomes),
+                              window=window, op="provision_actions")
             for rid, error in outcomes:
                 if error:
                     log.warning("provision.user_failed", action=action, remote_id=rid, error=error)
@@ -166,14 +170,22 @@ def _send(engine: Engine, source: SourceConfig, provisioner: Provisioner, plan: 
             log.info("provision.batch_sent", action=action, users=len(batch), failed=len(refused))
 
 
+def _actions_recorder(run_id: str, source_id: str, action: str,
+                      outcomes: list[tuple[str, str | None]]) -> Callable[[Any], None]:
+    """One batch's ``provision_actions`` rows, written in the caller's transaction."""
+    return lambda conn: store.insert_actions(conn, run_id, source_id, action, outcomes,
+                                             state.now_utc())
+
+
 def _record(engine: Engine, source: SourceConfig, result: ProvisionResult, started: Any,
-            log: structlog.stdlib.BoundLogger) -> None:
+            log: structlog.stdlib.BoundLogger, window: float) -> None:
     read = 0 if result.plan is None else result.plan.remote_users
     try:
-        store.record_run(engine, result.run_id, source.id, source.kind, started,
-                         result="succeeded" if result.ok else "failed", read=read,
-                         written=sum(result.sent.values()), failed=result.failed,
-                         error=result.error)
+        retry.call(lambda: store.record_run(
+            engine, result.run_id, source.id, source.kind, started,
+            result="succeeded" if result.ok else "failed", read=read,
+            written=sum(result.sent.values()), failed=result.failed, error=result.error),
+            engine=engine, window=window, op="provision_run")
     except Exception as exc:  # noqa: BLE001 - the log keeps what the warehouse could not
         log.error("run.unrecorded", result=result.result, error=result.error, cause=one_line(exc))
         if result.ok:

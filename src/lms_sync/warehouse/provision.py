@@ -56,16 +56,14 @@ def unknown_reason(conn: Connection, source_id: str, learner_streams: Sequence[s
     return None
 
 
-def record_actions(engine: Engine, run_id: str, source_id: str, action: str,
+def insert_actions(conn: Connection, run_id: str, source_id: str, action: str,
                    outcomes: Sequence[tuple[str, str | None]], at: datetime) -> None:
     """One row per user sent: (remote id, the vendor's error or None)."""
-    if not outcomes:
-        return
-    with engine.begin() as conn:
+    if outcomes:
         conn.execute(provision_actions.insert(), [
-            {"run_id": run_id, "source_id": source_id, "action": action, "remote_id": rid,
-             "result": "failed" if error else "succeeded", "error": error, "at": at}
-            for rid, error in outcomes])
+        {"run_id": run_id, "source_id": source_id, "action": action, "remote_id": rid,
+         "result": "failed" if error else "succeeded", "error": error, "at": at}
+        for rid, error in outcomes])
 
 
 def record_run(engine: Engine, run_id: str, source_id: str, kind: str, started_at: datetime, *,

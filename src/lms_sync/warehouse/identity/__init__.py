@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 from lms_sync import memory
-from lms_sync.logs import get_logger, one_line
+from lms_sync.logs import get_logger
+from lms_sync.warehouse import retry
 from lms_sync.warehouse.identity import assign, store
 from lms_sync.warehouse.identity.assign import Learner, MatchResult
 from lms_sync.warehouse.identity.overrides import record_override, resolve_learner
@@ -48,9 +48,11 @@ seeds (~1.7 KB each): matching a first load of 120,000 learners at once took ~20
 in slices of 5,000 seeds the peak stays near one slice's closure, whatever the total."""
 
 
-def after_run(engine: Engine, settings: Any, learner_ids: Iterable[int]) -> MatchResult:
-    """Re-match the learners a run wrote (and whatever they touch). Called by the pipeline."""
-    return match(engine, settings, learner_ids)
+def after_run(engine: Engine, settings: Any, learner_ids: Iterable[int],
+              window: float = retry.DEFAULT_WINDOW) -> MatchResult:
+    """Re-match the learners a run wrote (and whatever they touch). Called by the pipeline;
+    ``window`` is ``warehouse.reconnect_seconds``."""
+    return match(engine, settings, learner_ids, window=window)
 
 
 def recompute(engine: Engine, settings: Any) -> MatchResult:
@@ -67,21 +69,22 @@ def set_override(engine: Engine, settings: Any, a: str, b: str, action: str,
 
 
 def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
-          full: bool = False) -> MatchResult:
-    """One matching pass: incremental from ``learner_ids`` (+ stale learners), or ``full``."""
+          full: bool = False, window: float = retry.DEFAULT_WINDOW) -> MatchResult:
+    """One matching pass: incremental from ``learner_ids`` (+ stale learners), or ``full``.
+    Each slice is one transaction under the warehouse retry policy (``window`` seconds)."""
     rules = Rules.from_config(settings)
     log = get_logger("lms_sync.identity")
     started = time.monotonic()
     if full:
-        result = _retried(engine, rules, set(), True, log)
+        result = _retried(engine, rules, set(), True, window)
     else:
         # stale learners join the seeds; each slice is a complete pass of its own
         seeds = RowIds(learner_ids)
-        with engine.connect() as conn:
-            seeds.update(store.stale_ids(conn))
+        seeds.update(retry.transaction(engine, lambda conn: list(store.stale_ids(conn)),
+                                       window=window, op="identity.stale_ids"))
         result = MatchResult()
         for part in chunks(seeds.sorted(), PASS_SEEDS):
-            result.add(_retried(engine, rules, set(part), False, log))
+            result.add(_retried(engine, rules, set(part), False, window))
             memory.trim()  # a slice's closure is freed: give its pages back before the next
     result.seconds = round(time.monotonic() - started, 3)
     if result.learners:
@@ -89,17 +92,17 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     return result
 
 
-def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool, log: Any) -> MatchResult:
-    for attempt in range(1, 4):
-        try:
-            with locked_transaction(engine) as conn:
-                return _pass(conn, rules, seeds, full)
-        except OperationalError as exc:  # deadlock / lock timeout with a concurrent batch
-            if attempt == 3:
-                raise
-            log.warning("identity.retry", attempt=attempt, error=one_line(exc))
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool,
+             window: float) -> MatchResult:
+    """One pass in one transaction, done again whole after a deadlock with a concurrent
+    batch or a lost connection (the warehouse retry policy, logged as ``identity.retry``)."""
+
+    def attempt() -> MatchResult:
+        with locked_transaction(engine) as conn:
+            return _pass(conn, rules, seeds, full)
+
+    return retry.call(attempt, engine=engine, window=window, event="identity.retry",
+                      seeds=len(seeds), full=full)
 
 
 def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchResult:
