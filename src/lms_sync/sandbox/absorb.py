@@ -12,14 +12,12 @@ Everyone in the population is an Absorb user (same emails and HR ids as the othe
 each has 1-3 course enrollments with every one of the 13 statuses present, TimeSpan strings,
 and some superseded (``isActive: false``) enrollments. Departments form a tree (``parentId``);
 completed enrollments carry a certificate, credits and an expiry (``dateExpires``, spread
-around the real date), and half the enrollments a due date. Data is built on first use.
-
-Users carry ``activeStatus`` (0 active, 1 inactive), as public v2 schemas do.
+around the real date), and half the enrollments a due date. Users carry ``activeStatus``
+(0 active, 1 inactive), as public v2 schemas do. Data is built on first use.
 
 Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdited`` bumped),
-:meth:`remove_enrollments`,
-:meth:`invalidate_token` / :meth:`invalidate_token_after` (someone else authenticated),
-``ignore_offset`` (every page is page 0: a paging loop), ``ignore_sort`` (lists keep their
+:meth:`remove_enrollments`, :meth:`invalidate_token` / :meth:`invalidate_token_after`
+(someone else authenticated), ``ignore_offset`` (every page is page 0), ``ignore_sort`` (lists keep their
 stored order whatever ``_sort`` says; ``_filter`` still applies), ``categories_as`` (``paged``,
 ``array``: a bare JSON array, or ``404`` / ``403``), ``departments_as`` (the same for
 ``/departments``), ``lesson_path`` (where lessons are
