@@ -168,9 +168,29 @@ def build_app(target: QueueTarget, pool_size: int = 4) -> Any:
     process that only queues jobs (``lms-sync enqueue``) registers none."""
     from procrastinate import App, PsycopgConnector
 
+    _quiet_procrastinate()
+
     connector = PsycopgConnector(conninfo=target.conninfo, kwargs={"options": target.options},
                                  min_size=1, max_size=pool_size)
     return App(connector=connector)
+
+
+def _quiet_procrastinate() -> None:
+    """procrastinate logs every job at INFO; our events say it per tenant and source. Its
+    error line for a job we ended on purpose (RunFailed, JobAborted: logged by us as one
+    line) would repeat ours with a traceback."""
+    import logging
+
+    logger = logging.getLogger("procrastinate")
+    if logging.getLogger().level > logging.DEBUG:  # --log-level DEBUG shows them all
+        logger.setLevel(logging.WARNING)
+
+    def not_ours(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ not in {"RunFailed", "JobAborted"}
+
+    for name in ("procrastinate", "procrastinate.worker"):  # filters do not inherit
+        logging.getLogger(name).addFilter(not_ours)
 
 
 def sync_deferrer(app: Any, tenant: str, source: str, retry_in: float | None = None) -> Any:

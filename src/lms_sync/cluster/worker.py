@@ -78,7 +78,6 @@ def register_tasks(rt: jobs.Runtime) -> None:
 
 
 def serve(settings: Settings, tenants: Tenants) -> int:
-    _quiet_procrastinate()
     return asyncio.run(_serve(settings, tenants))
 
 
@@ -127,21 +126,6 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
             tenants.close()
     log.info("worker.stopped", clean=True)
     return 0
-
-
-def _quiet_procrastinate() -> None:
-    """procrastinate logs each job at INFO; our own events say it per tenant and source.
-    Its error line for a job we failed on purpose would repeat ours with a traceback."""
-    logger = logging.getLogger("procrastinate")
-    if logging.getLogger().level > logging.DEBUG:  # --log-level DEBUG shows them all
-        logger.setLevel(logging.WARNING)
-
-    def ours(record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, jobs.RunFailed) and type(exc).__name__ != "JobAborted"
-
-    logger.addFilter(ours)
-    logging.getLogger("procrastinate.worker").addFilter(ours)
 
 
 def _on_signals(loop: asyncio.AbstractEventLoop, rt: jobs.Runtime, stopping: asyncio.Event) -> None:
