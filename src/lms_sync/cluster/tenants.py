@@ -187,10 +187,15 @@ class Tenants:
                 wh.engine.dispose()
 
 
+_MIGRATING = threading.Lock()
+
+
 def _migrate(engine: Engine) -> None:
-    """Apply the warehouse migrations, one process at a time (workers start together)."""
+    """Apply the warehouse migrations, one process at a time (workers start together), and
+    one warehouse at a time in this process: alembic keeps the migration context in a
+    module global, so two tenants' upgrades in two threads would mix their schemas."""
     from lms_sync.warehouse.db import upgrade
     from lms_sync.warehouse.dialect import locked_transaction
 
-    with locked_transaction(engine, "migrate:"):
+    with _MIGRATING, locked_transaction(engine, "migrate:"):
         upgrade(engine)

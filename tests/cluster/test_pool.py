@@ -1,0 +1,333 @@
+"""`lms-sync worker` processes over many tenants: ticks, locks, dead workers, signals.
+
+Every test has its own procrastinate queue (a schema), its own warehouse schemas and
+its own sandbox vendors; the workers are real processes on the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lms_sync.cluster.jobs import Runtime
+from lms_sync.cluster.queue import SYNC_TASK, TICK_TASK, QueueTarget, build_app
+from lms_sync.cluster.tenants import Tenants
+from lms_sync.cluster.worker import register_tasks
+from lms_sync.config import load_config
+from lms_sync.pipeline import run_sources
+from lms_sync.warehouse.db import make_engine, upgrade
+from tests.cluster.conftest import (
+    Worker,
+    contents,
+    enqueue,
+    jobs,
+    lms_sync,
+    no_overlap,
+    queue_args,
+    runs,
+    wait_until,
+    write_tenant,
+)
+from tests.conftest import POSTGRES_URL
+
+KINDS = ["absorb", "academy", "ispring", "sessions", "udemy"]
+
+
+def reference_sync(path: Path, schema: str) -> dict[str, Any]:
+    """The same tenant synced by one process (`run_sources`, as `lms-sync sync`) into `schema`."""
+    cfg = load_config(path)
+    cfg.warehouse.schema_ = schema
+    engine = make_engine(POSTGRES_URL, schema)
+    upgrade(engine)
+    results = run_sources(engine, cfg, list(cfg.sources.values()))
+    engine.dispose()
+    assert all(r.ok for r in results), [(r.source_id, r.error) for r in results]
+    return contents(schema)
+
+
+def settled(target: QueueTarget, tenant_schemas: dict[str, str], per_tenant: int) -> bool:
+    """Every source of every tenant has run, and the queue has nothing left to do."""
+    if any(j["status"] in {"todo", "doing"} for j in jobs(target)):
+        return False
+    for schema in tenant_schemas.values():
+        rows = runs(schema)
+        if len({r["source_id"] for r in rows}) < per_tenant or any(r["result"] == "running" for r in rows):
+            return False
+    return True
+
+
+def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_warehouse(
+        tmp_path, schemas, queue, sandbox, workers):
+    folder = tmp_path / "tenants"
+    tenant_schemas = {f"tenant{i}": schemas.new(f"w{i}") for i in range(4)}
+    paths = {name: write_tenant(folder, name, schema, sandbox(10 + 3 * i, seed=i + 1),
+                                schedule="* * * * *")
+             for i, (name, schema) in enumerate(tenant_schemas.items())}
+    for i in range(3):  # the warehouses are new: the workers migrate them, one at a time
+        workers.append(Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "2"))
+    # meanwhile, the truth: each tenant's sandbox synced by one process
+    truth = {name: reference_sync(path, schemas.new("ref")) for name, path in paths.items()}
+
+    wait_until(lambda: settled(queue, tenant_schemas, len(KINDS)), "every source run", 120, workers)
+
+    # one tick per minute, across three tickers; each due source queued once per tick
+    ticks = [e["due"] for w in workers for e in w.all("tick.done")]
+    assert ticks and len(ticks) == len(set(ticks)), ticks
+    sync_jobs = [j for j in jobs(queue) if j["task_name"] == SYNC_TASK]
+    per_tick = {due: sorted((j["args"]["tenant"], j["args"]["source"]) for j in sync_jobs
+                            if j["args"]["due"] == due) for due in ticks}
+    everything = sorted((t, f"{k}-sandbox") for t in tenant_schemas for k in KINDS)
+    assert per_tick[min(ticks)] == everything  # the first tick: nothing was queued before it
+    for due, queued in per_tick.items():
+        assert len(queued) == len(set(queued)), due
+    assert all(j["status"] == "succeeded" for j in sync_jobs)
+    # the work was shared
+    assert len({w.proc.pid for w in workers if w.all("job.started")}) >= 2
+
+    for name, schema in tenant_schemas.items():
+        rows = runs(schema)
+        assert {r["result"] for r in rows} == {"succeeded"}
+        assert len({r["run_id"] for r in rows}) == sum(
+            1 for j in sync_jobs if j["args"]["tenant"] == name)  # one run per job
+        no_overlap(rows)
+        got = contents(schema)
+        assert got["persons"][1] == 0  # every learner matched by the tenant's identity pass
+        assert got == truth[name], name
+    for w in workers:
+        assert w.stop() == 0
+        assert not [e for e in w.events() if e["event"] == "<not json>"]
+        assert w.event("worker.stopped")["clean"] is True
+
+
+def slow_academy(sandbox, learners: int = 300) -> dict[str, Any]:
+    """Monotree's sweep, two requests per user at 20 ms each, two at a time: seconds long,
+    with a cursor committed every batch of 20 records."""
+    sources = sandbox(learners, seed=5, kinds=["academy"], latency_ms=20)
+    sources["academy-sandbox"]["http"]["max_concurrency"] = 2
+    return sources
+
+
+def sweep_cursor(schema: str) -> dict[str, Any] | None:
+    from lms_sync.warehouse import state
+
+    engine = make_engine(POSTGRES_URL, schema)
+    try:
+        with engine.connect() as conn:
+            return state.load_cursor(conn, "academy-sandbox", "progress")
+    except Exception:  # noqa: BLE001 - no tables yet
+        return None
+    finally:
+        engine.dispose()
+
+
+def running_on(target: QueueTarget, pool: list[Worker]) -> Worker | None:
+    doing = [j for j in jobs(target) if j["status"] == "doing" and j["task_name"] == SYNC_TASK]
+    for w in pool:
+        if doing and doing[0]["worker_id"] in w.worker_ids():
+            return w
+    return None
+
+
+def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
+        tmp_path, schemas, queue, sandbox, workers):
+    folder, schema = tmp_path / "tenants", schemas.new("w")
+    path = write_tenant(folder, "acme", schema, slow_academy(sandbox))
+    pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "1") for i in range(2)]
+    workers.extend(pool)
+    for w in pool:
+        w.worker_ids()
+    assert enqueue(queue, path) != [None]
+
+    # kill -9 the worker in the middle of the sweep, once a batch has been committed
+    wait_until(lambda: (sweep_cursor(schema) or {}).get("after_id"), "a committed batch", 60, pool)
+    victim = wait_until(lambda: running_on(queue, pool), "the running worker", 10, pool)
+    victim.kill9()
+    survivor = next(w for w in pool if w is not victim)
+    stalled = survivor.wait_for(lambda: survivor.event("job.stalled"), "job.stalled", 30)
+    assert stalled["action"] == "requeued" and stalled["tenant"] == "acme"
+    assert stalled["dead_worker_id"] in victim.worker_ids()
+    # the survivor resumes from the committed cursor: no new sweep
+    resumed = survivor.wait_for(lambda: survivor.event("sync.started", stream="progress"), "the retry", 30)
+    assert resumed["cursor"]["after_id"] is not None
+
+    # SIGTERM: the run commits its batch, stops, and its job is queued again
+    survivor.wait_for(lambda: len(survivor.all("batch.written", stream="progress")) >= 2, "a batch", 30)
+    assert survivor.stop() == 0
+    interrupted = survivor.event("job.interrupted")
+    assert interrupted and interrupted["requeued"] is True
+    assert survivor.event("worker.stopped")["clean"] is True
+    assert [j["status"] for j in jobs(queue) if j["task_name"] == SYNC_TASK][-1] == "todo"
+
+    # a new worker finishes it, resuming again
+    last = Worker(folder, queue, tmp_path / "w2.log", "--concurrency", "1")
+    workers.append(last)
+    wait_until(lambda: any(r["result"] == "succeeded" and r["stream"] == "progress" for r in runs(schema)),
+               "the run to finish", 60, [last])
+    assert last.event("sync.started", stream="progress")["cursor"]["after_id"] is not None
+    assert last.stop() == 0
+
+    rows = runs(schema)
+    progress = [(r["result"], r["error"]) for r in rows if r["stream"] == "progress"]
+    assert progress[0] == ("failed", progress[0][1]) and "abandoned" in progress[0][1]
+    assert progress[1:] == [("failed", "interrupted"), ("succeeded", None)]
+    no_overlap(rows)
+    # nothing lost, nothing twice: the same rows (and history) as one uninterrupted sync
+    truth = reference_sync(path, schemas.new("ref"))
+    assert contents(schema) == truth
+
+
+def defer_tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | None]:
+    """What procrastinate's periodic deferrer does on `tickers` workers at once when the
+    clock reaches `timestamp` (the real ones do it once a minute)."""
+    from procrastinate.periodic import PeriodicDeferrer
+
+    async def go() -> list[int | None]:
+        app = build_app(target)
+        register_tasks(Runtime(app, Tenants([], [])))
+        periodic = app.periodic_registry.periodic_tasks[(TICK_TASK, "tick")]
+        async with app.open_async():
+            manager = app.job_manager
+            job = periodic.task.configure(task_kwargs={"timestamp": timestamp}).job
+            return await asyncio.gather(*(manager.defer_periodic_job(job, "tick", timestamp)
+                                          for _ in range(tickers)))
+
+    return asyncio.run(go())
+
+
+def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_its_run(
+        tmp_path, schemas, queue, sandbox, workers):
+    folder, schema = tmp_path / "tenants", schemas.new("w")
+    sources = {**slow_academy(sandbox, 200), **sandbox(10, seed=6, kinds=["absorb"])}
+    write_tenant(folder, "acme", schema, sources, schedule="* * * * *")
+    pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "2") for i in range(2)]
+    workers.extend(pool)
+
+    # both tickers start: the minute that just passed is ticked once
+    first = wait_until(lambda: [e for w in pool for e in w.all("tick.done")], "the first tick", 30, pool)
+    t0 = int(datetime.fromisoformat(first[0]["due"]).timestamp())
+    wait_until(lambda: (sweep_cursor(schema) or {}).get("after_id"), "the sweep under way", 60, pool)
+
+    # the next minutes come while the sweep still runs: each is ticked once, by two tickers
+    assert sorted(defer_tick(queue, t0 + 60), key=bool)[0] is None  # one of the two was refused
+    wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 2, "the second tick", 20, pool)
+    status = lms_sync("cluster", "status", "--configs", str(folder), *queue_args(queue))
+    assert status.returncode == 0, status.stderr
+    academy = next(line for line in status.stdout.splitlines() if "academy-sandbox" in line).split()
+    assert academy[:4] == ["acme", "academy-sandbox", "yes", "worker"]  # queued, and running
+    defer_tick(queue, t0 + 120)
+    wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 3, "the third tick", 20, pool)
+    wait_until(lambda: not [j for j in jobs(queue) if j["status"] in {"todo", "doing"}],
+               "every run", 90, pool)
+
+    ticks = sorted(e["due"] for w in pool for e in w.all("tick.done"))
+    assert ticks == sorted({datetime.fromtimestamp(t0 + s, UTC).isoformat() for s in (0, 60, 120)})
+    coalesced = [e for w in pool for e in w.all("sync.coalesced", source="academy-sandbox")]
+    assert len(coalesced) == 1  # the third tick: its second run was still waiting
+    academy_jobs = [j for j in jobs(queue) if j["args"].get("source") == "academy-sandbox"]
+    assert [j["status"] for j in academy_jobs] == ["succeeded", "succeeded"]
+    rows = [r for r in runs(schema) if r["source_id"] == "academy-sandbox"]
+    assert len({r["run_id"] for r in rows}) == 2
+    no_overlap(rows)  # the second ran after the first
+    for w in pool:
+        assert w.stop() == 0
+
+
+def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_run(
+        tmp_path, schemas, queue, sandbox, workers):
+    folder = tmp_path / "tenants"
+    vendor = sandbox(8, seed=2, kinds=["absorb"])
+    good_schema, late_schema = schemas.new("w"), schemas.new("w")
+    good = write_tenant(folder, "good", good_schema, vendor)
+    broken = {"absorb-sandbox": {**vendor["absorb-sandbox"],
+                                 "auth": {**vendor["absorb-sandbox"]["auth"],
+                                          "password": "${LMS_SYNC_TEST_NOT_SET}"}}}
+    bad = write_tenant(folder, "bad", schemas.new("w"), broken)
+    w = Worker(folder, queue, tmp_path / "w.log", "--health-port", "0", "--health-host", "127.0.0.1")
+    workers.append(w)
+    started = w.wait_for(lambda: w.event("worker.started"), "worker.started")
+    assert started["tenants"] == ["good"] and started["skipped"] == [str(bad)]
+    skipped = w.all("tenant.skipped")
+    assert [(e["tenant"], e["error"]) for e in skipped] == [(
+        "bad", f"environment variable LMS_SYNC_TEST_NOT_SET is not set, {bad}: "
+               "sources.absorb-sandbox.auth.password; export LMS_SYNC_TEST_NOT_SET=... "
+               "(or write ${LMS_SYNC_TEST_NOT_SET:-default})")]
+
+    assert lms_sync("enqueue", "--config", str(good), *queue_args(queue)).stdout.startswith(
+        "good/absorb-sandbox: queued (job ")
+    refused = lms_sync("enqueue", "--config", str(bad), *queue_args(queue))
+    assert refused.returncode == 2 and refused.stderr.strip() == f"lms-sync: error: {skipped[0]['error']}"
+    # a tenant added while the worker runs is served without a restart
+    late = write_tenant(folder, "late", late_schema, vendor)
+    w.wait_for(lambda: w.event("tenant.loaded", tenant="late"), "the new tenant")
+    enqueue(queue, late)
+
+    port = w.event("health.listening")["port"]
+    done = 'lms_sync_tenant_runs_total{result="succeeded",source="absorb-sandbox",tenant="%s"} 1.0'
+    metrics = wait_until(lambda: next((m for m in [_get(port, "/metrics")] if done % "late" in m), None),
+                         "the new tenant's run", 60, [w])
+    assert done % "good" in metrics and 'lms_sync_tenants{state="skipped"} 1.0' in metrics
+    health = _get(port, "/healthz")
+    assert '"status": "ok"' in health and str(bad) in health
+    assert all(any(r["result"] == "succeeded" for r in runs(s)) for s in (good_schema, late_schema))
+    assert w.stop() == 0
+    assert "Traceback" not in w.log_path.read_text()
+
+
+def _get(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310
+        return resp.read().decode()
+
+
+def test_a_failed_run_is_retried_with_backoff_and_rejected_credentials_are_not(
+        tmp_path, schemas, queue, sandbox, workers):
+    folder = tmp_path / "tenants"
+    flaky = sandbox(8, seed=3, kinds=["absorb"])
+    url = flaky["absorb-sandbox"]["base_url"]
+    _post(url + "/_sandbox/faults", {"fail_next": 10_000, "fail_status": 503})
+    flaky["absorb-sandbox"]["http"] = {"max_attempts": 1, "max_wait_seconds": 0}
+    flaky_path = write_tenant(folder, "flaky", schemas.new("w"), flaky, retries=2, retry_wait_seconds=3)
+    wrong = sandbox(8, seed=3, kinds=["ispring"])
+    wrong["ispring-sandbox"]["auth"]["client_secret"] = "not-the-secret"
+    wrong_path = write_tenant(folder, "wrong", schemas.new("w"), wrong)
+    w = Worker(folder, queue, tmp_path / "w.log")
+    workers.append(w)
+    w.worker_ids()
+    for path in (flaky_path, wrong_path):
+        enqueue(queue, path)
+    retried = w.wait_for(lambda: w.event("job.retried", tenant="flaky"), "a retry", 60)
+    assert (retried["attempt"], retried["next_attempt"], retried["wait_seconds"]) == (1, 2, 3.0)
+    _post(url + "/_sandbox/faults", {"fail_next": 0})  # the vendor is back
+    wait_until(lambda: not [j for j in jobs(queue) if j["status"] in {"todo", "doing"}],
+               "the retried run", 60, [w])
+    rejected = w.wait_for(lambda: w.event("job.failed", tenant="wrong"), "the rejected run", 60)
+    assert rejected["retry"] is False and "credentials" in rejected["reason"]
+    assert not w.event("job.retried", tenant="wrong")
+    statuses = [(j["args"]["tenant"], j["args"]["attempt"], j["status"]) for j in jobs(queue)
+                if j["task_name"] == SYNC_TASK]
+    assert sorted(statuses) == [("flaky", 1, "failed"), ("flaky", 2, "succeeded"), ("wrong", 1, "failed")]
+    assert w.stop() == 0
+    assert "not-the-secret" not in w.log_path.read_text()
+
+
+def _post(url: str, body: dict[str, Any]) -> None:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - the loopback sandbox
+        pass
+
+
+def test_a_signal_during_startup_or_idle_exits_cleanly(tmp_path, queue, workers):
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    w = Worker(folder, queue, tmp_path / "w.log")
+    workers.append(w)
+    w.worker_ids()
+    w.proc.send_signal(signal.SIGINT)
+    assert w.proc.wait(30) == 0
