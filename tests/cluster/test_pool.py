@@ -182,7 +182,6 @@ def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
 def defer_tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | None]:
     """What procrastinate's periodic deferrer does on `tickers` workers at once when the
     clock reaches `timestamp` (the real ones do it once a minute)."""
-    from procrastinate.periodic import PeriodicDeferrer
 
     async def go() -> list[int | None]:
         app = build_app(target)
