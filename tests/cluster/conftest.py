@@ -103,6 +103,16 @@ def write_tenant(folder: Path, name: str, schema: str, sources: dict[str, dict[s
     return path
 
 
+def faults(base_url: str, **fields: Any) -> None:
+    """Break (or mend) a running sandbox vendor: POST /_sandbox/faults (latency_ms, fail_next...)."""
+    import urllib.request
+
+    req = urllib.request.Request(base_url + "/_sandbox/faults", json.dumps(fields).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - the loopback sandbox
+        pass
+
+
 def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LMS_SYNC_")}
 
@@ -149,10 +159,23 @@ class Worker(Daemon):
         return [e for e in self.events()
                 if e.get("event") == name and all(e.get(k) == v for k, v in match.items())]
 
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._log.close()
+
+
+def stop_all(pool: list[Worker]) -> list[int]:
+    """SIGTERM to every worker at once; their exit codes."""
+    for w in pool:
+        w.proc.send_signal(signal.SIGTERM)
+    return [w.wait() for w in pool]
 
 
 @pytest.fixture
