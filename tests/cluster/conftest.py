@@ -136,6 +136,18 @@ def enqueue(target: QueueTarget, path: Path) -> list[int | None]:
         app.close()
 
 
+def lms_sync_at_once(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several `lms-sync` commands side by side (each process's start-up takes seconds here)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "lms_sync", *args], cwd=ROOT, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in commands]
+    out = []
+    for args, proc in zip(commands, procs, strict=True):
+        stdout, stderr = proc.communicate(timeout=60)
+        out.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+    return out
+
+
 def queue_args(target: QueueTarget) -> list[str]:
     return ["--queue-url", target.url, "--queue-schema", target.schema]
 

@@ -26,6 +26,7 @@ from tests.cluster.conftest import (
     faults,
     jobs,
     lms_sync,
+    lms_sync_at_once,
     no_overlap,
     queue_args,
     runs,
@@ -65,15 +66,16 @@ def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_w
         tmp_path, schemas, queue, sandbox, workers):
     folder = tmp_path / "tenants"
     tenant_schemas = {f"tenant{i}": schemas.new(f"w{i}") for i in range(4)}
-    paths = {name: write_tenant(folder, name, schema, sandbox(10 + 3 * i, seed=i + 1),
-                                schedule="* * * * *")
+    vendors = [sandbox(10, seed=1), sandbox(14, seed=2)]  # tenants 0 and 2 share one sandbox, 1 and 3
+    paths = {name: write_tenant(folder, name, schema, vendors[i % 2], schedule="* * * * *")
              for i, (name, schema) in enumerate(tenant_schemas.items())}
     for i in range(3):  # the warehouses are new: the workers migrate them, one at a time
-        workers.append(Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "2"))
-    # meanwhile, the truth: each tenant's sandbox synced by one process
-    truth = {name: reference_sync(path, schemas.new("ref")) for name, path in paths.items()}
+        workers.append(Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "3"))
+    # meanwhile, the truth: each sandbox synced by one process
+    truth = [reference_sync(paths[f"tenant{i}"], schemas.new("ref")) for i in range(2)]
 
     wait_until(lambda: settled(queue, tenant_schemas, len(KINDS)), "every source run", 120, workers)
+    assert stop_all(workers) == [0, 0, 0]  # before the next minute's tick
 
     # one tick per minute, across three tickers; each due source queued once per tick
     ticks = [e["due"] for w in workers for e in w.all("tick.done")]
@@ -89,7 +91,7 @@ def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_w
     # the work was shared
     assert len({w.proc.pid for w in workers if w.all("job.started")}) >= 2
 
-    for name, schema in tenant_schemas.items():
+    for i, (name, schema) in enumerate(tenant_schemas.items()):
         rows = runs(schema)
         assert {r["result"] for r in rows} == {"succeeded"}
         assert len({r["run_id"] for r in rows}) == sum(
@@ -97,9 +99,8 @@ def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_w
         no_overlap(rows)
         got = contents(schema)
         assert got["persons"][1] == 0  # every learner matched by the tenant's identity pass
-        assert got == truth[name], name
+        assert got == truth[i % 2], name
     for w in workers:
-        assert w.stop() == 0
         assert not [e for e in w.events() if e["event"] == "<not json>"]
         assert w.event("worker.stopped")["clean"] is True
 
@@ -139,7 +140,7 @@ def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
     folder, schema = tmp_path / "tenants", schemas.new("w")
     sources, url = slow_academy(sandbox, 200, latency_ms=20)
     path = write_tenant(folder, "acme", schema, sources)
-    pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "1") for i in range(2)]
+    pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "1") for i in range(3)]
     workers.extend(pool)
     for w in pool:
         w.worker_ids()
@@ -149,24 +150,23 @@ def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
     wait_until(lambda: (sweep_cursor(schema) or {}).get("after_id"), "a committed batch", 60, pool)
     victim = wait_until(lambda: running_on(queue, pool), "the running worker", 10, pool)
     victim.kill9()
-    survivor = next(w for w in pool if w is not victim)
-    stalled = survivor.wait_for(lambda: survivor.event("job.stalled"), "job.stalled", 30)
-    assert stalled["action"] == "requeued" and stalled["tenant"] == "acme"
-    assert stalled["dead_worker_id"] in victim.worker_ids()
-    # the survivor resumes from the committed cursor: no new sweep
-    resumed = survivor.wait_for(lambda: survivor.event("sync.started", stream="progress"), "the retry", 30)
+    alive = [w for w in pool if w is not victim]
+    stalled = wait_until(lambda: [e for w in alive for e in w.all("job.stalled")], "job.stalled", 30, alive)
+    assert [(e["action"], e["tenant"]) for e in stalled] == [("requeued", "acme")]
+    assert stalled[0]["dead_worker_id"] in victim.worker_ids()
+    # another worker resumes from the committed cursor: no new sweep
+    retrier = wait_until(lambda: running_on(queue, alive), "the retry", 30, alive)
+    resumed = retrier.wait_for(lambda: retrier.event("sync.started", stream="progress"), "the retry", 30)
     assert resumed["cursor"]["after_id"] is not None
-    assert len(survivor.all("sweep.started")) == 0
+    assert not retrier.all("sweep.started")
 
-    # SIGTERM: the run commits its batch, stops, and its job is queued again...
-    survivor.wait_for(lambda: survivor.all("batch.written", stream="progress"), "a batch", 30)
-    survivor.proc.send_signal(signal.SIGTERM)
-    last = Worker(folder, queue, tmp_path / "w2.log", "--concurrency", "1")  # ...for this one
-    workers.append(last)
-    assert survivor.wait() == 0
-    assert survivor.event("job.interrupted")["requeued"] is True
-    assert survivor.event("worker.stopped")["clean"] is True
+    # SIGTERM: the run commits its batch, stops, and its job is queued again for the last one
+    retrier.wait_for(lambda: retrier.all("batch.written", stream="progress"), "a batch", 30)
+    assert retrier.stop() == 0
+    assert retrier.event("job.interrupted")["requeued"] is True
+    assert retrier.event("worker.stopped")["clean"] is True
     faults(url, latency_ms=0)
+    last = next(w for w in alive if w is not retrier)
     wait_until(lambda: any(r["result"] == "succeeded" and r["stream"] == "progress" for r in runs(schema)),
                "the run to finish", 60, [last])
     assert last.event("sync.started", stream="progress")["cursor"]["after_id"] is not None
@@ -179,6 +179,20 @@ def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
     no_overlap(rows)
     # nothing lost, nothing twice: the same rows (and history) as one uninterrupted sync
     assert contents(schema) == reference_sync(path, schemas.new("ref"))
+
+
+def status_rows(target: QueueTarget, folder: Path) -> dict[str, dict[str, Any]]:
+    """`lms-sync cluster status --configs FOLDER`'s rows (in this process), by source."""
+    from lms_sync.cluster.status import collect
+
+    tenants = Tenants([folder], [], target, migrate=False)
+    tenants.refresh()
+    app = build_app(target).open()
+    try:
+        return {row["source"]: row for row in collect(app, tenants)}
+    finally:
+        app.close()
+        tenants.close()
 
 
 def defer_tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | None]:
@@ -218,10 +232,8 @@ def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_it
     wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 2, "the second tick", 20, pool)
     defer_tick(queue, t0 - 120)
     wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 3, "the third tick", 20, pool)
-    status = lms_sync("cluster", "status", "--configs", str(folder), *queue_args(queue))
-    assert status.returncode == 0, status.stderr
-    academy_row = next(line for line in status.stdout.splitlines() if "academy-sandbox" in line).split()
-    assert academy_row[:4] == ["acme", "academy-sandbox", "yes", "worker"]  # queued, and running
+    academy_row = status_rows(queue, folder)["academy-sandbox"]  # what `cluster status` shows
+    assert (academy_row["queued"], academy_row["running"].split()[0]) == ("yes", "worker")
     faults(url, latency_ms=0)
     wait_until(lambda: not [j for j in jobs(queue) if j["status"] in {"todo", "doing"}],
                "every run", 90, pool)
@@ -252,6 +264,8 @@ def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_
     bad = write_tenant(folder, "bad", schemas.new("w"), broken)
     w = Worker(folder, queue, tmp_path / "w.log", "--health-port", "0", "--health-host", "127.0.0.1")
     workers.append(w)
+    queued, refused = lms_sync_at_once(["enqueue", "--config", str(good), *queue_args(queue)],
+                                       ["enqueue", "--config", str(bad), *queue_args(queue)])
     started = w.wait_for(lambda: w.event("worker.started"), "worker.started")
     assert started["tenants"] == ["good"] and started["skipped"] == [str(bad)]
     skipped = w.all("tenant.skipped")
@@ -260,9 +274,7 @@ def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_
                "sources.absorb-sandbox.auth.password; export LMS_SYNC_TEST_NOT_SET=... "
                "(or write ${LMS_SYNC_TEST_NOT_SET:-default})")]
 
-    assert lms_sync("enqueue", "--config", str(good), *queue_args(queue)).stdout.startswith(
-        "good/absorb-sandbox: queued (job ")
-    refused = lms_sync("enqueue", "--config", str(bad), *queue_args(queue))
+    assert queued.returncode == 0 and queued.stdout.startswith("good/absorb-sandbox: queued (job ")
     assert refused.returncode == 2 and refused.stderr.strip() == f"lms-sync: error: {skipped[0]['error']}"
     # a tenant added while the worker runs is served without a restart
     late = write_tenant(folder, "late", late_schema, vendor)
@@ -276,7 +288,12 @@ def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_
     assert done % "good" in metrics and 'lms_sync_tenants{state="skipped"} 1.0' in metrics
     health = _get(port, "/healthz")
     assert '"status": "ok"' in health and str(bad) in health
-    assert all(any(r["result"] == "succeeded" for r in runs(s)) for s in (good_schema, late_schema))
+    status = lms_sync("cluster", "status", "--configs", str(folder), *queue_args(queue))
+    table = [line.split()[:5] for line in status.stdout.splitlines()]
+    assert table[1:3] == [["good", "absorb-sandbox", "-", "-", "succeeded"],
+                          ["late", "absorb-sandbox", "-", "-", "succeeded"]], status.stdout
+    assert status.stdout.splitlines()[-1] == f"  ! skipped {bad} (see the error above)"
+    assert status.stderr.count("tenant.skipped") == 1 and "Traceback" not in status.stderr
     assert w.stop() == 0
     assert "Traceback" not in w.log_path.read_text()
 
