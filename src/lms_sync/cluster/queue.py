@@ -190,7 +190,9 @@ def _quiet_procrastinate() -> None:
         return type(exc).__name__ not in {"RunFailed", "JobAborted"}
 
     for name in ("procrastinate", "procrastinate.worker"):  # filters do not inherit
-        logging.getLogger(name).addFilter(not_ours)
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "__name__", "") == "not_ours" for f in logger.filters):
+            logger.addFilter(not_ours)
 
 
 def sync_deferrer(app: Any, tenant: str, source: str, retry_in: float | None = None) -> Any:
