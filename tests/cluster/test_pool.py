@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lms_sync.cluster.jobs import Runtime
-from lms_sync.cluster.queue import SYNC_TASK, TICK_TASK, QueueTarget, build_app
+from lms_sync.cluster.queue import SYNC_TASK, QueueTarget, build_app
 from lms_sync.cluster.tenants import Tenants
-from lms_sync.cluster.worker import register_tasks
+from lms_sync.cluster.ticker import defer_tick
 from lms_sync.config import load_config
 from lms_sync.pipeline import run_sources
 from lms_sync.warehouse.db import make_engine, upgrade
@@ -195,19 +194,13 @@ def status_rows(target: QueueTarget, folder: Path) -> dict[str, dict[str, Any]]:
         tenants.close()
 
 
-def defer_tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | None]:
+def tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | None]:
     """What procrastinate's periodic deferrer does on `tickers` workers at once when the
     clock reaches `timestamp` (the real ones do it once a minute)."""
 
     async def go() -> list[int | None]:
-        app = build_app(target)
-        register_tasks(Runtime(app, Tenants([], [])))
-        periodic = app.periodic_registry.periodic_tasks[(TICK_TASK, "tick")]
-        async with app.open_async():
-            manager = app.job_manager
-            job = periodic.task.configure(task_kwargs={"timestamp": timestamp}).job
-            return await asyncio.gather(*(manager.defer_periodic_job(job, "tick", timestamp)
-                                          for _ in range(tickers)))
+        async with build_app(target).open_async() as app:
+            return await asyncio.gather(*(defer_tick(app, timestamp) for _ in range(tickers)))
 
     return asyncio.run(go())
 
@@ -228,9 +221,9 @@ def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_it
 
     # more ticks come while the sweep still runs, each from two tickers at once. They are for
     # minutes already past: procrastinate's tickers only go forward, so no real one repeats them
-    assert sorted(defer_tick(queue, t0 - 60), key=bool)[0] is None  # one of the two was refused
+    assert sorted(tick(queue, t0 - 60), key=bool)[0] is None  # one of the two was refused
     wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 2, "the second tick", 20, pool)
-    defer_tick(queue, t0 - 120)
+    tick(queue, t0 - 120)
     wait_until(lambda: sum(len(w.all("tick.done")) for w in pool) >= 3, "the third tick", 20, pool)
     academy_row = status_rows(queue, folder)["academy-sandbox"]  # what `cluster status` shows
     assert (academy_row["queued"], academy_row["running"].split()[0]) == ("yes", "worker")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lms_sync.cluster.queue import defer_sync_async, sync_args
+from lms_sync.cluster.queue import CONTROL_QUEUE, TICK_TASK, defer_sync_async, sync_args
 from lms_sync.cluster.tenants import Tenant
 from lms_sync.config import Config, SourceConfig
 from lms_sync.cron import cron_trigger
@@ -22,6 +22,7 @@ from lms_sync.logs import get_logger
 
 TICK = timedelta(minutes=1)
 CRON = "* * * * *"  # procrastinate's cron for the tick task
+PERIODIC_ID = "tick"
 
 
 def due_sources(cfg: Config, start: datetime, end: datetime) -> list[SourceConfig]:
@@ -49,3 +50,10 @@ async def tick(app: Any, tenants: Iterable[Tenant], timestamp: int) -> dict[str,
             counts["queued" if job else "coalesced"] += 1
     get_logger("lms_sync.cluster").info("tick.done", due=end.isoformat(), **counts)
     return counts
+
+
+async def defer_tick(app: Any, timestamp: int) -> int | None:
+    """Queue the tick for ``timestamp`` as procrastinate's periodic deferrer does when the
+    clock reaches it: once per timestamp, whoever asks (None if it was queued already)."""
+    job = app.configure_task(TICK_TASK, queue=CONTROL_QUEUE, task_kwargs={"timestamp": timestamp}).job
+    return await app.job_manager.defer_periodic_job(job, PERIODIC_ID, timestamp)

@@ -70,7 +70,7 @@ def register_tasks(rt: jobs.Runtime) -> None:
     def identity_pass(tenant: str) -> str:
         return jobs.run_identity_job(rt, tenant)
 
-    @app.periodic(cron=ticker.CRON, periodic_id="tick")
+    @app.periodic(cron=ticker.CRON, periodic_id=ticker.PERIODIC_ID)
     @app.task(name=TICK_TASK, queue=CONTROL_QUEUE)
     async def tick(timestamp: int) -> str:
         counts = await ticker.tick(app, rt.tenants.all(), timestamp)
