@@ -1,0 +1,199 @@
+"""The worker pool's scaling: one tick's work done by 1, 2 and 4 `lms-sync worker` processes.
+
+    python benchmarks/cluster.py --warehouse postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        [--sources 40] [--latency-ms 50] [--learners 20] [--workers 1,2,4] [--concurrency 1] \\
+        [--out results.json]
+
+The sandbox fakes run in this process: ``--sources / 5`` tenants, each with its own five
+vendors (all five kinds) answering every request ``--latency-ms`` late. Each round gets
+a fresh job queue and fresh, migrated warehouse schemas (one per tenant), so every round
+does the same work: the first full sync of every source, and each tenant's identity pass.
+
+A round starts its workers, waits until each has registered, then queues the tick of a
+minute every source's cron names (1 January, 00:00) the way procrastinate's periodic
+deferrer does; a worker's ticker runs it and queues every source. The figure is the wall
+time from that tick to an empty queue; the speed-up is round 1's time over each round's.
+Peak RSS (VmHWM) of every worker process is read just before it is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+CORES = len(os.sched_getaffinity(0))
+NEW_YEAR = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+SCHEDULE = "0 0 1 1 *"  # due at NEW_YEAR's tick only: the workers' own start-up tick queues nothing
+TARGET_SPEEDUP_AT_4 = 3.0
+
+
+def start_tenants(count: int, learners: int, latency_ms: float) -> tuple[list[dict[str, Any]], list[Any]]:
+    """`count` tenants' sources blocks, each its own five sandbox vendors."""
+    from lms_sync.commands.sandbox import start_all
+
+    blocks, servers = [], []
+    for t in range(count):
+        started = start_all(learners, seed=t + 1, latency_ms=latency_ms)
+        servers += [server for _kind, server, _block in started]
+        blocks.append({f"{kind}-sandbox": block for kind, _server, block in started})
+    return blocks, servers
+
+
+def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, list[str]]:
+    """A fresh queue and one fresh, migrated warehouse schema per tenant; their config files."""
+    from lms_sync.cluster.queue import QueueTarget, init_queue
+    from lms_sync.warehouse.db import make_engine, upgrade
+
+    folder.mkdir(parents=True)
+    target = QueueTarget(url, f"bench_q_{uuid.uuid4().hex[:8]}", "--warehouse")
+    init_queue(target)
+    schemas = [target.schema]
+    for t, sources in enumerate(blocks):
+        schema = f"bench_w_{uuid.uuid4().hex[:8]}"
+        schemas.append(schema)
+        engine = make_engine(url, schema)
+        upgrade(engine)
+        engine.dispose()
+        tree = {"warehouse": {"url": url, "schema": schema}, "logging": {"format": "json", "level": "INFO"},
+                "defaults": {"schedule": SCHEDULE}, "sources": sources}
+        (folder / f"tenant{t:02d}.yaml").write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return target, schemas
+
+
+class WorkerProcess:
+    def __init__(self, folder: Path, target: Any, concurrency: int, log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lms_sync", "worker", "--configs", str(folder),
+             "--queue-url", target.url, "--queue-schema", target.schema,
+             "--concurrency", str(concurrency), "--heartbeat-seconds", "2"],
+            env={k: v for k, v in os.environ.items() if not k.startswith("LMS_SYNC_")},
+            stdout=subprocess.DEVNULL, stderr=self._fh)
+
+    def started(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log.read_text()[-2000:]}")
+        return '"event": "worker.started"' in self.log.read_text()
+
+    def peak_rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
+            line = next(line for line in fh if line.startswith("VmHWM:"))
+        return round(int(line.split()[1]) / 1024, 1)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(120)
+        finally:
+            self._fh.close()
+
+
+def queue_counts(target: Any) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(target.conninfo, options=target.options) as conn:
+        rows = conn.execute("SELECT task_name || ':' || status, count(*) FROM procrastinate_jobs "
+                            "GROUP BY 1").fetchall()
+    return dict(rows)
+
+
+def tick(target: Any) -> None:
+    from lms_sync.cluster.queue import build_app
+    from lms_sync.cluster.ticker import defer_tick
+
+    async def go() -> None:
+        async with build_app(target).open_async() as app:
+            assert await defer_tick(app, NEW_YEAR) is not None
+
+    asyncio.run(go())
+
+
+def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any]],
+              tmp: Path) -> dict[str, Any]:
+    from lms_sync.cluster.queue import IDENTITY_TASK, SYNC_TASK
+
+    target, schemas = prepare(args.warehouse, blocks, tmp / f"round{workers}")
+    pool = [WorkerProcess(tmp / f"round{workers}", target, args.concurrency, tmp / f"w{workers}-{i}.log")
+            for i in range(workers)]
+    try:
+        while not all(w.started() for w in pool):
+            time.sleep(0.1)
+        t0 = time.perf_counter()
+        tick(target)
+        sources = sum(len(b) for b in blocks)
+        while True:
+            counts = queue_counts(target)
+            busy = sum(n for k, n in counts.items() if k.endswith((":todo", ":doing")))
+            if not busy and counts.get(f"{SYNC_TASK}:succeeded", 0) + counts.get(f"{SYNC_TASK}:failed", 0) \
+                    >= sources:
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        rss = [w.peak_rss_mb() for w in pool]
+    finally:
+        codes = [w.stop() for w in pool]
+        common.drop_pg_schemas(args.warehouse, schemas)
+    failed = counts.get(f"{SYNC_TASK}:failed", 0)
+    return {"workers": workers, "concurrency": args.concurrency, "wall_seconds": round(wall, 2),
+            "sync_jobs": counts.get(f"{SYNC_TASK}:succeeded", 0), "failed_jobs": failed,
+            "identity_jobs": counts.get(f"{IDENTITY_TASK}:succeeded", 0),
+            "peak_rss_mb_per_worker": rss, "exit_codes": codes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--warehouse", required=True, help="PostgreSQL URL (the queue and the warehouses)")
+    p.add_argument("--sources", type=int, default=40, help="a multiple of 5 (tenants x five kinds)")
+    p.add_argument("--latency-ms", type=float, default=50.0)
+    p.add_argument("--learners", type=int, default=20, help="people per tenant's sandbox")
+    p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--concurrency", type=int, default=1, help="runs at once per worker")
+    p.add_argument("--out", help="also write the results here (JSON)")
+    args = p.parse_args(argv)
+    from lms_sync.logs import configure
+
+    configure("json", "WARNING")
+    blocks, servers = start_tenants(max(1, args.sources // 5), args.learners, args.latency_ms)
+    rounds = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in (int(x) for x in args.workers.split(",")):
+                rounds.append(run_round(n, args, blocks, Path(tmp)))
+                print(json.dumps(rounds[-1]), file=sys.stderr)
+    finally:
+        for server in servers:
+            server.stop()
+    base = rounds[0]["wall_seconds"]
+    for r in rounds:
+        r["speedup"] = round(base / r["wall_seconds"], 2)
+    result = {"sources": sum(len(b) for b in blocks), "tenants": len(blocks),
+              "latency_ms": args.latency_ms, "learners": args.learners, "cores": CORES,
+              "load_average": os.getloadavg(), "rounds": rounds,
+              "target": {"speedup_at_4_workers": TARGET_SPEEDUP_AT_4}}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
