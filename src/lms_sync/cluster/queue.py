@@ -74,9 +74,12 @@ class QueueTarget:
 
 def resolve_target(url: str | None, schema: str | None, configs: Iterable[Config]) -> QueueTarget:
     """The queue from ``--queue-url`` / ``--queue-schema``, else the one the configs name
-    (``cluster.queue_url``, which defaults to ``$LMS_SYNC_QUEUE_URL``)."""
-    if url:
-        target = QueueTarget(url, schema or ClusterConfig().queue_schema, "--queue-url")
+    (``cluster.queue_url``, which defaults to ``$LMS_SYNC_QUEUE_URL``), else, with no
+    config at all, ``$LMS_SYNC_QUEUE_URL``."""
+    env = ClusterConfig()  # $LMS_SYNC_QUEUE_URL, $LMS_SYNC_QUEUE_SCHEMA
+    if url or (not configs and env.queue_url):
+        where = "--queue-url" if url else "LMS_SYNC_QUEUE_URL"
+        target = QueueTarget(url or env.queue_url or "", schema or env.queue_schema, where)
     else:
         named = {(c.cluster.queue_url, schema or c.cluster.queue_schema): c.path
                  for c in configs if c.cluster.queue_url}

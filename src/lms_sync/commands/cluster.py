@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     c = sub.add_parser("cluster", help="the worker pool's job queue")
     csub = c.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
-    init = csub.add_parser("init", parents=[common], help="create the job queue (procrastinate's schema)")
+    init = csub.add_parser("init", parents=[common], help="create the job queue (procrastinate's schema): "
+                           "--queue-url, else the one --config names, else $LMS_SYNC_QUEUE_URL")
     _queue_options(init)
     init.set_defaults(func=run_init)
     st = csub.add_parser("status", help="queued, running, last result and next due per tenant and source")
@@ -154,7 +155,8 @@ def run_init(args: argparse.Namespace) -> int:
     from lms_sync.cluster.queue import init_queue, resolve_target
 
     require_procrastinate()
-    configs = [] if args.queue_url else [setup(args)]
+    # the queue of --queue-url, else of --config, else $LMS_SYNC_QUEUE_URL (a compose service)
+    configs = [setup(args)] if args.config and not args.queue_url else []
     target = resolve_target(args.queue_url, args.queue_schema, configs)
     created = init_queue(target)
     print(f"job queue {'created' if created else 'already there'}: {target.shown}")
