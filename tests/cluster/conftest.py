@@ -31,7 +31,7 @@ from lms_sync.warehouse.tables import (
     sync_runs,
 )
 from tests.conftest import POSTGRES_URL, need_server
-from tests.test_daemon import Daemon
+from tests.test_daemon import Daemon, daemons  # noqa: F401 - the fixture: processes killed at the end
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER = "0 0 1 1 *"  # due at no tick a test sees: runs come from `lms-sync enqueue`
@@ -188,14 +188,6 @@ def stop_all(pool: list[Worker]) -> list[int]:
     for w in pool:
         w.proc.send_signal(signal.SIGTERM)
     return [w.wait() for w in pool]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.kill()
 
 
 def wait_until(predicate: Callable[[], Any], what: str, limit: float = 60.0,

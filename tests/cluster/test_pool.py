@@ -62,14 +62,15 @@ def settled(target: QueueTarget, tenant_schemas: dict[str, str], per_tenant: int
 
 
 def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_warehouse(
-        tmp_path, schemas, queue, sandbox, workers):
+        tmp_path, schemas, queue, sandbox, daemons):
     folder = tmp_path / "tenants"
     tenant_schemas = {f"tenant{i}": schemas.new(f"w{i}") for i in range(4)}
     vendors = [sandbox(10, seed=1), sandbox(14, seed=2)]  # tenants 0 and 2 share one sandbox, 1 and 3
     paths = {name: write_tenant(folder, name, schema, vendors[i % 2], schedule="* * * * *")
              for i, (name, schema) in enumerate(tenant_schemas.items())}
-    for i in range(3):  # the warehouses are new: the workers migrate them, one at a time
-        workers.append(Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "3"))
+    # the warehouses are new: the workers migrate them, one at a time
+    workers = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "3") for i in range(3)]
+    daemons.extend(workers)
     # meanwhile, the truth: each sandbox synced by one process
     truth = [reference_sync(paths[f"tenant{i}"], schemas.new("ref")) for i in range(2)]
 
@@ -135,12 +136,12 @@ def running_on(target: QueueTarget, pool: list[Worker]) -> Worker | None:
 
 
 def test_a_killed_worker_s_run_is_retried_by_another_and_sigterm_requeues_a_run(
-        tmp_path, schemas, queue, sandbox, workers):
+        tmp_path, schemas, queue, sandbox, daemons):
     folder, schema = tmp_path / "tenants", schemas.new("w")
     sources, url = slow_academy(sandbox, 200, latency_ms=20)
     path = write_tenant(folder, "acme", schema, sources)
     pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "1") for i in range(3)]
-    workers.extend(pool)
+    daemons.extend(pool)
     for w in pool:
         w.worker_ids()
     assert enqueue(queue, path) != [None]
@@ -206,13 +207,13 @@ def tick(target: QueueTarget, timestamp: int, tickers: int = 2) -> list[int | No
 
 
 def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_its_run(
-        tmp_path, schemas, queue, sandbox, workers):
+        tmp_path, schemas, queue, sandbox, daemons):
     folder, schema = tmp_path / "tenants", schemas.new("w")
     academy, url = slow_academy(sandbox, 200, latency_ms=150)  # running until the test mends it
     write_tenant(folder, "acme", schema, {**academy, **sandbox(8, seed=6, kinds=["absorb"])},
                  schedule="* * * * *")
     pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "2") for i in range(2)]
-    workers.extend(pool)
+    daemons.extend(pool)
 
     # both tickers start: the minute that just passed is ticked once
     first = wait_until(lambda: [e for w in pool for e in w.all("tick.done")], "the first tick", 30, pool)
@@ -246,7 +247,7 @@ def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_it
 
 
 def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_run(
-        tmp_path, schemas, queue, sandbox, workers):
+        tmp_path, schemas, queue, sandbox, daemons):
     folder = tmp_path / "tenants"
     vendor = sandbox(8, seed=2, kinds=["absorb"])
     good_schema, late_schema = schemas.new("w"), schemas.new("w")
@@ -256,7 +257,7 @@ def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_
                                           "password": "${LMS_SYNC_TEST_NOT_SET}"}}}
     bad = write_tenant(folder, "bad", schemas.new("w"), broken)
     w = Worker(folder, queue, tmp_path / "w.log", "--health-port", "0", "--health-host", "127.0.0.1")
-    workers.append(w)
+    daemons.append(w)
     queued, refused = lms_sync_at_once(["enqueue", "--config", str(good), *queue_args(queue)],
                                        ["enqueue", "--config", str(bad), *queue_args(queue)])
     started = w.wait_for(lambda: w.event("worker.started"), "worker.started")
@@ -299,7 +300,7 @@ def _get(port: int, path: str) -> str:
 
 
 def test_a_failed_run_is_retried_with_backoff_and_rejected_credentials_are_not(
-        tmp_path, schemas, queue, sandbox, workers):
+        tmp_path, schemas, queue, sandbox, daemons):
     folder = tmp_path / "tenants"
     flaky = sandbox(8, seed=3, kinds=["absorb"])
     url = flaky["absorb-sandbox"]["base_url"]
@@ -310,7 +311,7 @@ def test_a_failed_run_is_retried_with_backoff_and_rejected_credentials_are_not(
     wrong["ispring-sandbox"]["auth"]["client_secret"] = "not-the-secret"
     wrong_path = write_tenant(folder, "wrong", schemas.new("w"), wrong)
     w = Worker(folder, queue, tmp_path / "w.log")
-    workers.append(w)
+    daemons.append(w)
     w.worker_ids()
     for path in (flaky_path, wrong_path):
         enqueue(queue, path)
@@ -329,11 +330,11 @@ def test_a_failed_run_is_retried_with_backoff_and_rejected_credentials_are_not(
     assert "not-the-secret" not in w.log_path.read_text()
 
 
-def test_a_signal_during_startup_or_idle_exits_cleanly(tmp_path, queue, workers):
+def test_a_signal_during_startup_or_idle_exits_cleanly(tmp_path, queue, daemons):
     folder = tmp_path / "tenants"
     folder.mkdir()
     w = Worker(folder, queue, tmp_path / "w.log")
-    workers.append(w)
+    daemons.append(w)
     w.worker_ids()
     w.proc.send_signal(signal.SIGINT)
     assert w.proc.wait(30) == 0
