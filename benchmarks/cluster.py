@@ -98,6 +98,12 @@ class WorkerProcess:
             line = next(line for line in fh if line.startswith("VmHWM:"))
         return round(int(line.split()[1]) / 1024, 1)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the worker so far (/proc/PID/stat, clock ticks)."""
+        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -136,6 +142,8 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
     try:
         while not all(w.started() for w in pool):
             time.sleep(0.1)
+        cpu0 = [w.cpu_seconds() for w in pool]
+        fakes0 = common.cpu_seconds()
         t0 = time.perf_counter()
         tick(target)
         sources = sum(len(b) for b in blocks)
@@ -147,7 +155,10 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
                 break
             time.sleep(0.05)
         wall = time.perf_counter() - t0
+        # this process serves the fakes and polls the queue: its CPU is the fakes' (mostly)
+        fakes_cpu = round(common.cpu_seconds() - fakes0, 2)
         rss = [w.peak_rss_mb() for w in pool]
+        cpu = [round(w.cpu_seconds() - c, 2) for w, c in zip(pool, cpu0, strict=True)]
     finally:
         codes = [w.stop() for w in pool]
         common.drop_pg_schemas(args.warehouse, schemas)
@@ -155,7 +166,9 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
     return {"workers": workers, "concurrency": args.concurrency, "wall_seconds": round(wall, 2),
             "sync_jobs": counts.get(f"{SYNC_TASK}:succeeded", 0), "failed_jobs": failed,
             "identity_jobs": counts.get(f"{IDENTITY_TASK}:succeeded", 0),
-            "peak_rss_mb_per_worker": rss, "exit_codes": codes}
+            "peak_rss_mb_per_worker": rss, "cpu_seconds_per_worker": cpu, "fakes_cpu_seconds": fakes_cpu,
+            # no schedule of this work on these cores can be faster (PostgreSQL's CPU not counted)
+            "cpu_floor_seconds": round((sum(cpu) + fakes_cpu) / CORES, 2), "exit_codes": codes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,7 +108,7 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
         health = _health(settings, rt, workers) if settings.health_port is not None else None
         try:
             await _started(log, settings, tenants, workers, running)
-            await _until_stop(stopping, running)
+            signalled = await _until_stop(stopping, running)
             log.info("worker.stopping", in_flight=_in_flight(rt), timeout_seconds=settings.shutdown_timeout)
             rt.stop.set()
             for w in workers:
@@ -125,7 +125,7 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
                 health.stop()
             tenants.close()
     log.info("worker.stopped", clean=True)
-    return 0
+    return 0 if signalled else 1
 
 
 def _on_signals(loop: asyncio.AbstractEventLoop, rt: jobs.Runtime, stopping: asyncio.Event) -> None:
@@ -159,14 +159,17 @@ async def _started(log: Any, settings: Settings, tenants: Tenants, workers: list
              tenants=sorted(t.name for t in tenants.all()), skipped=tenants.skipped())
 
 
-async def _until_stop(stopping: asyncio.Event, running: list[asyncio.Task[Any]]) -> None:
-    """Wait for a signal, or for a worker that ended by itself (its database went away)."""
+async def _until_stop(stopping: asyncio.Event, running: list[asyncio.Task[Any]]) -> bool:
+    """Wait for a signal (True), or for a worker that ended by itself (False: its database
+    went away; the process exits 1 so that its supervisor starts it again)."""
     waiter = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
-    for task in done:
-        if task is not waiter and task.exception() is not None:
-            get_logger("lms_sync.cluster").error("worker.failed", error=one_line(task.exception()))
+    failed = [t for t in done if t is not waiter]
+    for task in failed:
+        error = one_line(task.exception()) if task.exception() else "it stopped by itself"
+        get_logger("lms_sync.cluster").error("worker.failed", worker=task.get_name(), error=error)
+    return not failed
 
 
 async def _reload(tenants: Tenants, every: float, stopping: asyncio.Event) -> None:
