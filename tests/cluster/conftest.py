@@ -155,12 +155,15 @@ def queue_args(target: QueueTarget) -> list[str]:
 class Worker(Daemon):
     """An `lms-sync worker` process, its stderr (JSON lines) in a file."""
 
-    def __init__(self, folder: Path, target: QueueTarget, log: Path, *extra: str) -> None:
+    def __init__(self, folder: Path, target: QueueTarget, log: Path, *extra: str,
+                 boot: str | None = None) -> None:
+        """``boot``: Python code that registers test connectors and runs the CLI."""
         self.log_path = log
         self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed by stop()/kill()
         args = ["worker", "--configs", str(folder), *queue_args(target), "--heartbeat-seconds", "1",
                 "--stalled-seconds", "3", "--reload-seconds", "0.3", *extra]
-        self.proc = subprocess.Popen([sys.executable, "-m", "lms_sync", *args], cwd=ROOT,
+        start = ["-c", boot] if boot else ["-m", "lms_sync"]
+        self.proc = subprocess.Popen([sys.executable, *start, *args], cwd=ROOT,
                                      env=cli_env(), stdout=subprocess.DEVNULL, stderr=self._log)
 
     def worker_ids(self) -> list[int]:

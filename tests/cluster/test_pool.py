@@ -330,6 +330,28 @@ def test_a_failed_run_is_retried_with_backoff_and_rejected_credentials_are_not(
     assert "not-the-secret" not in w.log_path.read_text()
 
 
+def test_a_run_that_does_not_stop_in_time_is_marked_interrupted_and_queued_again(
+        tmp_path, schemas, queue, daemons, monkeypatch):
+    from lms_sync.connectors import KINDS
+    from tests.test_daemon import BOOT
+
+    monkeypatch.setitem(KINDS, "slow", "tests.test_daemon:SlowConnector")  # the vendor never answers
+    folder, schema = tmp_path / "tenants", schemas.new("w")
+    path = write_tenant(folder, "acme", schema, {"stuck": {"kind": "slow", "base_url": "http://127.0.0.1:9",
+                                                           "options": {"hang": True}}})
+    w = Worker(folder, queue, tmp_path / "w.log", "--shutdown-timeout", "0.5", boot=BOOT)
+    daemons.append(w)
+    [job_id] = enqueue(queue, path)
+    wait_until(lambda: [r for r in runs(schema) if r["result"] == "running"], "the run in flight", 60, [w])
+    assert w.stop() == 0
+    stopped = w.event("worker.stopped")
+    assert stopped["clean"] is False and stopped["abandoned"] == [job_id]
+    assert [(r["stream"], r["result"], r["error"]) for r in runs(schema)] == [
+        ("users", "failed", "interrupted")]
+    assert [(j["id"] == job_id, j["status"], j["args"]["source"]) for j in jobs(queue)
+            if j["task_name"] == SYNC_TASK] == [(True, "aborted", "stuck"), (False, "todo", "stuck")]
+
+
 def test_a_signal_during_startup_or_idle_exits_cleanly(tmp_path, queue, daemons):
     folder = tmp_path / "tenants"
     folder.mkdir()

@@ -33,7 +33,7 @@ from lms_sync.cluster.queue import (
     TICK_TASK,
     QueueTarget,
     build_app,
-    defer_sync,
+    defer_sync_async,
 )
 from lms_sync.cluster.tenants import Tenants
 from lms_sync.health import HealthServer
@@ -109,16 +109,8 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
         try:
             await _started(log, settings, tenants, workers, running)
             signalled = await _until_stop(stopping, running)
-            log.info("worker.stopping", in_flight=_in_flight(rt), timeout_seconds=settings.shutdown_timeout)
-            rt.stop.set()
-            for w in workers:
-                w.stop()
-            _done, pending = await asyncio.wait(running, timeout=settings.shutdown_timeout)
+            await _shutdown(rt, workers, running, settings.shutdown_timeout)
             stopping.set()
-            if pending:
-                await _abandon(rt)
-                log.warning("worker.stopped", clean=False, abandoned=sorted(rt.in_flight))
-                _hard_exit(0)  # the stuck threads cannot be waited for
             await asyncio.gather(*side, return_exceptions=True)
         finally:
             if health is not None:
@@ -126,6 +118,21 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
             tenants.close()
     log.info("worker.stopped", clean=True)
     return 0 if signalled else 1
+
+
+async def _shutdown(rt: jobs.Runtime, workers: list[Any], running: list[asyncio.Task[Any]],
+                    timeout: float) -> None:
+    """Stop fetching, let runs commit their batch and stop; past ``timeout``, abandon them."""
+    log = get_logger("lms_sync.cluster")
+    log.info("worker.stopping", in_flight=_in_flight(rt), timeout_seconds=timeout)
+    rt.stop.set()
+    for w in workers:
+        w.stop()
+    _done, pending = await asyncio.wait(running, timeout=timeout)
+    if pending:
+        await _abandon(rt)
+        log.warning("worker.stopped", clean=False, abandoned=sorted(rt.in_flight))
+        _hard_exit(0)  # the stuck threads cannot be waited for
 
 
 def _on_signals(loop: asyncio.AbstractEventLoop, rt: jobs.Runtime, stopping: asyncio.Event) -> None:
@@ -202,7 +209,7 @@ async def _abandon(rt: jobs.Runtime) -> None:
             if tenant is not None:
                 with rt.tenants.warehouse(tenant) as engine:
                     state.fail_stale_runs(engine, INTERRUPTED, [job.args["source"]], since=job.started)
-            await asyncio.to_thread(defer_sync, rt.app, job.args)
+            await defer_sync_async(rt.app, job.args)
             await rt.app.job_manager.finish_job_by_id_async(job.job_id, status=Status.ABORTED,
                                                             delete_job=False)
         except Exception as exc:  # noqa: BLE001 - exiting; the reaper requeues it later
