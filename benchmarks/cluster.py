@@ -136,8 +136,9 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
               tmp: Path) -> dict[str, Any]:
     from lms_sync.cluster.queue import IDENTITY_TASK, SYNC_TASK
 
-    target, schemas = prepare(args.warehouse, blocks, tmp / f"round{workers}")
-    pool = [WorkerProcess(tmp / f"round{workers}", target, args.concurrency, tmp / f"w{workers}-{i}.log")
+    folder = tmp / f"round{len(list(tmp.glob('round*')))}-{workers}"
+    target, schemas = prepare(args.warehouse, blocks, folder)
+    pool = [WorkerProcess(folder, target, args.concurrency, folder / f"worker{i}.log")
             for i in range(workers)]
     try:
         while not all(w.started() for w in pool):
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--concurrency", type=int, default=1, help="runs at once per worker")
     p.add_argument("--out", help="also write the results here (JSON)")
+    p.add_argument("--logs", metavar="DIR", help="keep the tenants' files and workers' logs here")
     args = p.parse_args(argv)
     from lms_sync.logs import configure
 
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for n in (int(x) for x in args.workers.split(",")):
-                rounds.append(run_round(n, args, blocks, Path(tmp)))
+                rounds.append(run_round(n, args, blocks, Path(args.logs or tmp)))
                 print(json.dumps(rounds[-1]), file=sys.stderr)
     finally:
         for server in servers:
