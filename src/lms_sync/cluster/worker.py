@@ -93,14 +93,17 @@ async def _serve(settings: Settings, tenants: Tenants) -> int:
     register_tasks(rt)
     stopping = asyncio.Event()
     _on_signals(loop, rt, stopping)
-    common = {"install_signal_handlers": False, "fetch_job_polling_interval": FETCH_POLL_SECONDS,
-              "update_heartbeat_interval": settings.heartbeat_seconds,
-              "stalled_worker_timeout": settings.stalled_seconds}
+
+    def worker(queue: str, concurrency: int, delete_jobs: str) -> Worker:
+        return Worker(app=app, queues=[queue], name=f"{settings.name}/{queue}", concurrency=concurrency,
+                      delete_jobs=delete_jobs, install_signal_handlers=False,
+                      fetch_job_polling_interval=FETCH_POLL_SECONDS,
+                      update_heartbeat_interval=settings.heartbeat_seconds,
+                      stalled_worker_timeout=settings.stalled_seconds)
+
     async with app.open_async():
-        workers = [Worker(app=app, queues=[SYNC_QUEUE], name=f"{settings.name}/sync",
-                          concurrency=settings.concurrency, **common),
-                   Worker(app=app, queues=[CONTROL_QUEUE], name=f"{settings.name}/ticker",
-                          concurrency=1, delete_jobs="successful", **common)]
+        # the ticker's jobs are deleted once done: one a minute, forever
+        workers = [worker(SYNC_QUEUE, settings.concurrency, "never"), worker(CONTROL_QUEUE, 1, "successful")]
         running = [asyncio.create_task(w.run(), name=w.worker_name) for w in workers]
         side = [asyncio.create_task(_reload(tenants, settings.reload_seconds, stopping)),
                 asyncio.create_task(reaper.reap_forever(app, settings.target, settings.heartbeat_seconds,
@@ -174,7 +177,8 @@ async def _until_stop(stopping: asyncio.Event, running: list[asyncio.Task[Any]])
     waiter.cancel()
     failed = [t for t in done if t is not waiter]
     for task in failed:
-        error = one_line(task.exception()) if task.exception() else "it stopped by itself"
+        exc = task.exception()
+        error = one_line(exc) if exc is not None else "it stopped by itself"
         get_logger("lms_sync.cluster").error("worker.failed", worker=task.get_name(), error=error)
     return not failed
 
@@ -231,6 +235,7 @@ def _health(settings: Settings, rt: jobs.Runtime, workers: list[Any]) -> HealthS
                 "queue": settings.target.shown, "tenants": sorted(t.name for t in rt.tenants.all()),
                 "skipped": rt.tenants.skipped(), "in_flight": _in_flight(rt)}
 
+    assert settings.health_port is not None
     try:
         server = WorkerHealth(settings.health_host, settings.health_port, settings.target, status,
                               alive=lambda: not rt.stop.is_set())
