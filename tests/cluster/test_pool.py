@@ -71,11 +71,10 @@ def test_three_workers_run_each_due_source_once_per_tick_into_each_tenants_own_w
     # the warehouses are new: the workers migrate them, one at a time
     workers = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "3") for i in range(3)]
     daemons.extend(workers)
-    # meanwhile, the truth: each sandbox synced by one process
-    truth = [reference_sync(paths[f"tenant{i}"], schemas.new("ref")) for i in range(2)]
-
     wait_until(lambda: settled(queue, tenant_schemas, len(KINDS)), "every source run", 120, workers)
-    assert stop_all(workers) == [0, 0, 0]  # before the next minute's tick
+    assert stop_all(workers) == [0, 0, 0]  # before the next minute's tick, if it has not come
+    # the truth: each sandbox synced by one process
+    truth = [reference_sync(paths[f"tenant{i}"], schemas.new("ref")) for i in range(2)]
 
     # one tick per minute, across three tickers; each due source queued once per tick
     ticks = [e["due"] for w in workers for e in w.all("tick.done")]
