@@ -287,6 +287,11 @@ def test_a_tenant_with_a_missing_variable_is_skipped_in_one_line_and_the_others_
                           ["late", "absorb-sandbox", "-", "-", "succeeded"]], status.stdout
     assert status.stdout.splitlines()[-1] == f"  ! skipped {bad} (see the error above)"
     assert status.stderr.count("tenant.skipped") == 1 and "Traceback" not in status.stderr
+    # the file mended: the tenant is served; a file removed: its tenant is dropped
+    write_tenant(folder, "bad", schemas.new("w"), vendor)
+    late.unlink()
+    w.wait_for(lambda: w.event("tenant.loaded", tenant="bad") and w.event("tenant.removed", tenant="late"),
+               "the mended and the removed tenant")
     assert w.stop() == 0
     assert "Traceback" not in w.log_path.read_text()
 
