@@ -91,7 +91,8 @@ class WorkerProcess:
     def started(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log.read_text()[-2000:]}")
-        return '"event": "worker.started"' in self.log.read_text()
+        log = self.log.read_text()  # registered, and its tenants' warehouses opened
+        return '"event": "worker.started"' in log and '"event": "tenants.prepared"' in log
 
     def peak_rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
@@ -112,12 +113,25 @@ class WorkerProcess:
             self._fh.close()
 
 
-def queue_counts(target: Any) -> dict[str, int]:
-    import psycopg
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every process of the local PostgreSQL server so far (its other
+    users' share included: on a shared machine, an upper bound of this benchmark's)."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                head, _, rest = fh.read().rpartition(")")
+        except OSError:
+            continue
+        if head.partition("(")[2].startswith("postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
-    with psycopg.connect(target.conninfo, options=target.options) as conn:
-        rows = conn.execute("SELECT task_name || ':' || status, count(*) FROM procrastinate_jobs "
-                            "GROUP BY 1").fetchall()
+
+def queue_counts(conn: Any) -> dict[str, int]:
+    rows = conn.execute("SELECT task_name || ':' || status, count(*) FROM procrastinate_jobs "
+                        "GROUP BY 1").fetchall()
     return dict(rows)
 
 
@@ -134,6 +148,8 @@ def tick(target: Any) -> None:
 
 def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any]],
               tmp: Path) -> dict[str, Any]:
+    import psycopg
+
     from lms_sync.cluster.queue import IDENTITY_TASK, SYNC_TASK
 
     folder = tmp / f"round{len(list(tmp.glob('round*')))}-{workers}"
@@ -144,20 +160,23 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
         while not all(w.started() for w in pool):
             time.sleep(0.1)
         cpu0 = [w.cpu_seconds() for w in pool]
-        fakes0 = common.cpu_seconds()
-        t0 = time.perf_counter()
-        tick(target)
+        fakes0, pg0 = common.cpu_seconds(), postgres_cpu_seconds()
         sources = sum(len(b) for b in blocks)
-        while True:
-            counts = queue_counts(target)
-            busy = sum(n for k, n in counts.items() if k.endswith((":todo", ":doing")))
-            if not busy and counts.get(f"{SYNC_TASK}:succeeded", 0) + counts.get(f"{SYNC_TASK}:failed", 0) \
-                    >= sources:
-                break
-            time.sleep(0.05)
-        wall = time.perf_counter() - t0
+        # one connection, a look every 0.1 s: the fakes share this process's GIL
+        with psycopg.connect(target.conninfo, options=target.options, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            tick(target)
+            while True:
+                counts = queue_counts(conn)
+                busy = sum(n for k, n in counts.items() if k.endswith((":todo", ":doing")))
+                done = counts.get(f"{SYNC_TASK}:succeeded", 0) + counts.get(f"{SYNC_TASK}:failed", 0)
+                if not busy and done >= sources:
+                    break
+                time.sleep(0.1)
+            wall = time.perf_counter() - t0
         # this process serves the fakes and polls the queue: its CPU is the fakes' (mostly)
         fakes_cpu = round(common.cpu_seconds() - fakes0, 2)
+        pg_cpu = round(postgres_cpu_seconds() - pg0, 2)
         rss = [w.peak_rss_mb() for w in pool]
         cpu = [round(w.cpu_seconds() - c, 2) for w, c in zip(pool, cpu0, strict=True)]
     finally:
@@ -168,8 +187,12 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
             "sync_jobs": counts.get(f"{SYNC_TASK}:succeeded", 0), "failed_jobs": failed,
             "identity_jobs": counts.get(f"{IDENTITY_TASK}:succeeded", 0),
             "peak_rss_mb_per_worker": rss, "cpu_seconds_per_worker": cpu, "fakes_cpu_seconds": fakes_cpu,
+            "postgres_cpu_seconds": pg_cpu,
             # no schedule of this work on these cores can be faster (PostgreSQL's CPU not counted)
-            "cpu_floor_seconds": round((sum(cpu) + fakes_cpu) / CORES, 2), "exit_codes": codes}
+            "cpu_floor_seconds": round((sum(cpu) + fakes_cpu) / CORES, 2),
+            # cores this round kept busy on average (workers, fakes, the whole PostgreSQL server)
+            "cores_busy": round((sum(cpu) + fakes_cpu + pg_cpu) / wall, 2),
+            "load_average_1min": os.getloadavg()[0], "exit_codes": codes}
 
 
 def main(argv: list[str] | None = None) -> int:

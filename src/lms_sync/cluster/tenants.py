@@ -84,10 +84,11 @@ class Tenants:
         found = [p for d in self.dirs for p in sorted(d.glob("*.yaml")) if p.is_file()]
         return found + [f for f in self.files if f not in found]
 
-    def refresh(self) -> None:
-        """Load new and changed files, drop removed ones."""
+    def refresh(self) -> list[Tenant]:
+        """Load new and changed files, drop removed ones; returns the tenants (re)loaded."""
         with self._lock:
             seen: dict[str, Path] = {}
+            before = dict(self._loaded)
             for path in self.paths():
                 try:
                     st = path.stat()
@@ -100,6 +101,7 @@ class Tenants:
                 self.log.warning("tenant.removed", tenant=name, path=str(self._loaded.pop(name).path))
             metrics.tenants.labels("loaded").set(len(self._loaded))
             metrics.tenants.labels("skipped").set(len(self._broken))
+            return [t for n, t in self._loaded.items() if before.get(n) is not t]
 
     def _refresh_one(self, path: Path, stamp: tuple[int, int], seen: dict[str, Path]) -> None:
         name = path.stem
@@ -180,6 +182,19 @@ class Tenants:
                 wh.active -= 1
                 if not wh.active:
                     wh.engine.dispose()  # idle connections only; the engine stays usable
+
+    def prepare(self, tenants: Iterable[Tenant]) -> None:
+        """Open and migrate these tenants' warehouses now, not in their first job: a
+        warehouse that cannot be reached is said at once (``tenant.warehouse_failed``),
+        and the first tick does not wait for alembic."""
+        from lms_sync.logs import one_line
+
+        for tenant in tenants:
+            try:
+                with self.warehouse(tenant):
+                    pass
+            except Exception as exc:  # noqa: BLE001 - the tenant's jobs retry; the others go on
+                self.log.error("tenant.warehouse_failed", tenant=tenant.name, error=one_line(exc))
 
     def close(self) -> None:
         with self._lock:

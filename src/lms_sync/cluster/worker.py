@@ -184,12 +184,16 @@ async def _until_stop(stopping: asyncio.Event, running: list[asyncio.Task[Any]])
 
 
 async def _reload(tenants: Tenants, every: float, stopping: asyncio.Event) -> None:
-    """Re-read the tenant files: a new or changed file needs no restart."""
+    """Prepare the tenants' warehouses, then re-read the files every ``every`` seconds: a
+    new or changed file needs no restart."""
+    await asyncio.to_thread(tenants.prepare, tenants.all())
+    get_logger("lms_sync.cluster").info("tenants.prepared", tenants=len(tenants.all()))
     while not stopping.is_set():
         try:
             await asyncio.wait_for(stopping.wait(), timeout=every)
         except TimeoutError:
-            await asyncio.to_thread(tenants.refresh)
+            changed = await asyncio.to_thread(tenants.refresh)
+            await asyncio.to_thread(tenants.prepare, changed)
 
 
 def _in_flight(rt: jobs.Runtime) -> list[dict[str, Any]]:
