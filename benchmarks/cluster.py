@@ -4,16 +4,21 @@
         [--sources 40] [--latency-ms 50] [--learners 20] [--workers 1,2,4] [--concurrency 1] \\
         [--out results.json]
 
-The sandbox fakes run in this process: ``--sources / 5`` tenants, each with its own five
-vendors (all five kinds) answering every request ``--latency-ms`` late. Each round gets
-a fresh job queue and fresh, migrated warehouse schemas (one per tenant), so every round
-does the same work: the first full sync of every source, and each tenant's identity pass.
+``--sources / 5`` tenants, each with its own five sandbox vendors (all five kinds) in an
+`lms-sync sandbox` process of their own, answering every request ``--latency-ms`` late.
+Each round gets a fresh job queue and fresh, migrated warehouse schemas (one per tenant),
+so every round does the same work: the first full sync of every source, and each
+tenant's identity pass.
 
-A round starts its workers, waits until each has registered, then queues the tick of a
-minute every source's cron names (1 January, 00:00) the way procrastinate's periodic
-deferrer does; a worker's ticker runs it and queues every source. The figure is the wall
-time from that tick to an empty queue; the speed-up is round 1's time over each round's.
-Peak RSS (VmHWM) of every worker process is read just before it is stopped.
+A round starts its workers and waits until each has registered and opened its tenants'
+warehouses (``tenants.prepared``), then queues the tick of a minute every source's cron
+names (1 January, 00:00) the way procrastinate's periodic deferrer does; a worker's
+ticker runs it and queues every source. The figure is the wall time from that tick to an
+empty queue; the speed-up is round 1's time over each round's. Peak RSS (VmHWM) of every
+worker process is read just before it is stopped; CPU seconds of the workers, the
+sandboxes and the whole PostgreSQL server are taken over the tick's work, and
+``cores_busy`` is their sum over the wall time: far below the machine's cores, the round
+waits on latency; near them (or near what other load leaves), on CPU.
 """
 
 from __future__ import annotations
@@ -44,16 +49,39 @@ SCHEDULE = "0 0 1 1 *"  # due at NEW_YEAR's tick only: the workers' own start-up
 TARGET_SPEEDUP_AT_4 = 3.0
 
 
-def start_tenants(count: int, learners: int, latency_ms: float) -> tuple[list[dict[str, Any]], list[Any]]:
-    """`count` tenants' sources blocks, each its own five sandbox vendors."""
-    from lms_sync.commands.sandbox import start_all
+class Sandbox:
+    """One tenant's five sandbox vendors, served by an `lms-sync sandbox` process of their
+    own: eight tenants' vendors in one process would share its GIL and measure that."""
 
-    blocks, servers = [], []
-    for t in range(count):
-        started = start_all(learners, seed=t + 1, latency_ms=latency_ms)
-        servers += [server for _kind, server, _block in started]
-        blocks.append({f"{kind}-sandbox": block for kind, _server, block in started})
-    return blocks, servers
+    def __init__(self, seed: int, learners: int, latency_ms: float, folder: Path) -> None:
+        self.config = folder / f"sandbox{seed}.yaml"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lms_sync", "sandbox", "--port-base", "0", "--seed", str(seed),
+             "--learners", str(learners), "--latency-ms", str(latency_ms),
+             "--write-config", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sources(self) -> dict[str, Any]:
+        while not self.config.exists() or not self.config.read_text(encoding="utf-8").strip():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lms-sync sandbox exited ({self.proc.returncode})")
+            time.sleep(0.1)
+        time.sleep(0.2)  # written in one go, but give the writer its close
+        return yaml.safe_load(self.config.read_text(encoding="utf-8"))["sources"]
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, list[str]]:
@@ -100,10 +128,7 @@ class WorkerProcess:
         return round(int(line.split()[1]) / 1024, 1)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the worker so far (/proc/PID/stat, clock ticks)."""
-        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rpartition(")")[2].split()
-        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -146,13 +171,14 @@ def tick(target: Any) -> None:
     asyncio.run(go())
 
 
-def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any]],
+def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
               tmp: Path) -> dict[str, Any]:
     import psycopg
 
     from lms_sync.cluster.queue import IDENTITY_TASK, SYNC_TASK
 
     folder = tmp / f"round{len(list(tmp.glob('round*')))}-{workers}"
+    blocks = [sandbox.sources() for sandbox in sandboxes]
     target, schemas = prepare(args.warehouse, blocks, folder)
     pool = [WorkerProcess(folder, target, args.concurrency, folder / f"worker{i}.log")
             for i in range(workers)]
@@ -160,9 +186,8 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
         while not all(w.started() for w in pool):
             time.sleep(0.1)
         cpu0 = [w.cpu_seconds() for w in pool]
-        fakes0, pg0 = common.cpu_seconds(), postgres_cpu_seconds()
+        fakes0, pg0 = sum(f.cpu_seconds() for f in sandboxes), postgres_cpu_seconds()
         sources = sum(len(b) for b in blocks)
-        # one connection, a look every 0.1 s: the fakes share this process's GIL
         with psycopg.connect(target.conninfo, options=target.options, autocommit=True) as conn:
             t0 = time.perf_counter()
             tick(target)
@@ -174,8 +199,7 @@ def run_round(workers: int, args: argparse.Namespace, blocks: list[dict[str, Any
                     break
                 time.sleep(0.1)
             wall = time.perf_counter() - t0
-        # this process serves the fakes and polls the queue: its CPU is the fakes' (mostly)
-        fakes_cpu = round(common.cpu_seconds() - fakes0, 2)
+        fakes_cpu = round(sum(f.cpu_seconds() for f in sandboxes) - fakes0, 2)
         pg_cpu = round(postgres_cpu_seconds() - pg0, 2)
         rss = [w.peak_rss_mb() for w in pool]
         cpu = [round(w.cpu_seconds() - c, 2) for w, c in zip(pool, cpu0, strict=True)]
@@ -209,20 +233,21 @@ def main(argv: list[str] | None = None) -> int:
     from lms_sync.logs import configure
 
     configure("json", "WARNING")
-    blocks, servers = start_tenants(max(1, args.sources // 5), args.learners, args.latency_ms)
-    rounds = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sandboxes = [Sandbox(t + 1, args.learners, args.latency_ms, Path(tmp))
+                     for t in range(max(1, args.sources // 5))]
+        try:
             for n in (int(x) for x in args.workers.split(",")):
-                rounds.append(run_round(n, args, blocks, Path(args.logs or tmp)))
+                rounds.append(run_round(n, args, sandboxes, Path(args.logs or tmp)))
                 print(json.dumps(rounds[-1]), file=sys.stderr)
-    finally:
-        for server in servers:
-            server.stop()
+        finally:
+            for sandbox in sandboxes:
+                sandbox.stop()
     base = rounds[0]["wall_seconds"]
     for r in rounds:
         r["speedup"] = round(base / r["wall_seconds"], 2)
-    result = {"sources": sum(len(b) for b in blocks), "tenants": len(blocks),
+    result = {"sources": 5 * len(sandboxes), "tenants": len(sandboxes),
               "latency_ms": args.latency_ms, "learners": args.learners, "cores": CORES,
               "load_average": os.getloadavg(), "rounds": rounds,
               "target": {"speedup_at_4_workers": TARGET_SPEEDUP_AT_4}}
