@@ -11,8 +11,16 @@ from lms_sync.cli import main
 from lms_sync.cluster.ticker import due_sources
 from lms_sync.config import parse_config
 from lms_sync.errors import ConfigError
+from lms_sync.logs import configure
 from tests.cluster.conftest import write_tenant
 from tests.conftest import POSTGRES_URL
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_the_suite_has_it():
+    """`main()` configures logging from the command's config (INFO): put the suite's back."""
+    yield
+    configure("json", "WARNING")
 
 
 def config(**schedules: str | tuple[str, str]):  # type: ignore[no-untyped-def]
