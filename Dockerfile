@@ -1,4 +1,5 @@
-# lms-sync: the daemon image (also serves the sandbox vendors for the compose `sandbox` profile).
+# lms-sync: the daemon image (also the worker pool's `lms-sync worker`, and the sandbox vendors
+# for the compose `sandbox` and `cluster` profiles).
 #   docker build -t lms-sync .
 #   docker run --rm -v $PWD/config.yaml:/etc/lms-sync/config.yaml:ro --env-file .env lms-sync
 FROM python:3.11-slim
@@ -13,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install '.[postgres]' \
+RUN pip install '.[postgres,cluster]' \
     && rm -rf /src \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin lms \
     && mkdir -p /etc/lms-sync /data \

@@ -10,7 +10,7 @@ BIN = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,postgres,mysql]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres,mysql,cluster]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -76,7 +76,7 @@ def _dockerfile_healthcheck() -> list[str]:
 def test_dockerfile_builds_a_non_root_daemon_image_with_a_healthcheck():
     lines = [line.strip() for line in DOCKERFILE.splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
-    assert "pip install '.[postgres]'" in DOCKERFILE
+    assert "pip install '.[postgres,cluster]'" in DOCKERFILE  # the daemon and the worker pool
     user = next(line.split()[1] for line in lines if line.startswith("USER "))
     assert user not in {"root", "0"}
     assert re.search(rf"useradd .*\b{user}\b", DOCKERFILE)
@@ -115,8 +115,37 @@ def test_compose_file_wires_postgres_daemon_and_sandbox():
         # time for runs in flight to commit (daemon.shutdown_timeout_seconds defaults to 60)
         assert int(svc["stop_grace_period"].rstrip("s")) > 60
     assert SERVICES["lms-sync-sandbox"]["depends_on"]["sandbox"] == {"condition": "service_healthy"}
-    assert SERVICES["sandbox"]["profiles"] == ["sandbox"]
+    assert SERVICES["sandbox"]["profiles"] == ["sandbox", "cluster"]
     assert SERVICES["sandbox"]["command"][:2] == ["lms-sync", "sandbox"]
+
+
+def test_compose_cluster_profile_runs_three_workers_over_the_sandbox_tenants():
+    from lms_sync.cli import _load_extra_commands, _parser
+    from lms_sync.config import parse_config
+
+    init, worker = SERVICES["cluster-init"], SERVICES["lms-sync-worker"]
+    assert init["profiles"] == worker["profiles"] == ["cluster"]
+    assert worker["deploy"]["replicas"] == 3
+    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                    "sandbox": {"condition": "service_healthy"},
+                                    "cluster-init": {"condition": "service_completed_successfully"}}
+    assert worker["volumes"] == ["./docker/tenants:/etc/lms-sync/tenants:ro"]
+    queue_url = worker["environment"]["LMS_SYNC_QUEUE_URL"]
+    assert queue_url.startswith("postgresql://") and "@postgres:5432/" in queue_url
+    _load_extra_commands()
+    for svc in (init, worker):  # the commands parse as lms-sync parses them
+        assert svc["command"][0] == "lms-sync"
+        _parser().parse_args(svc["command"][1:])
+    assert _parser().parse_args(worker["command"][1:]).configs == ["/etc/lms-sync/tenants"]
+    # the tenants: the sandbox's sources, each in a warehouse schema of its own
+    sandbox = yaml.safe_load(SANDBOX_CONFIG.read_text(encoding="utf-8"))
+    paths = sorted((ROOT / "docker" / "tenants").glob("*.yaml"))
+    tenants = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in paths]
+    assert len(tenants) >= 2
+    assert all(t["sources"] == sandbox["sources"] for t in tenants)
+    env = {"LMS_SYNC_WAREHOUSE_URL": "postgresql+psycopg://lms_sync:pw@postgres:5432/lms_sync"}
+    configs = [parse_config(t, str(p), environ=env) for t, p in zip(tenants, paths, strict=True)]
+    assert len({c.warehouse.schema_ for c in configs}) == len(configs)
 
 
 def test_env_example_names_every_variable_the_compose_file_and_example_config_need():

@@ -145,6 +145,23 @@ class ProvisionConfig(_Model):
         return value
 
 
+def _queue_url_default() -> str | None:
+    """``LMS_SYNC_QUEUE_URL``, so many tenant files need not repeat the queue's address."""
+    return os.environ.get("LMS_SYNC_QUEUE_URL", "").strip() or None
+
+
+class ClusterConfig(_Model):
+    """The worker pool (``lms-sync worker``, extra ``[cluster]``): where the job queue lives
+    and how a failed run of this config's sources is retried."""
+
+    queue_url: str | None = Field(default_factory=_queue_url_default, repr=False)
+    queue_schema: str = Field(default_factory=lambda: os.environ.get("LMS_SYNC_QUEUE_SCHEMA")
+                              or "lms_sync_queue", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    retries: int = Field(default=5, ge=0, le=100)
+    retry_wait_seconds: float = Field(default=60.0, ge=0)
+    """The first retry waits this long; each further one twice as long (at most an hour)."""
+
+
 class SourceConfig(_Model):
     id: str
     kind: str
@@ -174,6 +191,7 @@ class Config(_Model):
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     path: str = "<memory>"
     unusable: dict[str, ConfigError] = Field(default_factory=dict, exclude=True, repr=False)
@@ -184,9 +202,10 @@ class Config(_Model):
     def secret_values(self) -> list[str]:
         """Every secret in the config, for the log redaction processor."""
         values = [v for s in self.sources.values() for v in s.secret_values()]
-        password = _url_password(self.warehouse.url)
-        if password:
-            values.append(password)
+        for url in (self.warehouse.url, self.cluster.queue_url):
+            password = _url_password(url) if url else None
+            if password:
+                values.append(password)
         return values
 
     def schedule_of(self, source: SourceConfig) -> tuple[str, str]:

@@ -1,0 +1,246 @@
+"""Where the job queue lives, the procrastinate app on it, and how a run is queued.
+
+The queue is procrastinate's tables in a schema of their own (``cluster.queue_schema``)
+of the PostgreSQL database ``cluster.queue_url`` names: it may be the warehouse's
+server. Every connection sets ``search_path`` to that schema, so several queues (or
+test runs) share one database without seeing each other's jobs.
+
+A sync job's ``lock`` and ``queueing_lock`` are both ``tenant:source``: procrastinate
+never runs two jobs of one source at once, and keeps at most one waiting (a second
+defer raises ``AlreadyEnqueued``, logged ``sync.coalesced``). The warehouse's own
+per-source lock stays as the fence behind it (a daemon on the same warehouse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lms_sync.config import ClusterConfig, Config
+from lms_sync.errors import UserError
+from lms_sync.logs import get_logger, one_line
+
+SYNC_TASK = "lms_sync.sync_source"
+IDENTITY_TASK = "lms_sync.identity"
+TICK_TASK = "lms_sync.tick"
+SYNC_QUEUE = "lms_sync.sync"          # sync and identity jobs: the --concurrency slots
+CONTROL_QUEUE = "lms_sync.control"    # the ticker: a slot of its own, never behind a long sync
+
+
+def sync_lock(tenant: str, source: str) -> str:
+    return f"{tenant}:{source}"
+
+
+def identity_lock(tenant: str) -> str:
+    # '#' is in no source id (config.py's _SOURCE_ID), so no source's lock is this one
+    return f"{tenant}#identity"
+
+
+@dataclass(frozen=True)
+class QueueTarget:
+    """A queue: a PostgreSQL URL (may carry a password) and a schema; ``where`` names
+    the setting it came from, for error messages."""
+
+    url: str
+    schema: str
+    where: str
+
+    @property
+    def conninfo(self) -> str:
+        """The URL as libpq reads it (no SQLAlchemy ``+driver``)."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @property
+    def shown(self) -> str:
+        """Host, database and schema, for logs and messages: never the password."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.url)
+        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database} schema {self.schema}"
+
+    @property
+    def options(self) -> str:
+        return f"-c search_path={self.schema}"
+
+    def lock_key(self, what: str) -> int:
+        """A PostgreSQL advisory lock key for ``what`` in this queue."""
+        digest = hashlib.blake2b(f"{self.schema}|{what}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+
+def resolve_target(url: str | None, schema: str | None, configs: Iterable[Config]) -> QueueTarget:
+    """The queue from ``--queue-url`` / ``--queue-schema``, else the one the configs name
+    (``cluster.queue_url``, which defaults to ``$LMS_SYNC_QUEUE_URL``), else, with no
+    config at all, ``$LMS_SYNC_QUEUE_URL``."""
+    env = ClusterConfig()  # $LMS_SYNC_QUEUE_URL, $LMS_SYNC_QUEUE_SCHEMA
+    if url or (not configs and env.queue_url):
+        where = "--queue-url" if url else "LMS_SYNC_QUEUE_URL"
+        target = QueueTarget(url or env.queue_url or "", schema or env.queue_schema, where)
+    else:
+        named = {(c.cluster.queue_url, schema or c.cluster.queue_schema): c.path
+                 for c in configs if c.cluster.queue_url}
+        if not named:
+            raise UserError("no job queue is configured, cluster.queue_url; set it in the config, "
+                            "export LMS_SYNC_QUEUE_URL or pass --queue-url")
+        if len(named) > 1:
+            paths = ", ".join(sorted(named.values())[:3])
+            raise UserError(f"the configs name different job queues ({paths}), cluster.queue_url; "
+                            "give them one, or pass --queue-url")
+        (queue_url, queue_schema), path = next(iter(named.items()))
+        target = QueueTarget(queue_url, queue_schema, f"{path}: cluster.queue_url")
+    _check_url(target)
+    return target
+
+
+def _check_url(target: QueueTarget) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(target.url).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend != "postgresql":
+        raise UserError(f"the job queue must be a PostgreSQL database URL, {target.where}; "
+                        "use e.g. postgresql://user@host:5432/db")
+
+
+def same_queue(target: QueueTarget, cfg: Config) -> bool:
+    """Whether a tenant's config leaves the queue to the worker or names this one."""
+    if not cfg.cluster.queue_url:
+        return True
+    other = QueueTarget(cfg.cluster.queue_url, cfg.cluster.queue_schema, "")
+    try:
+        return other.conninfo == target.conninfo and other.schema == target.schema
+    except Exception:  # noqa: BLE001 - not a URL: not this queue
+        return False
+
+
+# ------------------------------------------------------------------ the schema
+
+
+def _connect(target: QueueTarget) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(target.conninfo, options=target.options, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise UserError(f"cannot reach the job queue at {target.shown} ({one_line(exc)}), "
+                        f"{target.where}; check the URL and that PostgreSQL is running") from None
+
+
+def is_ready(target: QueueTarget) -> bool:
+    """Whether procrastinate's tables exist in the queue's schema."""
+    with _connect(target) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", [f'"{target.schema}".procrastinate_jobs'])
+        return found.fetchone()[0] is not None
+
+
+def require_ready(target: QueueTarget) -> None:
+    if not is_ready(target):
+        raise UserError(f"the job queue at {target.shown} has no procrastinate tables yet, "
+                        f"{target.where}; run `lms-sync cluster init` once")
+
+
+def init_queue(target: QueueTarget) -> bool:
+    """Create the schema and apply procrastinate's own schema unless it is there.
+
+    Returns False if it was already there. One transaction under an advisory lock: two
+    ``cluster init`` at once (several containers starting) leave one complete schema.
+    """
+    from procrastinate.schema import SchemaManager
+
+    with _connect(target) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [target.lock_key("init")])
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')  # search_path names it
+        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is not None:
+            return False
+        conn.execute(SchemaManager.get_schema())  # the library's schema, as it ships it
+    return True
+
+
+# ------------------------------------------------------------------ the app
+
+
+def build_app(target: QueueTarget, pool_size: int = 4) -> Any:
+    """A procrastinate App on the queue (not opened). Tasks are deferred by name, so a
+    process that only queues jobs (``lms-sync enqueue``) registers none."""
+    from procrastinate import App, PsycopgConnector
+
+    _quiet_procrastinate()
+
+    connector = PsycopgConnector(conninfo=target.conninfo, kwargs={"options": target.options},
+                                 min_size=1, max_size=pool_size)
+    return App(connector=connector)
+
+
+def _quiet_procrastinate() -> None:
+    """procrastinate logs every job at INFO; our events say it per tenant and source. Its
+    error line for a job we ended on purpose (RunFailed, JobAborted: logged by us as one
+    line) would repeat ours with a traceback."""
+    import logging
+
+    logger = logging.getLogger("procrastinate")
+    if logging.getLogger().level > logging.DEBUG:  # --log-level DEBUG shows them all
+        logger.setLevel(logging.WARNING)
+
+    def not_ours(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ not in {"RunFailed", "JobAborted"}
+
+    for name in ("procrastinate", "procrastinate.worker"):  # filters do not inherit
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "__name__", "") == "not_ours" for f in logger.filters):
+            logger.addFilter(not_ours)
+
+
+def sync_deferrer(app: Any, tenant: str, source: str, retry_in: float | None = None) -> Any:
+    """A procrastinate job deferrer for one run of ``tenant``'s ``source``."""
+    lock = sync_lock(tenant, source)
+    options: dict[str, Any] = {"lock": lock, "queueing_lock": lock, "queue": SYNC_QUEUE}
+    if retry_in:
+        options["schedule_in"] = {"seconds": retry_in}
+    return app.configure_task(SYNC_TASK, **options)
+
+
+def sync_args(tenant: str, source: str, *, full_refresh: bool = False, since: str | None = None,
+              attempt: int = 1, due: str | None = None) -> dict[str, Any]:
+    """A sync job's arguments: what to run, never where it stopped (the cursor stays in
+    the warehouse, committed with each batch)."""
+    return {"tenant": tenant, "source": source, "full_refresh": full_refresh, "since": since,
+            "attempt": attempt, "due": due}
+
+
+def coalesced(tenant: str, source: str, **fields: Any) -> None:
+    from lms_sync.cluster import metrics
+
+    metrics.coalesced.labels(tenant, source).inc()
+    get_logger("lms_sync.cluster").info(
+        "sync.coalesced", tenant=tenant, source=source,
+        reason="a run of this source is already queued; it serves this request", **fields)
+
+
+def defer_sync(app: Any, args: dict[str, Any], retry_in: float | None = None) -> int | None:
+    """Queue a run (from a thread or a plain process); None if one was already queued."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    try:
+        return sync_deferrer(app, args["tenant"], args["source"], retry_in).defer(**args)
+    except AlreadyEnqueued:
+        coalesced(args["tenant"], args["source"], due=args.get("due"))
+        return None
+
+
+async def defer_sync_async(app: Any, args: dict[str, Any]) -> int | None:
+    """:func:`defer_sync` on the worker's event loop (the ticker)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    try:
+        return await sync_deferrer(app, args["tenant"], args["source"]).defer_async(**args)
+    except AlreadyEnqueued:
+        coalesced(args["tenant"], args["source"], due=args.get("due"))
+        return None
