@@ -160,8 +160,9 @@ async def _started(log: Any, settings: Settings, tenants: Tenants, workers: list
     while any(w.worker_id is None for w in workers):
         if any(t.done() for t in running):
             for t in running:
-                if t.done() and t.exception():
-                    raise t.exception()  # type: ignore[misc]
+                exc = t.exception() if t.done() else None
+                if exc is not None:
+                    raise exc
             return
         await asyncio.sleep(0.05)
     log.info("worker.started", name=settings.name, worker_ids=[w.worker_id for w in workers],
