@@ -26,22 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
-import httpx
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    model_validator,
-)
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
 from lms_sync.canonical import (
     ActivityProgress,
@@ -54,9 +45,10 @@ from lms_sync.canonical import (
     Snapshot,
     stable_json,
 )
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
-from lms_sync.errors import DataError
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.rest import Number, RestStream, Text, VendorModel, When, describe_json
 from lms_sync.http import BasicAuth, HttpClient, NextUrlPaginator
+from lms_sync.http.paging import Page
 from lms_sync.keyset import KeySet
 
 ANONYMIZED = "anonymized user"
@@ -86,23 +78,7 @@ ANON_KEY_FIELDS = ("id", "lms_user_id", "course_id", "item_type", "item_id", "re
                    "course_enroll_date", "course_start_date", "item_start_time", "user_joined_date")
 
 
-def _blank(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
-
-
-Text = Annotated[str | None, BeforeValidator(_blank)]
-When = Annotated[datetime | None, BeforeValidator(_blank)]
-Number = Annotated[float | None, BeforeValidator(_blank)]
-
-
-class _Row(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-class UdemyCourse(_Row):
+class UdemyCourse(VendorModel):
     id: int
     title: Text = None
     description: Text = None
@@ -110,7 +86,7 @@ class UdemyCourse(_Row):
     categories: list[str] = Field(default_factory=list)
 
 
-class UserRow(_Row):
+class UserRow(VendorModel):
     user_email: str
     user_name: Text = None
     user_surname: Text = None
@@ -258,15 +234,8 @@ def normalize_activity(raw: dict[str, Any], anon: str | None = None) -> Snapshot
                            figures=figures, raw=raw)
 
 
-def describe_error(response: httpx.Response) -> str | None:
-    """Udemy (Django REST framework) error bodies: ``{"detail": "..."}``."""
-    body = response.json()
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("error")
-        if isinstance(detail, dict):
-            detail = detail.get("message")
-        return str(detail)[:300] if detail else None
-    return None
+describe_error = describe_json("detail", "detail.message", "message", "error")
+"""Udemy (Django REST framework) error bodies: ``{"detail": "..."}``."""
 
 
 # --------------------------------------------------------------------------- streams
@@ -305,19 +274,22 @@ class UdemyOptions(Settings):
         return self
 
 
-class _Reader(Stream):
-    """Reads every page of one endpoint and normalizes each row; reports the list's
-    ``count`` (the largest a page gave) when the list is read whole."""
+class _Reader(RestStream):
+    """One endpoint under the organization, paged by its absolute ``next`` link (rebased
+    onto base_url); ``count`` is the list's total. Reporting streams ask their field
+    classes and keep their rows' user fields for the learner records."""
 
-    path: ClassVar[str]
-    params: ClassVar[dict[str, str]] = {}
+    records = "results"
+    total_key = "count"
+    fix = "check base_url and organization_id"
     reporting: ClassVar[bool] = True
 
     def __init__(self, http: HttpClient, options: UdemyOptions) -> None:
-        self.http, self.options = http, options
+        super().__init__(http)
+        self.options = options
+        self.api = f"api-2.0/organizations/{quote(options.organization_id, safe='')}/"
 
-    def pages(self, ctx: ReadContext) -> Iterator[dict[str, Any]]:
-        api = f"api-2.0/organizations/{quote(self.options.organization_id, safe='')}/"
+    def params_for(self, ctx: ReadContext) -> dict[str, Any]:
         params: dict[str, Any] = {**self.params, "page": 1, "page_size": self.options.page_size}
         if self.reporting:
             params.update({f"fields[{c}]": "@all" for c in getattr(self.options.field_classes,
@@ -325,45 +297,49 @@ class _Reader(Stream):
             for name in ("from_date", "to_date"):
                 if getattr(self.options, name):
                     params[name] = getattr(self.options, name).isoformat()
+        return params
+
+    def paginator(self, ctx: ReadContext) -> NextUrlPaginator:
+        return NextUrlPaginator(f"{self.http.base_url}{self.api}", params=self.params_for(ctx),
+                                source=self.http.source_id, log=ctx.log)
+
+    def pages(self, ctx: ReadContext, path: str | None = None,
+              params: dict[str, Any] | None = None) -> Iterator[Page]:
+        params = self.params_for(ctx)
         asked = {k[7:-1] for k in params if k.startswith("fields[")}
-        paginator = NextUrlPaginator(f"{self.http.base_url}{api}", params=params,
-                                     source=self.http.source_id, log=ctx.log)
-        total, unasked = None, None
-        while paginator.has_next:
-            url = paginator.next_request().url
-            body = self.http.get_json(url) if url else self.http.get_json(api + self.path, params=params)
-            rows = body.get("results") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise DataError("the page has no results list", source=self.http.source_id,
-                                path=self.path, fix="check base_url and organization_id")
-            if (count := whole(body.get("count"))) is not None:
-                total = max(total or 0, count)
-            kind = next((r.get("_class") for r in rows if isinstance(r, dict)), None)
+        unasked = None
+        for page in super().pages(ctx, self.api + self.path, params):
+            kind = next((r.get("_class") for r in page.rows), None)
             if unasked is None and isinstance(kind, str) and kind not in asked:
                 unasked = kind  # a guess of ours is wrong: some fields may be missing
                 ctx.log.warning("udemy.field_class_unasked", row_class=kind, asked=sorted(asked),
                                 fix=f"add {kind!r} to options.field_classes.{self.name}")
-            yield from (row for row in rows if isinstance(row, dict))
-            paginator.update(count=len(rows), next_url=body.get("next") if rows else None)
-        if total is not None and not ctx.partial:
-            ctx.report_total(total)
+            yield page
 
-    def rows(self, ctx: ReadContext, normalize: Callable[[dict, str | None], Record | None],
-             ) -> Iterator[tuple[dict[str, Any], str | None, Record | None]]:
-        """(row, anonymous key or None, record or None when skipped) for every row."""
+    def rows_keyed(self, ctx: ReadContext) -> Iterator[tuple[dict[str, Any], str | None]]:
+        """(row, its anonymous key or None) for every row of a reporting list."""
         keys: dict[str, int] = {}
         ctx.partial = bool(self.options.from_date or self.options.to_date)
-        for row in self.pages(ctx):
+        for row in self.rows(ctx):
             anon = None
             if is_anonymized(row):
                 anon = anon_key(self.name, row)
                 keys[anon] = keys.get(anon, 0) + 1
                 anon = anon if keys[anon] == 1 else f"{anon}#{keys[anon]}"
                 ctx.count("anonymized")
-            vendor_id = anon or f"{row.get('user_email')}|{row.get('course_id')}"
-            yield row, anon, ctx.normalize(vendor_id, lambda r=row, a=anon: normalize(r, a))
+            yield row, anon
 
-    def done(self, ctx: ReadContext) -> Checkpoint:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        for row, anon in self.rows_keyed(ctx):
+            vendor_id = anon or f"{row.get('user_email')}|{row.get('course_id')}"
+            out = ctx.normalize(vendor_id, lambda r=row, a=anon: self.records_of(r, a))
+            yield from out or ()
+        yield self.cursor(ctx)
+
+    def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:
+        raise NotImplementedError
+
+    def cursor(self, ctx: ReadContext) -> Checkpoint:
         o = self.options
         return Checkpoint({"read_at": ctx.started_at.isoformat(),
                            "from_date": o.from_date.isoformat() if o.from_date else None,
@@ -373,17 +349,19 @@ class _Reader(Stream):
 class Courses(_Reader):
     name = "courses"
     path = "courses/list/"
-    params: ClassVar[dict[str, str]] = {"fields[course]": "@all"}
+    params: ClassVar[dict[str, Any]] = {"fields[course]": "@all"}
     reporting: ClassVar[bool] = False
     full_refresh_tables = ("courses",)
     total_table = "courses"
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        for row in self.pages(ctx):
-            record = ctx.normalize(row.get("id"), lambda r=row: normalize_course(r))
-            if record is not None:
-                yield record
-        yield Checkpoint({"read_at": ctx.started_at.isoformat()})
+        yield from RestStream.read(self, ctx)
+
+    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> Record:
+        return normalize_course(row)
+
+    def cursor(self, ctx: ReadContext) -> Checkpoint:
+        return Checkpoint({"read_at": ctx.started_at.isoformat()})
 
 
 class Enrollments(_Reader):
@@ -393,15 +371,14 @@ class Enrollments(_Reader):
     total_table = "enrollments"  # one row, one enrollment (its learner once per person)
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        seen = KeySet()  # learners already emitted: one per person, not per enrollment
-        for row, anon, record in self.rows(ctx, normalize_enrollment):
-            if record is None:
-                continue
-            assert isinstance(record, Enrollment)
-            if seen.add(record.learner_external_id):
-                yield normalize_learner(row, anon)
-            yield record
-        yield self.done(ctx)
+        self.seen = KeySet()  # learners already emitted: one per person, not per enrollment
+        yield from super().read(ctx)
+
+    def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:
+        record = normalize_enrollment(row, anon)
+        if self.seen.add(record.learner_external_id):
+            return [normalize_learner(row, anon), record]
+        return [record]
 
 
 class Progress(_Reader):
@@ -410,13 +387,9 @@ class Progress(_Reader):
     full_refresh_tables = ("activity_progress",)
     total_table = "activity_progress"
 
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        for row, anon, record in self.rows(ctx, normalize_progress):
-            if record is not None:
-                if anon:  # its own placeholder learner, seen by no other stream
-                    yield normalize_learner(row, anon)
-                yield record
-        yield self.done(ctx)
+    def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:
+        record = normalize_progress(row, anon)  # an anonymized row: its own placeholder learner
+        return [normalize_learner(row, anon), record] if anon else [record]
 
 
 class Activity(_Reader):
@@ -424,11 +397,8 @@ class Activity(_Reader):
     path = "analytics/user-activity/"
     total_table = "stat_snapshots"  # one row, one series (user x report_date)
 
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        for _row, _anon, record in self.rows(ctx, normalize_activity):
-            if record is not None:
-                yield record
-        yield self.done(ctx)
+    def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:
+        return [normalize_activity(row, anon)]
 
 
 class UdemyConnector(Connector):
