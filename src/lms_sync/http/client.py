@@ -194,8 +194,8 @@ class HttpClient:
             body = decode(response) if decode is not None else self.json_of(response)
             rows = body if records is None else dig(body, records)
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                what = f"a {records!r} list" if isinstance(records, str) else "a list"
-                raise DataError(f"the page has no {what} of objects", source=self.source_id,
+                what = f"has no {records!r} list" if isinstance(records, str) else "is not a list"
+                raise DataError(f"the page {what} of objects", source=self.source_id,
                                 path=response.request.url.path, fix=fix)
             number += 1
             page = Page(path, rows, body, number, response)
