@@ -1,27 +1,18 @@
 """Monotree academy (``kind: academy``): Open API statistics, users, per-user progress.
 
-Auth: a static key ``mono_...`` sent as ``Authorization: Bearer``; scopes ``read:stats``
-(every ``/stats/academy/*`` path) and ``read:users`` (``/users``). 401 (expired or revoked
-key) is fatal for the source; 403 fails the stream with the missing scope named. Budget:
-60 requests/minute per key (``requests_per_minute``), ``max_requests_per_run``.
+Auth: a ``mono_`` key sent as Bearer, scopes ``read:stats`` (``/stats/academy/*``) and
+``read:users`` (``/users``): 401 is fatal for the source, 403 fails the stream naming the
+scope. Budget: ``requests_per_minute`` (burst 1) and ``max_requests_per_run``. Streams:
 
-Streams, in order:
-
-* ``users``     /users (``links.next``) -> learners (kiosk, bot: ``is_placeholder``); each
-                user's ``groups[]`` -> org units and memberships ``<user>|<group>``
+* ``users``     /users (``links.next``, ``meta.total``) -> learners (kiosk, bot:
+                ``is_placeholder``), their ``groups[]`` -> org units, memberships
 * ``stats``     /stats/academy/* aggregates -> stat_snapshots (+ the courses, journeys)
-* ``progress``  the user sweep: /stats/academy/users/{id}/courses and .../onboarding ->
-                enrollments (rule table :data:`COURSE_RULES`; all ``assigned``)
+* ``progress``  the user sweep (state and cursor: ``academy_sweep``):
+                /stats/academy/users/{id}/courses and .../onboarding -> enrollments
 
-Contract facts: a full ``users`` read reports ``meta.total``. External ids: courses the
-vendor id, journeys ``journey:<id>``, onboarding ``onboarding``; enrollments
-``<user id>:<course id>``, ``<user id>:onboarding``. A wave of per-user 404s fails the
-stream (IncompleteRead), deleting nothing. The sweep resumes from its cursor where the
-budget stopped it; it is full (first run, ``--full-refresh``, every ``full_sweep_every_days``,
-a changed course list) or incremental (new, recently active and open users only);
-enrollments are soft-deleted only after a full sweep that started and finished in one run.
-
-See docs/vendors/academy.md: the sweep and why it is enough, its cursor, groups, guesses.
+External ids: courses the vendor id, journeys ``journey:<id>``, onboarding ``onboarding``;
+enrollments ``<user id>:<course id>``, ``<user id>:onboarding``. See
+docs/vendors/academy.md: full and incremental sweeps, the cursor, groups, guesses.
 """
 
 from __future__ import annotations
@@ -29,13 +20,15 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+import orjson
+from pydantic import Field, SecretStr
 
 from lms_sync.canonical import (
     Course,
@@ -46,6 +39,7 @@ from lms_sync.canonical import (
     LearnerOrgUnit,
     OrgUnit,
     OrgUnitKind,
+    Record,
     Snapshot,
 )
 from lms_sync.connectors.academy_sweep import (
@@ -64,6 +58,7 @@ from lms_sync.connectors.base import (
     Settings,
     Stream,
 )
+from lms_sync.connectors.rest import RestStream, VendorModel, describe_json
 from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
 from lms_sync.http.auth import HeaderAuth
 from lms_sync.http.paging import NextUrlPaginator
@@ -72,7 +67,6 @@ PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
 """User ``type`` -> never links to a person (shared device, machine account)."""
 NO_RECORD_TYPES = frozenset({"kiosk", "bot", "shadow"})
 """User types the per-user endpoints 404 by design (docs/vendors/academy.md): no part of a 404 wave."""
-
 COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first
     ("awaits_manual_completion", EnrollmentStatus.PENDING, None),
@@ -86,13 +80,14 @@ GROUP_KINDS: dict[str, OrgUnitKind] = {"department": OrgUnitKind.DEPARTMENT,
 ONBOARDING_ID = "onboarding"
 METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
            "journeys": "academy.journey_completion", "quiz": "academy.quiz_question"}
+CHECKPOINT_EVERY = 50
+"""Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
+WAVE_WHAT = "users visited (/stats/academy/users/{id}/courses or /onboarding)"
+WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotree.com) and that "
+            "auth.api_key is that customer's key; if both are right, report it to Monotree")
 
 
-class _Vendor(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class VUser(_Vendor):
+class VUser(VendorModel):
     id: int
     name: str | None = None
     email: str | None = None
@@ -102,7 +97,7 @@ class VUser(_Vendor):
     registered_at: datetime | None = None
 
 
-class VCourseRow(_Vendor):
+class VCourseRow(VendorModel):
     course_id: int
     title: str | None = None
     has_passed: bool = False
@@ -111,13 +106,13 @@ class VCourseRow(_Vendor):
     awaits_manual_completion: bool = False
 
 
-class VOnboarding(_Vendor):
+class VOnboarding(VendorModel):
     onboarding_completed_at: datetime | None = None
     is_overdue: bool | None = None
     onboarding_days: int | None = None
 
 
-class VFigures(_Vendor):
+class VFigures(VendorModel):
     id: int | None = None
     title: str | None = None
     type: str | None = None
@@ -125,7 +120,7 @@ class VFigures(_Vendor):
     not_completed: int = Field(ge=0)
 
 
-class VQuestion(_Vendor):
+class VQuestion(VendorModel):
     question_id: int
     body: str | None = None
     respondents: int = Field(ge=0)
@@ -134,14 +129,15 @@ class VQuestion(_Vendor):
 
 
 # ---------------------------------------------------------------------- normalization (pure)
+# Each vendor row is validated once; the public functions taking a row validate it, the
+# private ones build from the model (a row that makes two records is validated once).
 
 def split_name(name: str | None) -> tuple[str | None, str | None]:
     parts = (name or "").strip().rsplit(" ", 1)
     return (parts[0] or None, None) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def learner_from(row: dict[str, Any]) -> Learner:
-    u = VUser.model_validate(row)
+def _learner(u: VUser, row: dict[str, Any]) -> Learner:
     first, last = split_name(u.name)
     department = next((g.get("name") for g in u.groups
                        if isinstance(g, dict) and g.get("type") == "department"), None)
@@ -150,9 +146,7 @@ def learner_from(row: dict[str, Any]) -> Learner:
                    is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
 
 
-def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
-    """The user's groups as (org unit, membership); groups without an id are left out."""
-    u = VUser.model_validate(row)
+def _groups(u: VUser) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
     out = []
     for g in u.groups:
         if not isinstance(g, dict) or g.get("id") in (None, ""):
@@ -164,9 +158,19 @@ def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
     return out
 
 
+def learner_from(row: dict[str, Any]) -> Learner:
+    return _learner(VUser.model_validate(row), row)
+
+
+def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
+    """The user's groups as (org unit, membership); groups without an id are left out."""
+    return _groups(VUser.model_validate(row))
+
+
 def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
     """A listed user -> its learner and its groups (org unit, membership)."""
-    return learner_from(row), group_records(row)
+    u = VUser.model_validate(row)
+    return _learner(u, row), _groups(u)
 
 
 def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
@@ -175,20 +179,21 @@ def course_record(course_id: object, title: str | None, kind: CourseKind = Cours
                   raw={"id": course_id, "title": title})
 
 
-def journey_course(row: dict[str, Any]) -> Course:
-    j = VFigures.model_validate(row)
+def _journey(j: VFigures) -> Course:
     if j.type == "onboarding":
         return course_record(ONBOARDING_ID, j.title, CourseKind.ONBOARDING)
     return course_record(f"journey:{j.id}", j.title, CourseKind.JOURNEY)
+
+
+def journey_course(row: dict[str, Any]) -> Course:
+    return _journey(VFigures.model_validate(row))
 
 
 def _rate(done: int, not_done: int) -> float | None:
     return round(done * 100 / (done + not_done), 2) if done + not_done else None
 
 
-def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
-    """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
-    f = VFigures.model_validate(row)
+def _snapshot(kind: str, f: VFigures, row: dict[str, Any], group_key: str) -> Snapshot:
     figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
     if f.type is not None:
         figures["type"] = f.type
@@ -196,6 +201,23 @@ def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Sna
     return Snapshot.series(METRICS[kind], None if kind == "onboarding" else f.id, group_key,
                            subject_title=title, value=_rate(f.completed, f.not_completed),
                            figures=figures, raw=row)
+
+
+def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
+    """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
+    return _snapshot(kind, VFigures.model_validate(row), row, group_key)
+
+
+def aggregate_records(kind: str, row: dict[str, Any], group_key: str = "") -> list[Course | Snapshot]:
+    """An aggregate row -> its snapshot; on the unfiltered pass (no ``group_key``) a course
+    or journey row's course comes first."""
+    f = VFigures.model_validate(row)
+    if group_key or kind == "onboarding":
+        return [_snapshot(kind, f, row, group_key)]
+    if kind == "courses" and f.id is None:
+        raise ValueError("a course without an id")
+    course = course_record(f.id, f.title) if kind == "courses" else _journey(f)
+    return [course, _snapshot(kind, f, row, group_key)]
 
 
 def question_snapshot(quiz_id: int, row: dict[str, Any]) -> Snapshot:
@@ -214,13 +236,28 @@ def course_status(row: VCourseRow) -> tuple[EnrollmentStatus, bool | None, str]:
     return EnrollmentStatus.NOT_STARTED, None, "none"
 
 
-def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
-    r = VCourseRow.model_validate(row)
+def _enrollment(user_id: int, r: VCourseRow, row: dict[str, Any]) -> Enrollment:
     status, passed, why = course_status(r)
     return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
                       course_external_id=str(r.course_id), status=status, passed=passed,
                       progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
                       completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
+
+
+def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
+    return _enrollment(user_id, VCourseRow.model_validate(row), row)
+
+
+def course_rows(user_id: int, row: dict[str, Any], emitted: set[str]) -> list[Course | Enrollment]:
+    """A user's course row -> its enrollment, after its course unless in ``emitted``
+    (which the course id joins)."""
+    r = VCourseRow.model_validate(row)
+    enrollment = _enrollment(user_id, r, row)
+    if str(r.course_id) in emitted:
+        return [enrollment]
+    course = course_record(r.course_id, r.title)
+    emitted.add(course.external_id)
+    return [course, enrollment]
 
 
 def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
@@ -235,13 +272,12 @@ def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date
         status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
         completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
         enrolled_at=u.hired_at or u.registered_at, assigned=True,
-        required=True if o.onboarding_days is not None else None,  # [guess] see the docstring
+        required=True if o.onboarding_days is not None else None,  # [guess] docs/vendors/academy.md
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
-def describe_error(response: httpx.Response) -> str | None:
-    body = response.json()
-    return str(body.get("message"))[:200] if isinstance(body, dict) and body.get("message") else None
+describe_error = describe_json("message")
+"""Monotree (Laravel) error bodies: ``{"message": "..."}``."""
 
 
 # ---------------------------------------------------------------------- connector
@@ -292,13 +328,11 @@ class AcademyConnector(Connector):
         self.get("users", "read:users", params={"page": 1, "per_page": 1})
         self.get("stats/academy/onboarding", "read:stats")
 
-    def get(self, path: str, scope: str, *, params: Any = None,
-            accept: tuple[int, ...] = ()) -> httpx.Response:
-        """GET with the source's failures made readable (revoked key, missing scope)."""
-        assert self.http is not None
-        url = path if path.startswith("http") else self.prefix + path
+    @contextmanager
+    def scoped(self, scope: str) -> Iterator[None]:
+        """The source's failures made readable (revoked key, missing ``scope``)."""
         try:
-            return self.http.get(url, params=params, accept=accept)
+            yield
         except CredentialsRejected as exc:
             raise CredentialsRejected(
                 "the API key was rejected (expired or revoked)", source=self.source.id,
@@ -312,53 +346,30 @@ class AcademyConnector(Connector):
                                   path=exc.path, status=403,
                                   fix=f"grant the key the {scope} scope in Monotree") from None
 
-    def body(self, response: httpx.Response, want: type = list, payload: Any = None) -> Any:
-        """The ``data`` member of the JSON body (``payload``: the body, if parsed already)."""
+    def get(self, path: str, scope: str, *, params: Any = None,
+            accept: tuple[int, ...] = ()) -> httpx.Response:
+        assert self.http is not None
+        with self.scoped(scope):
+            return self.http.get(self.prefix + path, params=params, accept=accept)
+
+    def body(self, response: httpx.Response, want: type = list) -> Any:
+        """The ``data`` member of the JSON body."""
         try:
-            data = (response.json() if payload is None else payload)["data"]
-        except (ValueError, KeyError, TypeError):
+            data = orjson.loads(response.content)["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             data = None
         if not isinstance(data, want):
             raise DataError(f"expected a JSON body with a data {want.__name__}", source=self.source.id,
                             path=response.request.url.path, status=response.status_code)
         return data
 
-    def list_users(self, since: datetime | None = None,
-                   on_total: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
-        """Every listed user; ``on_total`` gets the first page's ``meta.total``, if any."""
-        pager = NextUrlPaginator()
-        params: dict[str, Any] = {"page": 1, "per_page": self.options.page_size}
-        if since is not None:
-            params["since"] = since.isoformat()
-        while pager.has_next:
-            req = pager.next_request()
-            response = self.get(req.url or "users", "read:users", params=None if req.url else params)
-            try:
-                payload = response.json()  # once: data and links
-            except ValueError:
-                payload = None
-            data = self.body(response, payload=payload)
-            links = payload.get("links") if isinstance(payload, dict) else None
-            total = (payload.get("meta") or {}).get("total") if isinstance(payload, dict) else None
-            if on_total is not None and pager.pages == 0 and type(total) is int:
-                on_total(total)
-            yield from data
-            pager.update(count=len(data), next_url=(links or {}).get("next"))
-
-    def all_users(self) -> SweepUsers:
+    def all_users(self, ctx: ReadContext) -> SweepUsers:
         """Every user the sweep visits (not of ``sweep_skip_types``), slimmed to what it
-        reads (the list is read once a run)."""
+        reads (the list is read once a run: by the users stream, else here)."""
         if self.users is None:
-            self.users = SweepUsers.of(self.list_users(), self.options.sweep_skip_types)
+            listing = replace(ctx, since=None, partial=True, counters={})  # no total to report
+            self.users = SweepUsers.of(UsersStream(self).rows(listing), self.options.sweep_skip_types)
         return self.users
-
-    def users_keeping_list(self, on_total: Callable[[int], None]) -> Iterator[Any]:
-        """The full user rows, streamed; the slim list for the sweep is kept on the way."""
-        kept = SweepUsers(self.options.sweep_skip_types)
-        for row in self.list_users(on_total=on_total):
-            kept.add(row)
-            yield row
-        self.users = kept.sorted()
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
         if not ids:
@@ -367,8 +378,8 @@ class AcademyConnector(Connector):
                             params={"group_ids": ",".join(map(str, ids))}, accept=(422,))
         if response.status_code == 422:
             try:
-                errors = response.json().get("errors") or {}
-            except (ValueError, AttributeError):
+                errors = orjson.loads(response.content).get("errors") or {}
+            except (orjson.JSONDecodeError, AttributeError):
                 errors = {}
             bad = sorted({ids[int(n)] for key in errors
                           for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
@@ -399,22 +410,37 @@ class AcademyConnector(Connector):
         return min(wanted, max(1, left // 2))
 
 
-class UsersStream(Stream):
+class UsersStream(RestStream):
     name = "users"
     full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # meta.total of a full read; kiosks and bots are yielded too
+    path, records, total_key = "users", "data", "meta.total"
 
     def __init__(self, c: AcademyConnector) -> None:
+        assert c.http is not None
+        super().__init__(c.http)
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Learner | OrgUnit | LearnerOrgUnit | Checkpoint]:
+    def params_for(self, ctx: ReadContext) -> dict[str, Any]:
+        since = {"since": ctx.since.isoformat()} if ctx.since else {}
+        return {"page": 1, "per_page": self.c.options.page_size, **since}
+
+    def paginator(self, ctx: ReadContext) -> NextUrlPaginator:
+        return NextUrlPaginator(next_key="links.next")
+
+    def rows(self, ctx: ReadContext) -> Iterator[dict[str, Any]]:
+        with self.c.scoped("read:users"):
+            for page in self.pages(ctx, self.c.prefix + self.path):
+                yield from page.rows
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         ctx.partial = ctx.since is not None
-        rows = (self.c.list_users(ctx.since) if ctx.since
-                else self.c.users_keeping_list(ctx.report_total))
+        kept = None if ctx.partial else SweepUsers(self.c.options.sweep_skip_types)  # for the sweep
         units: set[str] = set()  # groups yielded this read (every member repeats them)
-        for row in rows:
-            records = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
-                                    lambda row=row: user_records(row))
+        for row in self.rows(ctx):
+            if kept is not None:
+                kept.add(row)
+            records = ctx.normalize(row.get("id"), lambda row=row: user_records(row))
             if records is None:
                 continue
             yield records[0]
@@ -423,23 +449,22 @@ class UsersStream(Stream):
                     units.add(unit.external_id)
                     yield unit
                 yield member
+        if kept is not None:
+            self.c.users = kept.sorted()
         yield Checkpoint({"listed_at": ctx.started_at.isoformat()})  # informative: always full
 
 
 class StatsStream(Stream):
     name = "stats"
-    # no soft deletes of courses: the progress sweep also yields courses (those users have
-    # progress on that the aggregate did not list), and a course deleted here between the
-    # two streams, or until a sweep visits one of its users, hid its live enrollments
+    # no soft deletes of courses: the progress sweep yields courses too (docs/vendors/academy.md)
     full_refresh_tables = ()
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Course | Snapshot | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         c = self.c
-        passes: list[tuple[str, list[int] | None]] = [("", None), *c.options.group_sets.items()]
-        for key, ids in passes:
+        for key, ids in [("", None), *c.options.group_sets.items()]:
             rows = [("onboarding", c.aggregate("onboarding", key, ids, dict))]
             rows += [("courses", r) for r in c.aggregate("courses", key, ids, list)]
             rows += [("journeys", r) for r in c.aggregate("journeys", key, ids, list)]
@@ -449,19 +474,15 @@ class StatsStream(Stream):
                 if not isinstance(row, dict):
                     ctx.skip(kind, f"not an object: {str(row)[:50]}")
                     continue
-                if not key and kind != "onboarding":
-                    course = ctx.normalize(row.get("id"), lambda k=kind, r=row: course_record(
-                        r["id"], r.get("title")) if k == "courses" else journey_course(r))
-                    if course is not None:
-                        if course.external_id == ONBOARDING_ID:
-                            c.onboarding_course = course
-                        else:
-                            yield course
-                            c.emitted.add(course.external_id)
-                snap = ctx.normalize(f"{kind}:{row.get('id', '')}",
-                                     lambda k=kind, r=row, g=key: figures_snapshot(k, r, g))
-                if snap is not None:
-                    yield snap
+                out = ctx.normalize(f"{kind}:{row.get('id', '')}",
+                                    lambda k=kind, r=row, g=key: aggregate_records(k, r, g))
+                for record in out or ():
+                    if isinstance(record, Course) and record.external_id == ONBOARDING_ID:
+                        c.onboarding_course = record
+                        continue
+                    yield record
+                    if isinstance(record, Course):
+                        c.emitted.add(record.external_id)
         yield c.onboarding_course
         c.emitted.add(ONBOARDING_ID)
         for quiz_id in c.options.quiz_ids:
@@ -471,17 +492,10 @@ class StatsStream(Stream):
                 ctx.log.warning("quiz.gone", quiz_id=quiz_id, fix="remove it from options.quiz_ids")
                 continue
             for row in c.body(response):
-                snap = ctx.normalize(f"quiz {quiz_id}", partial(question_snapshot, quiz_id, row))
+                snap = ctx.normalize(f"quiz {quiz_id}", lambda r=row, q=quiz_id: question_snapshot(q, r))
                 if snap is not None:
                     yield snap
         yield Checkpoint({"as_of": ctx.started_at.isoformat()})
-
-
-CHECKPOINT_EVERY = 50
-"""Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
-WAVE_WHAT = "users visited (/stats/academy/users/{id}/courses or /onboarding)"
-WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotree.com) and that "
-            "auth.api_key is that customer's key; if both are right, report it to Monotree")
 
 
 class ProgressStream(Stream):
@@ -511,9 +525,9 @@ class ProgressStream(Stream):
             return FULL, "the course list changed"
         return INCREMENTAL, f"users new, active or open since {st.last_sweep_on.isoformat()}"
 
-    def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         c, st = self.c, SweepState.from_cursor(ctx.cursor)
-        users = c.all_users()  # in id order, without the types the sweep skips
+        users = c.all_users(ctx)  # in id order, without the types the sweep skips
         ids = users.ids  # a user's position: bisect
         today = ctx.started_at.astimezone(UTC).date()
         fresh = st.after_id is None  # this run starts a sweep
@@ -572,20 +586,13 @@ class ProgressStream(Stream):
             yield Checkpoint(st.to_cursor())
 
     def records(self, ctx: ReadContext, user: SweepUser, courses: list[Any],
-                onboarding: dict[str, Any] | None, today: date) -> Iterator[Course | Enrollment]:
+                onboarding: dict[str, Any] | None, today: date) -> Iterator[Record]:
         uid, emitted = user.id, self.c.emitted
         for row in courses:
             cid = row.get("course_id") if isinstance(row, dict) else None
-            if cid is not None and str(cid) not in emitted:
-                course = ctx.normalize(cid, partial(course_record, cid, row.get("title")))
-                if course is not None:
-                    emitted.add(course.external_id)
-                    yield course
-            enrollment = ctx.normalize(f"{uid}:{cid}", partial(course_enrollment, uid, row))
-            if enrollment is not None:
-                yield enrollment
+            yield from ctx.normalize(f"{uid}:{cid}", lambda r=row: course_rows(uid, r, emitted)) or ()
         if onboarding is not None:
             enrollment = ctx.normalize(f"{uid}:onboarding",
-                                       partial(onboarding_enrollment, user._asdict(), onboarding, today))
+                                       lambda: onboarding_enrollment(user._asdict(), onboarding, today))
             if enrollment is not None:
                 yield enrollment
