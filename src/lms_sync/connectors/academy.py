@@ -1,29 +1,24 @@
 """Monotree academy (``kind: academy``): Open API statistics, users, per-user progress.
 
-Auth: a ``mono_`` key sent as Bearer, scopes ``read:stats`` (``/stats/academy/*``) and
-``read:users`` (``/users``): 401 is fatal for the source, 403 fails the stream naming the
-scope. Budget: ``requests_per_minute`` (burst 1) and ``max_requests_per_run``. Streams:
+A ``mono_`` key as Bearer, scopes ``read:stats`` (``/stats/academy/*``) and ``read:users``;
+a 401 is fatal for the source, a 403 fails the stream naming the scope. Budget:
+``requests_per_minute`` (burst 1), ``max_requests_per_run``. Streams, in order:
 
 * ``users``     /users (``links.next``, ``meta.total``) -> learners (kiosk, bot:
                 ``is_placeholder``), their ``groups[]`` -> org units, memberships
 * ``stats``     /stats/academy/* aggregates -> stat_snapshots (+ the courses, journeys)
-* ``progress``  the user sweep (state and cursor: ``academy_sweep``):
+* ``progress``  the user sweep (its state and cursor: ``academy_sweep``):
                 /stats/academy/users/{id}/courses and .../onboarding -> enrollments
 
-External ids: courses the vendor id, journeys ``journey:<id>``, onboarding ``onboarding``;
-enrollments ``<user id>:<course id>``, ``<user id>:onboarding``. See
-docs/vendors/academy.md: full and incremental sweeps, the cursor, groups, guesses.
+See docs/vendors/academy.md: external ids, full and incremental sweeps, 404 waves, guesses.
 """
 
 from __future__ import annotations
 
 import re
-from array import array
-from bisect import bisect_right
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -42,24 +37,10 @@ from lms_sync.canonical import (
     Record,
     Snapshot,
 )
-from lms_sync.connectors.academy_sweep import (
-    FULL,
-    INCREMENTAL,
-    SweepState,
-    SweepUser,
-    SweepUsers,
-    course_digest,
-)
-from lms_sync.connectors.base import (
-    Checkpoint,
-    Connector,
-    NotFoundWave,
-    ReadContext,
-    Settings,
-    Stream,
-)
-from lms_sync.connectors.rest import RestStream, VendorModel, describe_json
-from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
+from lms_sync.connectors.academy_sweep import FULL, INCREMENTAL, SweepState, SweepUser, SweepUsers
+from lms_sync.connectors.base import Checkpoint, Connector, NotFoundWave, ReadContext, Settings, Stream
+from lms_sync.connectors.rest import RestStream, VendorModel, describe_json, reworded
+from lms_sync.errors import DataError, RequestRejected
 from lms_sync.http.auth import HeaderAuth
 from lms_sync.http.paging import NextUrlPaginator
 
@@ -74,8 +55,7 @@ COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
     ("chapters_completed_count", EnrollmentStatus.IN_PROGRESS, None),
 )
 GROUP_KINDS: dict[str, OrgUnitKind] = {"department": OrgUnitKind.DEPARTMENT,
-                                      "profession": OrgUnitKind.PROFESSION,
-                                      "custom": OrgUnitKind.GROUP}
+                                      "profession": OrgUnitKind.PROFESSION, "custom": OrgUnitKind.GROUP}
 """A user group's ``type`` -> org unit kind; any other type is a group."""
 ONBOARDING_ID = "onboarding"
 METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
@@ -129,48 +109,36 @@ class VQuestion(VendorModel):
 
 
 # ---------------------------------------------------------------------- normalization (pure)
-# Each vendor row is validated once; the public functions taking a row validate it, the
-# private ones build from the model (a row that makes two records is validated once).
+# One validation per vendor row: a row that makes two records builds both from its model.
 
 def split_name(name: str | None) -> tuple[str | None, str | None]:
     parts = (name or "").strip().rsplit(" ", 1)
     return (parts[0] or None, None) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def _learner(u: VUser, row: dict[str, Any]) -> Learner:
-    first, last = split_name(u.name)
-    department = next((g.get("name") for g in u.groups
-                       if isinstance(g, dict) and g.get("type") == "department"), None)
-    return Learner(external_id=str(u.id), email=u.email, first_name=first, last_name=last,
-                   display_name=(u.name or "").strip() or None, department=department,
-                   is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
-
-
-def _groups(u: VUser) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
-    out = []
-    for g in u.groups:
-        if not isinstance(g, dict) or g.get("id") in (None, ""):
-            continue
-        gid, kind = str(g["id"]), GROUP_KINDS.get(str(g.get("type") or "").lower(), OrgUnitKind.GROUP)
-        member = LearnerOrgUnit(external_id=f"{u.id}|{gid}", learner_external_id=str(u.id),
-                                org_unit_external_id=gid, raw={"user_id": u.id, "group_id": g["id"]})
-        out.append((OrgUnit(external_id=gid, name=g.get("name"), kind=kind, raw=g), member))
-    return out
+def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
+    """A listed user -> its learner (department: its group of type department) and its
+    groups as (org unit, membership); groups without an id are left out."""
+    u = VUser.model_validate(row)
+    uid, first_last, groups = str(u.id), split_name(u.name), [g for g in u.groups if isinstance(g, dict)]
+    department = next((g.get("name") for g in groups if g.get("type") == "department"), None)
+    learner = Learner(external_id=uid, email=u.email, first_name=first_last[0], last_name=first_last[1],
+                      display_name=(u.name or "").strip() or None, department=department,
+                      is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
+    return learner, [
+        (OrgUnit(external_id=str(g["id"]), name=g.get("name"), raw=g,
+                 kind=GROUP_KINDS.get(str(g.get("type") or "").lower(), OrgUnitKind.GROUP)),
+         LearnerOrgUnit(external_id=f"{uid}|{g['id']}", learner_external_id=uid,
+                        org_unit_external_id=str(g["id"]), raw={"user_id": u.id, "group_id": g["id"]}))
+        for g in groups if g.get("id") not in (None, "")]
 
 
 def learner_from(row: dict[str, Any]) -> Learner:
-    return _learner(VUser.model_validate(row), row)
+    return user_records(row)[0]
 
 
 def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
-    """The user's groups as (org unit, membership); groups without an id are left out."""
-    return _groups(VUser.model_validate(row))
-
-
-def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
-    """A listed user -> its learner and its groups (org unit, membership)."""
-    u = VUser.model_validate(row)
-    return _learner(u, row), _groups(u)
+    return user_records(row)[1]
 
 
 def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
@@ -179,45 +147,37 @@ def course_record(course_id: object, title: str | None, kind: CourseKind = Cours
                   raw={"id": course_id, "title": title})
 
 
-def _journey(j: VFigures) -> Course:
-    if j.type == "onboarding":
-        return course_record(ONBOARDING_ID, j.title, CourseKind.ONBOARDING)
-    return course_record(f"journey:{j.id}", j.title, CourseKind.JOURNEY)
+def _course(kind: str, f: VFigures) -> Course:
+    if kind == "courses":
+        if f.id is None:
+            raise ValueError("a course without an id")
+        return course_record(f.id, f.title)
+    if f.type == "onboarding":
+        return course_record(ONBOARDING_ID, f.title, CourseKind.ONBOARDING)
+    return course_record(f"journey:{f.id}", f.title, CourseKind.JOURNEY)
 
 
-def journey_course(row: dict[str, Any]) -> Course:
-    return _journey(VFigures.model_validate(row))
-
-
-def _rate(done: int, not_done: int) -> float | None:
-    return round(done * 100 / (done + not_done), 2) if done + not_done else None
-
-
-def _snapshot(kind: str, f: VFigures, row: dict[str, Any], group_key: str) -> Snapshot:
+def aggregate_records(kind: str, row: dict[str, Any], group_key: str = "") -> tuple[Course | None, Snapshot]:
+    """An onboarding / courses / journeys aggregate row -> (its course or journey, but on a
+    group pass and for onboarding; its snapshot, onboarding's without a subject)."""
+    f = VFigures.model_validate(row)
     figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
     if f.type is not None:
         figures["type"] = f.type
-    title = "Onboarding" if kind == "onboarding" else f.title
-    return Snapshot.series(METRICS[kind], None if kind == "onboarding" else f.id, group_key,
-                           subject_title=title, value=_rate(f.completed, f.not_completed),
-                           figures=figures, raw=row)
+    done = f.completed + f.not_completed
+    snapshot = Snapshot.series(METRICS[kind], None if kind == "onboarding" else f.id, group_key,
+                               subject_title="Onboarding" if kind == "onboarding" else f.title,
+                               value=round(f.completed * 100 / done, 2) if done else None,
+                               figures=figures, raw=row)
+    return None if group_key or kind == "onboarding" else _course(kind, f), snapshot
+
+
+def journey_course(row: dict[str, Any]) -> Course:
+    return _course("journeys", VFigures.model_validate(row))
 
 
 def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
-    """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
-    return _snapshot(kind, VFigures.model_validate(row), row, group_key)
-
-
-def aggregate_records(kind: str, row: dict[str, Any], group_key: str = "") -> list[Course | Snapshot]:
-    """An aggregate row -> its snapshot; on the unfiltered pass (no ``group_key``) a course
-    or journey row's course comes first."""
-    f = VFigures.model_validate(row)
-    if group_key or kind == "onboarding":
-        return [_snapshot(kind, f, row, group_key)]
-    if kind == "courses" and f.id is None:
-        raise ValueError("a course without an id")
-    course = course_record(f.id, f.title) if kind == "courses" else _journey(f)
-    return [course, _snapshot(kind, f, row, group_key)]
+    return aggregate_records(kind, row, group_key)[1]
 
 
 def question_snapshot(quiz_id: int, row: dict[str, Any]) -> Snapshot:
@@ -229,50 +189,38 @@ def question_snapshot(quiz_id: int, row: dict[str, Any]) -> Snapshot:
                                     "pass_rate": q.pass_rate})
 
 
-def course_status(row: VCourseRow) -> tuple[EnrollmentStatus, bool | None, str]:
-    for fld, status, passed in COURSE_RULES:
-        if getattr(row, fld):
-            return status, passed, fld
-    return EnrollmentStatus.NOT_STARTED, None, "none"
-
-
-def _enrollment(user_id: int, r: VCourseRow, row: dict[str, Any]) -> Enrollment:
-    status, passed, why = course_status(r)
-    return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
-                      course_external_id=str(r.course_id), status=status, passed=passed,
-                      progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
-                      completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
+def course_rows(user_id: int, row: dict[str, Any], emitted: set[str]) -> tuple[Course | None, Enrollment]:
+    """A user's course row -> (its course unless in ``emitted``, which it then joins; its
+    enrollment, by :data:`COURSE_RULES`)."""
+    r = VCourseRow.model_validate(row)
+    status, passed, why = next(((s, p, f) for f, s, p in COURSE_RULES if getattr(r, f)),
+                               (EnrollmentStatus.NOT_STARTED, None, "none"))
+    enrollment = Enrollment(
+        external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
+        course_external_id=str(r.course_id), status=status, passed=passed,
+        progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
+        completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
+    if str(r.course_id) in emitted:
+        return None, enrollment
+    emitted.add(str(r.course_id))
+    return course_record(r.course_id, r.title), enrollment
 
 
 def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
-    return _enrollment(user_id, VCourseRow.model_validate(row), row)
-
-
-def course_rows(user_id: int, row: dict[str, Any], emitted: set[str]) -> list[Course | Enrollment]:
-    """A user's course row -> its enrollment, after its course unless in ``emitted``
-    (which the course id joins)."""
-    r = VCourseRow.model_validate(row)
-    enrollment = _enrollment(user_id, r, row)
-    if str(r.course_id) in emitted:
-        return [enrollment]
-    course = course_record(r.course_id, r.title)
-    emitted.add(course.external_id)
-    return [course, enrollment]
+    return course_rows(user_id, row, set())[1]
 
 
 def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
     u, o = VUser.model_validate(user), VOnboarding.model_validate(row)
-    done = o.onboarding_completed_at is not None
-    due = None
-    if o.onboarding_days is not None:
-        due = datetime.combine(today + timedelta(days=o.onboarding_days), datetime.min.time(), UTC)
+    done, days = o.onboarding_completed_at is not None, o.onboarding_days
     return Enrollment(
         external_id=f"{u.id}:{ONBOARDING_ID}", learner_external_id=str(u.id),
         course_external_id=ONBOARDING_ID,
         status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
-        completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
+        completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue,
+        due_at=None if days is None else datetime.combine(today + timedelta(days=days), time(), UTC),
         enrolled_at=u.hired_at or u.registered_at, assigned=True,
-        required=True if o.onboarding_days is not None else None,  # [guess] docs/vendors/academy.md
+        required=True if days is not None else None,  # [guess] docs/vendors/academy.md
         vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
 
 
@@ -292,12 +240,8 @@ class AcademyOptions(Settings):
     requests_per_minute: float = Field(default=60, gt=0)
     max_requests_per_run: int | None = Field(default=None, ge=1)
     page_size: int = Field(default=50, ge=1, le=50)
-    sweep_skip_types: list[str] = ["kiosk", "bot"]
-    """[guess] user types with no academy record (they 404): not swept, to save budget."""
-    full_sweep_every_days: int = Field(default=7, ge=0)
-    """A sweep starting this many days after the last complete full sweep started visits
-    every user again; the sweeps between visit only new, active and open users. 0: every
-    sweep is full."""
+    sweep_skip_types: list[str] = ["kiosk", "bot"]  # [guess] no academy record (they 404): not swept
+    full_sweep_every_days: int = Field(default=7, ge=0)  # 0: every sweep full (docs/vendors/academy.md)
 
 
 class AcademyConnector(Connector):
@@ -328,23 +272,12 @@ class AcademyConnector(Connector):
         self.get("users", "read:users", params={"page": 1, "per_page": 1})
         self.get("stats/academy/onboarding", "read:stats")
 
-    @contextmanager
-    def scoped(self, scope: str) -> Iterator[None]:
-        """The source's failures made readable (revoked key, missing ``scope``)."""
-        try:
-            yield
-        except CredentialsRejected as exc:
-            raise CredentialsRejected(
-                "the API key was rejected (expired or revoked)", source=self.source.id,
-                path=exc.path, status=401,
-                fix="create a mono_ key with scopes read:stats and read:users; set auth.api_key",
-            ) from None
-        except RequestRejected as exc:
-            if exc.status != 403:
-                raise
-            raise RequestRejected(f"the API key lacks the {scope} scope", source=self.source.id,
-                                  path=exc.path, status=403,
-                                  fix=f"grant the key the {scope} scope in Monotree") from None
+    def scoped(self, scope: str) -> Any:
+        """A block whose failures are made readable (a revoked key, a missing ``scope``)."""
+        return reworded(self.source.id, {
+            401: ("the API key was rejected (expired or revoked)",
+                  "create a mono_ key with scopes read:stats and read:users; set auth.api_key"),
+            403: (f"the API key lacks the {scope} scope", f"grant the key the {scope} scope in Monotree")})
 
     def get(self, path: str, scope: str, *, params: Any = None,
             accept: tuple[int, ...] = ()) -> httpx.Response:
@@ -365,10 +298,10 @@ class AcademyConnector(Connector):
 
     def all_users(self, ctx: ReadContext) -> SweepUsers:
         """Every user the sweep visits (not of ``sweep_skip_types``), slimmed to what it
-        reads (the list is read once a run: by the users stream, else here)."""
+        reads; listed once a run (by the users stream, else here: whole, no total)."""
         if self.users is None:
-            listing = replace(ctx, since=None, partial=True, counters={})  # no total to report
-            self.users = SweepUsers.of(UsersStream(self).rows(listing), self.options.sweep_skip_types)
+            whole = replace(ctx, since=None, partial=True, counters={})
+            self.users = SweepUsers.of(UsersStream(self).rows(whole), self.options.sweep_skip_types)
         return self.users
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
@@ -383,10 +316,9 @@ class AcademyConnector(Connector):
                 errors = {}
             bad = sorted({ids[int(n)] for key in errors
                           for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
-            which = ", ".join(map(str, bad or ids))
             raise RequestRejected(
-                f"group set {set_name!r}: unknown group id(s) {which}", source=self.source.id,
-                path=response.request.url.path, status=422,
+                f"group set {set_name!r}: unknown group id(s) {', '.join(map(str, bad or ids))}",
+                source=self.source.id, path=response.request.url.path, status=422,
                 fix=f"remove them from options.group_sets.{set_name} (Monotree group ids)")
         return self.body(response, want)
 
@@ -422,8 +354,8 @@ class UsersStream(RestStream):
         self.c = c
 
     def params_for(self, ctx: ReadContext) -> dict[str, Any]:
-        since = {"since": ctx.since.isoformat()} if ctx.since else {}
-        return {"page": 1, "per_page": self.c.options.page_size, **since}
+        return {"page": 1, "per_page": self.c.options.page_size,
+                **({"since": ctx.since.isoformat()} if ctx.since else {})}
 
     def paginator(self, ctx: ReadContext) -> NextUrlPaginator:
         return NextUrlPaginator(next_key="links.next")
@@ -440,11 +372,9 @@ class UsersStream(RestStream):
         for row in self.rows(ctx):
             if kept is not None:
                 kept.add(row)
-            records = ctx.normalize(row.get("id"), lambda row=row: user_records(row))
-            if records is None:
-                continue
-            yield records[0]
-            for unit, member in records[1]:
+            learner, groups = ctx.normalize(row.get("id"), lambda r=row: user_records(r)) or (None, [])
+            yield from [learner] if learner else []
+            for unit, member in groups:
                 if unit.external_id not in units:
                     units.add(unit.external_id)
                     yield unit
@@ -456,8 +386,7 @@ class UsersStream(RestStream):
 
 class StatsStream(Stream):
     name = "stats"
-    # no soft deletes of courses: the progress sweep yields courses too (docs/vendors/academy.md)
-    full_refresh_tables = ()
+    full_refresh_tables = ()  # no soft deletes of courses: the sweep yields courses too (docs)
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
@@ -474,15 +403,14 @@ class StatsStream(Stream):
                 if not isinstance(row, dict):
                     ctx.skip(kind, f"not an object: {str(row)[:50]}")
                     continue
-                out = ctx.normalize(f"{kind}:{row.get('id', '')}",
-                                    lambda k=kind, r=row, g=key: aggregate_records(k, r, g))
-                for record in out or ():
-                    if isinstance(record, Course) and record.external_id == ONBOARDING_ID:
-                        c.onboarding_course = record
-                        continue
-                    yield record
-                    if isinstance(record, Course):
-                        c.emitted.add(record.external_id)
+                course, snap = ctx.normalize(f"{kind}:{row.get('id', '')}", lambda k=kind, r=row, g=key:
+                                             aggregate_records(k, r, g)) or (None, None)
+                if course is not None and course.external_id == ONBOARDING_ID:
+                    c.onboarding_course = course
+                elif course is not None:
+                    yield course
+                    c.emitted.add(course.external_id)
+                yield from [snap] if snap else []
         yield c.onboarding_course
         c.emitted.add(ONBOARDING_ID)
         for quiz_id in c.options.quiz_ids:
@@ -493,8 +421,7 @@ class StatsStream(Stream):
                 continue
             for row in c.body(response):
                 snap = ctx.normalize(f"quiz {quiz_id}", lambda r=row, q=quiz_id: question_snapshot(q, r))
-                if snap is not None:
-                    yield snap
+                yield from [snap] if snap else []
         yield Checkpoint({"as_of": ctx.started_at.isoformat()})
 
 
@@ -505,55 +432,25 @@ class ProgressStream(Stream):
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def plan(self, ctx: ReadContext, st: SweepState, today: date) -> tuple[str, str]:
-        """The kind of a sweep about to start, and why."""
-        every = self.c.options.full_sweep_every_days
-        known = self.c.course_ids
-        digest = course_digest(known) if known is not None else None
-        changed = digest is not None and st.courses is not None and digest != st.courses
-        if digest is not None:
-            st.courses = digest
-        if ctx.full_refresh or ctx.cursor is None:
-            return FULL, "first sweep" if not ctx.full_refresh else "full refresh"
-        if every == 0:
-            return FULL, "full_sweep_every_days is 0"
-        if st.last_full_on is None or st.last_sweep_on is None:
-            return FULL, "no complete full sweep on record"
-        if st.last_sweep_on > today or (today - st.last_full_on).days >= every:
-            return FULL, f"last full sweep started {st.last_full_on.isoformat()}"
-        if changed:
-            return FULL, "the course list changed"
-        return INCREMENTAL, f"users new, active or open since {st.last_sweep_on.isoformat()}"
-
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         c, st = self.c, SweepState.from_cursor(ctx.cursor)
         users = c.all_users(ctx)  # in id order, without the types the sweep skips
-        ids = users.ids  # a user's position: bisect
-        today = ctx.started_at.astimezone(UTC).date()
+        ids, today = users.ids, ctx.started_at.astimezone(UTC).date()  # ids: a user's position by bisect
         fresh = st.after_id is None  # this run starts a sweep
         if fresh:
-            st.mode, reason = self.plan(ctx, st, today)
-            st.started_on = today
+            first = "full refresh" if ctx.full_refresh else "first sweep" if ctx.cursor is None else None
+            reason = st.plan(c.course_ids, c.options.full_sweep_every_days, today, first)
             ctx.log.info("sweep.started", sweep=st.sweep, mode=st.mode, reason=reason)
-        rest = range(users.position_after(st.after_id), len(users))  # positions, not users
-        why: dict[int, str] = {}
-        todo: Sequence[int] = rest
-        if st.mode == INCREMENTAL:
-            todo = array("i")
-            for i in rest:
-                if (w := st.why_visit(users[i], today)) is not None:
-                    why[ids[i]] = w
-                    todo.append(i)
+        rest, todo, why = st.pick(users, today)  # positions, not users
         batch = todo[: c.sweep_size(len(todo), ctx)]
         complete = len(batch) == len(todo)
         if ONBOARDING_ID not in c.emitted:
             yield c.onboarding_course
             c.emitted.add(ONBOARDING_ID)
         assert c.http is not None
-        visited, wave = 0, NotFoundWave(WAVE_WHAT, WAVE_FIX)
-        for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress,
-                                                               (users[i] for i in batch)):
-            visited += 1
+        wave = NotFoundWave(WAVE_WHAT, WAVE_FIX)
+        for visited, (user, courses, onboarding) in enumerate(
+                c.http.map_concurrent(c.fetch_progress, (users[i] for i in batch)), 1):
             if (user.type or "").lower() not in NO_RECORD_TYPES:
                 wave.add(courses is not None and onboarding is not None)
             if courses is None:
@@ -562,7 +459,7 @@ class ProgressStream(Stream):
                 yield from self.records(ctx, user, courses, onboarding, today)
             ctx.count("users_swept")
             st.note(user.id, courses, onboarding, today)
-            st.after_id, st.done, st.total = user.id, bisect_right(ids, user.id), len(users)
+            st.after_id, st.done, st.total = user.id, users.position_after(user.id), len(users)
             if visited % CHECKPOINT_EVERY == 0 or visited == len(batch):
                 wave.check(ctx.source_id)  # a wave of 404s never reaches a cursor
                 # not after every user: the cursor carries the open users' lists, and
@@ -590,9 +487,9 @@ class ProgressStream(Stream):
         uid, emitted = user.id, self.c.emitted
         for row in courses:
             cid = row.get("course_id") if isinstance(row, dict) else None
-            yield from ctx.normalize(f"{uid}:{cid}", lambda r=row: course_rows(uid, r, emitted)) or ()
+            pair = ctx.normalize(f"{uid}:{cid}", lambda r=row: course_rows(uid, r, emitted)) or ()
+            yield from (record for record in pair if record is not None)
         if onboarding is not None:
             enrollment = ctx.normalize(f"{uid}:onboarding",
                                        lambda: onboarding_enrollment(user._asdict(), onboarding, today))
-            if enrollment is not None:
-                yield enrollment
+            yield from [enrollment] if enrollment else []

@@ -15,6 +15,7 @@ docs/architecture.md, "Writing a connector", walks through one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, utc
 from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
-from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
 from lms_sync.http.paging import Page, Paginator, dig
@@ -189,3 +190,21 @@ class RestStream(Stream):
             elif out is not None:
                 yield from out
         yield self.cursor(ctx)
+
+
+# --------------------------------------------------------------------------- added for #19 (academy)
+
+
+@contextmanager
+def reworded(source: str, words: dict[int, tuple[str, str]]) -> Iterator[None]:
+    """Within the block, a :class:`~lms_sync.errors.SourceError` whose HTTP status is in
+    ``words`` is raised again, of the same class, as ``words[status]`` = (message, fix):
+    the vendor's terms for a generic failure (a revoked key for 401, a missing scope for
+    403). Around a generator's loop it rewords what the generator's requests raise."""
+    try:
+        yield
+    except SourceError as exc:
+        if exc.status not in words:
+            raise
+        message, fix = words[exc.status]
+        raise type(exc)(message, source=source, path=exc.path, status=exc.status, fix=fix) from None
