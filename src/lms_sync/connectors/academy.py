@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -272,7 +273,7 @@ class AcademyConnector(Connector):
         self.get("users", "read:users", params={"page": 1, "per_page": 1})
         self.get("stats/academy/onboarding", "read:stats")
 
-    def scoped(self, scope: str) -> Any:
+    def scoped(self, scope: str) -> AbstractContextManager[None]:
         """A block whose failures are made readable (a revoked key, a missing ``scope``)."""
         return reworded(self.source.id, {
             401: ("the API key was rejected (expired or revoked)",
