@@ -12,13 +12,12 @@ from sqlalchemy import func, select
 
 from lms_sync.canonical import CourseKind, EnrollmentStatus
 from lms_sync.config import parse_config
-from lms_sync.connectors.academy import (
-    AcademyConnector,
+from lms_sync.connectors.academy import AcademyConnector, describe_error
+from lms_sync.connectors.academy_records import (
     aggregate_records,
     course_enrollment,
     course_record,
     course_rows,
-    describe_error,
     figures_snapshot,
     group_records,
     journey_course,
