@@ -23,7 +23,6 @@ from datetime import UTC, date
 from typing import Any
 
 import httpx
-import orjson
 from pydantic import Field, SecretStr
 
 from lms_sync.canonical import CourseKind, Record
@@ -39,10 +38,10 @@ from lms_sync.connectors.academy_records import (
 )
 from lms_sync.connectors.academy_sweep import FULL, INCREMENTAL, SweepState, SweepUser, SweepUsers
 from lms_sync.connectors.base import Checkpoint, Connector, NotFoundWave, ReadContext, Settings, Stream
-from lms_sync.connectors.rest import RestStream, describe_json, reworded
-from lms_sync.errors import DataError, RequestRejected
+from lms_sync.connectors.rest import RestStream, describe_json, json_member, json_or_none, reworded
+from lms_sync.errors import RequestRejected
 from lms_sync.http.auth import HeaderAuth
-from lms_sync.http.paging import NextUrlPaginator
+from lms_sync.http.paging import NextUrlPaginator, dig
 
 CHECKPOINT_EVERY = 50
 """Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
@@ -53,8 +52,6 @@ WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotre
 describe_error = describe_json("message")
 """Monotree (Laravel) error bodies: ``{"message": "..."}``."""
 
-
-# ---------------------------------------------------------------------- connector
 
 class AcademyAuth(Settings):
     api_key: SecretStr
@@ -77,12 +74,9 @@ class AcademyConnector(Connector):
 
     def __init__(self, source: Any, log: Any) -> None:
         super().__init__(source, log)
-        rps = self.options.requests_per_minute / 60
-        if source.http.requests_per_second:
-            rps = min(rps, source.http.requests_per_second)
+        rps = min(filter(None, (self.options.requests_per_minute / 60, source.http.requests_per_second)))
         key = self.auth.api_key.get_secret_value()
-        # burst 1: the vendor counts requests per fixed minute, so a burst on top of the
-        # full rate would let 63 through in the first minute of a run (60 allowed)
+        # burst 1: the vendor counts per fixed minute; a burst would let 63 through a run's first (60 allowed)
         self.http = self.make_client(HeaderAuth({"Authorization": f"Bearer {key}"}),
                                      describe_error, requests_per_second=rps, burst=1)
         self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
@@ -113,14 +107,7 @@ class AcademyConnector(Connector):
 
     def body(self, response: httpx.Response, want: type = list) -> Any:
         """The ``data`` member of the JSON body."""
-        try:
-            data = orjson.loads(response.content)["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            data = None
-        if not isinstance(data, want):
-            raise DataError(f"expected a JSON body with a data {want.__name__}", source=self.source.id,
-                            path=response.request.url.path, status=response.status_code)
-        return data
+        return json_member(response, "data", want, self.source.id)
 
     def all_users(self, ctx: ReadContext) -> SweepUsers:
         """Every user the sweep visits (not of ``sweep_skip_types``), slimmed to what it
@@ -136,10 +123,7 @@ class AcademyConnector(Connector):
         response = self.get(f"stats/academy/{what}", "read:stats",
                             params={"group_ids": ",".join(map(str, ids))}, accept=(422,))
         if response.status_code == 422:
-            try:
-                errors = orjson.loads(response.content).get("errors") or {}
-            except (orjson.JSONDecodeError, AttributeError):
-                errors = {}
+            errors = dig(json_or_none(response), "errors") or {}
             bad = sorted({ids[int(n)] for key in errors
                           for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
             raise RequestRejected(
@@ -158,11 +142,9 @@ class AcademyConnector(Connector):
                 None if onboarding.status_code == 404 else self.body(onboarding, dict))
 
     def sweep_size(self, wanted: int, ctx: ReadContext) -> int:
-        cap = self.options.max_requests_per_run
-        if cap is None or self.http is None:
+        if (cap := self.options.max_requests_per_run) is None or self.http is None:
             return wanted
-        left = cap - self.http.stats["requests"]
-        if left < 2:
+        if (left := cap - self.http.stats["requests"]) < 2:
             ctx.log.warning("sweep.budget_exhausted", max_requests_per_run=cap,
                             used=self.http.stats["requests"], fix="raise max_requests_per_run")
         return min(wanted, max(1, left // 2))
@@ -221,8 +203,7 @@ class StatsStream(Stream):
         c = self.c
         for key, ids in [("", None), *c.options.group_sets.items()]:
             rows = [("onboarding", c.aggregate("onboarding", key, ids, dict))]
-            rows += [("courses", r) for r in c.aggregate("courses", key, ids, list)]
-            rows += [("journeys", r) for r in c.aggregate("journeys", key, ids, list)]
+            rows += [(k, r) for k in ("courses", "journeys") for r in c.aggregate(k, key, ids, list)]
             if not key:  # the course list decides whether the next user sweep must be full
                 c.course_ids = {str(r.get("id")) for k, r in rows if k == "courses" and isinstance(r, dict)}
             for kind, row in rows:
@@ -288,9 +269,7 @@ class ProgressStream(Stream):
             st.after_id, st.done, st.total = user.id, users.position_after(user.id), len(users)
             if visited % CHECKPOINT_EVERY == 0 or visited == len(batch):
                 wave.check(ctx.source_id)  # a wave of 404s never reaches a cursor
-                # not after every user: the cursor carries the open users' lists, and
-                # building it per visit cost O(users x open users) at 40,000 users
-                yield Checkpoint(st.to_cursor())
+                yield Checkpoint(st.to_cursor())  # not per user: docs/vendors/academy.md
             if visited % 100 == 0:
                 ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=st.done, total=st.total)
         # users this run passed over without a visit (the rest wait for the next run)
@@ -299,9 +278,8 @@ class ProgressStream(Stream):
         ctx.count("users_unchanged", skipped)
         ctx.partial = not (fresh and st.mode == FULL and complete)
         reasons = {w: sum(1 for i in batch if why.get(ids[i]) == w) for w in ("new", "active", "open")}
-        ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode,
-                     done=len(users) if complete else st.done, total=len(users), complete=complete,
-                     visited=len(batch), skipped=skipped,
+        ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=len(users) if complete else st.done,
+                     total=len(users), complete=complete, visited=len(batch), skipped=skipped,
                      **({"why": reasons} if st.mode == INCREMENTAL else {}))
         if complete:
             st.total = len(users)

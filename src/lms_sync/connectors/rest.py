@@ -208,3 +208,21 @@ def reworded(source: str, words: dict[int, tuple[str, str]]) -> Iterator[None]:
             raise
         message, fix = words[exc.status]
         raise type(exc)(message, source=source, path=exc.path, status=exc.status, fix=fix) from None
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The response's JSON body, or None when it is not JSON (an error body, read leniently)."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def json_member(response: httpx.Response, key: str, want: type, source: str) -> Any:
+    """The ``key`` member (dotted) of a JSON body, which must be a ``want`` (e.g. the
+    ``data`` list of a ``{"data": [...]}`` envelope); anything else, a body that is not
+    JSON included, is a DataError "expected a JSON body with a <key> <want>"."""
+    if not isinstance(value := dig(json_or_none(response), key), want):
+        raise DataError(f"expected a JSON body with a {key} {want.__name__}", source=source,
+                        path=response.request.url.path, status=response.status_code)
+    return value
