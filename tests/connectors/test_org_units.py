@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
-from lms_sync.connectors import absorb, academy, ispring, udemy
+from lms_sync.connectors import absorb, academy_records, ispring, udemy
 from lms_sync.sandbox.academy import GROUPS
 from lms_sync.sandbox.ispring import DEPARTMENTS as ISPRING_DEPARTMENTS
 from lms_sync.warehouse.tables import enrollments, learner_org_units, learners, org_units
@@ -89,23 +89,23 @@ def test_udemy_without_is_assigned_is_unknown_not_false():
 
 def test_monotree_groups_by_kind_and_memberships():
     jane, mary = load_fixture("academy", "users_page.json")["data"][:2]
-    pairs = academy.group_records(jane)
+    pairs = academy_records.group_records(jane)
     assert [(u.external_id, u.name, u.kind, u.parent_external_id) for u, _ in pairs] == [
         ("55", "Nordics", "group", None), ("12", "Kitchen", "department", None)]
     assert [(m.external_id, m.learner_external_id, m.org_unit_external_id) for _, m in pairs] == [
         ("1001|55", "1001", "55"), ("1001|12", "1001", "12")]
-    assert academy.group_records(mary) == []
+    assert academy_records.group_records(mary) == []
     odd = {**jane, "groups": [{"id": 7, "name": "Baristas", "type": "team"}, "x", {"name": "no id"}]}
-    assert [(u.external_id, u.kind) for u, _ in academy.group_records(odd)] == [("7", "group")]
+    assert [(u.external_id, u.kind) for u, _ in academy_records.group_records(odd)] == [("7", "group")]
 
 
 def test_monotree_assigned_courses_and_required_onboarding():
     user = load_fixture("academy", "users_page.json")["data"][0]
-    course = academy.course_enrollment(1001, load_fixture("academy", "user_courses.json")["data"][0])
+    course = academy_records.course_enrollment(1001, load_fixture("academy", "user_courses.json")["data"][0])
     assert (course.assigned, course.required) == (True, None)  # the seed: "courses assigned to them"
     onboarding = load_fixture("academy", "user_onboarding.json")
     today = datetime(2026, 5, 2, tzinfo=UTC).date()
-    made = {k: academy.onboarding_enrollment(user, v["data"], today) for k, v in onboarding.items()}
+    made = {k: academy_records.onboarding_enrollment(user, v["data"], today) for k, v in onboarding.items()}
     # [guess] a time limit makes onboarding mandatory; none: unknown
     assert {k: (e.assigned, e.required) for k, e in made.items()} == {
         "completed": (True, True), "overdue": (True, True), "no_limit": (True, None)}

@@ -15,6 +15,7 @@ docs/architecture.md, "Writing a connector", walks through one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, utc
 from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
-from lms_sync.errors import CredentialsRejected, DataError
+from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
 from lms_sync.http.paging import Page, Paginator, dig
@@ -189,3 +190,39 @@ class RestStream(Stream):
             elif out is not None:
                 yield from out
         yield self.cursor(ctx)
+
+
+# --------------------------------------------------------------------------- added for #19 (academy)
+
+
+@contextmanager
+def reworded(source: str, words: dict[int, tuple[str, str]]) -> Iterator[None]:
+    """Within the block, a :class:`~lms_sync.errors.SourceError` whose HTTP status is in
+    ``words`` is raised again, of the same class, as ``words[status]`` = (message, fix):
+    the vendor's terms for a generic failure (a revoked key for 401, a missing scope for
+    403). Around a generator's loop it rewords what the generator's requests raise."""
+    try:
+        yield
+    except SourceError as exc:
+        if exc.status not in words:
+            raise
+        message, fix = words[exc.status]
+        raise type(exc)(message, source=source, path=exc.path, status=exc.status, fix=fix) from None
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The response's JSON body, or None when it is not JSON (an error body, read leniently)."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def json_member(response: httpx.Response, key: str, want: type, source: str) -> Any:
+    """The ``key`` member (dotted) of a JSON body, which must be a ``want`` (e.g. the
+    ``data`` list of a ``{"data": [...]}`` envelope); anything else, a body that is not
+    JSON included, is a DataError "expected a JSON body with a <key> <want>"."""
+    if not isinstance(value := dig(json_or_none(response), key), want):
+        raise DataError(f"expected a JSON body with a {key} {want.__name__}", source=source,
+                        path=response.request.url.path, status=response.status_code)
+    return value
