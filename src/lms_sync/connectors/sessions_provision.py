@@ -64,7 +64,7 @@ class SessionsProvisioner:
         self.c = connector
 
     def remote_users(self) -> list[RemoteUser]:
-        return [remote_user(u) for items in self.c.user_pages() for u in items if u.get("id")]
+        return [remote_user(u) for page in self.c.user_pages() for u in page.rows if u.get("id")]
 
     def upsert(self, batch: Sequence[Wanted]) -> dict[str, str]:
         path = self.c.options.paths.upsert_users
