@@ -1,48 +1,39 @@
 """Sparkwise Account API (live facilitated sessions), ``kind: sessions``.
 
-A static API key in a header (option ``api_key_header``) on the paths of option ``paths``:
-both are guesses, and a 401 names them. Bodies are ``{"success", "data"}`` envelopes.
-
-* ``users``        GET users (paged by ``totalPages``) -> learners
-* ``clusters``     GET session-clusters (whole, every run) -> courses (session + module)
-* ``completions``  GET session-completions?from=&to= -> enrollments (+ stub learners and
-                   courses for participants and clusters the lists lack)
-
-``data.total`` counts learners, and clusters (plus one course per module). A learner is
-keyed by ``remoteId`` (what completions name), else the Sparkwise ``id``. Completions are
-read in windows (cursor ``{"to": iso}``, a partial read); nothing is soft-deleted. See
-docs/vendors/sessions.md: paging, participants, completion mapping, guesses.
+An API key in a header (option ``api_key_header``) on the paths of option ``paths``: both
+guesses, named by a 401. ``{"success", "data"}`` bodies. Streams: ``users`` (paged by
+``totalPages``) -> learners, keyed ``remoteId`` else the Sparkwise ``id``; ``clusters``
+(whole, every run) -> courses (session + module); ``completions`` (time windows, cursor
+``{"to": iso}``, a partial read) -> enrollments, with stub learners and courses for
+participants and clusters the lists lack. Nothing is soft-deleted. docs/vendors/sessions.md
+has paging, totals, participants, the completion mapping and the guesses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Record, utc
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
-from lms_sync.connectors.rest import VendorModel, describe_json, iso
-from lms_sync.connectors.sessions_provision import SessionsProvisioner
+from lms_sync.connectors.rest import VendorModel, describe_json, iso, time_slices, time_window
+from lms_sync.connectors.sessions_provision import FIX_PATHS, SessionsProvisioner, SparkwiseUsers
 from lms_sync.errors import DataError
-from lms_sync.http import HeaderAuth, PageNumberPaginator
-from lms_sync.http.paging import Page, dig
+from lms_sync.http import HeaderAuth
+from lms_sync.http.paging import dig
 from lms_sync.keyset import KeySet
 
 S = EnrollmentStatus
 STATUS_RULES: tuple[tuple[dict[str, bool], EnrollmentStatus], ...] = (
-    ({"attended": True}, S.COMPLETED),
-    ({"ended": True}, S.ABSENT),
-    ({"visited": True}, S.IN_PROGRESS),
-    ({}, S.NOT_STARTED),
-)
+    ({"attended": True}, S.COMPLETED), ({"ended": True}, S.ABSENT),
+    ({"visited": True}, S.IN_PROGRESS), ({}, S.NOT_STARTED))
 """Facts of a completion -> canonical status; the first rule whose facts all hold wins."""
 
 MODULE_FIELDS = ("moduleId", "moduleName", "moduleCategory", "moduleDescription",
                  "moduleThumbnailUrl", "duration")
-FIX_PATHS = "check the paths option against the vendor's API"
 
 
 class SessionsAuth(Settings):
@@ -96,26 +87,6 @@ class Completion(Cluster):
     stepsVisited: int | None = None
     percentageStepsVisited: float | None = None
     hash: str | None = None
-
-
-def learner_key(user: dict[str, Any]) -> str:
-    return user.get("remoteId") or user["id"]
-
-
-class ParticipantIds:
-    """Which ids a completion may name its participant by, at ~8 bytes a user: ``direct``
-    (remoteIds, and the ids of users without one: each its learner's key) and ``aliased``
-    (ids of users with a remoteId: a lookup of that remoteId, read on need)."""
-
-    __slots__ = ("direct", "aliased")
-
-    def __init__(self) -> None:
-        self.direct, self.aliased = KeySet(), KeySet()
-
-    def add(self, user: dict[str, Any]) -> None:
-        self.direct.add(learner_key(user))
-        if user.get("remoteId"):
-            self.aliased.add(user["id"])
 
 
 # The normalizers take the vendor row and, where the caller validated it already, its
@@ -193,23 +164,12 @@ def normalize_completion(raw: dict[str, Any], now: datetime, learner_id: str | N
 
 def window(cursor: dict[str, Any] | None, since: datetime | None, now: datetime,
            opts: SessionsOptions) -> tuple[datetime, datetime]:
-    """[from, to) of this run, whole seconds; callers skip it when from >= to."""
-    to = now.astimezone(UTC).replace(microsecond=0)
-    if since is not None:
-        start = utc(since)
-    elif cursor and cursor.get("to"):
-        start = datetime.fromisoformat(cursor["to"]) - timedelta(days=opts.lag_days)
-    else:
-        start = utc(opts.start_date) if opts.start_date else to - timedelta(days=365)
-    return start.astimezone(UTC).replace(microsecond=0), to
+    """[from, to) of this run (first run: from ``start_date``, else 365 days back)."""
+    return time_window(cursor.get("to") if cursor else None, since, now, lag_days=opts.lag_days,
+                       start=opts.start_date)
 
 
-def slices(start: datetime, end: datetime, days: float) -> list[tuple[datetime, datetime]]:
-    out, step = [], timedelta(days=days)
-    while start < end:
-        out.append((start, min(start + step, end)))
-        start = out[-1][1]
-    return out
+slices = time_slices
 
 
 describe_error = describe_json("error.message", "error", "message")
@@ -221,21 +181,6 @@ def error_message(body: Any) -> str | None:
     error = dig(body, "error")
     message = (dig(error, "message") if isinstance(error, dict) else error) or dig(body, "message")
     return str(message).splitlines()[0][:300] if message else None
-
-
-class UsersPaginator(PageNumberPaginator):
-    """Users pages from 0, by ``data.totalPages`` (else ``total`` / ``size``), not ``next``:
-    the documented sample shows ``next: null`` on a list of one page only; ``next`` decides
-    only when neither count is given."""
-
-    def update_state(self, page: Page) -> None:
-        data, size = page.body["data"], self.page_size or 1
-        pages, total = whole(data.get("totalPages")), whole(data.get("total"))
-        if pages is None and total is not None:
-            pages = -(-total // (whole(data.get("size")) or size))
-        self.update(count=len(page.rows), total_pages=pages)
-        if pages is None and "next" in data and data["next"] is None:
-            self.has_next = False
 
 
 class SessionsConnector(Connector):
@@ -252,9 +197,8 @@ class SessionsConnector(Connector):
         self.client = self.make_client(HeaderAuth({o.api_key_header: key}, rejected_fix=fix),
                                        describe_error=describe_error)
         # after the clusters stream only the ids are kept (the rows are ~1 KB each)
-        self._known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
-        self._participants: ParticipantIds | None = None
-        self._aliases: dict[str, str] | None = None  # Sparkwise id -> remoteId, read on need
+        self.known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
+        self.users = SparkwiseUsers(self)
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
@@ -273,37 +217,6 @@ class SessionsConnector(Connector):
     def items(self, body: Any, path: str) -> list[dict[str, Any]]:
         return [i for i in self.envelope(body, path).get("items") or [] if isinstance(i, dict)]
 
-    def user_pages(self) -> Iterator[Page]:
-        """The user list, page by page; read to the end, it leaves the participant ids."""
-        path, size, participants = self.options.paths.users, self.options.page_size, ParticipantIds()
-        for page in self.client.paginate(path, UsersPaginator(start=0, page_size=size),
-                                         params={"pageSize": size}, fix=FIX_PATHS,
-                                         records=lambda body: self.items(body, path)):
-            self.log.debug("page.fetched", path=path, page=page.number - 1, count=len(page.rows))
-            for u in page.rows:
-                if u.get("id"):
-                    participants.add(u)
-            yield page
-        self._participants = participants
-
-    def learner_key_of(self, participant: str) -> str | None:
-        """The learner key a completion's ``remoteUserId`` names; None: no such user."""
-        if self._participants is None:
-            for _ in self.user_pages():
-                pass
-        assert self._participants is not None
-        if participant in self._participants.direct:
-            return participant
-        if participant not in self._participants.aliased:
-            return None
-        if self._aliases is None:
-            self.log.warning("participant.by_sparkwise_id", remote_user_id=participant,
-                             note="completions should name participants by remoteId; "
-                                  "reading the user list again to map Sparkwise ids")
-            self._aliases = {u["id"]: u["remoteId"] for page in self.user_pages() for u in page.rows
-                             if u.get("id") and u.get("remoteId")}
-        return self._aliases.get(participant)
-
     def clusters(self) -> tuple[dict[str, dict[str, Any]], int | None]:
         """The cluster list, read now: clusterId -> row, and ``data.total``."""
         path = self.options.paths.clusters
@@ -312,15 +225,8 @@ class SessionsConnector(Connector):
         ids = KeySet()  # a few clusters a person: ~8 bytes each, not ~120 as a set of strings
         for cid in clusters:
             ids.add(cid)
-        self._known = (ids, {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")})
+        self.known = (ids, {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")})
         return clusters, whole(body["data"].get("total"))
-
-    def known_clusters(self) -> tuple[KeySet, set[str]]:
-        """The ids of the listed clusters and of their modules' courses."""
-        if self._known is None:
-            self.clusters()
-        assert self._known is not None
-        return self._known
 
     def completions(self, bounds: tuple[datetime, datetime]) -> Iterator[dict[str, Any]]:
         """The window's completions, decoded one at a time as they are consumed."""
@@ -351,7 +257,7 @@ class UsersStream(_Sparkwise):
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         total = None
-        for page in self.c.user_pages():
+        for page in self.c.users.pages():
             if (count := whole(dig(page.body, "data.total"))) is not None:
                 total = max(total or 0, count)
             for raw in page.rows:
@@ -386,14 +292,15 @@ class CompletionsStream(_Sparkwise):
         if start >= end:
             ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
             return
-        clusters, known_modules = self.c.known_clusters()
+        if self.c.known is None:
+            self.c.clusters()
+        assert self.c.known is not None
+        clusters, known_modules = self.c.known
         stubs: set[str] = set()
         extra_clusters: set[str] = set()
         modules = set(known_modules)
         parts = slices(start, end, opts.window_days)
-        # a window's completions come as one array that grows with the customer: hold the
-        # one being read and the next, as JSON text decoded item by item (16 windows parsed
-        # at once held ~100 MB at 43,000 people; 4 vs 2 at 20,000: peak RSS 107 vs 102 MB)
+        # two windows held at a time, decoded item by item (docs/vendors/sessions.md, memory)
         fetched = self.c.client.map_concurrent(self.c.completions, parts, window=2)
         for bounds, rows in zip(parts, fetched, strict=True):
             for raw in rows:
@@ -401,7 +308,7 @@ class CompletionsStream(_Sparkwise):
                 if c is None:
                     continue
                 rid, cid = c.remoteUserId, c.clusterId
-                key = self.c.learner_key_of(rid)
+                key = self.c.users.learner_key_of(rid)
                 if key is None and rid not in stubs:
                     stubs.add(rid)
                     ctx.count("unknown_users")
