@@ -1,12 +1,10 @@
 """Sparkwise Account API (live facilitated sessions), ``kind: sessions``.
 
-An API key in a header (option ``api_key_header``) on the paths of option ``paths``: both
-guesses, named by a 401. ``{"success", "data"}`` bodies. Streams: ``users`` (paged by
-``totalPages``) -> learners, keyed ``remoteId`` else the Sparkwise ``id``; ``clusters``
-(whole, every run) -> courses (session + module); ``completions`` (time windows, cursor
-``{"to": iso}``, a partial read) -> enrollments, with stub learners and courses for
-participants and clusters the lists lack. Nothing is soft-deleted. docs/vendors/sessions.md
-has paging, totals, participants, the completion mapping and the guesses.
+An API key in a header (option ``api_key_header``) on the paths of option ``paths``, both
+guesses a 401 names. Streams: ``users`` -> learners (keyed ``remoteId``, else ``id``; the list
+in sessions_provision.py); ``clusters`` (whole, every run) -> session and module courses;
+``completions`` (time windows, cursor ``{"to": iso}``) -> enrollments, with stubs for the
+participants and clusters the lists lack. docs/vendors/sessions.md has the details.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ from pydantic import Field, SecretStr
 from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Record, utc
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
 from lms_sync.connectors.rest import VendorModel, describe_json, iso, time_slices, time_window
-from lms_sync.connectors.sessions_provision import FIX_PATHS, SessionsProvisioner, SparkwiseUsers
-from lms_sync.errors import DataError
+from lms_sync.connectors.sessions_provision import FIX_PATHS, SessionsProvisioner, SparkwiseUsers, items
 from lms_sync.http import HeaderAuth
 from lms_sync.http.paging import dig
 from lms_sync.keyset import KeySet
@@ -89,8 +86,7 @@ class Completion(Cluster):
     hash: str | None = None
 
 
-# The normalizers take the vendor row and, where the caller validated it already, its
-# model: each row is validated once.
+# Normalizers take the row and, where the caller validated it already, its model (validated once).
 
 def normalize_user(raw: dict[str, Any]) -> Learner:
     u = User.model_validate(raw)
@@ -176,13 +172,6 @@ describe_error = describe_json("error.message", "error", "message")
 """``{"success": false, "error": {"message"}}`` -> the message."""
 
 
-def error_message(body: Any) -> str | None:
-    """The message of a failure body (as :func:`describe_error` reads it), or None."""
-    error = dig(body, "error")
-    message = (dig(error, "message") if isinstance(error, dict) else error) or dig(body, "message")
-    return str(message).splitlines()[0][:300] if message else None
-
-
 class SessionsConnector(Connector):
     kind = "sessions"
     Auth = SessionsAuth
@@ -206,27 +195,16 @@ class SessionsConnector(Connector):
     def provisioner(self) -> SessionsProvisioner:
         return SessionsProvisioner(self)
 
-    def envelope(self, body: Any, path: str) -> dict[str, Any]:
-        """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""
-        if isinstance(body, dict) and body.get("success") is not False \
-                and isinstance(body.get("data"), dict):
-            return body["data"]
-        raise DataError(f"the vendor sent no data: {error_message(body) or 'unexpected body shape'}",
-                        source=self.source.id, path=path, fix=FIX_PATHS)
-
-    def items(self, body: Any, path: str) -> list[dict[str, Any]]:
-        return [i for i in self.envelope(body, path).get("items") or [] if isinstance(i, dict)]
-
-    def clusters(self) -> tuple[dict[str, dict[str, Any]], int | None]:
-        """The cluster list, read now: clusterId -> row, and ``data.total``."""
+    def clusters(self) -> tuple[dict[str, dict[str, Any]], int | None, tuple[KeySet, set[str]]]:
+        """The cluster list, read now: clusterId -> row, ``data.total`` and the ids kept."""
         path = self.options.paths.clusters
         body = self.client.get_json(path)
-        clusters = {c["clusterId"]: c for c in self.items(body, path) if c.get("clusterId")}
+        clusters = {c["clusterId"]: c for c in items(body, path, self.source.id) if c.get("clusterId")}
         ids = KeySet()  # a few clusters a person: ~8 bytes each, not ~120 as a set of strings
         for cid in clusters:
             ids.add(cid)
         self.known = (ids, {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")})
-        return clusters, whole(body["data"].get("total"))
+        return clusters, whole(body["data"].get("total")), self.known
 
     def completions(self, bounds: tuple[datetime, datetime]) -> Iterator[dict[str, Any]]:
         """The window's completions, decoded one at a time as they are consumed."""
@@ -274,7 +252,7 @@ class ClustersStream(_Sparkwise):
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         modules: set[str] = set()
-        clusters, total = self.c.clusters()
+        clusters, total, _ = self.c.clusters()
         for cid, raw in clusters.items():
             yield from self.courses(ctx, cid, raw, modules)
         if total is not None:  # data.total counts clusters; each distinct module is a course too
@@ -292,13 +270,8 @@ class CompletionsStream(_Sparkwise):
         if start >= end:
             ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
             return
-        if self.c.known is None:
-            self.c.clusters()
-        assert self.c.known is not None
-        clusters, known_modules = self.c.known
-        stubs: set[str] = set()
-        extra_clusters: set[str] = set()
-        modules = set(known_modules)
+        clusters, known_modules = self.c.known or self.c.clusters()[2]
+        stubs, extra_clusters, modules = set[str](), set[str](), set(known_modules)
         parts = slices(start, end, opts.window_days)
         # two windows held at a time, decoded item by item (docs/vendors/sessions.md, memory)
         fetched = self.c.client.map_concurrent(self.c.completions, parts, window=2)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lms_sync.errors import DataError
-from lms_sync.http.paging import CountedPageNumberPaginator, Page
+from lms_sync.http.paging import CountedPageNumberPaginator, Page, dig
 from lms_sync.keyset import KeySet
 from lms_sync.provision.plan import RemoteUser, Wanted
 
@@ -29,6 +29,26 @@ if TYPE_CHECKING:
 
 BATCH_LIMIT = 200  # [doc]: 1..200 items per call
 FIX_PATHS = "check the paths option against the vendor's API"
+
+
+def error_message(body: Any) -> str | None:
+    """The message of a failure body (as ``sessions.describe_error`` reads it), or None."""
+    error = dig(body, "error")
+    message = (dig(error, "message") if isinstance(error, dict) else error) or dig(body, "message")
+    return str(message).splitlines()[0][:300] if message else None
+
+
+def envelope(body: Any, path: str, source: str) -> dict[str, Any]:
+    """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""
+    if isinstance(body, dict) and body.get("success") is not False and isinstance(body.get("data"), dict):
+        return body["data"]
+    raise DataError(f"the vendor sent no data: {error_message(body) or 'unexpected body shape'}",
+                    source=source, path=path, fix=FIX_PATHS)
+
+
+def items(body: Any, path: str, source: str) -> list[dict[str, Any]]:
+    """The objects of ``data.items`` (others passed over)."""
+    return [i for i in envelope(body, path, source).get("items") or [] if isinstance(i, dict)]
 
 
 class SparkwiseUsers:
@@ -52,7 +72,7 @@ class SparkwiseUsers:
                                            total_key="data.total", size_key="data.size", next_key="data.next")
         direct, aliased = KeySet(), KeySet()
         for page in self.c.client.paginate(path, pager, params={"pageSize": size}, fix=FIX_PATHS,
-                                           records=lambda body: self.c.items(body, path)):
+                                           records=lambda body: items(body, path, self.c.source.id)):
             self.c.log.debug("page.fetched", path=path, page=page.number - 1, count=len(page.rows))
             for u in page.rows:
                 if u.get("id"):
@@ -130,12 +150,7 @@ class SessionsProvisioner:
         return refused(self._post(self.c.options.paths.deactivate_users, refs), ids)
 
     def _post(self, path: str, users: list[dict[str, Any]]) -> dict[str, Any]:
-        response = self.c.client.request("POST", path, json={"users": users})
-        try:
-            body = response.json()
-        except ValueError:
-            raise DataError("the body is not valid JSON", source=self.c.source.id, path=path,
-                            status=response.status_code) from None
+        body = self.c.client.json_of(self.c.client.request("POST", path, json={"users": users}))
         if isinstance(body, dict) and body.get("success") is not False and body.get("data") is None:
             return {}  # an answer without data: nothing was refused
-        return self.c.envelope(body, path)
+        return envelope(body, path, self.c.source.id)
