@@ -1,13 +1,10 @@
 """Udemy Business: Courses API + Reporting API (``kind: udemy``).
 
-HTTP Basic ``client_id:client_secret``; paths under ``api-2.0/organizations/{organization_id}/``,
-paged by ``page``/``page_size`` (<= 100) and an absolute ``next`` link; each list's ``count``
-is the vendor's total of the stream's table. Streams: ``courses`` (courses/list/ -> courses),
-``enrollments`` (analytics/user-course-activity/ -> learners + enrollments), ``progress``
-(analytics/user-progress/ -> activity_progress), ``activity`` (analytics/user-activity/ ->
-stat_snapshots ``udemy.user_activity``). Keys come from the lower-case email; an
-``"Anonymized User"`` row is a placeholder learner of its own. docs/vendors/udemy.md has
-paging, field classes (a guess), keys, anonymized rows, assignment, backfills.
+HTTP Basic auth; lists under ``api-2.0/organizations/{organization_id}/`` paged by their
+``next`` link, ``count`` their total. Streams: ``courses`` -> courses; ``enrollments`` ->
+learners + enrollments; ``progress`` -> activity_progress; ``activity`` -> stat_snapshots.
+Keys come from the lower-case email (an anonymized row: a placeholder learner of its own).
+docs/vendors/udemy.md has paths, paging, field classes (a guess), keys and backfills.
 """
 
 from __future__ import annotations
@@ -22,17 +19,9 @@ from urllib.parse import quote
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
-from lms_sync.canonical import (
-    ActivityProgress,
-    Course,
-    CourseKind,
-    Enrollment,
-    EnrollmentStatus,
-    Learner,
-    Record,
-    Snapshot,
-    stable_json,
-)
+from lms_sync import canonical
+from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Record, Snapshot
+from lms_sync.canonical import EnrollmentStatus as S
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.connectors.rest import Number, RestStream, Text, VendorModel, When, describe_json
 from lms_sync.http import BasicAuth, HttpClient, NextUrlPaginator
@@ -41,26 +30,22 @@ from lms_sync.keyset import KeySet
 ANONYMIZED = "anonymized user"
 ACTIVITY_METRIC = "udemy.user_activity"
 
-S = EnrollmentStatus
 # docs/contracts.md, "Warehouse", udemy row: the first field that is set decides; else not_started.
 ENROLLMENT_STATUS_RULES = (("course_completion_date", S.COMPLETED),
                            ("course_first_completion_date", S.COMPLETED),
                            ("completion_ratio", S.IN_PROGRESS), ("course_start_date", S.IN_PROGRESS))
 ITEM_STATUS_RULES = (("item_completion_time", S.COMPLETED), ("item_completion_ratio", S.IN_PROGRESS),
                      ("item_start_time", S.IN_PROGRESS))
-ITEM_KINDS: dict[str, str] = {
-    "lecture": "lecture", "video lecture": "lecture", "nonvideo lecture": "lecture",
-    "non-video lecture": "lecture", "quiz": "quiz", "practice test": "quiz",
-    "coding exercise": "quiz", "assignment": "quiz",
-}
-ASSIGNED: dict[str, bool] = {"yes": True, "no": False}
-"""``is_assigned`` (case and spaces ignored) -> ``assigned``; anything else: unknown (None)."""
+ITEM_KINDS = {"lecture": "lecture", "video lecture": "lecture", "nonvideo lecture": "lecture",
+              "non-video lecture": "lecture", "quiz": "quiz", "practice test": "quiz",
+              "coding exercise": "quiz", "assignment": "quiz"}
+ASSIGNED = {"yes": True, "no": False}  # is_assigned (case, spaces ignored); else unknown (None)
 USER_FIELDS = ("lms_user_id",)  # user-level fields without the user_ prefix
 ANON_KEY_FIELDS = ("id", "lms_user_id", "course_id", "item_type", "item_id", "report_date",
                    "course_enroll_date", "course_start_date", "item_start_time", "user_joined_date")
 
 
-def status_of(row: BaseModel, rules: tuple[tuple[str, EnrollmentStatus], ...]) -> EnrollmentStatus:
+def status_of(row: BaseModel, rules: tuple[tuple[str, S], ...]) -> S:
     return next((status for name, status in rules if getattr(row, name, None)), S.NOT_STARTED)
 
 
@@ -84,9 +69,7 @@ class UdemyCourse(VendorModel):
     categories: list[str] = Field(default_factory=list)
 
 
-class UserRow(VendorModel):
-    """The user part of a Reporting row (the same fields in every stream)."""
-
+class UserRow(VendorModel):  # the user part of a Reporting row, the same in every stream
     user_email: str
     user_name: Text = None
     user_surname: Text = None
@@ -136,12 +119,11 @@ def is_anonymized(row: dict[str, Any]) -> bool:
 def anon_key(stream: str, row: dict[str, Any]) -> str:
     """A stable key for one anonymized row, from its identifying fields."""
     ident = {k: row.get(k) for k in ANON_KEY_FIELDS if row.get(k) not in (None, "")}
-    digest = hashlib.sha1(stable_json([stream, ident]).encode(), usedforsecurity=False)
+    digest = hashlib.sha1(canonical.stable_json([stream, ident]).encode(), usedforsecurity=False)
     return f"anon:{stream}:{digest.hexdigest()[:20]}"
 
 
-# The normalizers below take the vendor row and, when the caller validated it already
-# (a stream making two records of one row), its model: each row is validated once.
+# Normalizers take the row and, where the caller validated it already, its model (validated once).
 
 def normalize_course(raw: dict[str, Any]) -> Course:
     c = UdemyCourse.model_validate(raw)
@@ -212,10 +194,7 @@ class UdemyAuth(Settings):
     client_secret: SecretStr
 
 
-class UdemyFieldClasses(Settings):
-    """The classes each Reporting stream asks ``fields[<class>]=@all`` of; all but the
-    user-activity class are guesses (docs/vendors/udemy.md, "Field classes")."""
-
+class UdemyFieldClasses(Settings):  # fields[<class>]=@all per stream: guesses but activity's
     enrollments: list[str] = ["aggregate_organization_user_course_activity", "user_course_activity"]
     progress: list[str] = ["aggregate_organization_user_progress", "user_progress"]
     activity: list[str] = ["aggregate_organization_user_activity"]
@@ -237,8 +216,7 @@ class UdemyOptions(Settings):
 
 
 class _Reader(RestStream):
-    """A list under the organization, paged by its ``next`` link; ``count`` is its total. A
-    Reporting list asks its field classes and maps a row and its anonymous key (``records_of``)."""
+    """An organization's list; a Reporting one asks its field classes, and ``records_of``."""
 
     records = "results"
     total_key = "count"
@@ -278,6 +256,7 @@ class _Reader(RestStream):
             yield from super().read(ctx)
             return
         keys: dict[str, int] = {}  # anonymous keys given so far: a repeat gets #n
+        self.seen = KeySet()  # the learners emitted: one per person, not per row
         ctx.partial = bool(self.options.from_date or self.options.to_date)
         for row in self.rows(ctx):
             anon = None
@@ -316,10 +295,6 @@ class Enrollments(_Reader):
     path = "analytics/user-course-activity/"
     full_refresh_tables = ("enrollments",)
     total_table = "enrollments"  # one row, one enrollment (its learner once per person)
-
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        self.seen = KeySet()  # learners already emitted: one per person, not per enrollment
-        yield from super().read(ctx)
 
     def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:
         r = CourseActivity.model_validate(row)
