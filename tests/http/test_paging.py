@@ -246,3 +246,26 @@ def test_sort_value_paginator_sends_its_bound_and_drops_rows_read_before():
     again = [{"id": "b", "v": 2}, {"id": "c", "v": 3}]  # b comes back at the head of v >= 2
     p.update_state(Page("/l", again))
     assert p.fresh(again) == [{"id": "c", "v": 3}]
+
+def test_counted_page_numbers_total_pages_then_total_over_size_then_a_null_next():
+    from lms_sync.http.paging import CountedPageNumberPaginator, Page
+
+    def walk(bodies, size=2):
+        p = CountedPageNumberPaginator(start=0, page_size=size, total_pages_key="data.totalPages",
+                                       total_key="data.total", size_key="data.size", next_key="data.next")
+        asked = []
+        for body in bodies:
+            if not p.has_next:
+                break
+            asked.append(p.next_request().params["page"])
+            p.update_state(Page("/u", [{}] * len(body["data"].get("items", [])), body))
+        return asked, p.has_next
+
+    full = {"items": [1, 2]}
+    # totalPages decides, though next is null on every page
+    assert walk([{"data": {**full, "totalPages": 3, "next": None}}] * 5) == ([0, 1, 2], False)
+    # else total over the size served (1 a page here, not the 2 asked)
+    assert walk([{"data": {"items": [1], "total": 3, "size": 1}}] * 5) == ([0, 1, 2], False)
+    # neither count: a null next ends it, a missing one leaves the short-page rule
+    assert walk([{"data": {**full, "next": None}}] * 5) == ([0], False)
+    assert walk([{"data": full}, {"data": full}, {"data": {"items": [1]}}] * 2) == ([0, 1, 2], False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import httpx
@@ -192,7 +192,7 @@ class RestStream(Stream):
         yield self.cursor(ctx)
 
 
-# --------------------------------------------------------------------------- added for #19 (academy)
+# --------------------------------------------------------------------------- errors and JSON bodies
 
 
 @contextmanager
@@ -226,3 +226,31 @@ def json_member(response: httpx.Response, key: str, want: type, source: str) -> 
         raise DataError(f"expected a JSON body with a {key} {want.__name__}", source=source,
                         path=response.request.url.path, status=response.status_code)
     return value
+
+# --------------------------------------------------------------------------- time windows
+# (issue #19, added with the sessions port: reads of a list without a change feed)
+
+
+def time_window(saved_to: str | None, since: datetime | None, now: datetime, *, lag_days: float,
+                start: datetime | None, default_days: float = 365) -> tuple[datetime, datetime]:
+    """[from, to) of a read by time window, in whole UTC seconds, ``to`` being ``now``:
+    from ``since`` (``--since``), else the saved ``to`` less ``lag_days`` (the time the
+    vendor takes to settle a row), else ``start``, else ``default_days`` before ``now``.
+    The caller asks nothing when from >= to."""
+    to = now.astimezone(UTC).replace(microsecond=0)
+    if since is not None:
+        begin = utc(since)
+    elif saved_to:
+        begin = datetime.fromisoformat(saved_to) - timedelta(days=lag_days)
+    else:
+        begin = utc(start) if start is not None else to - timedelta(days=default_days)
+    return begin.astimezone(UTC).replace(microsecond=0), to
+
+
+def time_slices(start: datetime, end: datetime, days: float) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive slices of at most ``days``; none when start >= end."""
+    out, step = [], timedelta(days=days)
+    while start < end:
+        out.append((start, min(start + step, end)))
+        start = out[-1][1]
+    return out

@@ -345,3 +345,32 @@ class SortGuard:
                 return False
             self.last = value
         return True
+
+
+# --------------------------------------------------------------------------- counted page numbers
+# (issue #19, added with the sessions port: a page count the body gives, or works out)
+
+
+class CountedPageNumberPaginator(PageNumberPaginator):
+    """:class:`PageNumberPaginator` walked by the page count each page's body gives:
+    ``total_pages_key``, else ``total_key`` (rows) over ``size_key`` (the page size the
+    vendor served; ``page_size`` when it says none). When the body gives neither count,
+    a ``next_key`` that is present and null ends the walk; a short or empty page always
+    does. For lists whose ``next`` cannot be trusted (a sample showing only ``null``)."""
+
+    def __init__(self, param: str = "page", start: int = 0, *, page_size: int,
+                 total_pages_key: Key = None, total_key: Key = None, size_key: Key = None,
+                 next_key: str | None = None, max_page: int = 65535) -> None:
+        super().__init__(param, start, page_size, max_page, total_pages_key=total_pages_key)
+        self.size, self.total_key, self.size_key, self.next_key = page_size, total_key, size_key, next_key
+
+    def update_state(self, page: Page) -> None:
+        pages, total = _count(dig(page.body, self.total_pages_key)), _count(dig(page.body, self.total_key))
+        if pages is None and total is not None:
+            pages = -(-total // (_count(dig(page.body, self.size_key)) or self.size))
+        self.update(count=len(page.rows), total_pages=pages)
+        if pages is None and self.next_key is not None:
+            holder, _, leaf = self.next_key.rpartition(".")
+            held = dig(page.body, holder) if holder else page.body
+            if isinstance(held, dict) and leaf in held and held[leaf] is None:
+                self.has_next = False
