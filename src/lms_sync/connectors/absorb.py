@@ -1,20 +1,14 @@
 """Absorb LMS Integration API v2 (``kind: absorb``).
 
-Auth: ``POST /authenticate`` (API key + admin login) answers a bearer token (4 h), one per
-admin user: the source shares exactly one, renewed single-flight on a 401. Lists are paged
-by ``_limit``/``_offset`` (page number), report ``totalItems``, and are walked by the last
-``dateEdited`` seen (:class:`~lms_sync.connectors.rest.SortedWalk`; unsorted lists by page).
-
-Streams, incremental by ``dateEdited`` (re-reading ``overlap_minutes``); the first run and
-``--full-refresh`` read everything and soft-delete what is gone: ``departments`` (org units,
-read whole every run), ``users`` (learners + department memberships), ``courses``,
-``enrollments`` (per course; with ``lesson_enrollments``, ``options.lesson_path`` ->
-activity_progress).
-
-Contract facts: full reads report ``totalItems`` (enrollments summed over courses, superseded
-rows excluded by design); a walk short of it is IncompleteRead. Cursor ``{"date_edited":
-<max seen>}``. Enrollment id ``<userId>:<courseId>``, lesson ``<userId>:<courseId>:<lessonId>``.
-Status 0..12 via :data:`STATUS_MAP`.
+Auth: ``POST /authenticate`` (API key + admin login) -> one bearer token per admin (4 h),
+shared by the source, renewed single-flight on a 401. Lists: ``_limit``/``_offset`` (page
+number), ``totalItems``; walked by the last ``dateEdited`` seen, unsorted ones by page
+(:class:`~lms_sync.connectors.rest.SortedWalk`). Streams: ``departments`` (org units, whole
+every run), ``users`` (learners + department memberships), ``courses``, ``enrollments`` (per
+course; lessons -> activity_progress), incremental by ``dateEdited`` (cursor ``{"date_edited":
+<max seen>}``, ``overlap_minutes`` re-read). Full reads report ``totalItems``; a walk short of
+it is IncompleteRead. Ids: ``<userId>:<courseId>`` (historical rows skipped),
+``<userId>:<courseId>:<lessonId>``. Status 0..12 via :data:`STATUS_MAP`.
 
 See docs/vendors/absorb.md: paging guards, unsorted lists, lessons, org units, values, guesses.
 """
@@ -25,26 +19,16 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
 from lms_sync import canonical as cn
 from lms_sync.canonical import EnrollmentStatus as S
-from lms_sync.canonical import Record, utc
+from lms_sync.canonical import Record
+from lms_sync.connectors import rest
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
-from lms_sync.connectors.rest import (
-    SortedStream,
-    SortedWalk,
-    VendorModel,
-    calls_beside,
-    describe_json,
-    fetch_token,
-    iso,
-    percent,
-    timespan_seconds,
-)
-from lms_sync.errors import DataError, IncompleteRead, RequestRejected
+from lms_sync.connectors.rest import percent, timespan_seconds  # absorb's value helpers, re-exported
+from lms_sync.errors import DataError, IncompleteRead
 from lms_sync.http.auth import Token, TokenAuth
 
 AUTH_PATH = "/authenticate"
@@ -71,7 +55,7 @@ ACTIVE_STATUS: dict[int, bool] = {0: True, 1: False}
 Opt = str | None  # an optional vendor string
 
 
-class AbsorbUser(VendorModel):
+class AbsorbUser(rest.VendorModel):
     id: str = Field(min_length=1)
     username: Opt = None
     firstName: Opt = None
@@ -98,7 +82,7 @@ class AbsorbUser(VendorModel):
                                  raw={"departmentId": self.departmentId}) if self.departmentId else None
 
 
-class AbsorbCourse(VendorModel):
+class AbsorbCourse(rest.VendorModel):
     id: str = Field(min_length=1)
     name: Opt = None
     description: Opt = None
@@ -113,7 +97,7 @@ class AbsorbCourse(VendorModel):
                          duration_minutes=None if seconds is None else seconds / 60, raw=raw)
 
 
-class _Progress(VendorModel):
+class _Progress(rest.VendorModel):
     id: Opt = None
     userId: str = Field(min_length=1)
     courseId: Opt = None
@@ -155,7 +139,7 @@ class AbsorbLesson(_Progress):
     lastAttempt: datetime | None = None
 
 
-class AbsorbDepartment(VendorModel):
+class AbsorbDepartment(rest.VendorModel):
     id: str = Field(min_length=1)
     name: Opt = None
     parentId: Opt = None
@@ -199,23 +183,8 @@ def normalize_lesson(raw: dict[str, Any], user_id: str, course_id: str) -> cn.Ac
         last_activity_at=r.lastAttempt or r.dateEdited, **r.progress_fields(), raw=raw)
 
 
-describe_error = describe_json("message", "Message", lists=("validations",))
+describe_error = rest.describe_json("message", "Message", lists=("validations",))
 """``{"validations": [...], "code", "message", "term"}``, or a bare JSON string."""
-
-
-def _segment(vendor_id: Any) -> str:
-    """A vendor id as one URL path segment (``/``, ``?``, ``#``, ``%``, spaces escaped)."""
-    return quote(str(vendor_id), safe="")
-
-
-def _edited(row: dict[str, Any]) -> datetime | None:
-    """``dateEdited`` to the second (what a ``_filter`` on it can say), or None."""
-    try:
-        edited = row.get("dateEdited")
-        return utc(datetime.fromisoformat(str(edited).replace("Z", "+00:00"))).replace(microsecond=0) \
-            if edited else None
-    except ValueError:
-        return None
 
 
 def _token(body: Any) -> Token:
@@ -244,13 +213,7 @@ class AbsorbOptions(Settings):
     @field_validator("lesson_path")
     @classmethod
     def _lesson_path(cls, value: str) -> str:
-        try:
-            value.format(userId="u", courseId="c")
-        except (KeyError, IndexError, ValueError):
-            value = ""
-        if not value.startswith("/") or "{userId}" not in value or "{courseId}" not in value:
-            raise ValueError("must be a path from / with {userId} and {courseId} (and no other {})")
-        return value
+        return rest.path_template(value, "userId", "courseId")
 
 
 class AbsorbConnector(Connector):
@@ -263,9 +226,10 @@ class AbsorbConnector(Connector):
         self.headers = {"x-api-key": self.auth.api_key.get_secret_value(), "x-api-version": API_VERSION}
         http = self.make_client(auth=TokenAuth(self._fetch_token, static_headers=self.headers),
                                 describe_error=describe_error)
-        self.walk = SortedWalk(
+        self.walk = rest.SortedWalk(
             http, "Absorb", "_offset", "_limit", self.options.page_size, self.options.max_page,
-            {"_sort": "dateEdited"}, _edited, lambda at: {"_filter": f"dateEdited ge datetime'{iso(at)}'"},
+            {"_sort": "dateEdited"}, lambda row: rest.second_of(row.get("dateEdited")),
+            lambda at: {"_filter": f"dateEdited ge datetime'{rest.iso(at)}'"},
             total_key="totalItems", limit_key="limit",
             loop_fix="the vendor ignores _offset; report it to Absorb",
             stuck_fix="the vendor keeps returning full pages; raise options.max_page or report it to Absorb")
@@ -274,7 +238,7 @@ class AbsorbConnector(Connector):
         assert self.http is not None
         login = {"username": self.auth.username, "password": self.auth.password.get_secret_value(),
                  "privateKey": self.headers["x-api-key"]}
-        return fetch_token(
+        return rest.fetch_token(
             client, self.http.url(AUTH_PATH), source=self.source.id, rejected=(400, 401, 403, 404),
             refused="Absorb refused the API key or admin login", parse=_token, describe=describe_error,
             fix="check auth.api_key, auth.username and auth.password (an admin with API access)",
@@ -290,49 +254,24 @@ class AbsorbConnector(Connector):
         return self.walk.lookup(path, key, ctx, f"allow the API admin to list {key} to get their names")
 
     def streams(self) -> list[Stream]:
-        overlap = timedelta(minutes=self.options.overlap_minutes)
-        return [DepartmentsStream(self), *(cls(self.walk, overlap, self.unsorted, self)
-                                           for cls in (UsersStream, CoursesStream, EnrollmentsStream))]
+        return [DepartmentsStream(self.walk), UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
 
 
-class DepartmentsStream(Stream):
-    name = "departments"
+class DepartmentsStream(rest.LookupStream):
+    name, path, records = "departments", "/departments", "departments"
     full_refresh_tables = ("org_units",)
     total_table = "org_units"
+    fix = "let the API admin's role view departments to get org units"
 
-    def __init__(self, conn: AbsorbConnector) -> None:
-        self.conn = conn
-
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        names, lookups = {}, self.conn.walk.names
-        try:
-            for page in self.conn.walk.by_number("/departments", "departments", whole=False):
-                ctx.count("pages")
-                if page.last and page.total is not None:  # totalItems, once (a bare array: none)
-                    ctx.report_total(page.total)
-                for row in page.rows:
-                    if unit := ctx.normalize(row.get("id"), lambda r=row: normalize_department(r)):
-                        names[unit.external_id] = unit.name or ""
-                        yield unit
-        except RequestRejected as exc:
-            if exc.status not in (403, 404):
-                raise
-            ctx.partial = True  # nothing listed: nothing may look deleted
-            ctx.count("departments_unavailable")
-            ctx.log.warning("departments.unavailable", status=exc.status, path="/departments",
-                            fix="let the API admin's role view departments to get org units")
-            lookups.setdefault("/departments", {})  # the users stream: no names, no retry
-            return
-        # the users stream names departments from the same read (one request fewer)
-        lookups.setdefault("/departments", {k: v for k, v in names.items() if v})
-        yield Checkpoint({"departments": len(names)})
+    def normalize(self, row: dict[str, Any]) -> Record:
+        return normalize_department(row)
 
 
-class _Stream(SortedStream):
+class _Stream(rest.SortedStream):
     cursor_key = "date_edited"
 
-    def __init__(self, walk: SortedWalk, overlap: timedelta, on_unsorted: Any, conn: AbsorbConnector) -> None:
-        super().__init__(walk, overlap, on_unsorted)
+    def __init__(self, conn: AbsorbConnector) -> None:
+        super().__init__(conn.walk, timedelta(minutes=conn.options.overlap_minutes), conn.unsorted)
         self.conn = conn
 
 
@@ -366,14 +305,15 @@ class CoursesStream(_Stream):
 
 
 Pair = tuple[str, str]  # (user id, course id)
+KIND = "/courses/{id}/enrollments"  # every course's list: one kind (sorted or not alike)
 
 
 class EnrollmentsStream(_Stream):
     name, records = "enrollments", "enrollments"
     total_table = "enrollments"
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, conn: AbsorbConnector) -> None:
+        super().__init__(conn)
         lessons = self.conn.options.lesson_enrollments
         self.full_refresh_tables = ("enrollments", "activity_progress") if lessons else ("enrollments",)
         self.http = self.walk.http
@@ -387,19 +327,11 @@ class EnrollmentsStream(_Stream):
         self.seen = None
         pairs = self.enrollments(ctx, start, course_ids)
         if self.conn.options.lesson_enrollments:  # lesson calls: most of this source's requests
-            yield from calls_beside(self.http, pairs, self.fetch, lambda got: self.lessons(ctx, *got),
+            yield from rest.calls_beside(self.http, pairs, self.fetch, lambda got: self.lessons(ctx, *got),
                                     READY_MAX)
         else:
             yield from (record for record, _ in pairs)
         yield self.checkpoint(saved, self.seen)
-
-    def course_pages(self, start: datetime | None, course_id: str) -> Iterator[Any]:
-        try:
-            yield from self.pages(f"/courses/{_segment(course_id)}/enrollments", start,
-                                  kind="/courses/{id}/enrollments")
-        except RequestRejected as exc:
-            if exc.status != 404:  # 404: the course was deleted since we listed it
-                raise
 
     def enrollments(self, ctx: ReadContext, start: datetime | None,
                     course_ids: list[str]) -> Iterator[tuple[Record, Pair | None]]:
@@ -407,11 +339,12 @@ class EnrollmentsStream(_Stream):
         several courses at once, never a whole course in memory. A course's total and its
         historical rows count when its list has been read whole."""
         historical: dict[str, int] = {}  # per course list being read: its superseded rows
-        for page in self.http.interleave(lambda c: self.course_pages(start, c), course_ids):
+        for page in self.http.interleave(lambda c: self.pages(  # 404: a course deleted since listed
+                f"/courses/{rest.segment(c)}/enrollments", start, kind=KIND, gone=(404,)), course_ids):
             before = historical.pop(page.path, 0)
             old = 0 if page.restart else before  # a re-read counts its list afresh
             for row in page.rows:
-                edited = _edited(row)
+                edited = rest.second_of(row.get("dateEdited"))
                 self.seen = max(self.seen, edited) if self.seen and edited else edited or self.seen
                 if row.get("isActive") is False:
                     old += 1
@@ -427,7 +360,8 @@ class EnrollmentsStream(_Stream):
                 ctx.report_total(page.total)
 
     def lesson_path(self, user_id: str, course_id: str) -> str:
-        return self.conn.options.lesson_path.format(userId=_segment(user_id), courseId=_segment(course_id))
+        return self.conn.options.lesson_path.format(userId=rest.segment(user_id),
+                                                    courseId=rest.segment(course_id))
 
     def fetch(self, pair: Pair) -> tuple[str, str, Any]:
         """A (user, course)'s lesson enrollments (None: 404), in a worker thread."""

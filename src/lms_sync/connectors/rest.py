@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -208,9 +209,11 @@ class RestStream(Stream):
 # Vendor-free, parameterized by the vendor's keys: a list sorted by a value that grows when
 # a row changes, walked by the last value seen under a SortGuard, read again by page number
 # when it turns out unsorted; every whole walk checked against its first page's total
-# (:class:`SortedWalk`); a stream incremental by that value (:class:`SortedStream`);
+# (:class:`SortedWalk`); a stream incremental by that value (:class:`SortedStream`); a
+# small list read whole that also names ids for a lookup (:class:`LookupStream`);
 # per-record calls run beside a stream of records (:func:`calls_beside`); and the value
-# helpers :func:`timespan_seconds` and :func:`percent`.
+# helpers :func:`timespan_seconds`, :func:`percent`, :func:`second_of`, :func:`segment`,
+# :func:`path_template`.
 
 _TIMESPAN = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
 _ISO_DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
@@ -234,6 +237,35 @@ def timespan_seconds(value: str | None, name: str = "duration") -> float | None:
         d, h, mins, s = (float(x or 0) for x in m.groups())
         return d * 86400 + h * 3600 + mins * 60 + s
     raise ValueError(f"{name} {text!r} is not a TimeSpan")
+
+
+def second_of(value: Any) -> datetime | None:
+    """An ISO 8601 time (``Z`` or an offset; naive: UTC) to the second; None when blank or
+    not a time."""
+    try:
+        return utc(datetime.fromisoformat(str(value).replace("Z", "+00:00"))).replace(microsecond=0) \
+            if value else None
+    except ValueError:
+        return None
+
+
+def segment(value: Any) -> str:
+    """A vendor id as one URL path segment: ``/``, ``?``, ``#``, ``%`` and spaces escaped, so
+    an id never changes which resource is asked for."""
+    return quote(str(value), safe="")
+
+
+def path_template(value: str, *names: str) -> str:
+    """A path option with placeholders: from ``/``, with ``{name}`` for each of ``names``
+    and no other ``{}``; else a ValueError saying so."""
+    try:
+        value.format(**{name: name for name in names})
+    except (KeyError, IndexError, ValueError):
+        value = ""
+    if not value.startswith("/") or any(f"{{{name}}}" not in value for name in names):
+        wanted = " and ".join(f"{{{name}}}" for name in names)
+        raise ValueError(f"must be a path from / with {wanted} (and no other {{}})")
+    return value
 
 
 def percent(value: float | None, name: str, tolerance: float = 0.5) -> float | None:
@@ -443,9 +475,15 @@ class SortedStream(Stream):
         return Checkpoint({self.cursor_key: iso(best) if best else None})
 
     def pages(self, path: str, start: datetime | None, *, records: str | None = None, kind: str | None = None,
-              ctx: ReadContext | None = None) -> Iterator[ListPage]:
-        return self.walk.by_value(path, records or self.records, start, kind=kind, ctx=ctx,
-                                  on_unsorted=self.on_unsorted)
+              ctx: ReadContext | None = None, gone: tuple[int, ...] = ()) -> Iterator[ListPage]:
+        """The walk of one list by value (:meth:`SortedWalk.by_value`); a status in ``gone``
+        is a list that went away (a parent deleted since it was listed): no pages."""
+        try:
+            yield from self.walk.by_value(path, records or self.records, start, kind=kind, ctx=ctx,
+                                          on_unsorted=self.on_unsorted)
+        except RequestRejected as exc:
+            if exc.status not in gone:
+                raise
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         saved, start = self.window(ctx)
@@ -463,6 +501,47 @@ class SortedStream(Stream):
                 ctx.report_total(page.total)
             if page.by_value or page.last:
                 yield self.checkpoint(saved, seen)
+
+
+class LookupStream(Stream):
+    """A small list read whole every run through a :class:`SortedWalk` by page number (a
+    bare array is the whole list; the first page's total reported), whose records' names
+    also serve :meth:`SortedWalk.lookup` of ``path`` (one request fewer). A 403 or 404 is
+    nothing listed: ``<name>.unavailable`` logged with ``fix`` and counted, ``ctx.partial``
+    (nothing soft-deleted), no names. The checkpoint is ``{name: <records read>}``.
+    Subclasses set ``name``, ``path``, ``records``, ``fix`` and implement :meth:`normalize`."""
+
+    path: ClassVar[str]
+    records: ClassVar[str]
+    fix: ClassVar[str]
+
+    def __init__(self, walk: SortedWalk) -> None:
+        self.walk = walk
+
+    def normalize(self, row: dict[str, Any]) -> Record:
+        raise NotImplementedError
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        names: dict[str, str] = {}
+        try:
+            for page in self.walk.by_number(self.path, self.records, whole=False):
+                ctx.count("pages")
+                if page.last and page.total is not None:
+                    ctx.report_total(page.total)
+                for row in page.rows:
+                    if record := ctx.normalize(row.get(self.walk.id_key), lambda r=row: self.normalize(r)):
+                        names[str(record.external_id)] = getattr(record, "name", None) or ""
+                        yield record
+        except RequestRejected as exc:
+            if exc.status not in (403, 404):
+                raise
+            ctx.partial = True
+            ctx.count(f"{self.name}_unavailable")
+            ctx.log.warning(f"{self.name}.unavailable", status=exc.status, path=self.path, fix=self.fix)
+            self.walk.names.setdefault(self.path, {})  # a lookup of it: no names, no retry
+            return
+        self.walk.names.setdefault(self.path, {k: v for k, v in names.items() if v})
+        yield Checkpoint({self.name: len(names)})
 
 
 V = TypeVar("V")
