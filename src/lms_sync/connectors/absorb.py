@@ -3,12 +3,12 @@
 Auth: ``POST /authenticate`` (API key + admin login) -> one bearer token per admin (4 h),
 shared by the source, renewed single-flight on a 401. Lists: ``_limit``/``_offset`` (page
 number), ``totalItems``; walked by the last ``dateEdited`` seen, unsorted ones by page
-(:class:`~lms_sync.connectors.rest.SortedWalk`). Streams: ``departments`` (org units, whole
+(:class:`~lms_sync.connectors.walks.SortedWalk`). Streams: ``departments`` (org units, whole
 every run), ``users`` (learners + department memberships), ``courses``, ``enrollments`` (per
 course; lessons -> activity_progress), incremental by ``dateEdited`` (cursor ``{"date_edited":
 <max seen>}``, ``overlap_minutes`` re-read). Full reads report ``totalItems``; a walk short of
 it is IncompleteRead. Ids: ``<userId>:<courseId>`` (historical rows skipped),
-``<userId>:<courseId>:<lessonId>``. Status 0..12 via :data:`STATUS_MAP`.
+``<userId>:<courseId>:<lessonId>``. Rows -> records, status 0..12: :mod:`.absorb_records`.
 
 See docs/vendors/absorb.md: paging guards, unsorted lists, lessons, org units, values, guesses.
 """
@@ -22,12 +22,17 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from lms_sync import canonical as cn
 from lms_sync.canonical import EnrollmentStatus as S
 from lms_sync.canonical import Record
-from lms_sync.connectors import rest
+from lms_sync.connectors import fields, rest, walks
+from lms_sync.connectors.absorb_records import (
+    AbsorbCourse,
+    AbsorbUser,
+    normalize_department,
+    normalize_enrollment,
+    normalize_lesson,
+)
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
-from lms_sync.connectors.rest import percent, timespan_seconds  # absorb's value helpers, re-exported
 from lms_sync.errors import DataError, IncompleteRead
 from lms_sync.http.auth import Token, TokenAuth
 
@@ -35,153 +40,7 @@ AUTH_PATH = "/authenticate"
 READY_MAX = 1000  # enrollment records waiting behind lesson calls, at most
 API_VERSION = "2"
 TOKEN_SECONDS = 4 * 3600
-PCT_TOLERANCE = 0.5
 LESSON_404_MIN = 10  # lesson calls made before a majority of 404s fails the stream
-
-STATUS_MAP: dict[int, tuple[str, S, bool | None]] = {
-    0: ("NotStarted", S.NOT_STARTED, None), 1: ("InProgress", S.IN_PROGRESS, None),
-    2: ("PendingApproval", S.PENDING, None), 3: ("Complete", S.COMPLETED, None),
-    4: ("NotComplete", S.INCOMPLETE, None), 5: ("Failed", S.FAILED, False),
-    6: ("Declined", S.DECLINED, None), 7: ("PendingEvaluationRequired", S.PENDING, None),
-    8: ("OnWaitlist", S.WAITLISTED, None), 9: ("Absent", S.ABSENT, None),
-    10: ("NotApplicable", S.NOT_APPLICABLE, None), 11: ("PendingProctor", S.PENDING, None),
-    12: ("ReadyForReview", S.PENDING, None),
-}
-"""Absorb enrollment status -> (vendor name, canonical status, passed): docs/contracts.md, "Warehouse"."""
-
-ACTIVE_STATUS: dict[int, bool] = {0: True, 1: False}
-"""User ``activeStatus`` -> is_active (public v2 schemas: 0 Active, 1 Inactive)."""
-
-Opt = str | None  # an optional vendor string
-
-
-class AbsorbUser(rest.VendorModel):
-    id: str = Field(min_length=1)
-    username: Opt = None
-    firstName: Opt = None
-    lastName: Opt = None
-    emailAddress: Opt = None
-    externalId: Opt = None
-    departmentId: Opt = None
-    activeStatus: int | None = None
-    isActive: bool | None = None  # older payloads (documented on enrollments, not users)
-    dateEdited: datetime | None = None
-
-    def learner(self, raw: dict[str, Any], departments: dict[str, str] | None = None) -> cn.Learner:
-        names = [n for n in (self.firstName, self.lastName) if n]
-        active = self.isActive if self.activeStatus is None else ACTIVE_STATUS.get(self.activeStatus)
-        return cn.Learner(external_id=self.id, email=self.emailAddress, first_name=self.firstName,
-                          last_name=self.lastName, display_name=" ".join(names) or self.username,
-                          hr_id=(self.externalId or "").strip() or None, is_active=active,
-                          department=(departments or {}).get(self.departmentId or ""), raw=raw)
-
-    def membership(self) -> cn.LearnerOrgUnit | None:
-        """The user's membership of its one department (None: no department)."""
-        return cn.LearnerOrgUnit(external_id=self.id, learner_external_id=self.id,
-                                 org_unit_external_id=self.departmentId,
-                                 raw={"departmentId": self.departmentId}) if self.departmentId else None
-
-
-class AbsorbCourse(rest.VendorModel):
-    id: str = Field(min_length=1)
-    name: Opt = None
-    description: Opt = None
-    categoryId: Opt = None
-    estimatedDuration: Opt = None
-    dateEdited: datetime | None = None
-
-    def course(self, raw: dict[str, Any], categories: dict[str, str] | None = None) -> cn.Course:
-        seconds = timespan_seconds(self.estimatedDuration, "estimatedDuration")
-        return cn.Course(external_id=self.id, kind=cn.CourseKind.COURSE, title=self.name,
-                         description=self.description, category=(categories or {}).get(self.categoryId or ""),
-                         duration_minutes=None if seconds is None else seconds / 60, raw=raw)
-
-
-class _Progress(rest.VendorModel):
-    id: Opt = None
-    userId: str = Field(min_length=1)
-    courseId: Opt = None
-    status: int
-    progress: float | None = None
-    score: float | None = None
-    timeSpent: Opt = None
-    timeSpentTicks: int | None = None
-    dateStarted: datetime | None = None
-    dateCompleted: datetime | None = None
-    dateEdited: datetime | None = None
-
-    def progress_fields(self) -> dict[str, Any]:
-        if self.status not in STATUS_MAP:
-            raise ValueError(f"unknown enrollment status {self.status}")
-        name, status, passed = STATUS_MAP[self.status]
-        ticks = self.timeSpentTicks
-        return dict(status=status, passed=passed, vendor_status=name,
-                    progress_pct=percent(self.progress, "progress", PCT_TOLERANCE),
-                    score=percent(self.score, "score", PCT_TOLERANCE), started_at=self.dateStarted,
-                    time_spent_seconds=ticks / 10_000_000 if ticks is not None else
-                    timespan_seconds(self.timeSpent, "timeSpent"), completed_at=self.dateCompleted)
-
-
-class AbsorbEnrollment(_Progress):
-    courseId: str = Field(min_length=1)
-    isActive: bool = True
-    dateAdded: datetime | None = None
-    dateDue: datetime | None = None
-    dateExpires: datetime | None = None
-    certificateId: Opt = None
-    credits: float | None = None
-
-
-class AbsorbLesson(_Progress):
-    lessonId: str = Field(min_length=1)
-    type: Opt = None
-    dateEnrolled: datetime | None = None
-    lastAttempt: datetime | None = None
-
-
-class AbsorbDepartment(rest.VendorModel):
-    id: str = Field(min_length=1)
-    name: Opt = None
-    parentId: Opt = None
-
-
-def normalize_user(raw: dict[str, Any], departments: dict[str, str] | None = None) -> cn.Learner:
-    return AbsorbUser.model_validate(raw).learner(raw, departments)
-
-
-def user_department(raw: dict[str, Any]) -> cn.LearnerOrgUnit | None:
-    return AbsorbUser.model_validate(raw).membership()
-
-
-def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = None) -> cn.Course:
-    return AbsorbCourse.model_validate(raw).course(raw, categories)
-
-
-def normalize_department(raw: dict[str, Any]) -> cn.OrgUnit:
-    d = AbsorbDepartment.model_validate(raw)
-    return cn.OrgUnit(external_id=d.id, name=d.name, kind=cn.OrgUnitKind.DEPARTMENT,
-                      parent_external_id=d.parentId or None, raw=raw)
-
-
-def normalize_enrollment(raw: dict[str, Any]) -> cn.Enrollment:
-    e = AbsorbEnrollment.model_validate(raw)
-    certificate = e.certificateId or None
-    return cn.Enrollment(external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
-                         course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
-                         expires_at=e.dateExpires, last_activity_at=e.dateEdited,
-                         certificate_id=certificate, credits=e.credits,
-                         certificate_expires_at=e.dateExpires if certificate else None,  # [guess]
-                         **e.progress_fields(), raw=raw)
-
-
-def normalize_lesson(raw: dict[str, Any], user_id: str, course_id: str) -> cn.ActivityProgress:
-    r = AbsorbLesson.model_validate({"userId": user_id, **raw})
-    return cn.ActivityProgress(
-        external_id=f"{user_id}:{course_id}:{r.lessonId}", learner_external_id=user_id,
-        course_external_id=course_id, enrollment_external_id=f"{user_id}:{course_id}",
-        activity_type=(r.type or "lesson").lower(), enrolled_at=r.dateEnrolled,
-        last_activity_at=r.lastAttempt or r.dateEdited, **r.progress_fields(), raw=raw)
-
 
 describe_error = rest.describe_json("message", "Message", lists=("validations",))
 """``{"validations": [...], "code", "message", "term"}``, or a bare JSON string."""
@@ -213,7 +72,7 @@ class AbsorbOptions(Settings):
     @field_validator("lesson_path")
     @classmethod
     def _lesson_path(cls, value: str) -> str:
-        return rest.path_template(value, "userId", "courseId")
+        return fields.path_template(value, "userId", "courseId")
 
 
 class AbsorbConnector(Connector):
@@ -226,9 +85,9 @@ class AbsorbConnector(Connector):
         self.headers = {"x-api-key": self.auth.api_key.get_secret_value(), "x-api-version": API_VERSION}
         http = self.make_client(auth=TokenAuth(self._fetch_token, static_headers=self.headers),
                                 describe_error=describe_error)
-        self.walk = rest.SortedWalk(
+        self.walk = walks.SortedWalk(
             http, "Absorb", "_offset", "_limit", self.options.page_size, self.options.max_page,
-            {"_sort": "dateEdited"}, lambda row: rest.second_of(row.get("dateEdited")),
+            {"_sort": "dateEdited"}, lambda row: fields.second_of(row.get("dateEdited")),
             lambda at: {"_filter": f"dateEdited ge datetime'{rest.iso(at)}'"},
             total_key="totalItems", limit_key="limit",
             loop_fix="the vendor ignores _offset; report it to Absorb",
@@ -257,7 +116,7 @@ class AbsorbConnector(Connector):
         return [DepartmentsStream(self.walk), UsersStream(self), CoursesStream(self), EnrollmentsStream(self)]
 
 
-class DepartmentsStream(rest.LookupStream):
+class DepartmentsStream(walks.LookupStream):
     name, path, records = "departments", "/departments", "departments"
     full_refresh_tables = ("org_units",)
     total_table = "org_units"
@@ -267,7 +126,7 @@ class DepartmentsStream(rest.LookupStream):
         return normalize_department(row)
 
 
-class _Stream(rest.SortedStream):
+class _Stream(walks.SortedStream):
     cursor_key = "date_edited"
 
     def __init__(self, conn: AbsorbConnector) -> None:
@@ -327,8 +186,8 @@ class EnrollmentsStream(_Stream):
         self.seen = None
         pairs = self.enrollments(ctx, start, course_ids)
         if self.conn.options.lesson_enrollments:  # lesson calls: most of this source's requests
-            yield from rest.calls_beside(self.http, pairs, self.fetch, lambda got: self.lessons(ctx, *got),
-                                    READY_MAX)
+            yield from fields.calls_beside(self.http, pairs, self.fetch,
+                                           lambda got: self.lessons(ctx, *got), READY_MAX)
         else:
             yield from (record for record, _ in pairs)
         yield self.checkpoint(saved, self.seen)
@@ -340,11 +199,11 @@ class EnrollmentsStream(_Stream):
         historical rows count when its list has been read whole."""
         historical: dict[str, int] = {}  # per course list being read: its superseded rows
         for page in self.http.interleave(lambda c: self.pages(  # 404: a course deleted since listed
-                f"/courses/{rest.segment(c)}/enrollments", start, kind=KIND, gone=(404,)), course_ids):
+                f"/courses/{fields.segment(c)}/enrollments", start, kind=KIND, gone=(404,)), course_ids):
             before = historical.pop(page.path, 0)
             old = 0 if page.restart else before  # a re-read counts its list afresh
             for row in page.rows:
-                edited = rest.second_of(row.get("dateEdited"))
+                edited = fields.second_of(row.get("dateEdited"))
                 self.seen = max(self.seen, edited) if self.seen and edited else edited or self.seen
                 if row.get("isActive") is False:
                     old += 1
@@ -360,8 +219,8 @@ class EnrollmentsStream(_Stream):
                 ctx.report_total(page.total)
 
     def lesson_path(self, user_id: str, course_id: str) -> str:
-        return self.conn.options.lesson_path.format(userId=rest.segment(user_id),
-                                                    courseId=rest.segment(course_id))
+        return self.conn.options.lesson_path.format(userId=fields.segment(user_id),
+                                                    courseId=fields.segment(course_id))
 
     def fetch(self, pair: Pair) -> tuple[str, str, Any]:
         """A (user, course)'s lesson enrollments (None: 404), in a worker thread."""

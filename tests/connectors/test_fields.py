@@ -1,5 +1,5 @@
-"""Value tests of the vendor-free helpers of connectors/rest.py's sorted-walk block (the
-walks themselves run against the Absorb fake in test_absorb.py)."""
+"""Value tests of the vendor-free helpers of connectors/fields.py (the sorted walks of
+connectors/walks.py run against the Absorb fake in test_absorb.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lms_sync.connectors.rest import calls_beside, path_template, percent, second_of, segment
+from lms_sync.connectors.fields import calls_beside, path_template, percent, second_of, segment
 
 
 @pytest.mark.parametrize(("value", "expected"), [
