@@ -18,22 +18,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import httpx
 from pydantic import AliasChoices, ConfigDict, Field, SecretStr
 
-from lms_sync.canonical import (
-    Course,
-    CourseKind,
-    Enrollment,
-    EnrollmentStatus,
-    Learner,
-    LearnerOrgUnit,
-    OrgUnit,
-    OrgUnitKind,
-    Record,
-)
+from lms_sync import canonical as cn
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.connectors.rest import Number, RestStream, Text, VendorModel, When, describe_json, fetch_token
 from lms_sync.errors import RequestRejected
@@ -42,14 +32,8 @@ from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.paging import PageTokenPaginator
 from lms_sync.keyset import KeySet
 
-T = TypeVar("T")
-
-TOKEN_PATH = "/api/v3/token"
-API_ROOT = "/api/v3"
-USER_STATUSES_REJECTED = re.compile(r"user_?statuses|user status", re.IGNORECASE)
-
-_S = EnrollmentStatus
-STATUS_MAP: dict[str, tuple[EnrollmentStatus, bool | None]] = {
+_S = cn.EnrollmentStatus
+STATUS_MAP: dict[str, tuple[cn.EnrollmentStatus, bool | None]] = {
     "not_started": (_S.NOT_STARTED, None), "in_progress": (_S.IN_PROGRESS, None),
     "pending": (_S.PENDING, None), "complete": (_S.COMPLETED, None), "passed": (_S.COMPLETED, True),
     "accepted": (_S.COMPLETED, None), "incomplete": (_S.INCOMPLETE, None),
@@ -72,21 +56,7 @@ def token_path(base_url: str) -> str:
     """The token endpoint under ``base_url``: ``/api/v3/token`` below the host (or a proxy's
     prefix), or just ``token`` when ``base_url`` already ends in the ``/api/v3`` root."""
     path = httpx.URL(base_url).path.rstrip("/")
-    return "token" if path.endswith(API_ROOT) else TOKEN_PATH
-
-
-def user_statuses_rejected(exc: RequestRejected, statuses: list[int]) -> RequestRejected | None:
-    """A 400 whose body names ``userStatuses``, as the config error it is (None: another 400)."""
-    if exc.status != 400 or not USER_STATUSES_REJECTED.search(exc.message):
-        return None
-    return RequestRejected(
-        f"the results endpoint refused userStatuses {statuses} ({exc.message.split(': ', 1)[-1]})",
-        source=exc.source, path=exc.path, status=400,
-        fix="set options.user_statuses to statuses it accepts: 1 (active) and 3 (blocked, "
-            "leavers included), the default [1, 3]")
-
-
-_describe_json = describe_json("error_description", "message", "error")
+    return "token" if path.endswith("/api/v3") else "/api/v3/token"
 
 
 def describe_error(response: httpx.Response) -> str | None:
@@ -95,7 +65,7 @@ def describe_error(response: httpx.Response) -> str | None:
     if body.startswith(b"<"):
         return xmlpage.xml_text(body, ("code", "message"))
     if body.startswith(b"{"):
-        return _describe_json(response)
+        return describe_json("error_description", "message", "error")(response)
     text = body.decode("utf-8", "replace").strip()
     return text.splitlines()[0][:200] if text else None
 
@@ -116,10 +86,6 @@ class IspringUser(VendorModel):
         named = {PROFILE_FIELDS[f["name"]]: f.get("value") for f in reversed(row.get("fields") or [])
                  if isinstance(f, dict) and f.get("name") in PROFILE_FIELDS}
         return cls.model_validate({**named, **row})
-
-    def field(self, name: str) -> str | None:
-        return next((f.get("value") for f in self.fields or []
-                     if isinstance(f, dict) and f.get("name") == name), None)
 
 
 class IspringResult(VendorModel):
@@ -168,48 +134,49 @@ def content_titles(items: list[IspringContentItem]) -> dict[str, str]:
     return {item.contentItemId: item.title for item in ordered if item.title}
 
 
-def normalize_user(user: IspringUser, departments: Mapping[str, Department | OrgUnit],
-                   raw: dict[str, Any], hr_id_field: str | None = None) -> Learner:
+def normalize_user(user: IspringUser, departments: Mapping[str, Department | cn.OrgUnit],
+                   raw: dict[str, Any], hr_id_field: str | None = None) -> cn.Learner:
     dept = departments.get(user.departmentId or "")
     names = [n for n in (user.firstName, user.lastName) if n]
-    return Learner(
+    return cn.Learner(
         external_id=user.userId, email=user.email, first_name=user.firstName,
         last_name=user.lastName, display_name=" ".join(names) or user.login,
-        hr_id=user.field(hr_id_field) if hr_id_field else None,
+        hr_id=next((f.get("value") for f in user.fields or [] if hr_id_field
+                    and isinstance(f, dict) and f.get("name") == hr_id_field), None),
         department=dept.name if dept else None, is_active=user.status == ACTIVE_STATUS, raw=raw)
 
 
-def department_unit(dept: Department, raw: dict[str, Any]) -> OrgUnit:
-    return OrgUnit(external_id=dept.departmentId, name=dept.name, kind=OrgUnitKind.DEPARTMENT,
-                   parent_external_id=dept.parentDepartmentId or None, raw=raw)
+def department_unit(dept: Department, raw: dict[str, Any]) -> cn.OrgUnit:
+    return cn.OrgUnit(external_id=dept.departmentId, name=dept.name, kind=cn.OrgUnitKind.DEPARTMENT,
+                      parent_external_id=dept.parentDepartmentId or None, raw=raw)
 
 
-def user_records(row: dict[str, Any], departments: Mapping[str, Department | OrgUnit],
-                 hr_id_field: str | None = None) -> tuple[Learner, LearnerOrgUnit | None]:
+def user_records(row: dict[str, Any], departments: Mapping[str, Department | cn.OrgUnit],
+                 hr_id_field: str | None = None) -> tuple[cn.Learner, cn.LearnerOrgUnit | None]:
     """A ``<userProfile>`` -> its learner and its membership of its one department (if any)."""
     user = IspringUser.from_row(row)
-    member = None if not user.departmentId else LearnerOrgUnit(
+    member = None if not user.departmentId else cn.LearnerOrgUnit(
         external_id=user.userId, learner_external_id=user.userId,
         org_unit_external_id=user.departmentId, raw={"departmentId": user.departmentId})
     return normalize_user(user, departments, row, hr_id_field), member
 
 
 def normalize_result(result: IspringResult, raw: dict[str, Any], course_title: str | None = None,
-                     time_unit: str = "seconds") -> tuple[Course, Course, Enrollment]:
+                     time_unit: str = "seconds") -> tuple[cn.Course, cn.Course, cn.Enrollment]:
     """``course_title`` comes from ``GET /contents`` (results name only the module);
     ``time_unit`` is the unit of ``timeSpent`` (no public document states it)."""
     r = result
     if r.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {r.completionStatus!r}")
     status, passed = STATUS_MAP[r.completionStatus]
-    course = Course(external_id=r.courseId, kind=CourseKind.COURSE, title=course_title,
+    course = cn.Course(external_id=r.courseId, kind=cn.CourseKind.COURSE, title=course_title,
                     raw={"courseId": r.courseId})
     module_id = f"{r.courseId}:{r.moduleId}"
-    module = Course(external_id=module_id, kind=CourseKind.MODULE, title=r.moduleTitle,
+    module = cn.Course(external_id=module_id, kind=cn.CourseKind.MODULE, title=r.moduleTitle,
                     parent_external_id=r.courseId,
                     raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
     key = f"{r.enrollmentId}:{r.moduleId}" if r.enrollmentId else f"{r.userId}:{module_id}"
-    enrollment = Enrollment(
+    enrollment = cn.Enrollment(
         external_id=key, learner_external_id=r.userId, course_external_id=module_id,
         status=status, passed=passed, vendor_status=r.completionStatus, progress_pct=r.progress,
         score=r.awardedScore,
@@ -245,8 +212,7 @@ class IspringConnector(Connector):
     def __init__(self, source: Any, log: Any) -> None:
         super().__init__(source, log)
         self.make_client(auth=TokenAuth(self._fetch_token), describe_error=describe_error)
-        self._departments: dict[str, OrgUnit] | None = None
-        self._titles: dict[str, str] | None = None
+        self._departments: dict[str, cn.OrgUnit] | None = None
 
     def _fetch_token(self, client: httpx.Client) -> Token:
         assert self.http is not None
@@ -270,40 +236,21 @@ class IspringConnector(Connector):
                                        records="rows", decode=decode):
             ctx.count("pages")
             yield from page.rows
+            page.rows.clear()  # this page's rows go before the next request (bounded memory)
 
     def valid(self, ctx: ReadContext, path: str, tag: str, key: Callable[[dict[str, Any]], Any],
-              make: Callable[[dict[str, Any]], T]) -> list[T]:
+              make: Callable[[dict[str, Any]], Any]) -> list[Any]:
         """What ``make`` makes of every row of a list, less the invalid ones (skipped)."""
         made = (ctx.normalize(key(row), lambda r=row: make(r)) for row in self.rows(ctx, path, tag))
         return [m for m in made if m is not None]
 
-    def departments(self, ctx: ReadContext) -> dict[str, OrgUnit]:
+    def departments(self, ctx: ReadContext) -> dict[str, cn.OrgUnit]:
         """Department id -> its org unit, read once per run."""
         if self._departments is None:
             units = self.valid(ctx, "/departments", "department", lambda r: r.get("departmentId"),
                                lambda r: department_unit(Department.model_validate(r), r))
             self._departments = {u.external_id: u for u in units}
         return self._departments
-
-    def course_titles(self, ctx: ReadContext) -> dict[str, str]:
-        """Content item id -> title from ``GET /contents``, read once per run; empty (logged,
-        counted) when the API user may not list content (403) or the account has no such
-        endpoint (404)."""
-        if self._titles is None:
-            try:
-                items = self.valid(ctx, "/contents", "contentItem",
-                                   lambda r: r.get("contentItemId") or r.get("id"),
-                                   IspringContentItem.model_validate)
-            except RequestRejected as exc:
-                if exc.status not in (403, 404):
-                    raise
-                ctx.count("contents_unavailable")
-                ctx.log.warning("contents.unavailable", status=exc.status, path="/contents",
-                                reason=exc.message, fix="allow the API user to view content "
-                                "(\"View and enroll users into training programs\") to get course titles")
-                items = []
-            self._titles = content_titles(items)
-        return self._titles
 
     def department_scope(self, ctx: ReadContext) -> set[str] | None:
         """``department_ids`` and all their sub-departments (None: no filter)."""
@@ -312,8 +259,7 @@ class IspringConnector(Connector):
         units, scope, grew = self.departments(ctx).values(), set(self.options.department_ids), True
         while grew:
             more = {u.external_id for u in units if u.parent_external_id in scope}
-            grew = bool(more - scope)
-            scope |= more
+            grew, scope = bool(more - scope), scope | more
         return scope
 
     def streams(self) -> list[Stream]:
@@ -321,10 +267,10 @@ class IspringConnector(Connector):
 
 
 class _List(RestStream):
-    """A list of ``row_tag`` rows, read through the connector; the cursor records the read."""
+    """A list of ``row_tag`` rows, read through the connector; the cursor counts the read."""
 
     row_tag: str
-    counted: str  # the cursor's count of what was read
+    counted: str
 
     def __init__(self, conn: IspringConnector) -> None:
         assert conn.http is not None
@@ -343,12 +289,12 @@ class UsersStream(_List):
     full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # no vendor total: status shows the distinct rows read only
 
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[cn.Record | Checkpoint]:
         self.depts, self.scope, self.n = self.conn.departments(ctx), self.conn.department_scope(ctx), 0
         yield from (u for u in self.depts.values() if self.scope is None or u.external_id in self.scope)
         yield from super().read(ctx)
 
-    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[Record]:
+    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[cn.Record]:
         learner, member = user_records(row, self.depts, self.options.hr_id_field)
         if self.scope is not None and row.get("departmentId") not in self.scope:
             return []
@@ -367,18 +313,44 @@ class ResultsStream(_List):
                   "departmentIds[]": sorted(scope or ())}
         return {k: v for k, v in params.items() if v}
 
-    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        self.titles, self.n = self.conn.course_titles(ctx), 0
+    def course_titles(self, ctx: ReadContext) -> dict[str, str]:
+        """Content item id -> title from ``GET /contents``; empty (logged, counted) when the
+        API user may not list content (403) or the account has no such endpoint (404)."""
+        try:
+            return content_titles(self.conn.valid(
+                ctx, "/contents", "contentItem", lambda r: r.get("contentItemId") or r.get("id"),
+                IspringContentItem.model_validate))
+        except RequestRejected as exc:
+            if exc.status not in (403, 404):
+                raise
+            ctx.count("contents_unavailable")
+            ctx.log.warning("contents.unavailable", status=exc.status, path="/contents",
+                            reason=exc.message, fix="allow the API user to view content "
+                            "(\"View and enroll users into training programs\") to get course titles")
+            return {}
+
+    def read(self, ctx: ReadContext) -> Iterator[cn.Record | Checkpoint]:
+        params, self.titles, self.n = self.params_for(ctx), self.course_titles(ctx), 0
         self.seen = KeySet()  # courses and modules already emitted (every result repeats them)
         try:
-            for row in self.rows(ctx):
+            for row in self.conn.rows(ctx, self.path, self.row_tag, params):
                 yield from ctx.normalize(f"{row.get('enrollmentId')}:{row.get('moduleId')}",
                                          lambda r=row: self.normalize(r, ctx)) or ()
         except RequestRejected as exc:
-            raise user_statuses_rejected(exc, self.options.user_statuses) or exc from None
+            raise self.statuses_rejected(exc) or exc from None
         yield self.cursor(ctx)
 
-    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[Record]:
+    def statuses_rejected(self, exc: RequestRejected) -> RequestRejected | None:
+        """A 400 whose body names ``userStatuses``, as the config error it is (None: another 400)."""
+        if exc.status != 400 or not re.search(r"user_?statuses|user status", exc.message, re.IGNORECASE):
+            return None
+        return RequestRejected(
+            f"the results endpoint refused userStatuses {self.options.user_statuses} "
+            f"({exc.message.split(': ', 1)[-1]})", source=exc.source, path=exc.path, status=400,
+            fix="set options.user_statuses to statuses it accepts: 1 (active) and 3 (blocked, "
+                "leavers included), the default [1, 3]")
+
+    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[cn.Record]:
         course, module, enrollment = normalize_result(
             IspringResult.model_validate(row), row, self.titles.get(row.get("courseId") or ""),
             self.options.time_spent_unit)
