@@ -1,16 +1,14 @@
 """iSpring Learn REST API (XML), ``kind: ispring``.
 
-Auth: OAuth2 client credentials, ``POST /api/v3/token`` (``<base_url>/token`` when
-``base_url`` ends in ``/api/v3``) -> a bearer token, renewed before it expires and once on
-a 401. Lists: XML paged by ``pageToken``, read safely (:mod:`lms_sync.http.xmlpage`). No
-totals (status shows ``N/-``), no change feed: every run reads everything.
+Auth: OAuth2 client credentials (``POST /api/v3/token``, or ``<base_url>/token`` when
+``base_url`` ends in ``/api/v3``). Lists: XML paged by ``pageToken``, read safely
+(:mod:`lms_sync.http.xmlpage`). No totals, no change feed: every run reads everything.
 
 * ``users``    GET /departments, GET /users/v2 -> org units (a tree), learners, memberships
 * ``results``  GET /contents (titles), GET /learners/modules/results -> courses, modules,
                enrollments (``user_statuses`` 1 and 3 by default: leavers' history too)
 
-``department_ids`` (and their sub-departments) restrict both streams. See
-docs/vendors/ispring.md: external ids, course titles, statuses, XML, guesses.
+See docs/vendors/ispring.md: external ids, departments, course titles, statuses, guesses.
 """
 
 from __future__ import annotations
@@ -38,10 +36,8 @@ STATUS_MAP: dict[str, tuple[cn.EnrollmentStatus, bool | None]] = {
     "pending": (_S.PENDING, None), "complete": (_S.COMPLETED, None), "passed": (_S.COMPLETED, True),
     "accepted": (_S.COMPLETED, None), "incomplete": (_S.INCOMPLETE, None),
     "failed": (_S.FAILED, False), "declined": (_S.DECLINED, None)}
-ACTIVE_STATUS = 1
 PROFILE_FIELDS = {"FIRST_NAME": "firstName", "LAST_NAME": "lastName", "EMAIL": "email", "LOGIN": "login"}
-SECONDS_PER = {"seconds": 1, "minutes": 60}
-"""``options.time_spent_unit`` -> seconds in one unit of ``timeSpent``."""
+SECONDS_PER = {"seconds": 1, "minutes": 60}  # options.time_spent_unit -> seconds in one unit
 
 
 class XmlRows(xmlpage.XmlRows):
@@ -143,7 +139,7 @@ def normalize_user(user: IspringUser, departments: Mapping[str, Department | cn.
         last_name=user.lastName, display_name=" ".join(names) or user.login,
         hr_id=next((f.get("value") for f in user.fields or [] if hr_id_field
                     and isinstance(f, dict) and f.get("name") == hr_id_field), None),
-        department=dept.name if dept else None, is_active=user.status == ACTIVE_STATUS, raw=raw)
+        department=dept.name if dept else None, is_active=user.status == 1, raw=raw)  # 1: active
 
 
 def department_unit(dept: Department, raw: dict[str, Any]) -> cn.OrgUnit:
@@ -161,20 +157,19 @@ def user_records(row: dict[str, Any], departments: Mapping[str, Department | cn.
     return normalize_user(user, departments, row, hr_id_field), member
 
 
-def normalize_result(result: IspringResult, raw: dict[str, Any], course_title: str | None = None,
+def normalize_result(r: IspringResult, raw: dict[str, Any], course_title: str | None = None,
                      time_unit: str = "seconds") -> tuple[cn.Course, cn.Course, cn.Enrollment]:
     """``course_title`` comes from ``GET /contents`` (results name only the module);
     ``time_unit`` is the unit of ``timeSpent`` (no public document states it)."""
-    r = result
     if r.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {r.completionStatus!r}")
     status, passed = STATUS_MAP[r.completionStatus]
     course = cn.Course(external_id=r.courseId, kind=cn.CourseKind.COURSE, title=course_title,
-                    raw={"courseId": r.courseId})
+                       raw={"courseId": r.courseId})
     module_id = f"{r.courseId}:{r.moduleId}"
     module = cn.Course(external_id=module_id, kind=cn.CourseKind.MODULE, title=r.moduleTitle,
-                    parent_external_id=r.courseId,
-                    raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
+                       parent_external_id=r.courseId,
+                       raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
     key = f"{r.enrollmentId}:{r.moduleId}" if r.enrollmentId else f"{r.userId}:{module_id}"
     enrollment = cn.Enrollment(
         external_id=key, learner_external_id=r.userId, course_external_id=module_id,
@@ -254,12 +249,11 @@ class IspringConnector(Connector):
 
     def department_scope(self, ctx: ReadContext) -> set[str] | None:
         """``department_ids`` and all their sub-departments (None: no filter)."""
-        if not self.options.department_ids:
+        if not (scope := set(self.options.department_ids)):
             return None
-        units, scope, grew = self.departments(ctx).values(), set(self.options.department_ids), True
-        while grew:
-            more = {u.external_id for u in units if u.parent_external_id in scope}
-            grew, scope = bool(more - scope), scope | more
+        units = self.departments(ctx).values()
+        while more := {u.external_id for u in units if u.parent_external_id in scope} - scope:
+            scope |= more
         return scope
 
     def streams(self) -> list[Stream]:
