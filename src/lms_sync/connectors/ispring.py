@@ -1,43 +1,46 @@
 """iSpring Learn REST API (XML), ``kind: ispring``.
 
 Auth: OAuth2 client credentials (``POST /api/v3/token``, or ``<base_url>/token`` when
-``base_url`` ends in ``/api/v3``). Lists: XML paged by ``pageToken``, read safely
-(:mod:`lms_sync.http.xmlpage`). No totals, no change feed: every run reads everything.
+``base_url`` ends in ``/api/v3``) -> a bearer token, renewed a minute before it expires and
+once on a 401. Lists: XML paged by ``pageToken``, read safely (:mod:`lms_sync.http.xmlpage`).
+No totals (status shows ``N/-``), no change feed: every run reads everything. The row models
+and row -> records functions are in :mod:`lms_sync.connectors.ispring_records`.
 
 * ``users``    GET /departments, GET /users/v2 -> org units (a tree), learners, memberships
 * ``results``  GET /contents (titles), GET /learners/modules/results -> courses, modules,
                enrollments (``user_statuses`` 1 and 3 by default: leavers' history too)
 
-See docs/vendors/ispring.md: external ids, departments, course titles, statuses, guesses.
+``department_ids`` (and their sub-departments) restrict both streams. See
+docs/vendors/ispring.md: external ids, course titles, statuses, XML, guesses.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import httpx
-from pydantic import AliasChoices, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from lms_sync import canonical as cn
+from lms_sync.canonical import OrgUnit, Record
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
-from lms_sync.connectors.rest import Number, RestStream, Text, VendorModel, When, describe_json, fetch_token
+from lms_sync.connectors.ispring_records import (
+    Department,
+    IspringContentItem,
+    IspringResult,
+    content_titles,
+    department_unit,
+    normalize_result,
+    user_records,
+)
+from lms_sync.connectors.rest import RestStream, describe_json, fetch_token
 from lms_sync.errors import RequestRejected
 from lms_sync.http import xmlpage
 from lms_sync.http.auth import Token, TokenAuth
 from lms_sync.http.paging import PageTokenPaginator
 from lms_sync.keyset import KeySet
-
-_S = cn.EnrollmentStatus
-STATUS_MAP: dict[str, tuple[cn.EnrollmentStatus, bool | None]] = {
-    "not_started": (_S.NOT_STARTED, None), "in_progress": (_S.IN_PROGRESS, None),
-    "pending": (_S.PENDING, None), "complete": (_S.COMPLETED, None), "passed": (_S.COMPLETED, True),
-    "accepted": (_S.COMPLETED, None), "incomplete": (_S.INCOMPLETE, None),
-    "failed": (_S.FAILED, False), "declined": (_S.DECLINED, None)}
-PROFILE_FIELDS = {"FIRST_NAME": "firstName", "LAST_NAME": "lastName", "EMAIL": "email", "LOGIN": "login"}
-SECONDS_PER = {"seconds": 1, "minutes": 60}  # options.time_spent_unit -> seconds in one unit
 
 
 class XmlRows(xmlpage.XmlRows):
@@ -66,121 +69,6 @@ def describe_error(response: httpx.Response) -> str | None:
     return text.splitlines()[0][:200] if text else None
 
 
-class IspringUser(VendorModel):
-    userId: str = Field(min_length=1)
-    status: int | None = None
-    departmentId: Text = None
-    login: Text = None
-    email: Text = None
-    firstName: Text = None
-    lastName: Text = None
-    fields: Any = None  # <fields><field><name>FIRST_NAME</name><value>…
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> IspringUser:
-        """The profile fields read into the names they stand for (the row's own win)."""
-        named = {PROFILE_FIELDS[f["name"]]: f.get("value") for f in reversed(row.get("fields") or [])
-                 if isinstance(f, dict) and f.get("name") in PROFILE_FIELDS}
-        return cls.model_validate({**named, **row})
-
-
-class IspringResult(VendorModel):
-    userId: str = Field(min_length=1)
-    courseId: str = Field(min_length=1)
-    moduleId: str = Field(min_length=1)
-    moduleTitle: Text = None
-    courseItemId: Text = None
-    enrollmentId: Text = None
-    accessDate: When = None
-    dueDate: When = None
-    expirationDate: When = None
-    completionDate: When = None
-    timeSpent: Number = None
-    completionStatus: str
-    progress: Number = None
-    isOverdue: bool | None = None
-    viewsCount: int | None = None
-    awardedScore: Number = None
-    passingScore: Number = None
-
-
-class IspringContentItem(VendorModel):
-    """A ``<contentItem>`` of ``GET /contents`` (field names read tolerantly: see the docs)."""
-
-    model_config = ConfigDict(extra="allow")
-    contentItemId: str = Field(min_length=1, validation_alias=AliasChoices(
-        "contentItemId", "contentItemID", "id", "courseId"))
-    title: Text = Field(default=None, validation_alias=AliasChoices("title", "name", "courseTitle"))
-    type: Text = Field(default=None, validation_alias=AliasChoices("type", "contentType"))
-
-    @property
-    def is_course(self) -> bool:
-        return (self.type or "course").lower() == "course"
-
-
-class Department(VendorModel):
-    departmentId: str
-    name: Text = None
-    parentDepartmentId: Text = None
-
-
-def content_titles(items: list[IspringContentItem]) -> dict[str, str]:
-    """Content item id -> title; a course wins over another kind of item with the same id."""
-    ordered = sorted(items, key=lambda i: i.is_course)  # courses last, so they win
-    return {item.contentItemId: item.title for item in ordered if item.title}
-
-
-def normalize_user(user: IspringUser, departments: Mapping[str, Department | cn.OrgUnit],
-                   raw: dict[str, Any], hr_id_field: str | None = None) -> cn.Learner:
-    dept = departments.get(user.departmentId or "")
-    names = [n for n in (user.firstName, user.lastName) if n]
-    return cn.Learner(
-        external_id=user.userId, email=user.email, first_name=user.firstName,
-        last_name=user.lastName, display_name=" ".join(names) or user.login,
-        hr_id=next((f.get("value") for f in user.fields or [] if hr_id_field
-                    and isinstance(f, dict) and f.get("name") == hr_id_field), None),
-        department=dept.name if dept else None, is_active=user.status == 1, raw=raw)  # 1: active
-
-
-def department_unit(dept: Department, raw: dict[str, Any]) -> cn.OrgUnit:
-    return cn.OrgUnit(external_id=dept.departmentId, name=dept.name, kind=cn.OrgUnitKind.DEPARTMENT,
-                      parent_external_id=dept.parentDepartmentId or None, raw=raw)
-
-
-def user_records(row: dict[str, Any], departments: Mapping[str, Department | cn.OrgUnit],
-                 hr_id_field: str | None = None) -> tuple[cn.Learner, cn.LearnerOrgUnit | None]:
-    """A ``<userProfile>`` -> its learner and its membership of its one department (if any)."""
-    user = IspringUser.from_row(row)
-    member = None if not user.departmentId else cn.LearnerOrgUnit(
-        external_id=user.userId, learner_external_id=user.userId,
-        org_unit_external_id=user.departmentId, raw={"departmentId": user.departmentId})
-    return normalize_user(user, departments, row, hr_id_field), member
-
-
-def normalize_result(r: IspringResult, raw: dict[str, Any], course_title: str | None = None,
-                     time_unit: str = "seconds") -> tuple[cn.Course, cn.Course, cn.Enrollment]:
-    """``course_title`` comes from ``GET /contents`` (results name only the module);
-    ``time_unit`` is the unit of ``timeSpent`` (no public document states it)."""
-    if r.completionStatus not in STATUS_MAP:
-        raise ValueError(f"unknown completionStatus {r.completionStatus!r}")
-    status, passed = STATUS_MAP[r.completionStatus]
-    course = cn.Course(external_id=r.courseId, kind=cn.CourseKind.COURSE, title=course_title,
-                       raw={"courseId": r.courseId})
-    module_id = f"{r.courseId}:{r.moduleId}"
-    module = cn.Course(external_id=module_id, kind=cn.CourseKind.MODULE, title=r.moduleTitle,
-                       parent_external_id=r.courseId,
-                       raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
-    key = f"{r.enrollmentId}:{r.moduleId}" if r.enrollmentId else f"{r.userId}:{module_id}"
-    enrollment = cn.Enrollment(
-        external_id=key, learner_external_id=r.userId, course_external_id=module_id,
-        status=status, passed=passed, vendor_status=r.completionStatus, progress_pct=r.progress,
-        score=r.awardedScore,
-        time_spent_seconds=None if r.timeSpent is None else r.timeSpent * SECONDS_PER[time_unit],
-        enrolled_at=r.accessDate, completed_at=r.completionDate, due_at=r.dueDate,
-        expires_at=r.expirationDate, is_overdue=r.isOverdue, raw=raw)
-    return course, module, enrollment
-
-
 class IspringAuth(Settings):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
@@ -207,7 +95,7 @@ class IspringConnector(Connector):
     def __init__(self, source: Any, log: Any) -> None:
         super().__init__(source, log)
         self.make_client(auth=TokenAuth(self._fetch_token), describe_error=describe_error)
-        self._departments: dict[str, cn.OrgUnit] | None = None
+        self._departments: dict[str, OrgUnit] | None = None
 
     def _fetch_token(self, client: httpx.Client) -> Token:
         assert self.http is not None
@@ -239,7 +127,7 @@ class IspringConnector(Connector):
         made = (ctx.normalize(key(row), lambda r=row: make(r)) for row in self.rows(ctx, path, tag))
         return [m for m in made if m is not None]
 
-    def departments(self, ctx: ReadContext) -> dict[str, cn.OrgUnit]:
+    def departments(self, ctx: ReadContext) -> dict[str, OrgUnit]:
         """Department id -> its org unit, read once per run."""
         if self._departments is None:
             units = self.valid(ctx, "/departments", "department", lambda r: r.get("departmentId"),
@@ -283,12 +171,12 @@ class UsersStream(_List):
     full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # no vendor total: status shows the distinct rows read only
 
-    def read(self, ctx: ReadContext) -> Iterator[cn.Record | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         self.depts, self.scope, self.n = self.conn.departments(ctx), self.conn.department_scope(ctx), 0
         yield from (u for u in self.depts.values() if self.scope is None or u.external_id in self.scope)
         yield from super().read(ctx)
 
-    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[cn.Record]:
+    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[Record]:
         learner, member = user_records(row, self.depts, self.options.hr_id_field)
         if self.scope is not None and row.get("departmentId") not in self.scope:
             return []
@@ -323,7 +211,7 @@ class ResultsStream(_List):
                             "(\"View and enroll users into training programs\") to get course titles")
             return {}
 
-    def read(self, ctx: ReadContext) -> Iterator[cn.Record | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         params, self.titles, self.n = self.params_for(ctx), self.course_titles(ctx), 0
         self.seen = KeySet()  # courses and modules already emitted (every result repeats them)
         try:
@@ -344,7 +232,7 @@ class ResultsStream(_List):
             fix="set options.user_statuses to statuses it accepts: 1 (active) and 3 (blocked, "
                 "leavers included), the default [1, 3]")
 
-    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[cn.Record]:
+    def normalize(self, row: dict[str, Any], ctx: ReadContext) -> list[Record]:
         course, module, enrollment = normalize_result(
             IspringResult.model_validate(row), row, self.titles.get(row.get("courseId") or ""),
             self.options.time_spent_unit)
