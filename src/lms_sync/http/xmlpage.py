@@ -51,9 +51,6 @@ class XmlRows:
         numbers = itertools.count(1)
 
         def decode(response: httpx.Response) -> dict[str, Any]:
-            # httpx's Response and its (read, closed) stream refer to each other: without the
-            # stream, the body is freed with the page, not at the next full cyclic GC
-            response.stream = httpx.ByteStream(b"")
             rows = cls(response.content, row_tag, source=source, path=path, page=next(numbers))
             return {"rows": list(rows), "next": rows.next_token}
 
