@@ -20,7 +20,8 @@ reachable from them. After changing the identity rules in the config, run
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -76,15 +77,19 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     log = get_logger("lms_sync.identity")
     started = time.monotonic()
     if full:
-        result = _retried(engine, rules, set(), True, window)
+        result = _retried(engine, rules, set(), True, window)[0]
     else:
         # stale learners join the seeds; each slice is a complete pass of its own
         seeds = RowIds(learner_ids)
         seeds.update(retry.transaction(engine, lambda conn: list(store.stale_ids(conn)),
                                        window=window, op="identity.stale_ids"))
         result = MatchResult()
-        for part in chunks(seeds.sorted(), PASS_SEEDS):
-            result.add(_retried(engine, rules, set(part), False, window))
+        done = RowIds()  # learners an earlier slice examined: their components are matched
+        for part in _slices(seeds.sorted(), done):
+            sliced, examined = _retried(engine, rules, part, False, window)
+            result.add(sliced)
+            done.update(examined)
+            del examined
             memory.trim()  # a slice's closure is freed: give its pages back before the next
     result.seconds = round(time.monotonic() - started, 3)
     if result.learners:
@@ -92,12 +97,31 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     return result
 
 
-def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool,
-             window: float) -> MatchResult:
-    """One pass in one transaction, done again whole after a deadlock with a concurrent
-    batch or a lost connection (the warehouse retry policy, logged as ``identity.retry``)."""
+def _slices(seeds: Sequence[int], done: RowIds) -> Iterator[set[int]]:
+    """The seeds ``PASS_SEEDS`` at a time, less those an earlier slice examined (``done``,
+    which grows as slices commit). Such a seed's whole component was matched by that slice
+    and nothing has touched it since (a slice that did would have examined it too), so
+    passing it again would change nothing: left out, the persons, ids and history come out
+    the same, at half the work after a first load (the first source's slices reach the
+    other sources' learners of the same people). The slices keep their bounds."""
+    for part in chunks(seeds, PASS_SEEDS):
+        examined = done.sorted()
+        left = set()
+        for seed in part:
+            at = bisect_left(examined, seed)
+            if at == len(examined) or examined[at] != seed:
+                left.add(seed)
+        if left:
+            yield left
 
-    def attempt() -> MatchResult:
+
+def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool,
+             window: float) -> tuple[MatchResult, list[int]]:
+    """One pass in one transaction, done again whole after a deadlock with a concurrent
+    batch or a lost connection (the warehouse retry policy, logged as ``identity.retry``).
+    Returns what it did and the learners it examined (sorted; none for ``full``)."""
+
+    def attempt() -> tuple[MatchResult, list[int]]:
         with locked_transaction(engine) as conn:
             return _pass(conn, rules, seeds, full)
 
@@ -105,8 +129,10 @@ def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool,
                       seeds=len(seeds), full=full)
 
 
-def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchResult:
-    """Load the learners (every one, or the seeds' closure), assign persons, save."""
+def _pass(conn: Connection, rules: Rules, seeds: set[int],
+          full: bool) -> tuple[MatchResult, list[int]]:
+    """Load the learners (every one, or the seeds' closure), assign persons, save. Returns
+    what it did and the learners examined (sorted; none for ``full``)."""
     started_at = now_utc()
     result = MatchResult(full=full)
     overrides = store.load_overrides(conn)
@@ -116,7 +142,8 @@ def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchR
     elif seeds:
         loaded.closure(seeds, overrides)
     if not loaded.learners:
-        return result
+        return result, []
+    examined = [] if full else sorted(loaded.learners)
     result.learners = len(loaded.learners)
     uf = assign.link(loaded.learners, loaded.keys, overrides)
     old_ids = {row.person_id for row in loaded.learners.values() if row.person_id is not None}
@@ -131,7 +158,7 @@ def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchR
     result.persons_updated = len(changed)
     changes, result.relinked = assign.learner_updates(plan, loaded.learners, loaded.keys)
     store.update_learners(conn, changes, started_at)
-    store.mark_matched(conn, None if full else sorted(loaded.learners), started_at)
+    store.mark_matched(conn, None if full else examined, started_at)
     gone = assign.gone_persons(plan, live)
     store.delete_persons(conn, gone, now)
     result.persons_deleted = len(gone)
@@ -139,4 +166,4 @@ def _pass(conn: Connection, rules: Rules, seeds: set[int], full: bool) -> MatchR
     store.insert_history(conn, records)
     result.merges = sum(1 for r in records if r["kind"] == "merge")
     result.splits = len(records) - result.merges
-    return result
+    return result, examined
