@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -37,7 +37,6 @@ from lms_sync.warehouse.identity.rules import APART, LINK, Rules, normalize_hr_i
 from lms_sync.warehouse.identity.store import locked_transaction
 from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.state import now_utc
-from lms_sync.warehouse.upsert import chunks
 
 __all__ = ["APART", "LINK", "PASS_SEEDS", "MatchResult", "Rules", "after_run", "describe_person",
            "find_persons", "locked_transaction", "match", "normalize_hr_id", "recompute",
@@ -83,13 +82,18 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
         seeds = RowIds(learner_ids)
         seeds.update(retry.transaction(engine, lambda conn: list(store.stale_ids(conn)),
                                        window=window, op="identity.stale_ids"))
+        order = seeds.sorted()
+        skip = bytearray(len(order))  # seeds an earlier slice examined (_skip_examined)
         result = MatchResult()
-        done = RowIds()  # learners an earlier slice examined: their components are matched
-        for part in _slices(seeds.sorted(), done):
+        for start in range(0, len(order), PASS_SEEDS):
+            end = min(start + PASS_SEEDS, len(order))
+            part = {order[i] for i in range(start, end) if not skip[i]}
+            if not part:
+                continue
             sliced, examined = _retried(engine, rules, part, False, window)
             result.add(sliced)
-            done.update(examined)
-            del examined
+            _skip_examined(order, skip, end, examined)
+            del part, examined
             memory.trim()  # a slice's closure is freed: give its pages back before the next
     result.seconds = round(time.monotonic() - started, 3)
     if result.learners:
@@ -97,22 +101,20 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     return result
 
 
-def _slices(seeds: Sequence[int], done: RowIds) -> Iterator[set[int]]:
-    """The seeds ``PASS_SEEDS`` at a time, less those an earlier slice examined (``done``,
-    which grows as slices commit). Such a seed's whole component was matched by that slice
-    and nothing has touched it since (a slice that did would have examined it too), so
-    passing it again would change nothing: left out, the persons, ids and history come out
-    the same, at half the work after a first load (the first source's slices reach the
-    other sources' learners of the same people). The slices keep their bounds."""
-    for part in chunks(seeds, PASS_SEEDS):
-        examined = done.sorted()
-        left = set()
-        for seed in part:
-            at = bisect_left(examined, seed)
-            if at == len(examined) or examined[at] != seed:
-                left.add(seed)
-        if left:
-            yield left
+def _skip_examined(seeds: Sequence[int], skip: bytearray, end: int, examined: list[int]) -> None:
+    """Mark the seeds from ``end`` on that a slice examined (``examined`` sorted): later
+    slices leave them out. Such a seed's whole component was matched by that slice and
+    nothing has touched it since (a slice that did would have examined it too), so passing
+    it again would change nothing: the persons, ids and history come out the same. It
+    counts when the seeds already have persons (a re-sync writes every learner again): the
+    first slices reach the later seeds through persons and keys, and each slice examined
+    them all again. (A first load has no stored keys to reach forward by.) The slices keep
+    their bounds."""
+    if end < len(seeds):
+        for lid in examined[bisect_left(examined, seeds[end]):]:
+            at = bisect_left(seeds, lid, end)
+            if at < len(seeds) and seeds[at] == lid:
+                skip[at] = 1
 
 
 def _retried(engine: Engine, rules: Rules, seeds: set[int], full: bool,
