@@ -82,7 +82,7 @@ def match(engine: Engine, settings: Any, learner_ids: Iterable[int] = (), *,
     else:
         # stale learners join the seeds; each slice is a complete pass of its own
         seeds = RowIds(learner_ids)
-        seeds.update(retry.transaction(engine, lambda conn: list(store.stale_ids(conn)),
+        seeds.update(retry.transaction(engine, store.stale_ids,
                                        window=window, op="identity.stale_ids"))
         order = seeds.sorted()
         skip = bytearray(len(order))  # seeds an earlier slice examined (_skip_examined)

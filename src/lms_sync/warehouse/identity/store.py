@@ -21,6 +21,7 @@ a compile and an uncached driver parse per statement; SQLite and MySQL/MariaDB k
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -70,9 +71,15 @@ def _ids(values: Iterable[int]) -> str:
 
 
 def _strs(values: Iterable[str | None]) -> str:
-    """A ``TEXT[]`` literal (each element double-quoted, ``"`` and ``\\`` escaped)."""
-    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                          for v in values) + "}"
+    """A ``TEXT[]`` literal (each element double-quoted, ``"`` and ``\\`` escaped). Mostly
+    one ``join``: elements without ``"`` or ``\\`` (nearly all) need no escaping, and NULLs
+    go in as a NUL element (no text in PostgreSQL holds one), replaced after."""
+    items = ["\0" if v is None else v for v in values]
+    body = '{"' + '","'.join(items) + '"}' if items else "{}"
+    if "\\" in body or body.count('"') != 2 * len(items):
+        return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for v in items).replace('"\0"', "NULL") + "}"
+    return body.replace('"\0"', "NULL")
 
 
 def _array(name: str, of: Any) -> Any:
@@ -114,14 +121,17 @@ def locked_transaction(engine: Engine, timeout: int = 600) -> Iterator[Connectio
 # --------------------------------------------------------------------------- loading
 
 
-def stale_ids(conn: Connection) -> Iterator[int]:
+def stale_ids(conn: Connection) -> array[int]:
     """Learners without a person, or updated since they were matched (a run that died before
-    its pass). Streamed: after a first load that is every learner."""
+    its pass). Streamed into 8 bytes an id: after a first load that is every learner."""
     c = learners.c
-    return iter(conn.execution_options(stream_results=True, yield_per=10_000).execute(
+    found = array("q")
+    for part in conn.execution_options(stream_results=True, yield_per=10_000).execute(
         select(c.id).where(or_(c.person_id.is_(None), c.matched_at.is_(None),
                                c.updated_at > c.matched_at))
-    ).scalars())
+    ).scalars().partitions():
+        found.extend(part)
+    return found
 
 
 def load_overrides(conn: Connection) -> list[Override]:
@@ -206,8 +216,9 @@ def load_persons(conn: Connection, ids: Iterable[int] | None) -> dict[int, Perso
     if ids is None:
         rows: Iterable[Any] = conn.execute(query.where(pc.deleted_at.is_(None)))
     elif conn.dialect.name == "postgresql":
-        rows = conn.execute(query.where(pc.id == any_(_array("ids", BigInteger))),
-                            {"ids": _ids(ids)}) if ids else ()
+        rows = (row for part in conn.execute(query.where(pc.id == any_(_array("ids", BigInteger))),
+                                             {"ids": _ids(ids)}).partitions(10_000)
+                for row in part) if ids else ()
     else:
         rows = (row for part in chunks(sorted(ids)) for row in conn.execute(query.where(pc.id.in_(part))))
     return {pid: Person(email, name, bool(live)) for pid, email, name, live in rows}
