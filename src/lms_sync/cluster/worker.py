@@ -195,6 +195,7 @@ async def _reload(tenants: Tenants, every: float, stopping: asyncio.Event) -> No
         except TimeoutError:
             changed = await asyncio.to_thread(tenants.refresh)
             await asyncio.to_thread(tenants.prepare, changed)
+            await asyncio.to_thread(tenants.cool)
 
 
 def _in_flight(rt: jobs.Runtime) -> list[dict[str, Any]]:

@@ -115,6 +115,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or not 1 <= args.heartbeat_seconds <= 59:
         raise UserError("--concurrency must be 1 or more, --heartbeat-seconds 1 to 59")
     tenants = _tenants(args, migrate=not args.no_migrate)
+    tenants.keep_warm = 2 * args.concurrency  # idle warehouse pools kept open between jobs
     configs = [] if args.queue_url else quiet_configs(tenants.paths())
     tenants.target = target = resolve_target(args.queue_url, args.queue_schema, configs)
     redactor.add([p for p in [_url_password(target.url)] if p])
