@@ -2,7 +2,7 @@
 
     python benchmarks/cluster.py --warehouse postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         [--sources 40] [--latency-ms 50] [--learners 20] [--workers 1,2,4] [--concurrency 1] \\
-        [--out results.json]
+        [--repeat 1] [--out results.json]
 
 ``--sources / 5`` tenants, each with its own five sandbox vendors (all five kinds) in an
 `lms-sync sandbox` process of their own, answering every request ``--latency-ms`` late.
@@ -14,11 +14,17 @@ A round starts its workers and waits until each has registered and opened its te
 warehouses (``tenants.prepared``), then queues the tick of a minute every source's cron
 names (1 January, 00:00) the way procrastinate's periodic deferrer does; a worker's
 ticker runs it and queues every source. The figure is the wall time from that tick to an
-empty queue; the speed-up is round 1's time over each round's. Peak RSS (VmHWM) of every
-worker process is read just before it is stopped; CPU seconds of the workers, the
-sandboxes and the whole PostgreSQL server are taken over the tick's work, and
-``cores_busy`` is their sum over the wall time: far below the machine's cores, the round
-waits on latency; near them (or near what other load leaves), on CPU.
+empty queue (the workers' start-up, imports and warehouse migrations before it are not
+counted); the speed-up is the first worker count's time over each round's, by their
+medians with ``--repeat N`` (rounds interleaved: 1, 2, 4, 1, 2, 4, ... so the machine's
+other load falls on all of them alike). Peak RSS (VmHWM) of every worker process is read
+just before it is stopped. CPU seconds over the tick's work, each side apart: the
+workers (their processes), the fakes (their processes: not in the workers, not in this
+one), the PostgreSQL backends serving the workers (tagged ``application_name``, a
+lower bound), the whole PostgreSQL server (other users' sessions too), and the
+machine's busy time not ours (``other_cpu_seconds``: a shared machine's other load).
+``cores_busy`` is ours over the wall time: far below the machine's cores, the round waits
+on latency; ``machine_cores_busy`` near the cores, on CPU someone else has.
 """
 
 from __future__ import annotations
