@@ -291,6 +291,8 @@ def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
             "peak_rss_mb_per_worker": rss, "cpu_seconds_per_worker": cpu,
             "workers_cpu_seconds": round(sum(cpu), 2), "fakes_cpu_seconds": fakes_cpu,
             "postgres_backends_cpu_seconds": ours_pg, "postgres_server_cpu_seconds": pg_cpu,
+            # connections the workers opened or used during the round (sampled: short ones missed)
+            "postgres_backends": len(backends.seen),
             # the machine's busy CPU not ours (other users of this shared machine, the
             # PostgreSQL server's other sessions, the benchmark's own polling)
             "other_cpu_seconds": round(machine - sum(cpu) - fakes_cpu - ours_pg, 2),
