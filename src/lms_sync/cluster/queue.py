@@ -171,11 +171,18 @@ def require_ready(target: QueueTarget) -> None:
 def init_queue(target: QueueTarget) -> Any:
     """Create procrastinate's schema in the queue's schema, or apply the migrations it
     lacks (:mod:`lms_sync.cluster.schema`); returns a ``schema.Outcome``."""
+    import psycopg
+
     from lms_sync.cluster import schema
 
     with _connect(target) as conn:
         conn.autocommit = True
-        return schema.init(conn, target.schema, target.lock_key("init"), target.shown)
+        try:
+            return schema.init(conn, target.schema, target.lock_key("init"), target.shown)
+        except psycopg.Error as exc:
+            raise UserError(f"cannot create or read the job queue's schema at {target.shown} "
+                            f"({one_line(exc)}), {target.where}; its user needs CREATE on the "
+                            "database (a scratch schema is made and dropped) and on the schema") from None
 
 
 # ------------------------------------------------------------------ the app

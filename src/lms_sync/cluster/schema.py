@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lms_sync.errors import UserError
+from lms_sync.logs import one_line
 
 # what a schema is made of, each as a set of rows read from the catalog
 _CATALOG: dict[str, str] = {
@@ -132,6 +133,7 @@ def _replay(conn: Any, scripts: list[Path]) -> tuple[dict[str, Any], list[dict[s
 
 def init(conn: Any, schema: str, lock_key: int, shown: str) -> Outcome:
     """Create or upgrade procrastinate's schema in ``schema`` (``conn``: autocommit)."""
+    import psycopg
     from procrastinate.schema import SchemaManager
 
     conn.execute("SELECT pg_advisory_lock(%s)", [lock_key])
@@ -160,9 +162,15 @@ def init(conn: Any, schema: str, lock_key: int, shown: str) -> Outcome:
         pending = scripts[matched[-1] + 1:]
         if not pending:  # the last script's schema, which schema.sql words differently
             return Outcome("current")
-        for script in pending:
-            with conn.transaction():
-                conn.execute(script.read_text(encoding="utf-8"))
+        for i, script in enumerate(pending):
+            try:
+                with conn.transaction():
+                    conn.execute(script.read_text(encoding="utf-8"))
+            except psycopg.Error as exc:
+                raise UserError(
+                    f"procrastinate's migration {script.name} failed on the job queue at {shown} "
+                    f"({one_line(exc)}), after {i} of {len(pending)} applied; fix the cause and run "
+                    "`lms-sync cluster init` again: it takes up from there") from None
         return Outcome("migrated", [p.stem for p in pending])
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [lock_key])
