@@ -170,28 +170,37 @@ def _queue_conn(schema: str):  # type: ignore[no-untyped-def]
     return psycopg.connect(target.conninfo, options=target.options, autocommit=True)
 
 
-def test_cluster_init_applies_the_procrastinate_migrations_an_older_queue_lacks(capsys, schemas):
+def test_cluster_init_applies_the_procrastinate_migrations_an_older_queue_lacks(capsys, schemas, tmp_path):
     from lms_sync.cluster.queue import QueueTarget, build_app, defer_sync, sync_args
     from lms_sync.cluster.schema import fingerprint, procrastinate_version
 
     old, fresh = schemas.new("q"), schemas.new("q")
     init = ["cluster", "init", "--queue-url", POSTGRES_URL, "--queue-schema"]
     assert main([*init, fresh]) == 0
+    version = procrastinate_version()
+    assert capsys.readouterr().out == (
+        f"job queue created: 127.0.0.1:5432/test schema {fresh} (procrastinate {version})\n")
     # a queue made by procrastinate 2.15 (its own schema.sql), with a job waiting in it
     with _queue_conn(old) as conn:
         conn.execute(f'CREATE SCHEMA "{old}"')
         conn.execute(Path(ROOT / "tests/fixtures/procrastinate/schema-2.15.0.sql").read_text())
         conn.execute("SELECT procrastinate_defer_job('lms_sync.sync', 'lms_sync.sync_source', 0, "
                      "'acme:s', 'acme:s', '{\"tenant\": \"acme\", \"source\": \"s\"}', NULL)")
+    # today's procrastinate cannot use it yet: the commands say so
+    tenant = write_tenant(tmp_path, "acme", "unused", {"s": {"kind": "synthetic", "base_url": "http://127.0.0.1:9"}})
+    assert main(["enqueue", "--config", str(tenant), "--queue-url", POSTGRES_URL, "--queue-schema", old]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"lms-sync: error: the job queue at 127.0.0.1:5432/test schema {old} lacks procrastinate "
+        f"{procrastinate_version()}'s procrastinate_cancel_job_v1, procrastinate_defer_jobs_v1, "
+        "procrastinate_defer_periodic_job_v2 and more, --queue-url; stop the workers and run "
+        "`lms-sync cluster init`: it applies the migrations it lacks")
     assert main([*init, old]) == 0
     assert main([*init, old]) == 0  # idempotent
-    version = procrastinate_version()
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"job queue created: 127.0.0.1:5432/test schema {fresh} (procrastinate {version})"
-    assert out[1].startswith(f"job queue migrated: 127.0.0.1:5432/test schema {old} (9 migrations of "
+    assert out[0].startswith(f"job queue migrated: 127.0.0.1:5432/test schema {old} (9 migrations of "
                              f"procrastinate {version} applied: 03.00.00_01_pre_cancel_notification, ")
-    assert out[1].endswith(", 03.04.00_50_post_add_retry_failed_job_procedure)")
-    assert out[2] == f"job queue already there: 127.0.0.1:5432/test schema {old} " \
+    assert out[0].endswith(", 03.04.00_50_post_add_retry_failed_job_procedure)")
+    assert out[1] == f"job queue already there: 127.0.0.1:5432/test schema {old} " \
                      f"(up to date with procrastinate {version})"
     with _queue_conn(old) as conn, _queue_conn(fresh) as new:
         assert fingerprint(conn) == fingerprint(new)  # what procrastinate's schema.sql makes

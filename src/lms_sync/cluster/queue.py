@@ -162,10 +162,31 @@ def is_ready(target: QueueTarget) -> bool:
         return found.fetchone()[0] is not None
 
 
+def missing_functions(target: QueueTarget) -> list[str]:
+    """The functions of the installed procrastinate's schema that the queue lacks: every
+    schema change of procrastinate 3 adds a function with a new name (``_v2``), so a
+    queue that missed a migration lacks one."""
+    from lms_sync.cluster.schema import schema_functions
+
+    with _connect(target) as conn:
+        have = {r[0] for r in conn.execute(
+            "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s", [target.schema])}
+    return sorted(schema_functions() - have)
+
+
 def require_ready(target: QueueTarget) -> None:
     if not is_ready(target):
         raise UserError(f"the job queue at {target.shown} has no procrastinate tables yet, "
                         f"{target.where}; run `lms-sync cluster init` once")
+    missing = missing_functions(target)
+    if missing:
+        from lms_sync.cluster.schema import procrastinate_version
+
+        raise UserError(f"the job queue at {target.shown} lacks procrastinate "
+                        f"{procrastinate_version()}'s {', '.join(missing[:3])}"
+                        f"{' and more' if len(missing) > 3 else ''}, {target.where}; stop the workers "
+                        "and run `lms-sync cluster init`: it applies the migrations it lacks")
 
 
 def init_queue(target: QueueTarget) -> Any:

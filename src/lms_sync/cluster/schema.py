@@ -34,14 +34,16 @@ from typing import Any
 from lms_sync.errors import UserError
 from lms_sync.logs import one_line
 
-# what a schema is made of, each as a set of rows read from the catalog
+# what a schema is made of, each as a set of rows read from the catalog ("= _NS": in the
+# schema on the search_path, by its exact name)
+_NS = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
 _CATALOG: dict[str, str] = {
     "columns": """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                pg_get_expr(d.adbin, d.adrelid)
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v', 'p')
+        WHERE c.relnamespace = _NS AND c.relkind IN ('r', 'v', 'p')
           AND a.attnum > 0 AND NOT a.attisdropped""",
     "indexes": """
         SELECT indexname, regexp_replace(indexdef, ' ON \\S+\\.', ' ON ')
@@ -49,19 +51,22 @@ _CATALOG: dict[str, str] = {
     "constraints": """
         SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-        WHERE c.relnamespace = current_schema()::regnamespace""",
+        WHERE c.relnamespace = _NS""",
     "functions": """
         SELECT p.proname, pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid),
                p.prokind, p.prosrc
-        FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace""",
+        FROM pg_proc p WHERE p.pronamespace = _NS""",
     "triggers": """
         SELECT t.tgname, c.relname, regexp_replace(pg_get_triggerdef(t.oid), ' ON \\S+\\.', ' ON ')
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal""",
+        WHERE c.relnamespace = _NS AND NOT t.tgisinternal""",
     "enums": """
         SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
-        WHERE t.typnamespace = current_schema()::regnamespace""",
+        WHERE t.typnamespace = _NS""",
 }
+
+
+_CATALOG = {part: query.replace("= _NS", "= " + _NS) for part, query in _CATALOG.items()}
 
 
 def _body(source: str) -> str:
@@ -86,6 +91,14 @@ def migrations() -> list[Path]:
     from procrastinate.schema import SchemaManager
 
     return sorted(Path(SchemaManager.get_migrations_path()).glob("*.sql"))
+
+
+def schema_functions() -> set[str]:
+    """The names of the functions procrastinate's ``schema.sql`` creates."""
+    from procrastinate.schema import SchemaManager
+
+    return set(re.findall(r"CREATE (?:OR REPLACE )?FUNCTION\s+(?:public\.)?(\w+)\s*\(",
+                          SchemaManager.get_schema(), flags=re.IGNORECASE))
 
 
 def procrastinate_version() -> str:
