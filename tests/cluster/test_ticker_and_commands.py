@@ -59,6 +59,31 @@ def test_a_tick_queues_the_sources_whose_cron_fell_due_in_its_minute():
     assert "either_day" not in due(cfg, "2026-04-02T06:00:00")
 
 
+def test_provisioning_falls_due_on_its_own_cron_in_the_source_s_time_zone_as_in_the_daemon():
+    from lms_sync.cluster.ticker import due_provisions
+
+    hr = {"kind": "synthetic", "base_url": "http://127.0.0.1:9", "schedule": "* * * * *"}
+    sparkwise = {"kind": "sessions", "base_url": "http://127.0.0.1:9", "auth": {"api_key": "k"},
+                 "schedule": "*/5 * * * *", "timezone": "Europe/Helsinki"}
+    cfg = parse_config({"sources": {
+        "hr": hr,
+        "sw": {**sparkwise, "provision": {"from_sources": ["hr"], "schedule": "0 9 * * 1"}},
+        "unscheduled": {**sparkwise, "provision": {"from_sources": ["hr"]}},
+        "off": {**sparkwise, "provision": {"from_sources": ["hr"], "schedule": "* * * * *",
+                                           "enabled": False}},
+        "disabled": {**sparkwise, "enabled": False,
+                     "provision": {"from_sources": ["hr"], "schedule": "* * * * *"}}}})
+
+    def provisions(end: str) -> list[str]:
+        stop = datetime.fromisoformat(end).replace(tzinfo=UTC)
+        return sorted(s.id for s in due_provisions(cfg, stop - timedelta(minutes=1), stop))
+
+    assert provisions("2026-03-02T07:00:00") == ["sw"]  # 09:00 Monday in Helsinki
+    assert provisions("2026-03-02T09:00:00") == []
+    assert provisions("2026-03-03T07:00:00") == []      # a Tuesday
+    assert "sw" not in due(cfg, "2026-03-02T07:01:00")   # its sync keeps its own cron
+
+
 def test_a_disabled_source_is_never_due():
     cfg = parse_config({"sources": {"off": {"kind": "synthetic", "base_url": "http://127.0.0.1:9",
                                             "schedule": "* * * * *", "enabled": False}}})
