@@ -88,7 +88,8 @@ def measure_parser(rows: int, page_size: int) -> dict:
     """Parse + normalize generated XML pages in memory: no HTTP, no fake process."""
     import uuid
 
-    from lms_sync.connectors.ispring import IspringResult, XmlRows, normalize_result
+    from lms_sync.connectors.ispring import XmlRows
+    from lms_sync.connectors.ispring_records import IspringResult, normalize_result
     from lms_sync.sandbox.ispring import XML_HEAD, FakeIspring, _xml
     from lms_sync.sandbox.population import Population
 

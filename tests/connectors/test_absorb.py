@@ -14,17 +14,16 @@ import lms_sync.connectors.absorb as absorb_module
 from lms_sync.canonical import CourseKind, EnrollmentStatus
 from lms_sync.config import parse_config
 from lms_sync.connectors import connector_class
-from lms_sync.connectors.absorb import (
+from lms_sync.connectors.absorb import describe_error
+from lms_sync.connectors.absorb_records import (
     STATUS_MAP,
-    describe_error,
     normalize_course,
     normalize_enrollment,
     normalize_lesson,
     normalize_user,
-    percent,
-    timespan_seconds,
 )
 from lms_sync.connectors.base import Checkpoint, ReadContext
+from lms_sync.connectors.fields import percent, timespan_seconds
 from lms_sync.logs import get_logger
 from lms_sync.pipeline import run_sources
 from lms_sync.warehouse.tables import (

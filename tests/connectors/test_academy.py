@@ -12,20 +12,25 @@ from sqlalchemy import func, select
 
 from lms_sync.canonical import CourseKind, EnrollmentStatus
 from lms_sync.config import parse_config
-from lms_sync.connectors.academy import (
-    AcademyConnector,
+from lms_sync.connectors.academy import AcademyConnector, UsersStream, describe_error
+from lms_sync.connectors.academy_records import (
+    aggregate_records,
     course_enrollment,
     course_record,
-    describe_error,
+    course_rows,
     figures_snapshot,
+    group_records,
     journey_course,
     learner_from,
     onboarding_enrollment,
     question_snapshot,
     split_name,
+    user_records,
 )
 from lms_sync.connectors.base import NotFoundWave, ReadContext
-from lms_sync.errors import IncompleteRead
+from lms_sync.connectors.rest import reworded
+from lms_sync.errors import CredentialsRejected, DataError, IncompleteRead, RequestRejected
+from lms_sync.http.paging import Page
 from lms_sync.logs import get_logger
 from lms_sync.sandbox.academy import API, FULL_KEY
 from lms_sync.warehouse import state
@@ -126,6 +131,74 @@ def test_courses_and_journeys_become_course_records():
     per_user = fixture("user_courses.json")["data"][0]
     assert course_record(aggregate["id"], aggregate["title"]) == course_record(
         per_user["course_id"], per_user["title"])
+
+
+def test_one_row_one_validation_makes_every_record_of_the_row():
+    user = fixture("users_page.json")["data"][0]
+    assert user_records(user) == (learner_from(user), group_records(user))
+    c12 = fixture("courses.json")["data"][0]
+    course, snap = aggregate_records("courses", c12)
+    assert course == course_record(12, "Food Safety Basics") and snap == figures_snapshot("courses", c12)
+    assert aggregate_records("courses", c12, "kitchen") == (None, figures_snapshot("courses", c12, "kitchen"))
+    onboarding, leadership = fixture("journeys.json")["data"]
+    assert aggregate_records("journeys", onboarding)[0].external_id == "onboarding"
+    assert aggregate_records("journeys", leadership) == (journey_course(leadership),
+                                                         figures_snapshot("journeys", leadership))
+    assert aggregate_records("onboarding", fixture("onboarding.json")["data"])[0] is None
+    with pytest.raises(ValueError, match="without an id"):
+        aggregate_records("courses", {"title": "no id", "completed": 1, "not_completed": 0})
+    emitted: set[str] = set()
+    row = fixture("user_courses.json")["data"][0]
+    course, first = course_rows(1001, row, emitted)
+    assert course == course_record(row["course_id"], row["title"]) and emitted == {str(row["course_id"])}
+    assert course_rows(1002, row, emitted)[0] is None  # the course once a run
+    assert first == course_enrollment(1001, row)
+
+
+def test_a_row_that_does_not_validate_is_skipped_whole_and_once():
+    ctx = ReadContext("a", "progress", None, False, None, datetime.now(UTC), get_logger("test"))
+    emitted: set[str] = set()
+    bad = {**fixture("user_courses.json")["data"][0], "has_passed": "maybe"}
+    assert ctx.normalize("1001:12", lambda: course_rows(1001, bad, emitted)) is None
+    assert emitted == set() and ctx.skipped == 1  # no course either: a later valid row makes it
+    course, _ = course_rows(1002, fixture("user_courses.json")["data"][0], emitted)
+    assert course is not None and emitted == {"12"}
+    negative = {**fixture("courses.json")["data"][0], "completed": -1}
+    assert ctx.normalize("courses:12", lambda: aggregate_records("courses", negative)) is None
+    assert ctx.normalize(None, lambda: user_records({"id": "not a number", "groups": [{"id": 7}]})) is None
+    assert ctx.skipped == 3  # one per row, not one per record
+
+
+def test_the_user_list_ends_on_an_empty_page_and_reports_the_largest_meta_total(monkeypatch):
+    cfg = parse_config({"sources": {"a": {"kind": "academy", "base_url": "https://acme.monotree.com",
+                                          "auth": {"api_key": "mono_x"}}}})
+    pages = [Page("users", [{"id": 1}], {"meta": {"total": 2}}),
+             Page("users", [{"id": 2}], {"meta": {"total": 3}}),
+             Page("users", [{"id": 3}], {"meta": {"total": "4"}}), Page("users", [{"id": 4}], {})]
+    log = get_logger("test")
+    with AcademyConnector(cfg.sources["a"], log) as connector:
+        assert connector.http is not None
+        monkeypatch.setattr(connector.http, "paginate", lambda *a, **kw: iter(pages))
+        ctx = ReadContext("a", "users", None, False, None, datetime.now(UTC), log)
+        pager = UsersStream(connector).paginator(ctx)
+        pager.update_state(Page("users", [], {"links": {"next": "https://acme.monotree.com/users?page=3"}}))
+        assert pager.has_next is False  # an empty page ends the walk whatever links.next says
+        assert [r["id"] for r in UsersStream(connector).rows(ctx)] == [1, 2, 3, 4]
+        assert ctx.vendor_total == 3  # the largest whole number any page gave (users added mid-read)
+        ctx = ReadContext("a", "users", None, False, None, datetime.now(UTC), log, partial=True)
+        assert list(UsersStream(connector).rows(ctx)) and ctx.vendor_total is None  # a part: no total
+
+
+def test_reworded_errors_keep_their_class_path_and_status():
+    words = {401: ("the key was revoked", "make a new key"), 403: ("no scope", "grant it")}
+    with pytest.raises(CredentialsRejected) as refused, reworded("s", words):
+        raise CredentialsRejected("credentials rejected", source="s", path="/users", status=401)
+    assert (refused.value.message, refused.value.fix, refused.value.path) == (
+        "the key was revoked", "make a new key", "/users")
+    with pytest.raises(RequestRejected, match="no scope.*grant it"), reworded("s", words):
+        raise RequestRejected("forbidden", source="s", status=403)
+    with pytest.raises(DataError, match="bad body"), reworded("s", words):
+        raise DataError("bad body", source="s", status=200)  # other statuses pass as they are
 
 
 def test_error_bodies_are_read():

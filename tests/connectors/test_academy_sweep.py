@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, date, datetime
 
-from lms_sync.connectors.academy import onboarding_enrollment
+from lms_sync.connectors.academy_records import onboarding_enrollment
 from lms_sync.connectors.academy_sweep import SweepState, SweepUsers
 
 ROWS = [

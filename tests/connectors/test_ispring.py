@@ -14,18 +14,17 @@ from sqlalchemy import func, select
 
 from lms_sync.canonical import CourseKind
 from lms_sync.config import parse_config
-from lms_sync.connectors.ispring import (
+from lms_sync.connectors.ispring import XmlRows, describe_error, token_path
+from lms_sync.connectors.ispring_records import (
     STATUS_MAP,
     Department,
     IspringContentItem,
     IspringResult,
     IspringUser,
-    XmlRows,
     content_titles,
-    describe_error,
+    department_unit,
     normalize_result,
     normalize_user,
-    token_path,
 )
 from lms_sync.errors import DataError
 from lms_sync.pipeline import run_source
@@ -157,6 +156,16 @@ def test_users_status_names_department_and_hr_id():
         False, "zoe.celik@example.com", None, None)
     assert (left.is_active, left.first_name, left.display_name) == (False, None, "ahmed")
     assert active.raw["addedDate"] == "2025-03-01T00:00:00+00:00"
+
+
+def test_department_unit_is_built_from_one_validation_and_keeps_the_vendor_row():
+    root, sales = rows("departments.xml", "department")
+    unit = department_unit(Department.model_validate(sales), sales)
+    assert (unit.external_id, unit.name, unit.parent_external_id) == (
+        "d-sales", "Vertrieb & Marketing", "d-root")
+    assert unit.raw == sales == {"departmentId": "d-sales", "name": "Vertrieb & Marketing",
+                                 "parentDepartmentId": "d-root", "code": "S"}  # the vendor's row
+    assert department_unit(Department.model_validate(root), root).parent_external_id is None
 
 
 # ---------------------------------------------------------------- XML safety and errors

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
-from lms_sync.connectors import absorb, academy, ispring, udemy
+from lms_sync.connectors import absorb_records, academy_records, ispring, udemy
 from lms_sync.sandbox.academy import GROUPS
 from lms_sync.sandbox.ispring import DEPARTMENTS as ISPRING_DEPARTMENTS
 from lms_sync.warehouse.tables import enrollments, learner_org_units, learners, org_units
@@ -30,21 +30,21 @@ UNKNOWN = (None,) * len(NEW_COLUMNS)
 
 def test_absorb_departments_make_a_tree_and_users_one_membership_each():
     rows = load_fixture("absorb", "departments_tree.json")["departments"]
-    units = [absorb.normalize_department(r) for r in rows]
+    units = [absorb_records.normalize_department(r) for r in rows]
     assert [(u.external_id[-1], u.name, u.kind, (u.parent_external_id or "-")[-1]) for u in units] == [
         ("1", "Operations", "department", "-"), ("2", "Kitchen", "department", "1"),
         ("3", "Nachtschicht — Küche", "department", "2")]
     assert units[0].raw["useDepartmentAsGroup"] is True  # unknown fields kept
     user = load_fixture("absorb", "users_page.json")["users"][0]
-    member = absorb.user_department(user)
+    member = absorb_records.user_department(user)
     # keyed by the user: a move to another department updates this row
     assert (member.external_id, member.learner_external_id, member.org_unit_external_id) == (
         user["id"], user["id"], "d0000000-0000-0000-0000-00000000000a")
-    assert absorb.user_department({**user, "departmentId": None}) is None
+    assert absorb_records.user_department({**user, "departmentId": None}) is None
 
 
 def test_absorb_certificate_columns_value_by_value():
-    certified, access_only = (absorb.normalize_enrollment(r) for r in
+    certified, access_only = (absorb_records.normalize_enrollment(r) for r in
                               load_fixture("absorb", "certified_enrollments.json")["enrollments"])
     assert (certified.certificate_id, certified.credits) == ("f0000000-0000-0000-0000-0000000000c1", 2.5)
     # [guess] a certificate lapses with its enrollment (dateExpires)
@@ -89,23 +89,23 @@ def test_udemy_without_is_assigned_is_unknown_not_false():
 
 def test_monotree_groups_by_kind_and_memberships():
     jane, mary = load_fixture("academy", "users_page.json")["data"][:2]
-    pairs = academy.group_records(jane)
+    pairs = academy_records.group_records(jane)
     assert [(u.external_id, u.name, u.kind, u.parent_external_id) for u, _ in pairs] == [
         ("55", "Nordics", "group", None), ("12", "Kitchen", "department", None)]
     assert [(m.external_id, m.learner_external_id, m.org_unit_external_id) for _, m in pairs] == [
         ("1001|55", "1001", "55"), ("1001|12", "1001", "12")]
-    assert academy.group_records(mary) == []
+    assert academy_records.group_records(mary) == []
     odd = {**jane, "groups": [{"id": 7, "name": "Baristas", "type": "team"}, "x", {"name": "no id"}]}
-    assert [(u.external_id, u.kind) for u, _ in academy.group_records(odd)] == [("7", "group")]
+    assert [(u.external_id, u.kind) for u, _ in academy_records.group_records(odd)] == [("7", "group")]
 
 
 def test_monotree_assigned_courses_and_required_onboarding():
     user = load_fixture("academy", "users_page.json")["data"][0]
-    course = academy.course_enrollment(1001, load_fixture("academy", "user_courses.json")["data"][0])
+    course = academy_records.course_enrollment(1001, load_fixture("academy", "user_courses.json")["data"][0])
     assert (course.assigned, course.required) == (True, None)  # the seed: "courses assigned to them"
     onboarding = load_fixture("academy", "user_onboarding.json")
     today = datetime(2026, 5, 2, tzinfo=UTC).date()
-    made = {k: academy.onboarding_enrollment(user, v["data"], today) for k, v in onboarding.items()}
+    made = {k: academy_records.onboarding_enrollment(user, v["data"], today) for k, v in onboarding.items()}
     # [guess] a time limit makes onboarding mandatory; none: unknown
     assert {k: (e.assigned, e.required) for k, e in made.items()} == {
         "completed": (True, True), "overdue": (True, True), "no_limit": (True, None)}

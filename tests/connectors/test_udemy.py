@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from lms_sync.canonical import EnrollmentStatus
-from lms_sync.connectors import udemy
+from lms_sync.connectors import udemy, udemy_records
 from lms_sync.warehouse.tables import (
     activity_progress,
     courses,
@@ -125,7 +125,7 @@ def test_progress_items_keys_scores_and_the_swapped_fields():
     ("80", 80.0), ("80%", 80.0), (" 7.5 / 10 ", 75.0), ("", None), ("passed", None), (None, None),
 ])
 def test_quiz_final_result_to_score(text, score):
-    assert udemy._score(text) == score
+    assert udemy_records._score(text) == score
 
 
 def test_user_activity_snapshot_series():

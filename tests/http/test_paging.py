@@ -206,3 +206,66 @@ def test_sort_guard_within_a_page_and_across_pages():
     assert h.ordered([1, 5]) and not h.ordered([4, 6])  # below the last page's last value
     assert SortGuard().ordered([None, 2, None, 2])  # None is not compared
     assert not SortGuard().ordered(["2026-03-02", "2026-03-01"])
+
+
+# ------------------------------------------------------------- update_state: pages as fetched
+
+
+def test_paginators_read_their_facts_from_the_page_by_key():
+    from lms_sync.http.paging import Page
+
+    numbers = PageNumberPaginator("page", start=0, page_size=10, total_pages_key="data.totalPages")
+    numbers.update_state(Page("/u", [{}] * 3, {"data": {"totalPages": 2}}))
+    assert numbers.has_next  # a short page, but the body says two pages
+    numbers.update_state(Page("/u", [{}] * 3, {"data": {"totalPages": 2}}))
+    assert not numbers.has_next
+
+    links = NextUrlPaginator(next_key="links.next")
+    links.update_state(Page("/u", [{}], {"links": {"next": "https://x/u?page=2"}}))
+    assert links.next_request().url == "https://x/u?page=2"
+    links.update_state(Page("/u", [], {"links": {"next": "https://x/u?page=3"}}))
+    assert not links.has_next  # an empty page ends the walk whatever its link says
+
+    tokens = PageTokenPaginator("pageToken", token_key=lambda body: body.get("token"))
+    tokens.update_state(Page("/u", [{}], {"token": "t1"}))
+    assert tokens.next_request().params == {"pageToken": "t1"}
+    with pytest.raises(DataError, match="same page token twice"):
+        tokens.update_state(Page("/u", [{}], {"token": "t1"}))
+
+
+def test_sort_value_paginator_sends_its_bound_and_drops_rows_read_before():
+    from lms_sync.http.paging import Page
+
+    p = SortValuePaginator("_offset", page_size=2, key=lambda r: (r["id"], r["v"]),
+                           where=lambda bound: {"_filter": f"v ge {bound}"})
+    assert p.next_request().params == {"_offset": 0}  # no bound yet: the whole list
+    first = [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
+    p.update_state(Page("/l", first))
+    assert p.fresh(first) == first
+    assert p.next_request().params == {"_filter": "v ge 2", "_offset": 0}
+    again = [{"id": "b", "v": 2}, {"id": "c", "v": 3}]  # b comes back at the head of v >= 2
+    p.update_state(Page("/l", again))
+    assert p.fresh(again) == [{"id": "c", "v": 3}]
+
+def test_counted_page_numbers_total_pages_then_total_over_size_then_a_null_next():
+    from lms_sync.http.paging import CountedPageNumberPaginator, Page
+
+    def walk(bodies, size=2):
+        p = CountedPageNumberPaginator(start=0, page_size=size, total_pages_key="data.totalPages",
+                                       total_key="data.total", size_key="data.size", next_key="data.next")
+        asked = []
+        for body in bodies:
+            if not p.has_next:
+                break
+            asked.append(p.next_request().params["page"])
+            p.update_state(Page("/u", [{}] * len(body["data"].get("items", [])), body))
+        return asked, p.has_next
+
+    full = {"items": [1, 2]}
+    # totalPages decides, though next is null on every page
+    assert walk([{"data": {**full, "totalPages": 3, "next": None}}] * 5) == ([0, 1, 2], False)
+    # else total over the size served (1 a page here, not the 2 asked)
+    assert walk([{"data": {"items": [1], "total": 3, "size": 1}}] * 5) == ([0, 1, 2], False)
+    # neither count: a null next ends it, a missing one leaves the short-page rule
+    assert walk([{"data": {**full, "next": None}}] * 5) == ([0], False)
+    assert walk([{"data": full}, {"data": full}, {"data": {"items": [1]}}] * 2) == ([0, 1, 2], False)

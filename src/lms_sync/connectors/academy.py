@@ -1,250 +1,57 @@
 """Monotree academy (``kind: academy``): Open API statistics, users, per-user progress.
 
-Auth: a static key ``mono_...`` sent as ``Authorization: Bearer``; scopes ``read:stats``
-(every ``/stats/academy/*`` path) and ``read:users`` (``/users``). 401 (expired or revoked
-key) is fatal for the source; 403 fails the stream with the missing scope named. Budget:
-60 requests/minute per key (``requests_per_minute``), ``max_requests_per_run``.
+A ``mono_`` key as Bearer, scopes ``read:stats`` (``/stats/academy/*``) and ``read:users``;
+a 401 is fatal for the source, a 403 fails the stream naming the scope. Budget:
+``requests_per_minute`` (burst 1), ``max_requests_per_run``. Streams, in order:
 
-Streams, in order:
-
-* ``users``     /users (``links.next``) -> learners (kiosk, bot: ``is_placeholder``); each
-                user's ``groups[]`` -> org units and memberships ``<user>|<group>``
+* ``users``     /users (``links.next``, ``meta.total``) -> learners (kiosk, bot:
+                ``is_placeholder``), their ``groups[]`` -> org units, memberships
 * ``stats``     /stats/academy/* aggregates -> stat_snapshots (+ the courses, journeys)
-* ``progress``  the user sweep: /stats/academy/users/{id}/courses and .../onboarding ->
-                enrollments (rule table :data:`COURSE_RULES`; all ``assigned``)
+* ``progress``  the user sweep (its state and cursor: ``academy_sweep``):
+                /stats/academy/users/{id}/courses and .../onboarding -> enrollments
 
-Contract facts: a full ``users`` read reports ``meta.total``. External ids: courses the
-vendor id, journeys ``journey:<id>``, onboarding ``onboarding``; enrollments
-``<user id>:<course id>``, ``<user id>:onboarding``. A wave of per-user 404s fails the
-stream (IncompleteRead), deleting nothing. The sweep resumes from its cursor where the
-budget stopped it; it is full (first run, ``--full-refresh``, every ``full_sweep_every_days``,
-a changed course list) or incremental (new, recently active and open users only);
-enrollments are soft-deleted only after a full sweep that started and finished in one run.
-
-See docs/vendors/academy.md: the sweep and why it is enough, its cursor, groups, guesses.
+See docs/vendors/academy.md: external ids, full and incremental sweeps, 404 waves, guesses.
 """
 
 from __future__ import annotations
 
 import re
-from array import array
-from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
-from functools import partial
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import UTC, date
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from lms_sync.canonical import (
-    Course,
-    CourseKind,
-    Enrollment,
-    EnrollmentStatus,
-    Learner,
-    LearnerOrgUnit,
-    OrgUnit,
-    OrgUnitKind,
-    Snapshot,
+from lms_sync.canonical import CourseKind, Record
+from lms_sync.connectors.academy_records import (
+    NO_RECORD_TYPES,
+    ONBOARDING_ID,
+    aggregate_records,
+    course_record,
+    course_rows,
+    onboarding_enrollment,
+    question_snapshot,
+    user_records,
 )
-from lms_sync.connectors.academy_sweep import (
-    FULL,
-    INCREMENTAL,
-    SweepState,
-    SweepUser,
-    SweepUsers,
-    course_digest,
-)
-from lms_sync.connectors.base import (
-    Checkpoint,
-    Connector,
-    NotFoundWave,
-    ReadContext,
-    Settings,
-    Stream,
-)
-from lms_sync.errors import CredentialsRejected, DataError, RequestRejected
+from lms_sync.connectors.academy_sweep import FULL, INCREMENTAL, SweepState, SweepUser, SweepUsers
+from lms_sync.connectors.base import Checkpoint, Connector, NotFoundWave, ReadContext, Settings, Stream
+from lms_sync.connectors.rest import RestStream, describe_json, json_member, json_or_none, reworded
+from lms_sync.errors import RequestRejected
 from lms_sync.http.auth import HeaderAuth
-from lms_sync.http.paging import NextUrlPaginator
+from lms_sync.http.paging import NextUrlPaginator, dig
 
-PLACEHOLDER_TYPES = {"kiosk": True, "bot": True}
-"""User ``type`` -> never links to a person (shared device, machine account)."""
-NO_RECORD_TYPES = frozenset({"kiosk", "bot", "shadow"})
-"""User types the per-user endpoints 404 by design (docs/vendors/academy.md): no part of a 404 wave."""
+CHECKPOINT_EVERY = 50
+"""Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
+WAVE_WHAT = "users visited (/stats/academy/users/{id}/courses or /onboarding)"
+WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotree.com) and that "
+            "auth.api_key is that customer's key; if both are right, report it to Monotree")
 
-COURSE_RULES: tuple[tuple[str, EnrollmentStatus, bool | None], ...] = (
-    # first truthy field wins; has_passed is also true while awaiting sign-off, so that goes first
-    ("awaits_manual_completion", EnrollmentStatus.PENDING, None),
-    ("has_passed", EnrollmentStatus.COMPLETED, True),
-    ("chapters_completed_count", EnrollmentStatus.IN_PROGRESS, None),
-)
-GROUP_KINDS: dict[str, OrgUnitKind] = {"department": OrgUnitKind.DEPARTMENT,
-                                      "profession": OrgUnitKind.PROFESSION,
-                                      "custom": OrgUnitKind.GROUP}
-"""A user group's ``type`` -> org unit kind; any other type is a group."""
-ONBOARDING_ID = "onboarding"
-METRICS = {"onboarding": "academy.onboarding", "courses": "academy.course_completion",
-           "journeys": "academy.journey_completion", "quiz": "academy.quiz_question"}
+describe_error = describe_json("message")
+"""Monotree (Laravel) error bodies: ``{"message": "..."}``."""
 
-
-class _Vendor(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class VUser(_Vendor):
-    id: int
-    name: str | None = None
-    email: str | None = None
-    type: str | None = None
-    groups: list[Any] = []
-    hired_at: datetime | None = None
-    registered_at: datetime | None = None
-
-
-class VCourseRow(_Vendor):
-    course_id: int
-    title: str | None = None
-    has_passed: bool = False
-    completed_at: datetime | None = None
-    chapters_completed_count: int = 0
-    awaits_manual_completion: bool = False
-
-
-class VOnboarding(_Vendor):
-    onboarding_completed_at: datetime | None = None
-    is_overdue: bool | None = None
-    onboarding_days: int | None = None
-
-
-class VFigures(_Vendor):
-    id: int | None = None
-    title: str | None = None
-    type: str | None = None
-    completed: int = Field(ge=0)
-    not_completed: int = Field(ge=0)
-
-
-class VQuestion(_Vendor):
-    question_id: int
-    body: str | None = None
-    respondents: int = Field(ge=0)
-    passed: int = Field(ge=0)
-    pass_rate: float
-
-
-# ---------------------------------------------------------------------- normalization (pure)
-
-def split_name(name: str | None) -> tuple[str | None, str | None]:
-    parts = (name or "").strip().rsplit(" ", 1)
-    return (parts[0] or None, None) if len(parts) == 1 else (parts[0], parts[1])
-
-
-def learner_from(row: dict[str, Any]) -> Learner:
-    u = VUser.model_validate(row)
-    first, last = split_name(u.name)
-    department = next((g.get("name") for g in u.groups
-                       if isinstance(g, dict) and g.get("type") == "department"), None)
-    return Learner(external_id=str(u.id), email=u.email, first_name=first, last_name=last,
-                   display_name=(u.name or "").strip() or None, department=department,
-                   is_placeholder=PLACEHOLDER_TYPES.get((u.type or "").lower(), False), raw=row)
-
-
-def group_records(row: dict[str, Any]) -> list[tuple[OrgUnit, LearnerOrgUnit]]:
-    """The user's groups as (org unit, membership); groups without an id are left out."""
-    u = VUser.model_validate(row)
-    out = []
-    for g in u.groups:
-        if not isinstance(g, dict) or g.get("id") in (None, ""):
-            continue
-        gid, kind = str(g["id"]), GROUP_KINDS.get(str(g.get("type") or "").lower(), OrgUnitKind.GROUP)
-        member = LearnerOrgUnit(external_id=f"{u.id}|{gid}", learner_external_id=str(u.id),
-                                org_unit_external_id=gid, raw={"user_id": u.id, "group_id": g["id"]})
-        out.append((OrgUnit(external_id=gid, name=g.get("name"), kind=kind, raw=g), member))
-    return out
-
-
-def user_records(row: dict[str, Any]) -> tuple[Learner, list[tuple[OrgUnit, LearnerOrgUnit]]]:
-    """A listed user -> its learner and its groups (org unit, membership)."""
-    return learner_from(row), group_records(row)
-
-
-def course_record(course_id: object, title: str | None, kind: CourseKind = CourseKind.COURSE) -> Course:
-    """Raw holds only id and title, so the aggregate and the per-user rows make equal records."""
-    return Course(external_id=str(course_id), kind=kind, title=title,
-                  raw={"id": course_id, "title": title})
-
-
-def journey_course(row: dict[str, Any]) -> Course:
-    j = VFigures.model_validate(row)
-    if j.type == "onboarding":
-        return course_record(ONBOARDING_ID, j.title, CourseKind.ONBOARDING)
-    return course_record(f"journey:{j.id}", j.title, CourseKind.JOURNEY)
-
-
-def _rate(done: int, not_done: int) -> float | None:
-    return round(done * 100 / (done + not_done), 2) if done + not_done else None
-
-
-def figures_snapshot(kind: str, row: dict[str, Any], group_key: str = "") -> Snapshot:
-    """onboarding / courses / journeys -> one snapshot (onboarding has no subject)."""
-    f = VFigures.model_validate(row)
-    figures: dict[str, Any] = {"completed": f.completed, "not_completed": f.not_completed}
-    if f.type is not None:
-        figures["type"] = f.type
-    title = "Onboarding" if kind == "onboarding" else f.title
-    return Snapshot.series(METRICS[kind], None if kind == "onboarding" else f.id, group_key,
-                           subject_title=title, value=_rate(f.completed, f.not_completed),
-                           figures=figures, raw=row)
-
-
-def question_snapshot(quiz_id: int, row: dict[str, Any]) -> Snapshot:
-    q = VQuestion.model_validate(row)
-    return Snapshot.series(METRICS["quiz"], f"{quiz_id}:{q.question_id}", subject_title=q.body,
-                           value=q.pass_rate, raw=row,
-                           figures={"quiz_id": quiz_id, "question_id": q.question_id,
-                                    "respondents": q.respondents, "passed": q.passed,
-                                    "pass_rate": q.pass_rate})
-
-
-def course_status(row: VCourseRow) -> tuple[EnrollmentStatus, bool | None, str]:
-    for fld, status, passed in COURSE_RULES:
-        if getattr(row, fld):
-            return status, passed, fld
-    return EnrollmentStatus.NOT_STARTED, None, "none"
-
-
-def course_enrollment(user_id: int, row: dict[str, Any]) -> Enrollment:
-    r = VCourseRow.model_validate(row)
-    status, passed, why = course_status(r)
-    return Enrollment(external_id=f"{user_id}:{r.course_id}", learner_external_id=str(user_id),
-                      course_external_id=str(r.course_id), status=status, passed=passed,
-                      progress_pct=100.0 if status == EnrollmentStatus.COMPLETED else None,
-                      completed_at=r.completed_at, vendor_status=why, assigned=True, raw=row)
-
-
-def onboarding_enrollment(user: dict[str, Any], row: dict[str, Any], today: date) -> Enrollment:
-    u, o = VUser.model_validate(user), VOnboarding.model_validate(row)
-    done = o.onboarding_completed_at is not None
-    due = None
-    if o.onboarding_days is not None:
-        due = datetime.combine(today + timedelta(days=o.onboarding_days), datetime.min.time(), UTC)
-    return Enrollment(
-        external_id=f"{u.id}:{ONBOARDING_ID}", learner_external_id=str(u.id),
-        course_external_id=ONBOARDING_ID,
-        status=EnrollmentStatus.COMPLETED if done else EnrollmentStatus.IN_PROGRESS,
-        completed_at=o.onboarding_completed_at, is_overdue=o.is_overdue, due_at=due,
-        enrolled_at=u.hired_at or u.registered_at, assigned=True,
-        required=True if o.onboarding_days is not None else None,  # [guess] see the docstring
-        vendor_status="completed" if done else ("overdue" if o.is_overdue else "open"), raw=row)
-
-
-def describe_error(response: httpx.Response) -> str | None:
-    body = response.json()
-    return str(body.get("message"))[:200] if isinstance(body, dict) and body.get("message") else None
-
-
-# ---------------------------------------------------------------------- connector
 
 class AcademyAuth(Settings):
     api_key: SecretStr
@@ -256,12 +63,8 @@ class AcademyOptions(Settings):
     requests_per_minute: float = Field(default=60, gt=0)
     max_requests_per_run: int | None = Field(default=None, ge=1)
     page_size: int = Field(default=50, ge=1, le=50)
-    sweep_skip_types: list[str] = ["kiosk", "bot"]
-    """[guess] user types with no academy record (they 404): not swept, to save budget."""
-    full_sweep_every_days: int = Field(default=7, ge=0)
-    """A sweep starting this many days after the last complete full sweep started visits
-    every user again; the sweeps between visit only new, active and open users. 0: every
-    sweep is full."""
+    sweep_skip_types: list[str] = ["kiosk", "bot"]  # [guess] no academy record (they 404): not swept
+    full_sweep_every_days: int = Field(default=7, ge=0)  # 0: every sweep full (docs/vendors/academy.md)
 
 
 class AcademyConnector(Connector):
@@ -271,12 +74,9 @@ class AcademyConnector(Connector):
 
     def __init__(self, source: Any, log: Any) -> None:
         super().__init__(source, log)
-        rps = self.options.requests_per_minute / 60
-        if source.http.requests_per_second:
-            rps = min(rps, source.http.requests_per_second)
+        rps = min(filter(None, (self.options.requests_per_minute / 60, source.http.requests_per_second)))
         key = self.auth.api_key.get_secret_value()
-        # burst 1: the vendor counts requests per fixed minute, so a burst on top of the
-        # full rate would let 63 through in the first minute of a run (60 allowed)
+        # burst 1: the vendor counts per fixed minute; a burst would let 63 through a run's first (60 allowed)
         self.http = self.make_client(HeaderAuth({"Authorization": f"Bearer {key}"}),
                                      describe_error, requests_per_second=rps, burst=1)
         self.prefix = "" if source.base_url.rstrip("/").endswith("/api/open/v1") else "api/open/v1/"
@@ -292,73 +92,30 @@ class AcademyConnector(Connector):
         self.get("users", "read:users", params={"page": 1, "per_page": 1})
         self.get("stats/academy/onboarding", "read:stats")
 
+    def scoped(self, scope: str) -> AbstractContextManager[None]:
+        """A block whose failures are made readable (a revoked key, a missing ``scope``)."""
+        return reworded(self.source.id, {
+            401: ("the API key was rejected (expired or revoked)",
+                  "create a mono_ key with scopes read:stats and read:users; set auth.api_key"),
+            403: (f"the API key lacks the {scope} scope", f"grant the key the {scope} scope in Monotree")})
+
     def get(self, path: str, scope: str, *, params: Any = None,
             accept: tuple[int, ...] = ()) -> httpx.Response:
-        """GET with the source's failures made readable (revoked key, missing scope)."""
         assert self.http is not None
-        url = path if path.startswith("http") else self.prefix + path
-        try:
-            return self.http.get(url, params=params, accept=accept)
-        except CredentialsRejected as exc:
-            raise CredentialsRejected(
-                "the API key was rejected (expired or revoked)", source=self.source.id,
-                path=exc.path, status=401,
-                fix="create a mono_ key with scopes read:stats and read:users; set auth.api_key",
-            ) from None
-        except RequestRejected as exc:
-            if exc.status != 403:
-                raise
-            raise RequestRejected(f"the API key lacks the {scope} scope", source=self.source.id,
-                                  path=exc.path, status=403,
-                                  fix=f"grant the key the {scope} scope in Monotree") from None
+        with self.scoped(scope):
+            return self.http.get(self.prefix + path, params=params, accept=accept)
 
-    def body(self, response: httpx.Response, want: type = list, payload: Any = None) -> Any:
-        """The ``data`` member of the JSON body (``payload``: the body, if parsed already)."""
-        try:
-            data = (response.json() if payload is None else payload)["data"]
-        except (ValueError, KeyError, TypeError):
-            data = None
-        if not isinstance(data, want):
-            raise DataError(f"expected a JSON body with a data {want.__name__}", source=self.source.id,
-                            path=response.request.url.path, status=response.status_code)
-        return data
+    def body(self, response: httpx.Response, want: type = list) -> Any:
+        """The ``data`` member of the JSON body."""
+        return json_member(response, "data", want, self.source.id)
 
-    def list_users(self, since: datetime | None = None,
-                   on_total: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
-        """Every listed user; ``on_total`` gets the first page's ``meta.total``, if any."""
-        pager = NextUrlPaginator()
-        params: dict[str, Any] = {"page": 1, "per_page": self.options.page_size}
-        if since is not None:
-            params["since"] = since.isoformat()
-        while pager.has_next:
-            req = pager.next_request()
-            response = self.get(req.url or "users", "read:users", params=None if req.url else params)
-            try:
-                payload = response.json()  # once: data and links
-            except ValueError:
-                payload = None
-            data = self.body(response, payload=payload)
-            links = payload.get("links") if isinstance(payload, dict) else None
-            total = (payload.get("meta") or {}).get("total") if isinstance(payload, dict) else None
-            if on_total is not None and pager.pages == 0 and type(total) is int:
-                on_total(total)
-            yield from data
-            pager.update(count=len(data), next_url=(links or {}).get("next"))
-
-    def all_users(self) -> SweepUsers:
+    def all_users(self, ctx: ReadContext) -> SweepUsers:
         """Every user the sweep visits (not of ``sweep_skip_types``), slimmed to what it
-        reads (the list is read once a run)."""
+        reads; listed once a run (by the users stream, else here: whole, no total)."""
         if self.users is None:
-            self.users = SweepUsers.of(self.list_users(), self.options.sweep_skip_types)
+            whole = replace(ctx, since=None, partial=True, counters={})
+            self.users = SweepUsers.of(UsersStream(self).rows(whole), self.options.sweep_skip_types)
         return self.users
-
-    def users_keeping_list(self, on_total: Callable[[int], None]) -> Iterator[Any]:
-        """The full user rows, streamed; the slim list for the sweep is kept on the way."""
-        kept = SweepUsers(self.options.sweep_skip_types)
-        for row in self.list_users(on_total=on_total):
-            kept.add(row)
-            yield row
-        self.users = kept.sorted()
 
     def aggregate(self, what: str, set_name: str, ids: list[int] | None, want: type) -> Any:
         if not ids:
@@ -366,16 +123,12 @@ class AcademyConnector(Connector):
         response = self.get(f"stats/academy/{what}", "read:stats",
                             params={"group_ids": ",".join(map(str, ids))}, accept=(422,))
         if response.status_code == 422:
-            try:
-                errors = response.json().get("errors") or {}
-            except (ValueError, AttributeError):
-                errors = {}
+            errors = dig(json_or_none(response), "errors") or {}
             bad = sorted({ids[int(n)] for key in errors
                           for n in re.findall(r"group_ids\.(\d+)", key) if int(n) < len(ids)})
-            which = ", ".join(map(str, bad or ids))
             raise RequestRejected(
-                f"group set {set_name!r}: unknown group id(s) {which}", source=self.source.id,
-                path=response.request.url.path, status=422,
+                f"group set {set_name!r}: unknown group id(s) {', '.join(map(str, bad or ids))}",
+                source=self.source.id, path=response.request.url.path, status=422,
                 fix=f"remove them from options.group_sets.{set_name} (Monotree group ids)")
         return self.body(response, want)
 
@@ -389,79 +142,82 @@ class AcademyConnector(Connector):
                 None if onboarding.status_code == 404 else self.body(onboarding, dict))
 
     def sweep_size(self, wanted: int, ctx: ReadContext) -> int:
-        cap = self.options.max_requests_per_run
-        if cap is None or self.http is None:
+        if (cap := self.options.max_requests_per_run) is None or self.http is None:
             return wanted
-        left = cap - self.http.stats["requests"]
-        if left < 2:
+        if (left := cap - self.http.stats["requests"]) < 2:
             ctx.log.warning("sweep.budget_exhausted", max_requests_per_run=cap,
                             used=self.http.stats["requests"], fix="raise max_requests_per_run")
         return min(wanted, max(1, left // 2))
 
 
-class UsersStream(Stream):
+class UsersStream(RestStream):
     name = "users"
     full_refresh_tables = ("learners", "org_units", "learner_org_units")
     total_table = "learners"  # meta.total of a full read; kiosks and bots are yielded too
+    path, records, total_key = "users", "data", "meta.total"
 
     def __init__(self, c: AcademyConnector) -> None:
+        assert c.http is not None
+        super().__init__(c.http)
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Learner | OrgUnit | LearnerOrgUnit | Checkpoint]:
+    def params_for(self, ctx: ReadContext) -> dict[str, Any]:
+        return {"page": 1, "per_page": self.c.options.page_size,
+                **({"since": ctx.since.isoformat()} if ctx.since else {})}
+
+    def paginator(self, ctx: ReadContext) -> NextUrlPaginator:
+        return NextUrlPaginator(next_key="links.next")
+
+    def rows(self, ctx: ReadContext) -> Iterator[dict[str, Any]]:
+        with self.c.scoped("read:users"):
+            for page in self.pages(ctx, self.c.prefix + self.path):
+                yield from page.rows
+
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         ctx.partial = ctx.since is not None
-        rows = (self.c.list_users(ctx.since) if ctx.since
-                else self.c.users_keeping_list(ctx.report_total))
+        kept = None if ctx.partial else SweepUsers(self.c.options.sweep_skip_types)  # for the sweep
         units: set[str] = set()  # groups yielded this read (every member repeats them)
-        for row in rows:
-            records = ctx.normalize(row.get("id") if isinstance(row, dict) else row,
-                                    lambda row=row: user_records(row))
-            if records is None:
-                continue
-            yield records[0]
-            for unit, member in records[1]:
+        for row in self.rows(ctx):
+            if kept is not None:
+                kept.add(row)
+            learner, groups = ctx.normalize(row.get("id"), lambda r=row: user_records(r)) or (None, [])
+            yield from [learner] if learner else []
+            for unit, member in groups:
                 if unit.external_id not in units:
                     units.add(unit.external_id)
                     yield unit
                 yield member
+        if kept is not None:
+            self.c.users = kept.sorted()
         yield Checkpoint({"listed_at": ctx.started_at.isoformat()})  # informative: always full
 
 
 class StatsStream(Stream):
     name = "stats"
-    # no soft deletes of courses: the progress sweep also yields courses (those users have
-    # progress on that the aggregate did not list), and a course deleted here between the
-    # two streams, or until a sweep visits one of its users, hid its live enrollments
-    full_refresh_tables = ()
+    full_refresh_tables = ()  # no soft deletes of courses: the sweep yields courses too (docs)
 
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def read(self, ctx: ReadContext) -> Iterator[Course | Snapshot | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         c = self.c
-        passes: list[tuple[str, list[int] | None]] = [("", None), *c.options.group_sets.items()]
-        for key, ids in passes:
+        for key, ids in [("", None), *c.options.group_sets.items()]:
             rows = [("onboarding", c.aggregate("onboarding", key, ids, dict))]
-            rows += [("courses", r) for r in c.aggregate("courses", key, ids, list)]
-            rows += [("journeys", r) for r in c.aggregate("journeys", key, ids, list)]
+            rows += [(k, r) for k in ("courses", "journeys") for r in c.aggregate(k, key, ids, list)]
             if not key:  # the course list decides whether the next user sweep must be full
                 c.course_ids = {str(r.get("id")) for k, r in rows if k == "courses" and isinstance(r, dict)}
             for kind, row in rows:
                 if not isinstance(row, dict):
                     ctx.skip(kind, f"not an object: {str(row)[:50]}")
                     continue
-                if not key and kind != "onboarding":
-                    course = ctx.normalize(row.get("id"), lambda k=kind, r=row: course_record(
-                        r["id"], r.get("title")) if k == "courses" else journey_course(r))
-                    if course is not None:
-                        if course.external_id == ONBOARDING_ID:
-                            c.onboarding_course = course
-                        else:
-                            yield course
-                            c.emitted.add(course.external_id)
-                snap = ctx.normalize(f"{kind}:{row.get('id', '')}",
-                                     lambda k=kind, r=row, g=key: figures_snapshot(k, r, g))
-                if snap is not None:
-                    yield snap
+                course, snap = ctx.normalize(f"{kind}:{row.get('id', '')}", lambda k=kind, r=row, g=key:
+                                             aggregate_records(k, r, g)) or (None, None)
+                if course is not None and course.external_id == ONBOARDING_ID:
+                    c.onboarding_course = course
+                elif course is not None:
+                    yield course
+                    c.emitted.add(course.external_id)
+                yield from [snap] if snap else []
         yield c.onboarding_course
         c.emitted.add(ONBOARDING_ID)
         for quiz_id in c.options.quiz_ids:
@@ -471,17 +227,9 @@ class StatsStream(Stream):
                 ctx.log.warning("quiz.gone", quiz_id=quiz_id, fix="remove it from options.quiz_ids")
                 continue
             for row in c.body(response):
-                snap = ctx.normalize(f"quiz {quiz_id}", partial(question_snapshot, quiz_id, row))
-                if snap is not None:
-                    yield snap
+                snap = ctx.normalize(f"quiz {quiz_id}", lambda r=row, q=quiz_id: question_snapshot(q, r))
+                yield from [snap] if snap else []
         yield Checkpoint({"as_of": ctx.started_at.isoformat()})
-
-
-CHECKPOINT_EVERY = 50
-"""Users per sweep checkpoint: a crash re-visits at most this many (2 requests each)."""
-WAVE_WHAT = "users visited (/stats/academy/users/{id}/courses or /onboarding)"
-WAVE_FIX = ("check base_url (the customer's own host, https://<customer>.monotree.com) and that "
-            "auth.api_key is that customer's key; if both are right, report it to Monotree")
 
 
 class ProgressStream(Stream):
@@ -491,55 +239,25 @@ class ProgressStream(Stream):
     def __init__(self, c: AcademyConnector) -> None:
         self.c = c
 
-    def plan(self, ctx: ReadContext, st: SweepState, today: date) -> tuple[str, str]:
-        """The kind of a sweep about to start, and why."""
-        every = self.c.options.full_sweep_every_days
-        known = self.c.course_ids
-        digest = course_digest(known) if known is not None else None
-        changed = digest is not None and st.courses is not None and digest != st.courses
-        if digest is not None:
-            st.courses = digest
-        if ctx.full_refresh or ctx.cursor is None:
-            return FULL, "first sweep" if not ctx.full_refresh else "full refresh"
-        if every == 0:
-            return FULL, "full_sweep_every_days is 0"
-        if st.last_full_on is None or st.last_sweep_on is None:
-            return FULL, "no complete full sweep on record"
-        if st.last_sweep_on > today or (today - st.last_full_on).days >= every:
-            return FULL, f"last full sweep started {st.last_full_on.isoformat()}"
-        if changed:
-            return FULL, "the course list changed"
-        return INCREMENTAL, f"users new, active or open since {st.last_sweep_on.isoformat()}"
-
-    def read(self, ctx: ReadContext) -> Iterator[Course | Enrollment | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         c, st = self.c, SweepState.from_cursor(ctx.cursor)
-        users = c.all_users()  # in id order, without the types the sweep skips
-        ids = users.ids  # a user's position: bisect
-        today = ctx.started_at.astimezone(UTC).date()
+        users = c.all_users(ctx)  # in id order, without the types the sweep skips
+        ids, today = users.ids, ctx.started_at.astimezone(UTC).date()  # ids: a user's position by bisect
         fresh = st.after_id is None  # this run starts a sweep
         if fresh:
-            st.mode, reason = self.plan(ctx, st, today)
-            st.started_on = today
+            first = "full refresh" if ctx.full_refresh else "first sweep" if ctx.cursor is None else None
+            reason = st.plan(c.course_ids, c.options.full_sweep_every_days, today, first)
             ctx.log.info("sweep.started", sweep=st.sweep, mode=st.mode, reason=reason)
-        rest = range(users.position_after(st.after_id), len(users))  # positions, not users
-        why: dict[int, str] = {}
-        todo: Sequence[int] = rest
-        if st.mode == INCREMENTAL:
-            todo = array("i")
-            for i in rest:
-                if (w := st.why_visit(users[i], today)) is not None:
-                    why[ids[i]] = w
-                    todo.append(i)
+        rest, todo, why = st.pick(users, today)  # positions, not users
         batch = todo[: c.sweep_size(len(todo), ctx)]
         complete = len(batch) == len(todo)
         if ONBOARDING_ID not in c.emitted:
             yield c.onboarding_course
             c.emitted.add(ONBOARDING_ID)
         assert c.http is not None
-        visited, wave = 0, NotFoundWave(WAVE_WHAT, WAVE_FIX)
-        for user, courses, onboarding in c.http.map_concurrent(c.fetch_progress,
-                                                               (users[i] for i in batch)):
-            visited += 1
+        wave = NotFoundWave(WAVE_WHAT, WAVE_FIX)
+        for visited, (user, courses, onboarding) in enumerate(
+                c.http.map_concurrent(c.fetch_progress, (users[i] for i in batch)), 1):
             if (user.type or "").lower() not in NO_RECORD_TYPES:
                 wave.add(courses is not None and onboarding is not None)
             if courses is None:
@@ -548,12 +266,10 @@ class ProgressStream(Stream):
                 yield from self.records(ctx, user, courses, onboarding, today)
             ctx.count("users_swept")
             st.note(user.id, courses, onboarding, today)
-            st.after_id, st.done, st.total = user.id, bisect_right(ids, user.id), len(users)
+            st.after_id, st.done, st.total = user.id, users.position_after(user.id), len(users)
             if visited % CHECKPOINT_EVERY == 0 or visited == len(batch):
                 wave.check(ctx.source_id)  # a wave of 404s never reaches a cursor
-                # not after every user: the cursor carries the open users' lists, and
-                # building it per visit cost O(users x open users) at 40,000 users
-                yield Checkpoint(st.to_cursor())
+                yield Checkpoint(st.to_cursor())  # not per user: docs/vendors/academy.md
             if visited % 100 == 0:
                 ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=st.done, total=st.total)
         # users this run passed over without a visit (the rest wait for the next run)
@@ -562,9 +278,8 @@ class ProgressStream(Stream):
         ctx.count("users_unchanged", skipped)
         ctx.partial = not (fresh and st.mode == FULL and complete)
         reasons = {w: sum(1 for i in batch if why.get(ids[i]) == w) for w in ("new", "active", "open")}
-        ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode,
-                     done=len(users) if complete else st.done, total=len(users), complete=complete,
-                     visited=len(batch), skipped=skipped,
+        ctx.log.info("sweep.progress", sweep=st.sweep, mode=st.mode, done=len(users) if complete else st.done,
+                     total=len(users), complete=complete, visited=len(batch), skipped=skipped,
                      **({"why": reasons} if st.mode == INCREMENTAL else {}))
         if complete:
             st.total = len(users)
@@ -572,20 +287,13 @@ class ProgressStream(Stream):
             yield Checkpoint(st.to_cursor())
 
     def records(self, ctx: ReadContext, user: SweepUser, courses: list[Any],
-                onboarding: dict[str, Any] | None, today: date) -> Iterator[Course | Enrollment]:
+                onboarding: dict[str, Any] | None, today: date) -> Iterator[Record]:
         uid, emitted = user.id, self.c.emitted
         for row in courses:
             cid = row.get("course_id") if isinstance(row, dict) else None
-            if cid is not None and str(cid) not in emitted:
-                course = ctx.normalize(cid, partial(course_record, cid, row.get("title")))
-                if course is not None:
-                    emitted.add(course.external_id)
-                    yield course
-            enrollment = ctx.normalize(f"{uid}:{cid}", partial(course_enrollment, uid, row))
-            if enrollment is not None:
-                yield enrollment
+            pair = ctx.normalize(f"{uid}:{cid}", lambda r=row: course_rows(uid, r, emitted)) or ()
+            yield from (record for record in pair if record is not None)
         if onboarding is not None:
             enrollment = ctx.normalize(f"{uid}:onboarding",
-                                       partial(onboarding_enrollment, user._asdict(), onboarding, today))
-            if enrollment is not None:
-                yield enrollment
+                                       lambda: onboarding_enrollment(user._asdict(), onboarding, today))
+            yield from [enrollment] if enrollment else []

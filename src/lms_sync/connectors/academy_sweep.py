@@ -1,9 +1,8 @@
 """Monotree academy: the user sweep's memory of users and of earlier sweeps.
 
-The ``progress`` stream (``connectors.academy``) visits users two requests each; what it
-keeps for a whole run is here: :class:`SweepUsers`, every listed user as columns of
-what the sweep reads, and :class:`SweepState`, the ``progress`` cursor (the JSON shape
-is in docs/vendors/academy.md, "The progress cursor").
+:class:`SweepUsers`, every listed user as columns of what the ``progress`` sweep
+(``connectors.academy``) reads; :class:`SweepState`, its cursor: where the sweep stands,
+what kind it is and whom an incremental one visits. See docs/vendors/academy.md.
 """
 
 from __future__ import annotations
@@ -57,15 +56,9 @@ _ODD = -(2**63) + 1  # a value pydantic cannot read: kept as sent, in ``_odd``
 
 
 class SweepUsers:
-    """Every listed user with an integer id (but those of ``skip_types``), in id order,
-    as columns: ~34 bytes a user.
-
-    The sweep needs the whole list for the whole run (an incremental sweep picks from
-    it; a full one walks it). As NamedTuples of the same fields, with their ints and
-    timestamp strings, it took ~210 bytes a user: 6 MB at 30,000 users. Days are kept
-    as ordinals, timestamps as UTC microseconds, the type as an index into the few
-    distinct types; ``users[i]`` rebuilds one :class:`SweepUser`.
-    """
+    """Every listed user with an integer id (but those of ``skip_types``), in id order, as
+    columns: ~34 bytes a user, not ~210 as NamedTuples (docs/vendors/academy.md, "The
+    sweep's user list"); ``users[i]`` rebuilds one :class:`SweepUser`."""
 
     def __init__(self, skip_types: Iterable[str] = ()) -> None:
         self._skip = {t.lower() for t in skip_types}  # types the sweep never visits
@@ -79,8 +72,7 @@ class SweepUsers:
 
     @classmethod
     def of(cls, rows: Iterable[Any], skip_types: Iterable[str] = ()) -> SweepUsers:
-        """The listed ``rows`` (vendor dicts; rows without an integer id, or whose type
-        is one of ``skip_types`` in any case, are left out)."""
+        """The listed ``rows`` but those without an integer id or of ``skip_types`` (any case)."""
         users = cls(skip_types)
         for row in rows:
             users.add(row)
@@ -135,14 +127,12 @@ class SweepUsers:
     def __iter__(self) -> Iterator[SweepUser]:
         return (self[i] for i in range(len(self)))
 
-    def sorted(self, keep: Iterable[int] | None = None) -> SweepUsers:
-        """These users (or those at positions ``keep``) in id order: a new object,
-        or this one when nothing would change."""
+    def sorted(self) -> SweepUsers:
+        """These users in id order: a new object, or this one when already in order."""
         ids = self.ids
-        if keep is None and all(ids[i] < ids[i + 1] for i in range(len(ids) - 1)):
+        if all(ids[i] < ids[i + 1] for i in range(len(ids) - 1)):
             return self  # the vendor lists in id order: no list of positions (~36 B a user)
-        positions = list(range(len(self))) if keep is None else list(keep)
-        positions.sort(key=ids.__getitem__)
+        positions = sorted(range(len(self)), key=ids.__getitem__)
         out = SweepUsers()
         out._skip, out._types, out._type_at, out._odd = self._skip, self._types, self._type_at, self._odd
         pairs = [(self.ids, out.ids), (self._type, out._type),
@@ -158,11 +148,8 @@ class SweepUsers:
 
 @dataclass
 class SweepState:
-    """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left behind.
-
-    See docs/vendors/academy.md for the JSON shape; anything missing or unreadable (an old
-    cursor, a hand edit) reads as "unknown", which makes the next sweep full.
-    """
+    """The ``progress`` cursor, read: the sweep under way and what earlier sweeps left
+    behind. Anything missing or unreadable reads as "unknown": the next sweep is full."""
 
     sweep: int = 1
     after_id: int | None = None
@@ -195,23 +182,18 @@ class SweepState:
             mode = FULL if number("after_id") is not None else None
         return cls(
             sweep=number("sweep") or 1, after_id=number("after_id"), done=number("done") or 0,
-            total=number("total") or 0,
-            mode=mode,
-            started_on=day("started_on"), last_full_on=day("last_full_on"),
-            last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
+            total=number("total") or 0, mode=mode, started_on=day("started_on"),
+            last_full_on=day("last_full_on"), last_sweep_on=day("last_sweep_on"), max_id=number("max_id"),
             courses=cur.get("courses") if isinstance(cur.get("courses"), str) else None,
-            awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)},
-            due=_due(cur.get("due")),
-        )
+            awaiting={i for i in cur.get("awaiting") or () if isinstance(i, int)}, due=_due(cur.get("due")))
 
     def to_cursor(self) -> dict[str, Any]:
         """A fresh JSON-able dict (the pipeline may still hold the previous one)."""
         iso = lambda d: d.isoformat() if d else None  # noqa: E731
         return {"sweep": self.sweep, "after_id": self.after_id, "done": self.done, "total": self.total,
-                "mode": self.mode, "started_on": iso(self.started_on),
-                "last_full_on": iso(self.last_full_on), "last_sweep_on": iso(self.last_sweep_on),
-                "max_id": self.max_id, "courses": self.courses, "awaiting": sorted(self.awaiting),
-                "due": _by_day(self.due)}
+                "mode": self.mode, "started_on": iso(self.started_on), "last_full_on": iso(self.last_full_on),
+                "last_sweep_on": iso(self.last_sweep_on), "max_id": self.max_id, "courses": self.courses,
+                "awaiting": sorted(self.awaiting), "due": _by_day(self.due)}
 
     def note(self, uid: int, courses: list[Any] | None, onboarding: dict[str, Any] | None,
              today: date) -> None:
@@ -229,8 +211,7 @@ class SweepState:
             self.due[uid] = _DAYS.setdefault(due, due)
 
     def finish(self, ids: Sequence[int]) -> None:
-        """The sweep under way is complete (``ids``: every listed user, ascending): the
-        next one starts from the lowest id."""
+        """The sweep under way is complete (``ids``: every listed user, ascending); the next starts anew."""
         self.last_sweep_on = self.started_on
         if self.mode == FULL:
             self.last_full_on = self.started_on  # None for an old cursor's sweep: the next is full
@@ -243,6 +224,40 @@ class SweepState:
         self.awaiting = {u for u in self.awaiting if listed(u)}
         self.due = {k: v for k, v in self.due.items() if listed(k)}
         self.sweep, self.after_id, self.done, self.mode, self.started_on = self.sweep + 1, None, 0, None, None
+
+    def plan(self, course_ids: Iterable[str] | None, every: int, today: date,
+             full: str | None = None) -> str:
+        """Start a sweep (``full``: why it must be full, e.g. a first sweep): its mode, its
+        start date, the course list noted; returns why that mode."""
+        digest = course_digest(course_ids) if course_ids is not None else None
+        changed = digest is not None and self.courses is not None and digest != self.courses
+        self.courses, self.started_on, self.mode = digest or self.courses, today, FULL
+        if full:
+            return full
+        if every == 0:
+            return "full_sweep_every_days is 0"
+        if self.last_full_on is None or self.last_sweep_on is None:
+            return "no complete full sweep on record"
+        if self.last_sweep_on > today or (today - self.last_full_on).days >= every:
+            return f"last full sweep started {self.last_full_on.isoformat()}"
+        if changed:
+            return "the course list changed"
+        self.mode = INCREMENTAL
+        return f"users new, active or open since {self.last_sweep_on.isoformat()}"
+
+    def pick(self, users: SweepUsers, today: date) -> tuple[range, Sequence[int], dict[int, str]]:
+        """The positions the sweep under way has left, those this sweep visits (an
+        incremental one: those :meth:`why_visit` names) and why (user id -> reason)."""
+        rest = range(users.position_after(self.after_id), len(users))
+        why: dict[int, str] = {}
+        if self.mode != INCREMENTAL:
+            return rest, rest, why
+        todo = array("i")
+        for i in rest:
+            if (reason := self.why_visit(users[i], today)) is not None:
+                why[users.ids[i]] = reason
+                todo.append(i)
+        return rest, todo, why
 
     def why_visit(self, user: SweepUser, today: date) -> str | None:
         """Why an incremental sweep visits ``user``: "open", "new", "active"; None = skip."""

@@ -1,50 +1,32 @@
 """Sparkwise Account API (live facilitated sessions), ``kind: sessions``.
 
-Auth: a static API key in a header (option ``api_key_header``, default ``x-api-key``) on
-the paths of option ``paths``; Sparkwise publishes neither, so both are guesses and a 401
-names them. Error bodies are ``{"success": false, "error": {"message", "metadata"}}``.
-
-Streams, in order:
-
-* ``users``        GET users (paged by ``totalPages``) -> learners
-* ``clusters``     GET session-clusters (whole, every run) -> courses (session + module)
-* ``completions``  GET session-completions?from=&to= -> enrollments (+ stub learners and
-                   courses for participants and clusters the lists lack)
-
-Contract facts: ``data.total`` is the vendor's count of learners, and of clusters (plus one
-course per distinct module). Learner external id = ``remoteId`` (the HR id, what
-completions name) when set, else the Sparkwise ``id``. Nothing is soft-deleted: Sparkwise
-deactivates users, and completions of a removed cluster still point at its course.
-Completions have no change feed: each run reads the window [saved ``to`` minus
-``lag_days``, now) in slices of ``window_days`` (first run from ``start_date``), cursor
-``{"to": iso}``; such a read is partial. Status by :data:`STATUS_RULES`.
-
-See docs/vendors/sessions.md: participants, completion mapping, guesses.
+An API key in a header (option ``api_key_header``) on the paths of option ``paths``, both
+guesses a 401 names. Streams: ``users`` -> learners (keyed ``remoteId``, else ``id``; the list
+in sessions_provision.py); ``clusters`` (whole, every run) -> session and module courses;
+``completions`` (time windows, cursor ``{"to": iso}``) -> enrollments, with stubs for the
+participants and clusters the lists lack. docs/vendors/sessions.md has the details.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, utc
+from lms_sync.canonical import Course, CourseKind, Enrollment, EnrollmentStatus, Learner, Record, utc
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream, whole
-from lms_sync.connectors.sessions_provision import SessionsProvisioner
-from lms_sync.errors import DataError
-from lms_sync.http import HeaderAuth, PageNumberPaginator
+from lms_sync.connectors.rest import VendorModel, describe_json, iso, time_slices, time_window
+from lms_sync.connectors.sessions_provision import FIX_PATHS, SessionsProvisioner, SparkwiseUsers, items
+from lms_sync.http import HeaderAuth
+from lms_sync.http.paging import dig
 from lms_sync.keyset import KeySet
 
 S = EnrollmentStatus
 STATUS_RULES: tuple[tuple[dict[str, bool], EnrollmentStatus], ...] = (
-    ({"attended": True}, S.COMPLETED),
-    ({"ended": True}, S.ABSENT),
-    ({"visited": True}, S.IN_PROGRESS),
-    ({}, S.NOT_STARTED),
-)
+    ({"attended": True}, S.COMPLETED), ({"ended": True}, S.ABSENT),
+    ({"visited": True}, S.IN_PROGRESS), ({}, S.NOT_STARTED))
 """Facts of a completion -> canonical status; the first rule whose facts all hold wins."""
 
 MODULE_FIELDS = ("moduleId", "moduleName", "moduleCategory", "moduleDescription",
@@ -73,13 +55,7 @@ class SessionsOptions(Settings):
     user_ref: Literal["remoteId", "id"] = "remoteId"  # how a deactivation names a user (guess)
 
 
-# ------------------------------------------------------------------ vendor shapes
-
-class _Vendor(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class User(_Vendor):
+class User(VendorModel):
     id: str = Field(min_length=1)
     firstName: str | None = None
     lastName: str | None = None
@@ -87,7 +63,7 @@ class User(_Vendor):
     remoteId: str | None = None
 
 
-class Cluster(_Vendor):
+class Cluster(VendorModel):
     clusterId: str = Field(min_length=1)
     moduleId: str | None = None
     moduleName: str | None = None
@@ -110,31 +86,7 @@ class Completion(Cluster):
     hash: str | None = None
 
 
-# ------------------------------------------------------------------ normalization (pure)
-
-def learner_key(user: dict[str, Any]) -> str:
-    return user.get("remoteId") or user["id"]
-
-
-class ParticipantIds:
-    """Which ids a completion may name its participant by, at ~8 bytes a user.
-
-    ``direct``: the remoteIds, and the Sparkwise ids of users without one: each is
-    its learner's key. ``aliased``: the Sparkwise ids of users that have a remoteId;
-    such an id needs a lookup of that remoteId (a dict of every user's two id strings
-    cost ~260 bytes a user, held for the whole completions stream).
-    """
-
-    __slots__ = ("direct", "aliased")
-
-    def __init__(self) -> None:
-        self.direct, self.aliased = KeySet(), KeySet()
-
-    def add(self, user: dict[str, Any]) -> None:
-        self.direct.add(learner_key(user))
-        if user.get("remoteId"):
-            self.aliased.add(user["id"])
-
+# Normalizers take the row and, where the caller validated it already, its model (validated once).
 
 def normalize_user(raw: dict[str, Any]) -> Learner:
     u = User.model_validate(raw)
@@ -149,8 +101,8 @@ def stub_learner(remote_user_id: str) -> Learner:
                    raw={"remoteUserId": remote_user_id, "stub": "no Sparkwise user has this remoteId"})
 
 
-def normalize_module(raw: dict[str, Any]) -> Course | None:
-    m = Cluster.model_validate({"clusterId": "-", **raw})
+def normalize_module(raw: dict[str, Any], m: Cluster | None = None) -> Course | None:
+    m = m or Cluster.model_validate({"clusterId": "-", **raw})
     if not m.moduleId:
         return None
     return Course(external_id=f"module:{m.moduleId}", kind=CourseKind.MODULE, title=m.moduleName,
@@ -158,12 +110,19 @@ def normalize_module(raw: dict[str, Any]) -> Course | None:
                   duration_minutes=m.duration, raw={k: raw.get(k) for k in MODULE_FIELDS})
 
 
-def normalize_cluster(raw: dict[str, Any]) -> Course:
-    c = Cluster.model_validate(raw)
+def normalize_cluster(raw: dict[str, Any], c: Cluster | None = None) -> Course:
+    c = c or Cluster.model_validate(raw)
     return Course(external_id=c.clusterId, kind=CourseKind.SESSION, title=c.moduleName,
                   category=c.moduleCategory, description=c.moduleDescription,
                   duration_minutes=c.duration,
                   parent_external_id=f"module:{c.moduleId}" if c.moduleId else None, raw=raw)
+
+
+def cluster_courses(raw: dict[str, Any], c: Cluster | None = None) -> list[Course]:
+    """A cluster's module course (when it names a module), then its session course."""
+    c = c or Cluster.model_validate(raw)
+    module = normalize_module(raw, c)
+    return [module, normalize_cluster(raw, c)] if module else [normalize_cluster(raw, c)]
 
 
 def cluster_from_completion(raw: dict[str, Any]) -> dict[str, Any]:
@@ -179,76 +138,39 @@ def status_of(facts: dict[str, bool]) -> EnrollmentStatus:
     raise ValueError(f"no status rule matches {facts}")
 
 
-def normalize_completion(raw: dict[str, Any], now: datetime, learner_id: str | None = None) -> Enrollment:
-    c = Completion.model_validate(raw)
+def normalize_completion(raw: dict[str, Any], now: datetime, learner_id: str | None = None,
+                         c: Completion | None = None) -> Enrollment:
+    c = c or Completion.model_validate(raw)
     end = utc(c.sessionScheduledEndAt)
     if end is None and c.sessionScheduledStartAt and c.duration is not None:
         end = utc(c.sessionScheduledStartAt) + timedelta(minutes=c.duration)
-    facts = {
-        "attended": c.attended,
-        "ended": end is not None and end <= now,
-        "visited": bool(c.participantFirstVisitedAt or c.timeInSessionMins or c.stepsVisited),
-    }
-    status = status_of(facts)
-    done = status == S.COMPLETED
+    status = status_of({"attended": c.attended, "ended": end is not None and end <= now,
+                        "visited": bool(c.participantFirstVisitedAt or c.timeInSessionMins
+                                        or c.stepsVisited)})
     return Enrollment(
         external_id=c.id, learner_external_id=learner_id or c.remoteUserId,
         course_external_id=c.clusterId, status=status, passed=None,
         progress_pct=c.percentageStepsVisited,
         time_spent_seconds=None if c.timeInSessionMins is None else c.timeInSessionMins * 60,
         started_at=c.participantFirstVisitedAt, last_activity_at=c.participantLastVisitedAt,
-        completed_at=(c.participantLastVisitedAt or end) if done else None,
+        completed_at=(c.participantLastVisitedAt or end) if status == S.COMPLETED else None,
         due_at=c.sessionScheduledStartAt,
-        vendor_status="attended" if c.attended else "not_attended", raw=raw,
-    )
+        vendor_status="attended" if c.attended else "not_attended", raw=raw)
 
 
 def window(cursor: dict[str, Any] | None, since: datetime | None, now: datetime,
            opts: SessionsOptions) -> tuple[datetime, datetime]:
-    """[from, to) of this run, whole seconds; callers skip it when from >= to."""
-    to = now.astimezone(UTC).replace(microsecond=0)
-    if since is not None:
-        start = utc(since)
-    elif cursor and cursor.get("to"):
-        start = datetime.fromisoformat(cursor["to"]) - timedelta(days=opts.lag_days)
-    elif opts.start_date is not None:
-        start = utc(opts.start_date)
-    else:
-        start = to - timedelta(days=365)
-    assert start is not None
-    return start.astimezone(UTC).replace(microsecond=0), to
+    """[from, to) of this run (first run: from ``start_date``, else 365 days back)."""
+    return time_window(cursor.get("to") if cursor else None, since, now, lag_days=opts.lag_days,
+                       start=opts.start_date)
 
 
-def slices(start: datetime, end: datetime, days: float) -> list[tuple[datetime, datetime]]:
-    out, step = [], timedelta(days=days)
-    while start < end:
-        out.append((start, min(start + step, end)))
-        start = out[-1][1]
-    return out
+slices = time_slices
 
 
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+describe_error = describe_json("error.message", "error", "message")
+"""``{"success": false, "error": {"message"}}`` -> the message."""
 
-
-def describe_error(response: httpx.Response) -> str | None:
-    """``{"success": false, "error": {"message"}}`` -> the message."""
-    try:
-        return error_message(response.json())
-    except ValueError:
-        return None
-
-
-def error_message(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    message = error.get("message") if isinstance(error, dict) else error
-    message = message or body.get("message")
-    return str(message).splitlines()[0][:300] if message else None
-
-
-# ------------------------------------------------------------------ connector
 
 class SessionsConnector(Connector):
     kind = "sessions"
@@ -263,13 +185,9 @@ class SessionsConnector(Connector):
                f"options.paths (users: {o.paths.users!r}): Sparkwise publishes neither, ours are guesses")
         self.client = self.make_client(HeaderAuth({o.api_key_header: key}, rejected_fix=fix),
                                        describe_error=describe_error)
-        # after the clusters stream only the ids are kept: the cluster rows (description,
-        # iframe code) are ~1 KB each and the completions need only to know them
-        self._known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
-        self._participants: ParticipantIds | None = None
-        self._aliases: dict[str, str] | None = None  # Sparkwise id -> remoteId, read on need
-        self.users_total: int | None = None  # the largest data.total a users page gave
-        self.clusters_total: int | None = None
+        # after the clusters stream only the ids are kept (the rows are ~1 KB each)
+        self.known: tuple[KeySet, set[str]] | None = None  # cluster ids, module course ids
+        self.users = SparkwiseUsers(self)
 
     def streams(self) -> list[Stream]:
         return [UsersStream(self), ClustersStream(self), CompletionsStream(self)]
@@ -277,178 +195,104 @@ class SessionsConnector(Connector):
     def provisioner(self) -> SessionsProvisioner:
         return SessionsProvisioner(self)
 
-    def envelope(self, body: Any, path: str) -> dict[str, Any]:
-        """``data`` of a ``{"success", "data"}`` body; a failure body is a DataError."""
-        if isinstance(body, dict) and body.get("success") is not False \
-                and isinstance(body.get("data"), dict):
-            return body["data"]
-        message = error_message(body) or "unexpected body shape"
-        raise DataError(f"the vendor sent no data: {message}", source=self.source.id, path=path,
-                        fix="check the paths option against the vendor's API")
-
-    def _pages(self) -> Iterator[list[dict[str, Any]]]:
-        """Pages by ``totalPages`` (else ``total`` / ``size``), not ``next``: the documented
-        sample shows ``next: null`` on a list of one page only; ``next`` decides when
-        neither count is given."""
-        path, size = self.options.paths.users, self.options.page_size
-        pager = PageNumberPaginator("page", start=0, page_size=size)
-        self.users_total = None
-        while pager.has_next:
-            params = {**pager.next_request().params, "pageSize": size}
-            data = self.envelope(self.client.get_json(path, params=params), path)
-            items = [u for u in data.get("items") or [] if isinstance(u, dict)]
-            pages, total = whole(data.get("totalPages")), whole(data.get("total"))
-            if total is not None:
-                self.users_total = max(self.users_total or 0, total)
-                pages = pages if pages is not None else -(-total // (whole(data.get("size")) or size))
-            pager.update(count=len(items), total_pages=pages)
-            if pages is None and "next" in data and data["next"] is None:
-                pager.has_next = False
-            self.log.debug("page.fetched", path=path, page=params["page"], count=len(items))
-            yield items
-
-    def user_pages(self) -> Iterator[list[dict[str, Any]]]:
-        """The user list, page by page; read to the end, it leaves the participant ids."""
-        participants = ParticipantIds()
-        for items in self._pages():
-            for u in items:
-                if u.get("id"):
-                    participants.add(u)
-            yield items
-        self._participants = participants
-
-    def learner_key_of(self, participant: str) -> str | None:
-        """The learner key a completion's ``remoteUserId`` names; None: no such user."""
-        if self._participants is None:
-            for _ in self.user_pages():
-                pass
-        assert self._participants is not None
-        if participant in self._participants.direct:
-            return participant
-        if participant not in self._participants.aliased:
-            return None
-        if self._aliases is None:
-            self.log.warning("participant.by_sparkwise_id", remote_user_id=participant,
-                             note="completions should name participants by remoteId; "
-                                  "reading the user list again to map Sparkwise ids")
-            self._aliases = {u["id"]: u["remoteId"] for items in self._pages() for u in items
-                             if u.get("id") and u.get("remoteId")}
-        return self._aliases.get(participant)
-
-    def clusters(self) -> dict[str, dict[str, Any]]:
-        """The cluster list, read now: clusterId -> row."""
+    def clusters(self) -> tuple[dict[str, dict[str, Any]], int | None, tuple[KeySet, set[str]]]:
+        """The cluster list, read now: clusterId -> row, ``data.total`` and the ids kept."""
         path = self.options.paths.clusters
-        data = self.envelope(self.client.get_json(path), path)
-        self.clusters_total = whole(data.get("total"))
-        clusters = {c["clusterId"]: c for c in data.get("items") or []
-                    if isinstance(c, dict) and c.get("clusterId")}
+        body = self.client.get_json(path)
+        clusters = {c["clusterId"]: c for c in items(body, path, self.source.id) if c.get("clusterId")}
         ids = KeySet()  # a few clusters a person: ~8 bytes each, not ~120 as a set of strings
         for cid in clusters:
             ids.add(cid)
-        self._known = (ids, {f"module:{c['moduleId']}" for c in clusters.values()
-                             if c.get("moduleId")})
-        return clusters
-
-    def known_clusters(self) -> tuple[KeySet, set[str]]:
-        """The ids of the listed clusters and of their modules' courses."""
-        if self._known is None:
-            self.clusters()
-        assert self._known is not None
-        return self._known
+        self.known = (ids, {f"module:{c['moduleId']}" for c in clusters.values() if c.get("moduleId")})
+        return clusters, whole(body["data"].get("total")), self.known
 
     def completions(self, bounds: tuple[datetime, datetime]) -> Iterator[dict[str, Any]]:
         """The window's completions, decoded one at a time as they are consumed."""
-        path = self.options.paths.completions
-        rows = self.client.get_json_array(path, params={"from": iso(bounds[0]), "to": iso(bounds[1])},
-                                          fix="check the paths option against the vendor's API")
-        self.log.debug("page.fetched", path=path, **{"from": iso(bounds[0])})
+        path, lo = self.options.paths.completions, iso(bounds[0])
+        rows = self.client.get_json_array(path, params={"from": lo, "to": iso(bounds[1])}, fix=FIX_PATHS)
+        self.log.debug("page.fetched", path=path, **{"from": lo})
         return (row for row in rows if isinstance(row, dict))
 
 
-class UsersStream(Stream):
+class _Sparkwise(Stream):
+    def __init__(self, connector: SessionsConnector) -> None:
+        self.c = connector
+
+    def courses(self, ctx: ReadContext, cid: str, raw: dict[str, Any], modules: set[str],
+                c: Cluster | None = None) -> Iterator[Course]:
+        """A cluster's courses, its module's only the first time ``modules`` meets it."""
+        for course in ctx.normalize(cid, lambda: cluster_courses(raw, c)) or ():
+            if course.kind == CourseKind.MODULE:
+                if course.external_id in modules:
+                    continue
+                modules.add(course.external_id)
+            yield course
+
+
+class UsersStream(_Sparkwise):
     name = "users"
     total_table = "learners"  # data.total: one user, one learner (keyed remoteId, else id)
 
-    def __init__(self, connector: SessionsConnector) -> None:
-        self.c = connector
-
-    def read(self, ctx: ReadContext) -> Iterator[Learner | Checkpoint]:
-        for items in self.c.user_pages():
-            for raw in items:
-                record = ctx.normalize(raw.get("id"), lambda raw=raw: normalize_user(raw))
-                if record is not None:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
+        total = None
+        for page in self.c.users.pages():
+            if (count := whole(dig(page.body, "data.total"))) is not None:
+                total = max(total or 0, count)
+            for raw in page.rows:
+                if (record := ctx.normalize(raw.get("id"), lambda r=raw: normalize_user(r))) is not None:
                     yield record
-        if self.c.users_total is not None:
-            ctx.report_total(self.c.users_total)
+        if total is not None:
+            ctx.report_total(total)
         yield Checkpoint({"read_at": iso(ctx.started_at)})
 
 
-class ClustersStream(Stream):
+class ClustersStream(_Sparkwise):
     name = "clusters"
     total_table = "courses"
 
-    def __init__(self, connector: SessionsConnector) -> None:
-        self.c = connector
-
-    def read(self, ctx: ReadContext) -> Iterator[Course | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         modules: set[str] = set()
-        for cid, raw in self.c.clusters().items():
-            yield from _cluster_courses(ctx, cid, raw, modules)
-        if self.c.clusters_total is not None:
-            # data.total counts clusters; each distinct module is a course of ours too
-            ctx.report_total(self.c.clusters_total + len(modules))
+        clusters, total, _ = self.c.clusters()
+        for cid, raw in clusters.items():
+            yield from self.courses(ctx, cid, raw, modules)
+        if total is not None:  # data.total counts clusters; each distinct module is a course too
+            ctx.report_total(total + len(modules))
         yield Checkpoint({"read_at": iso(ctx.started_at)})
 
 
-def _cluster_courses(ctx: ReadContext, cid: str, raw: dict[str, Any],
-                     modules: set[str]) -> Iterator[Course]:
-    module = ctx.normalize(cid, lambda: normalize_module(raw))
-    if module is not None and module.external_id not in modules:
-        modules.add(module.external_id)
-        yield module
-    course = ctx.normalize(cid, lambda: normalize_cluster(raw))
-    if course is not None:
-        yield course
-
-
-class CompletionsStream(Stream):
+class CompletionsStream(_Sparkwise):
     name = "completions"
 
-    def __init__(self, connector: SessionsConnector) -> None:
-        self.c = connector
-
-    def read(self, ctx: ReadContext) -> Iterator[Learner | Course | Enrollment | Checkpoint]:
+    def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         ctx.partial = True  # a window, never the whole history
         opts = self.c.options
         start, end = window(ctx.cursor, ctx.since, ctx.started_at, opts)
         if start >= end:
             ctx.log.info("window.empty", **{"from": iso(start), "to": iso(end)})
             return
-        clusters, known_modules = self.c.known_clusters()
-        stubs: set[str] = set()
-        extra_clusters: set[str] = set()
-        modules = set(known_modules)
+        clusters, known_modules = self.c.known or self.c.clusters()[2]
+        stubs, extra_clusters, modules = set[str](), set[str](), set(known_modules)
         parts = slices(start, end, opts.window_days)
-        # a window's completions come as one array that grows with the customer: hold the
-        # one being read and the next, as JSON text decoded item by item (16 windows parsed
-        # at once held ~100 MB at 43,000 people; 4 vs 2 at 20,000: peak RSS 107 vs 102 MB)
-        fetched = self.c.client.map_concurrent(self.c.completions, parts,
-                                               window=2)
+        # two windows held at a time, decoded item by item (docs/vendors/sessions.md, memory)
+        fetched = self.c.client.map_concurrent(self.c.completions, parts, window=2)
         for bounds, rows in zip(parts, fetched, strict=True):
             for raw in rows:
-                rid, cid = raw.get("remoteUserId"), raw.get("clusterId")
-                key = self.c.learner_key_of(rid) if isinstance(rid, str) and rid else None
-                if isinstance(rid, str) and rid and key is None and rid not in stubs:
+                c = ctx.normalize(raw.get("id"), lambda raw=raw: Completion.model_validate(raw))
+                if c is None:
+                    continue
+                rid, cid = c.remoteUserId, c.clusterId
+                key = self.c.users.learner_key_of(rid)
+                if key is None and rid not in stubs:
                     stubs.add(rid)
                     ctx.count("unknown_users")
-                    ctx.log.warning("learner.unknown", remote_user_id=rid, completion_id=raw.get("id"))
+                    ctx.log.warning("learner.unknown", remote_user_id=rid, completion_id=c.id)
                     yield stub_learner(rid)
-                if isinstance(cid, str) and cid and cid not in clusters and cid not in extra_clusters:
+                if cid not in clusters and cid not in extra_clusters:
                     extra_clusters.add(cid)
                     ctx.count("unknown_clusters")
-                    yield from _cluster_courses(ctx, cid, cluster_from_completion(raw), modules)
-                record = ctx.normalize(raw.get("id"),
-                                       lambda raw=raw, key=key: normalize_completion(raw, end, key))
+                    yield from self.courses(ctx, cid, cluster_from_completion(raw), modules, c)
+                record = ctx.normalize(c.id, lambda raw=raw, key=key, c=c:
+                                       normalize_completion(raw, end, key, c))
                 if record is not None:
                     yield record
             yield Checkpoint({"to": iso(bounds[1])})

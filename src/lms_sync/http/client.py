@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 import httpx
+import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from lms_sync import __version__, metrics
@@ -45,6 +46,7 @@ from lms_sync.http.errors import (
     classify_transport,
 )
 from lms_sync.http.fanout import interleave
+from lms_sync.http.paging import Key, Page, Paginator, dig
 from lms_sync.logs import get_logger
 
 T = TypeVar("T")
@@ -159,12 +161,51 @@ class HttpClient:
         return self.request("GET", path_or_url, **kw)
 
     def get_json(self, path_or_url: str, **kw: Any) -> Any:
-        response = self.get(path_or_url, **kw)
+        return self.json_of(self.get(path_or_url, **kw))
+
+    def json_of(self, response: httpx.Response) -> Any:
+        """The response's JSON body (orjson: UTF-8, as JSON must be); DataError if not JSON."""
         try:
-            return response.json()
-        except ValueError:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             raise DataError("the body is not valid JSON", source=self.source_id,
                             path=response.request.url.path, status=response.status_code) from None
+
+    def paginate(self, path: str, paginator: Paginator, *, params: dict[str, Any] | None = None,
+                 records: Key = None, decode: Callable[[httpx.Response], Any] | None = None,
+                 fix: str = "") -> Iterator[Page]:
+        """The page loop, once for every connector: each page of the list at ``path``.
+
+        The first request sends ``params`` with the paginator's own; a page the paginator
+        says is a link is asked as-is. The body is decoded (JSON, or ``decode``) and its
+        rows taken from ``records`` (a dotted key or a function of the body; None: the
+        body is the list); rows that are not a list of objects are a DataError (``fix``
+        says what to check). The paginator reads the page before it is yielded, so a
+        paging loop stops before the rows repeat, and rows a walk already read are
+        dropped (:meth:`Paginator.fresh`).
+        """
+        number = 0
+        while paginator.has_next:
+            request = paginator.next_request()
+            if request.url:
+                response = self.get(request.url)
+            else:
+                response = self.get(path, params={**(params or {}), **request.params})
+            body = decode(response) if decode is not None else self.json_of(response)
+            rows = body if records is None else dig(body, records)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                what = f"has no {records!r} list" if isinstance(records, str) else "is not a list"
+                raise DataError(f"the page {what} of objects", source=self.source_id,
+                                path=response.request.url.path, fix=fix)
+            number += 1
+            page = Page(path, rows, body, number, response)
+            try:
+                paginator.update_state(page)
+            except DataError as exc:
+                raise DataError(exc.message, source=self.source_id, path=exc.path or path,
+                                fix=exc.fix or fix) from None
+            page.rows = paginator.fresh(rows)
+            yield page
 
     def get_json_array(self, path_or_url: str, *, fix: str | None = None, **kw: Any) -> Iterator[Any]:
         """A JSON array body whose items are decoded one at a time as they are consumed
@@ -281,6 +322,9 @@ class HttpClient:
                     size = _spool(response) if spool and response.is_success else len(response.read())
                 finally:
                     response.close()
+                # a read, closed stream and its Response refer to each other: dropped, the
+                # body is freed with its page, not at the next full cyclic GC (peak RSS)
+                response.stream = httpx.ByteStream(b"")
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 self._count("transport_errors")
                 raise classify_transport(exc, self.source_id, url.path) from None

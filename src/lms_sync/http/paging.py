@@ -1,9 +1,13 @@
 """Paginators: small stateful objects behind one interface, no HTTP inside.
 
-A connector asks ``next_request()`` for what to send (extra params, or a URL to
-follow), sends it, and reports what the page said with ``update()``. Each
-paginator refuses to go round in a loop: a token or URL seen twice is a
-:class:`~lms_sync.errors.DataError`, as is a page number past ``max_pages``.
+:meth:`lms_sync.http.client.HttpClient.paginate` owns the page loop: it asks
+``next_request()`` what to send (extra params, or a URL to follow), sends it, and hands
+the :class:`Page` (response, decoded body, rows) to ``update_state(page)``, which reads
+what the page says about the next one (where, by the paginator's ``*_key``: data, not
+code; dlt's ``update_state(response, data)`` shape). ``update()`` is the same step with
+the facts given directly (tests drive it without HTTP). Each paginator refuses to go
+round in a loop: a token or URL seen twice is a :class:`~lms_sync.errors.DataError`, as
+is a page number past ``max_pages``.
 
     page number from 0 or 1   PageNumberPaginator(param="_offset", start=0)
     next link (absolute URL)  NextUrlPaginator(base=api_root)  (another origin: rebased)
@@ -17,12 +21,32 @@ last value seen over an unsorted list skips rows).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from lms_sync.errors import DataError
+
+if TYPE_CHECKING:
+    import httpx
+
+Key = str | Callable[[Any], Any] | None
+"""Where a page body holds a fact: a dotted path (``links.next``), a function of the
+body, or None (not given)."""
+
+
+def dig(body: Any, key: Key) -> Any:
+    """The value at ``key`` in ``body``; None where a step is missing or not an object."""
+    if key is None:
+        return None
+    if callable(key):
+        return key(body)
+    for part in key.split("."):
+        if not isinstance(body, dict):
+            return None
+        body = body.get(part)
+    return body
 
 
 @dataclass
@@ -31,12 +55,33 @@ class PageRequest:
     url: str | None = None  # when set, follow this URL as-is (its query carries the paging)
 
 
+@dataclass
+class Page:
+    """One page as fetched: what the paginator and the stream read."""
+
+    path: str
+    rows: list[Any]
+    body: Any = None
+    """The decoded body (JSON), or what the stream's decoder made of it (XML)."""
+    number: int = 1
+    """1 for the first page of the walk."""
+    response: httpx.Response | None = None
+
+
 class Paginator(ABC):
     has_next: bool = True
     pages: int = 0
 
     @abstractmethod
     def next_request(self) -> PageRequest: ...
+
+    def update_state(self, page: Page) -> None:
+        """Read what ``page`` says about the next one (the paginator's keys) and step."""
+        self.update(count=len(page.rows))
+
+    def fresh(self, rows: list[Any]) -> list[Any]:
+        """The rows of the page just read that this walk has not read before."""
+        return rows
 
     @abstractmethod
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
@@ -54,12 +99,15 @@ class PageNumberPaginator(Paginator):
     """
 
     def __init__(self, param: str = "page", start: int = 0, page_size: int | None = None,
-                 max_page: int = 65535) -> None:
+                 max_page: int = 65535, *, total_pages_key: Key = None) -> None:
         self.param, self.page, self.page_size, self.max_page = param, start, page_size, max_page
-        self.start = start
+        self.start, self.total_pages_key = start, total_pages_key
 
     def next_request(self) -> PageRequest:
         return PageRequest({self.param: self.page})
+
+    def update_state(self, page: Page) -> None:
+        self.update(count=len(page.rows), total_pages=_count(dig(page.body, self.total_pages_key)))
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
                total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
@@ -89,14 +137,20 @@ class NextUrlPaginator(Paginator):
     """
 
     def __init__(self, base: str | None = None, *, params: dict[str, Any] | None = None,
-                 source: str = "", log: Any = None) -> None:
+                 source: str = "", log: Any = None, next_key: Key = "next") -> None:
         self._next: str | None = None
         self._seen: set[str] = set()
         self.base, self.params, self.source, self.log = base, params, source, log
+        self.next_key = next_key
         self.rebased = 0
 
     def next_request(self) -> PageRequest:
         return PageRequest(url=self._next)
+
+    def update_state(self, page: Page) -> None:
+        """An empty page ends the walk whatever its link says (no endless empty pages)."""
+        link = dig(page.body, self.next_key) if page.rows else None
+        self.update(count=len(page.rows), next_url=link if isinstance(link, str) else None)
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
                total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
@@ -160,13 +214,17 @@ def _origin_text(url: SplitResult) -> str:
 class PageTokenPaginator(Paginator):
     """Send ``param`` = the token from the previous page until none comes back."""
 
-    def __init__(self, param: str = "pageToken") -> None:
-        self.param = param
+    def __init__(self, param: str = "pageToken", *, token_key: Key = "nextPageToken") -> None:
+        self.param, self.token_key = param, token_key
         self._token: str | None = None
         self._seen: set[str] = set()
 
     def next_request(self) -> PageRequest:
         return PageRequest({self.param: self._token} if self._token else {})
+
+    def update_state(self, page: Page) -> None:
+        token = dig(page.body, self.token_key)
+        self.update(count=len(page.rows), next_token=str(token) if token else None)
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
                total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
@@ -199,15 +257,28 @@ class SortValuePaginator(Paginator):
     """
 
     def __init__(self, param: str = "_offset", *, page_size: int, start: Any = None,
-                 max_page: int = 65535) -> None:
+                 max_page: int = 65535, key: Callable[[Any], tuple[Any, Any]] | None = None,
+                 where: Callable[[Any], dict[str, Any]] | None = None) -> None:
         self.param, self.page_size, self.max_page = param, page_size, max_page
+        self.key, self.where = key, where  # a row's (id, sort value); the bound's filter params
         self.bound, self.page = start, 0
         self.repeated: set[Any] = set()  # ids of the last page that were read before
         self._read_at_bound: set[Any] = set()
         self._previous: list[Any] | None = None
 
     def next_request(self) -> PageRequest:
-        return PageRequest({self.param: self.page})
+        params = self.where(self.bound) if self.where and self.bound is not None else {}
+        return PageRequest({**params, self.param: self.page})
+
+    def update_state(self, page: Page) -> None:
+        keys = [self.key(row) for row in page.rows] if self.key else None
+        self.update(count=len(page.rows), keys=keys)
+
+    def fresh(self, rows: list[Any]) -> list[Any]:
+        if not self.repeated or self.key is None:
+            return rows
+        key = self.key
+        return [row for row in rows if key(row)[0] not in self.repeated]
 
     def update(self, *, count: int, next_url: str | None = None, next_token: str | None = None,
                total_pages: int | None = None, keys: list[tuple[Any, Any]] | None = None) -> None:
@@ -234,6 +305,10 @@ class SortValuePaginator(Paginator):
         if self.page > self.max_page:
             raise DataError(f"paging went past page {self.max_page} without an end",
                             fix="the vendor keeps returning full pages; lower the page count")
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass
@@ -270,3 +345,32 @@ class SortGuard:
                 return False
             self.last = value
         return True
+
+
+# --------------------------------------------------------------------------- counted page numbers
+# (issue #19, added with the sessions port: a page count the body gives, or works out)
+
+
+class CountedPageNumberPaginator(PageNumberPaginator):
+    """:class:`PageNumberPaginator` walked by the page count each page's body gives:
+    ``total_pages_key``, else ``total_key`` (rows) over ``size_key`` (the page size the
+    vendor served; ``page_size`` when it says none). When the body gives neither count,
+    a ``next_key`` that is present and null ends the walk; a short or empty page always
+    does. For lists whose ``next`` cannot be trusted (a sample showing only ``null``)."""
+
+    def __init__(self, param: str = "page", start: int = 0, *, page_size: int,
+                 total_pages_key: Key = None, total_key: Key = None, size_key: Key = None,
+                 next_key: str | None = None, max_page: int = 65535) -> None:
+        super().__init__(param, start, page_size, max_page, total_pages_key=total_pages_key)
+        self.size, self.total_key, self.size_key, self.next_key = page_size, total_key, size_key, next_key
+
+    def update_state(self, page: Page) -> None:
+        pages, total = _count(dig(page.body, self.total_pages_key)), _count(dig(page.body, self.total_key))
+        if pages is None and total is not None:
+            pages = -(-total // (_count(dig(page.body, self.size_key)) or self.size))
+        self.update(count=len(page.rows), total_pages=pages)
+        if pages is None and self.next_key is not None:
+            holder, _, leaf = self.next_key.rpartition(".")
+            held = dig(page.body, holder) if holder else page.body
+            if isinstance(held, dict) and leaf in held and held[leaf] is None:
+                self.has_next = False
