@@ -2,7 +2,7 @@
 
     python benchmarks/cluster.py --warehouse postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         [--sources 40] [--latency-ms 50] [--learners 20] [--workers 1,2,4] [--concurrency 1] \\
-        [--out results.json]
+        [--repeat 1] [--out results.json]
 
 ``--sources / 5`` tenants, each with its own five sandbox vendors (all five kinds) in an
 `lms-sync sandbox` process of their own, answering every request ``--latency-ms`` late.
@@ -14,11 +14,17 @@ A round starts its workers and waits until each has registered and opened its te
 warehouses (``tenants.prepared``), then queues the tick of a minute every source's cron
 names (1 January, 00:00) the way procrastinate's periodic deferrer does; a worker's
 ticker runs it and queues every source. The figure is the wall time from that tick to an
-empty queue; the speed-up is round 1's time over each round's. Peak RSS (VmHWM) of every
-worker process is read just before it is stopped; CPU seconds of the workers, the
-sandboxes and the whole PostgreSQL server are taken over the tick's work, and
-``cores_busy`` is their sum over the wall time: far below the machine's cores, the round
-waits on latency; near them (or near what other load leaves), on CPU.
+empty queue (the workers' start-up, imports and warehouse migrations before it are not
+counted); the speed-up is the first worker count's time over each round's, by their
+medians with ``--repeat N`` (rounds interleaved: 1, 2, 4, 1, 2, 4, ... so the machine's
+other load falls on all of them alike). Peak RSS (VmHWM) of every worker process is read
+just before it is stopped. CPU seconds over the tick's work, each side apart: the
+workers (their processes), the fakes (their processes: not in the workers, not in this
+one), the PostgreSQL backends serving the workers (tagged ``application_name``, a
+lower bound), the whole PostgreSQL server (other users' sessions too), and the
+machine's busy time not ours (``other_cpu_seconds``: a shared machine's other load).
+``cores_busy`` is ours over the wall time: far below the machine's cores, the round waits
+on latency; ``machine_cores_busy`` near the cores, on CPU someone else has.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -44,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 CORES = len(os.sched_getaffinity(0))
+APP = "lmsbench"  # application_name of every PostgreSQL connection of the workers: their backends' CPU
 NEW_YEAR = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 SCHEDULE = "0 0 1 1 *"  # due at NEW_YEAR's tick only: the workers' own start-up tick queues nothing
 TARGET_SPEEDUP_AT_4 = 3.0
@@ -84,8 +93,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tagged(url: str, name: str) -> str:
+    """``url`` whose connections carry ``application_name=name`` (to find their backends)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"application_name": name}).render_as_string(
+        hide_password=False)
+
+
 def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, list[str]]:
-    """A fresh queue and one fresh, migrated warehouse schema per tenant; their config files."""
+    """A fresh queue and one fresh, migrated warehouse schema per tenant; their config files
+    (the workers' connections tagged ``application_name``, see :class:`Backends`)."""
     from lms_sync.cluster.queue import QueueTarget, init_queue
     from lms_sync.warehouse.db import make_engine, upgrade
 
@@ -99,8 +117,9 @@ def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, 
         engine = make_engine(url, schema)
         upgrade(engine)
         engine.dispose()
-        tree = {"warehouse": {"url": url, "schema": schema}, "logging": {"format": "json", "level": "INFO"},
-                "defaults": {"schedule": SCHEDULE}, "sources": sources}
+        tree = {"warehouse": {"url": tagged(url, APP), "schema": schema},
+                "logging": {"format": "json", "level": "INFO"}, "defaults": {"schedule": SCHEDULE},
+                "sources": sources}
         (folder / f"tenant{t:02d}.yaml").write_text(yaml.safe_dump(tree), encoding="utf-8")
     return target, schemas
 
@@ -111,7 +130,7 @@ class WorkerProcess:
         self._fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lms_sync", "worker", "--configs", str(folder),
-             "--queue-url", target.url, "--queue-schema", target.schema,
+             "--queue-url", tagged(target.url, APP), "--queue-schema", target.schema,
              "--concurrency", str(concurrency), "--heartbeat-seconds", "2"],
             env={k: v for k, v in os.environ.items() if not k.startswith("LMS_SYNC_")},
             stdout=subprocess.DEVNULL, stderr=self._fh)
@@ -154,6 +173,60 @@ def postgres_cpu_seconds() -> float:
     return total / tick
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat: all but idle
+    and iowait), whoever's: what else runs on a shared machine shows here."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Backends(threading.Thread):
+    """The CPU of the PostgreSQL backends serving the workers (``application_name``
+    ``APP``), sampled every 50 ms: a backend's last sample stands for it, so this is a
+    lower bound (it misses each backend's last <= 50 ms). The whole server's CPU, other
+    users' included, is ``postgres_server_cpu_seconds``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.done = url, threading.Event()
+        self.seen: dict[int, float] = {}
+        self.base: dict[int, float] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.done.wait(0.05):
+                pids = [r[0] for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP])]
+                for pid in pids:
+                    try:
+                        self.seen[pid] = process_cpu_seconds(pid)
+                    except OSError:
+                        continue
+
+    def stop(self) -> float:
+        """Their CPU seconds since started (backends already there: since then)."""
+        self.done.set()
+        self.join()
+        return sum(self.seen.values()) - sum(self.base.values())
+
+    def start(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP])]
+        self.base = {}
+        for pid in pids:
+            try:
+                self.base[pid] = process_cpu_seconds(pid)
+            except OSError:
+                continue
+        super().start()
+
+
 def queue_counts(conn: Any) -> dict[str, int]:
     rows = conn.execute("SELECT task_name || ':' || status, count(*) FROM procrastinate_jobs "
                         "GROUP BY 1").fetchall()
@@ -186,7 +259,10 @@ def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
         while not all(w.started() for w in pool):
             time.sleep(0.1)
         cpu0 = [w.cpu_seconds() for w in pool]
-        fakes0, pg0 = sum(f.cpu_seconds() for f in sandboxes), postgres_cpu_seconds()
+        fakes0, pg0, machine0 = (sum(f.cpu_seconds() for f in sandboxes), postgres_cpu_seconds(),
+                                 machine_busy_seconds())
+        backends = Backends(target.conninfo)
+        backends.start()
         sources = sum(len(b) for b in blocks)
         with psycopg.connect(target.conninfo, options=target.options, autocommit=True) as conn:
             t0 = time.perf_counter()
@@ -199,6 +275,8 @@ def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
                     break
                 time.sleep(0.1)
             wall = time.perf_counter() - t0
+        machine = machine_busy_seconds() - machine0
+        ours_pg = round(backends.stop(), 2)
         fakes_cpu = round(sum(f.cpu_seconds() for f in sandboxes) - fakes0, 2)
         pg_cpu = round(postgres_cpu_seconds() - pg0, 2)
         rss = [w.peak_rss_mb() for w in pool]
@@ -210,12 +288,19 @@ def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
     return {"workers": workers, "concurrency": args.concurrency, "wall_seconds": round(wall, 2),
             "sync_jobs": counts.get(f"{SYNC_TASK}:succeeded", 0), "failed_jobs": failed,
             "identity_jobs": counts.get(f"{IDENTITY_TASK}:succeeded", 0),
-            "peak_rss_mb_per_worker": rss, "cpu_seconds_per_worker": cpu, "fakes_cpu_seconds": fakes_cpu,
-            "postgres_cpu_seconds": pg_cpu,
-            # no schedule of this work on these cores can be faster (PostgreSQL's CPU not counted)
-            "cpu_floor_seconds": round((sum(cpu) + fakes_cpu) / CORES, 2),
-            # cores this round kept busy on average (workers, fakes, the whole PostgreSQL server)
-            "cores_busy": round((sum(cpu) + fakes_cpu + pg_cpu) / wall, 2),
+            "peak_rss_mb_per_worker": rss, "cpu_seconds_per_worker": cpu,
+            "workers_cpu_seconds": round(sum(cpu), 2), "fakes_cpu_seconds": fakes_cpu,
+            "postgres_backends_cpu_seconds": ours_pg, "postgres_server_cpu_seconds": pg_cpu,
+            # connections the workers opened or used during the round (sampled: short ones missed)
+            "postgres_backends": len(backends.seen),
+            # the machine's busy CPU not ours (other users of this shared machine, the
+            # PostgreSQL server's other sessions, the benchmark's own polling)
+            "other_cpu_seconds": round(machine - sum(cpu) - fakes_cpu - ours_pg, 2),
+            # no schedule of this work on these cores can be faster
+            "cpu_floor_seconds": round((sum(cpu) + fakes_cpu + ours_pg) / CORES, 2),
+            # cores this round kept busy on average: ours, and the whole machine's
+            "cores_busy": round((sum(cpu) + fakes_cpu + ours_pg) / wall, 2),
+            "machine_cores_busy": round(machine / wall, 2),
             "load_average_1min": os.getloadavg()[0], "exit_codes": codes}
 
 
@@ -227,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learners", type=int, default=20, help="people per tenant's sandbox")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--concurrency", type=int, default=1, help="runs at once per worker")
+    p.add_argument("--repeat", type=int, default=1, help="run the rounds this many times, "
+                   "interleaved (1, 2, 4, 1, 2, 4, ...); the figures are each count's median")
     p.add_argument("--out", help="also write the results here (JSON)")
     p.add_argument("--logs", metavar="DIR", help="keep the tenants' files and workers' logs here")
     args = p.parse_args(argv)
@@ -238,18 +325,22 @@ def main(argv: list[str] | None = None) -> int:
         sandboxes = [Sandbox(t + 1, args.learners, args.latency_ms, Path(tmp))
                      for t in range(max(1, args.sources // 5))]
         try:
-            for n in (int(x) for x in args.workers.split(",")):
-                rounds.append(run_round(n, args, sandboxes, Path(args.logs or tmp)))
-                print(json.dumps(rounds[-1]), file=sys.stderr)
+            for _ in range(args.repeat):
+                for n in (int(x) for x in args.workers.split(",")):
+                    rounds.append(run_round(n, args, sandboxes, Path(args.logs or tmp)))
+                    print(json.dumps(rounds[-1]), file=sys.stderr)
         finally:
             for sandbox in sandboxes:
                 sandbox.stop()
-    base = rounds[0]["wall_seconds"]
+    counts = list(dict.fromkeys(r["workers"] for r in rounds))
+    median = {n: statistics.median(r["wall_seconds"] for r in rounds if r["workers"] == n) for n in counts}
     for r in rounds:
-        r["speedup"] = round(base / r["wall_seconds"], 2)
+        r["speedup"] = round(median[counts[0]] / r["wall_seconds"], 2)
+    summary = {n: {"median_wall_seconds": round(median[n], 2),
+                   "speedup": round(median[counts[0]] / median[n], 2)} for n in counts}
     result = {"sources": 5 * len(sandboxes), "tenants": len(sandboxes),
               "latency_ms": args.latency_ms, "learners": args.learners, "cores": CORES,
-              "load_average": os.getloadavg(), "rounds": rounds,
+              "load_average": os.getloadavg(), "summary": summary, "rounds": rounds,
               "target": {"speedup_at_4_workers": TARGET_SPEEDUP_AT_4}}
     text = json.dumps(result, indent=2)
     print(text)

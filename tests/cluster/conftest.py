@@ -216,14 +216,15 @@ def runs(schema: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def jobs(target: QueueTarget) -> list[dict[str, Any]]:
-    """Every job row of the queue, arguments decoded."""
+def jobs(target: QueueTarget, *columns: str) -> list[dict[str, Any]]:
+    """Every job row of the queue (and these further columns), arguments decoded."""
     import psycopg
     from psycopg.rows import dict_row
 
+    more = "".join(f", {c}" for c in columns)
     with psycopg.connect(target.conninfo, options=target.options, row_factory=dict_row) as conn:
-        rows = conn.execute("SELECT id, task_name, status::text AS status, args, worker_id, attempts "
-                            "FROM procrastinate_jobs ORDER BY id").fetchall()
+        rows = conn.execute("SELECT id, task_name, status::text AS status, args, worker_id, attempts"
+                            f"{more} FROM procrastinate_jobs ORDER BY id").fetchall()
     return [{**r, "args": r["args"] if isinstance(r["args"], dict) else json.loads(r["args"])}
             for r in rows]
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from lms_sync.cluster.queue import SYNC_TASK, QueueTarget, build_app
 from lms_sync.cluster.tenants import Tenants
@@ -364,3 +367,55 @@ def test_a_signal_during_startup_or_idle_exits_cleanly(tmp_path, queue, daemons)
     w.worker_ids()
     w.proc.send_signal(signal.SIGINT)
     assert w.proc.wait(30) == 0
+
+
+def test_a_scheduled_provisioning_run_is_queued_by_the_tick_and_waits_for_the_source_s_sync(
+        tmp_path, schemas, queue, sandbox, daemons):
+    from lms_sync.cluster.queue import PROVISION_TASK
+    from lms_sync.warehouse.tables import provision_actions
+
+    folder, schema = tmp_path / "tenants", schemas.new("w")
+    sources = sandbox(20, seed=8, kinds=["absorb", "sessions"])
+    url = sources["sessions-sandbox"]["base_url"]
+    # Sparkwise's users follow Absorb's people, at 02:30 on 1 March (UTC: the default zone)
+    sources["sessions-sandbox"]["provision"] = {"from_sources": ["absorb-sandbox"],
+                                                "schedule": "30 2 1 3 *", "max_deactivate_fraction": 1.0}
+    path = write_tenant(folder, "acme", schema, sources)
+    pool = [Worker(folder, queue, tmp_path / f"w{i}.log", "--concurrency", "2") for i in range(2)]
+    daemons.extend(pool)
+    for w in pool:
+        w.worker_ids()
+    faults(url, latency_ms=400)  # Sparkwise's sync is still running when its provisioning falls due
+    enqueue(queue, path)
+    wait_until(lambda: any(r["source_id"] == "absorb-sandbox" and r["result"] == "succeeded"
+                           for r in runs(schema)) and
+               any(r["source_id"] == "sessions-sandbox" and r["result"] == "running" for r in runs(schema)),
+               "Absorb synced and Sparkwise's sync running", 60, pool)
+    due = int(datetime(2026, 3, 1, 2, 30, tzinfo=UTC).timestamp())
+    assert sorted(tick(queue, due), key=bool)[0] is None  # two tickers: one tick
+    [prov] = wait_until(lambda: [j for j in jobs(queue) if j["task_name"] == PROVISION_TASK],
+                        "the provisioning job", 20, pool)
+    assert prov["args"] == {"tenant": "acme", "source": "sessions-sandbox",
+                            "due": "2026-03-01T02:30:00+00:00"}
+    # three slots are free, but the source's lock holds it until the sync ends
+    time.sleep(2)
+    states = {j["task_name"]: j["status"] for j in jobs(queue)
+              if j["args"].get("source") == "sessions-sandbox"}
+    assert states == {SYNC_TASK: "doing", PROVISION_TASK: "todo"}, states
+    faults(url, latency_ms=0)
+    wait_until(lambda: not [j for j in jobs(queue) if j["status"] in {"todo", "doing"}],
+               "every job", 60, pool)
+
+    assert [j["status"] for j in jobs(queue) if j["task_name"] == PROVISION_TASK] == ["succeeded"]
+    ticked = [e for w in pool for e in w.all("tick.done") if e["due"] == "2026-03-01T02:30:00+00:00"]
+    assert [(e["queued"], e["provisions"]) for e in ticked] == [(0, 1)]
+    rows = [r for r in runs(schema) if r["source_id"] == "sessions-sandbox"]
+    assert [r["result"] for r in rows if r["stream"] == "provision"] == ["succeeded"]
+    no_overlap(rows)  # the provisioning run started after the sync's last stream ended
+    engine = make_engine(POSTGRES_URL, schema)
+    with engine.connect() as conn:
+        sent = conn.execute(select(provision_actions.c.action, provision_actions.c.result)).all()
+    engine.dispose()
+    written = next(r["records_written"] for r in rows if r["stream"] == "provision")
+    assert written == len(sent) > 0 and {r for _a, r in sent} == {"succeeded"}
+    assert stop_all(pool) == [0, 0]

@@ -1,5 +1,6 @@
-"""What a job does: run one source of one tenant (the existing ``run_source``), or the
-tenant's identity pass, and settle the outcome.
+"""What a job does: run one source of one tenant (the existing ``run_source``), provision
+one source's users (the existing ``run_provision``), or the tenant's identity pass, and
+settle the outcome.
 
 A sync job runs in a worker thread. Its outcome:
 
@@ -14,6 +15,10 @@ Retries are new jobs with the same locks, not procrastinate's ``RetryStrategy``:
 sets the failed job itself back to ``todo``, which breaks procrastinate's unique
 queueing-lock index when the next tick has queued the source meanwhile (procrastinate
 issues #1446, #1543). A new job simply coalesces into the queued one.
+
+A provisioning job is not retried (as in the daemon, the next scheduled one is the
+retry, and users the vendor refused come back in its plan); interrupted by SIGTERM it
+is queued again (``job.interrupted``); refused by the safety cap it ends ``failed``.
 
 After every run the tenant's identity pass is queued, debounced by its own queueing
 lock: ten sources finishing together queue one pass, which matches every learner
@@ -31,7 +36,13 @@ from typing import Any
 import structlog
 
 from lms_sync.cluster import metrics
-from lms_sync.cluster.queue import IDENTITY_TASK, SYNC_QUEUE, defer_sync, identity_lock
+from lms_sync.cluster.queue import (
+    IDENTITY_TASK,
+    SYNC_QUEUE,
+    defer_provision,
+    defer_sync,
+    identity_lock,
+)
 from lms_sync.cluster.tenants import Tenant, Tenants
 from lms_sync.config import ClusterConfig
 from lms_sync.errors import LmsSyncError
@@ -153,6 +164,53 @@ def _settle(rt: Runtime, args: dict[str, Any], result: SourceResult | None, erro
     log.warning("job.retried", error=error, attempt=attempt, next_attempt=attempt + 1,
                 wait_seconds=wait, queued=queued)
     raise RunFailed(error or "failed")
+
+
+def run_provision_job(rt: Runtime, job: Any, args: dict[str, Any]) -> str:
+    """The body of the provisioning task (a worker thread); raises RunFailed or JobAborted."""
+    from procrastinate.exceptions import JobAborted
+
+    from lms_sync.provision.run import run_provision
+
+    tenant_name, source_id = args["tenant"], args["source"]
+    with structlog.contextvars.bound_contextvars(tenant=tenant_name, job_id=job.id):
+        log = get_logger("lms_sync.cluster", source=source_id, task="provision")
+        tenant = rt.tenant(tenant_name)
+        if tenant is None:
+            log.error("job.failed", retry=False, reason=f"tenant {tenant_name!r} is not loaded on "
+                      "this worker (its file is missing or has an error; see tenant.skipped)")
+            raise RunFailed(f"tenant {tenant_name!r} is not loaded")
+        source = tenant.cfg.sources.get(source_id)
+        if source is None or not source.enabled or source.provision is None or not source.provision.enabled:
+            log.warning("job.dropped", reason="the source no longer provisions in the tenant's config")
+            return "dropped"
+        log.info("job.started", worker_id=job.worker_id, due=args.get("due"))
+        with rt.lock:
+            rt.in_flight[job.id] = InFlight(job.id, {**args, "task": "provision"}, datetime.now(UTC))
+        try:
+            with rt.tenants.warehouse(tenant) as engine:
+                result = run_provision(engine, tenant.cfg, source, stop=rt.stop)
+        except Exception as exc:  # noqa: BLE001 - the warehouse could not be opened or migrated
+            log.error("job.failed", error_class=type(exc).__name__, error=one_line(exc), retry=False)
+            raise RunFailed(one_line(exc)) from None
+        finally:
+            with rt.lock:
+                rt.in_flight.pop(job.id, None)
+    if result.ok:
+        return f"provisioned: {result.sent['create']} created, {result.sent['update']} updated, " \
+               f"{result.sent['deactivate']} deactivated, {result.failed} refused by the vendor"
+    if result.result == "skipped":  # a daemon on the same warehouse is provisioning it
+        return f"skipped: {result.error}"
+    if result.error == "interrupted" and rt.stop.is_set():
+        requeued = defer_provision(rt.app, tenant_name, source_id, args.get("due")) is not None
+        log.warning("job.interrupted", requeued=requeued,
+                    reason="the worker is stopping; the users sent so far are recorded")
+        raise JobAborted("interrupted")
+    why = ("the plan exceeds provision.max_deactivate_fraction; check it, then run "
+           "`lms-sync provision --force`" if result.result == "refused" else
+           "the next scheduled provisioning retries it")
+    log.error("job.failed", error=result.error, retry=False, reason=why)
+    raise RunFailed(result.error or result.result)
 
 
 def defer_identity(app: Any, tenant: str) -> None:

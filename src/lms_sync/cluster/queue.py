@@ -5,10 +5,15 @@ of the PostgreSQL database ``cluster.queue_url`` names: it may be the warehouse'
 server. Every connection sets ``search_path`` to that schema, so several queues (or
 test runs) share one database without seeing each other's jobs.
 
-A sync job's ``lock`` and ``queueing_lock`` are both ``tenant:source``: procrastinate
-never runs two jobs of one source at once, and keeps at most one waiting (a second
-defer raises ``AlreadyEnqueued``, logged ``sync.coalesced``). The warehouse's own
-per-source lock stays as the fence behind it (a daemon on the same warehouse).
+A sync job's ``lock`` is ``tenant:source``: procrastinate never runs two jobs of one
+source at once. Its ``queueing_lock`` keeps at most one *of the same request* waiting:
+``tenant:source`` for a plain run (the ticker's, a retry's), with ``#full-refresh`` or
+``#since=...`` appended for those requests, so a full refresh or a backfill never
+melts into a waiting plain run that would not do it (a second identical defer raises
+``AlreadyEnqueued``, logged ``sync.coalesced``: the waiting run does exactly what was
+asked). A provisioning job (``provision`` block with a schedule) takes the same
+``lock`` and the queueing lock ``tenant:source#provision``. The warehouse's own
+per-source lock stays as the fence behind them (a daemon on the same warehouse).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from lms_sync.logs import get_logger, one_line
 
 SYNC_TASK = "lms_sync.sync_source"
 IDENTITY_TASK = "lms_sync.identity"
+PROVISION_TASK = "lms_sync.provision"
 TICK_TASK = "lms_sync.tick"
 SYNC_QUEUE = "lms_sync.sync"          # sync and identity jobs: the --concurrency slots
 CONTROL_QUEUE = "lms_sync.control"    # the ticker: a slot of its own, never behind a long sync
@@ -31,6 +37,22 @@ CONTROL_QUEUE = "lms_sync.control"    # the ticker: a slot of its own, never beh
 
 def sync_lock(tenant: str, source: str) -> str:
     return f"{tenant}:{source}"
+
+
+def sync_queueing_lock(tenant: str, source: str, full_refresh: bool = False,
+                       since: str | None = None) -> str:
+    """At most one waiting job per key: a plain run, a full refresh and a backfill from a
+    given time are different requests ('#' is in no tenant or source name)."""
+    key = sync_lock(tenant, source)
+    if full_refresh:
+        key += "#full-refresh"
+    if since:
+        key += f"#since={since}"
+    return key
+
+
+def provision_lock(tenant: str, source: str) -> str:
+    return f"{sync_lock(tenant, source)}#provision"
 
 
 def identity_lock(tenant: str) -> str:
@@ -140,27 +162,48 @@ def is_ready(target: QueueTarget) -> bool:
         return found.fetchone()[0] is not None
 
 
+def missing_functions(target: QueueTarget) -> list[str]:
+    """The functions of the installed procrastinate's schema that the queue lacks: every
+    schema change of procrastinate 3 adds a function with a new name (``_v2``), so a
+    queue that missed a migration lacks one."""
+    from lms_sync.cluster.schema import schema_functions
+
+    with _connect(target) as conn:
+        have = {r[0] for r in conn.execute(
+            "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s", [target.schema])}
+    return sorted(schema_functions() - have)
+
+
 def require_ready(target: QueueTarget) -> None:
     if not is_ready(target):
         raise UserError(f"the job queue at {target.shown} has no procrastinate tables yet, "
                         f"{target.where}; run `lms-sync cluster init` once")
+    missing = missing_functions(target)
+    if missing:
+        from lms_sync.cluster.schema import procrastinate_version
+
+        raise UserError(f"the job queue at {target.shown} lacks procrastinate "
+                        f"{procrastinate_version()}'s {', '.join(missing[:3])}"
+                        f"{' and more' if len(missing) > 3 else ''}, {target.where}; stop the workers "
+                        "and run `lms-sync cluster init`: it applies the migrations it lacks")
 
 
-def init_queue(target: QueueTarget) -> bool:
-    """Create the schema and apply procrastinate's own schema unless it is there.
+def init_queue(target: QueueTarget) -> Any:
+    """Create procrastinate's schema in the queue's schema, or apply the migrations it
+    lacks (:mod:`lms_sync.cluster.schema`); returns a ``schema.Outcome``."""
+    import psycopg
 
-    Returns False if it was already there. One transaction under an advisory lock: two
-    ``cluster init`` at once (several containers starting) leave one complete schema.
-    """
-    from procrastinate.schema import SchemaManager
+    from lms_sync.cluster import schema
 
-    with _connect(target) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [target.lock_key("init")])
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')  # search_path names it
-        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is not None:
-            return False
-        conn.execute(SchemaManager.get_schema())  # the library's schema, as it ships it
-    return True
+    with _connect(target) as conn:
+        conn.autocommit = True
+        try:
+            return schema.init(conn, target.schema, target.lock_key("init"), target.shown)
+        except psycopg.Error as exc:
+            raise UserError(f"cannot create or read the job queue's schema at {target.shown} "
+                            f"({one_line(exc)}), {target.where}; its user needs CREATE on the "
+                            "database (a scratch schema is made and dropped) and on the schema") from None
 
 
 # ------------------------------------------------------------------ the app
@@ -198,10 +241,13 @@ def _quiet_procrastinate() -> None:
             logger.addFilter(not_ours)
 
 
-def sync_deferrer(app: Any, tenant: str, source: str, retry_in: float | None = None) -> Any:
-    """A procrastinate job deferrer for one run of ``tenant``'s ``source``."""
-    lock = sync_lock(tenant, source)
-    options: dict[str, Any] = {"lock": lock, "queueing_lock": lock, "queue": SYNC_QUEUE}
+def sync_deferrer(app: Any, args: dict[str, Any], retry_in: float | None = None) -> Any:
+    """A procrastinate job deferrer for one run of ``args``' tenant and source."""
+    tenant, source = args["tenant"], args["source"]
+    options: dict[str, Any] = {
+        "lock": sync_lock(tenant, source), "queue": SYNC_QUEUE,
+        "queueing_lock": sync_queueing_lock(tenant, source, bool(args.get("full_refresh")),
+                                            args.get("since"))}
     if retry_in:
         options["schedule_in"] = {"seconds": retry_in}
     return app.configure_task(SYNC_TASK, **options)
@@ -221,7 +267,12 @@ def coalesced(tenant: str, source: str, **fields: Any) -> None:
     metrics.coalesced.labels(tenant, source).inc()
     get_logger("lms_sync.cluster").info(
         "sync.coalesced", tenant=tenant, source=source,
-        reason="a run of this source is already queued; it serves this request", **fields)
+        reason="the same run of this source is already queued; it serves this request", **fields)
+
+
+def _request(args: dict[str, Any]) -> dict[str, Any]:
+    """What a coalesced request asked for, for its log line."""
+    return {k: args[k] for k in ("due", "full_refresh", "since") if args.get(k)}
 
 
 def defer_sync(app: Any, args: dict[str, Any], retry_in: float | None = None) -> int | None:
@@ -229,9 +280,9 @@ def defer_sync(app: Any, args: dict[str, Any], retry_in: float | None = None) ->
     from procrastinate.exceptions import AlreadyEnqueued
 
     try:
-        return sync_deferrer(app, args["tenant"], args["source"], retry_in).defer(**args)
+        return sync_deferrer(app, args, retry_in).defer(**args)
     except AlreadyEnqueued:
-        coalesced(args["tenant"], args["source"], due=args.get("due"))
+        coalesced(args["tenant"], args["source"], **_request(args))
         return None
 
 
@@ -240,7 +291,42 @@ async def defer_sync_async(app: Any, args: dict[str, Any]) -> int | None:
     from procrastinate.exceptions import AlreadyEnqueued
 
     try:
-        return await sync_deferrer(app, args["tenant"], args["source"]).defer_async(**args)
+        return await sync_deferrer(app, args).defer_async(**args)
     except AlreadyEnqueued:
-        coalesced(args["tenant"], args["source"], due=args.get("due"))
+        coalesced(args["tenant"], args["source"], **_request(args))
+        return None
+
+
+def provision_deferrer(app: Any, tenant: str, source: str) -> Any:
+    """A provisioning run of ``tenant``'s ``source``: never beside a sync of that source."""
+    return app.configure_task(PROVISION_TASK, lock=sync_lock(tenant, source),
+                              queueing_lock=provision_lock(tenant, source), queue=SYNC_QUEUE)
+
+
+def _provision_coalesced(tenant: str, source: str, due: str | None) -> None:
+    get_logger("lms_sync.cluster").info(
+        "provision.coalesced", tenant=tenant, source=source, due=due,
+        reason="a provisioning run of this source is already queued; it serves this one")
+
+
+def defer_provision(app: Any, tenant: str, source: str, due: str | None = None) -> int | None:
+    """Queue a provisioning run (a thread or a plain process); None if one was waiting."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    try:
+        return provision_deferrer(app, tenant, source).defer(tenant=tenant, source=source, due=due)
+    except AlreadyEnqueued:
+        _provision_coalesced(tenant, source, due)
+        return None
+
+
+async def defer_provision_async(app: Any, tenant: str, source: str, due: str | None = None) -> int | None:
+    """:func:`defer_provision` on the worker's event loop (the ticker)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    try:
+        return await provision_deferrer(app, tenant, source).defer_async(
+            tenant=tenant, source=source, due=due)
+    except AlreadyEnqueued:
+        _provision_coalesced(tenant, source, due)
         return None

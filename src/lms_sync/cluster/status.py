@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lms_sync.cluster.queue import SYNC_TASK
+from lms_sync.cluster.queue import PROVISION_TASK, SYNC_TASK
 from lms_sync.cluster.tenants import Tenant, Tenants
 from lms_sync.logs import one_line
 from lms_sync.status import _fmt, collect_status, next_run
@@ -20,11 +20,12 @@ HEADERS = ["tenant", "source", "queued", "running", "last_result", "last_run", "
 
 def collect(app: Any, tenants: Tenants) -> list[dict[str, Any]]:
     """One row per enabled source of every loaded tenant."""
-    jobs: dict[tuple[str, str], dict[str, Any]] = {}
-    for status in ("todo", "doing"):
-        for job in app.job_manager.list_jobs(task=SYNC_TASK, status=status):
-            key = (job.task_kwargs.get("tenant"), job.task_kwargs.get("source"))
-            jobs.setdefault(key, {})[status] = job
+    jobs: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for task in (SYNC_TASK, PROVISION_TASK):
+        for status in ("todo", "doing"):
+            for job in app.job_manager.list_jobs(task=task, status=status):
+                key = (job.task_kwargs.get("tenant"), job.task_kwargs.get("source"))
+                jobs.setdefault(key, {}).setdefault(status, []).append(job)
     rows = []
     for tenant in sorted(tenants.all(), key=lambda t: t.name):
         last = _last_results(tenants, tenant)
@@ -34,22 +35,39 @@ def collect(app: Any, tenants: Tenants) -> list[dict[str, Any]]:
             mine = jobs.get((tenant.name, source.id), {})
             result, at, error = last.get(source.id, ("never run", None, None))
             rows.append({"tenant": tenant.name, "source": source.id,
-                         "queued": _queued(mine.get("todo")), "running": _running(mine.get("doing")),
+                         "queued": _queued(mine.get("todo", [])),
+                         "running": _running(mine.get("doing", [])),
                          "last_result": result, "last_run": at, "error": error,
                          "next_due": next_run(tenant.cfg, source.id)})
     return rows
 
 
-def _queued(job: Any) -> str:
-    if job is None:
-        return "-"
-    attempt = job.task_kwargs.get("attempt") or 1
-    when = f" at {_fmt(job.scheduled_at)}" if job.scheduled_at else ""
-    return f"yes{when}" + (f" (attempt {attempt})" if attempt > 1 else "")
+def _what(job: Any) -> list[str]:
+    """What a job does beyond a plain run: provision, full refresh, since, attempt N."""
+    kwargs = job.task_kwargs
+    what = ["provision"] if job.task_name == PROVISION_TASK else []
+    what += ["full refresh"] if kwargs.get("full_refresh") else []
+    what += [f"since {kwargs['since']}"] if kwargs.get("since") else []
+    attempt = kwargs.get("attempt") or 1
+    return what + ([f"attempt {attempt}"] if attempt > 1 else [])
 
 
-def _running(job: Any) -> str:
-    return "-" if job is None else f"worker {job.worker_id} (job {job.id})"
+def _queued(jobs: list[Any]) -> str:
+    """'-', or 'yes' per waiting job (a plain run, a full refresh, ... wait side by side)."""
+    shown = []
+    for job in sorted(jobs, key=lambda j: j.id):
+        when = f" at {_fmt(job.scheduled_at)}" if job.scheduled_at else ""
+        what = _what(job)
+        shown.append(f"yes{when}" + (f" ({', '.join(what)})" if what else ""))
+    return "; ".join(shown) or "-"
+
+
+def _running(jobs: list[Any]) -> str:
+    shown = []
+    for job in jobs:
+        what = _what(job)
+        shown.append(f"worker {job.worker_id} (job {job.id}{''.join(', ' + w for w in what)})")
+    return "; ".join(shown) or "-"
 
 
 def _last_results(tenants: Tenants, tenant: Tenant) -> dict[str, tuple[str, Any, str | None]]:

@@ -5,15 +5,19 @@ once as one line (``tenant.skipped``) and left out until it changes; it never ta
 the other tenants down. A tenant whose file goes away is dropped (``tenant.removed``).
 
 Warehouse engines are made on a tenant's first job in this process, migrated once
-(under a warehouse-wide lock: several workers may start on a fresh warehouse at once)
-and their idle connections closed when the tenant has no job running: a worker
-serving hundreds of tenants must not keep a pool open to each.
+(under a warehouse-wide lock: several workers may start on a fresh warehouse at once).
+A worker serving hundreds of tenants must not keep a pool open to each, but a new
+PostgreSQL connection costs a server process and a cold catalog cache: the pools of
+the ``keep_warm`` warehouses used last stay open between jobs (a tenant's sources
+usually run one after another), any other idle pool is closed, and so is one idle
+for ``WARM_SECONDS``.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError
 from lms_sync.logs import get_logger, redactor
 
+WARM_SECONDS = 60.0  # an idle warehouse pool kept open at most this long
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # as a source id: no ':' or '#' (locks)
 
 
@@ -61,6 +66,7 @@ class Tenant:
 class _Warehouse:
     engine: Engine
     active: int = 0
+    last_used: float = 0.0
     migrated: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,9 +75,10 @@ class Tenants:
     """The tenants of ``dirs`` (every ``*.yaml``) and ``files``; thread-safe."""
 
     def __init__(self, dirs: Iterable[Path], files: Iterable[Path], target: QueueTarget | None = None,
-                 migrate: bool = True) -> None:
+                 migrate: bool = True, keep_warm: int = 0) -> None:
         self.dirs, self.files = list(dirs), list(files)
         self.target, self.migrate = target, migrate
+        self.keep_warm = keep_warm  # idle warehouse pools left open (see the module doc)
         self.log = get_logger("lms_sync.cluster")
         self._lock = threading.Lock()
         self._loaded: dict[str, Tenant] = {}
@@ -180,8 +187,28 @@ class Tenants:
         finally:
             with self._lock:
                 wh.active -= 1
-                if not wh.active:
-                    wh.engine.dispose()  # idle connections only; the engine stays usable
+                wh.last_used = time.monotonic()
+                idle = self._cool()
+            for engine in idle:
+                engine.dispose()  # idle connections only; the engine stays usable
+
+    def _cool(self, older_than: float = WARM_SECONDS) -> list[Engine]:
+        """The engines whose idle pools to close (under self._lock): beyond the
+        ``keep_warm`` used last, or idle for ``older_than`` seconds."""
+        idle = sorted((wh for wh in self._warehouses.values() if not wh.active and wh.last_used),
+                      key=lambda wh: wh.last_used, reverse=True)
+        now = time.monotonic()
+        cold = [wh for i, wh in enumerate(idle) if i >= self.keep_warm or now - wh.last_used > older_than]
+        for wh in cold:
+            wh.last_used = 0.0  # closed: nothing to close until it is used again
+        return [wh.engine for wh in cold]
+
+    def cool(self) -> None:
+        """Close the pools idle for longer than ``WARM_SECONDS`` (the worker calls it now and then)."""
+        with self._lock:
+            idle = self._cool()
+        for engine in idle:
+            engine.dispose()
 
     def prepare(self, tenants: Iterable[Tenant]) -> None:
         """Open and migrate these tenants' warehouses now, not in their first job: a

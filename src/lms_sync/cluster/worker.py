@@ -28,11 +28,13 @@ from lms_sync.cluster import jobs, reaper, ticker
 from lms_sync.cluster.queue import (
     CONTROL_QUEUE,
     IDENTITY_TASK,
+    PROVISION_TASK,
     SYNC_QUEUE,
     SYNC_TASK,
     TICK_TASK,
     QueueTarget,
     build_app,
+    defer_provision_async,
     defer_sync_async,
 )
 from lms_sync.cluster.tenants import Tenants
@@ -56,7 +58,7 @@ class Settings:
 
 
 def register_tasks(rt: jobs.Runtime) -> None:
-    """The pool's tasks on ``rt.app``: sync, identity and the periodic tick."""
+    """The pool's tasks on ``rt.app``: sync, provision, identity and the periodic tick."""
     app = rt.app
 
     @app.task(name=SYNC_TASK, queue=SYNC_QUEUE, pass_context=True)
@@ -66,6 +68,10 @@ def register_tasks(rt: jobs.Runtime) -> None:
                 "attempt": attempt, "due": due}
         return jobs.run_sync_job(rt, context.job, args)
 
+    @app.task(name=PROVISION_TASK, queue=SYNC_QUEUE, pass_context=True)
+    def provision(context: Any, tenant: str, source: str, due: str | None = None) -> str:
+        return jobs.run_provision_job(rt, context.job, {"tenant": tenant, "source": source, "due": due})
+
     @app.task(name=IDENTITY_TASK, queue=SYNC_QUEUE)
     def identity_pass(tenant: str) -> str:
         return jobs.run_identity_job(rt, tenant)
@@ -74,7 +80,8 @@ def register_tasks(rt: jobs.Runtime) -> None:
     @app.task(name=TICK_TASK, queue=CONTROL_QUEUE)
     async def tick(timestamp: int) -> str:
         counts = await ticker.tick(app, rt.tenants.all(), timestamp)
-        return f"{counts['queued']} queued, {counts['coalesced']} coalesced"
+        return f"{counts['queued']} queued, {counts['coalesced']} coalesced, " \
+               f"{counts['provisions']} provisioning runs queued"
 
 
 def serve(settings: Settings, tenants: Tenants) -> int:
@@ -195,16 +202,19 @@ async def _reload(tenants: Tenants, every: float, stopping: asyncio.Event) -> No
         except TimeoutError:
             changed = await asyncio.to_thread(tenants.refresh)
             await asyncio.to_thread(tenants.prepare, changed)
+            await asyncio.to_thread(tenants.cool)
 
 
 def _in_flight(rt: jobs.Runtime) -> list[dict[str, Any]]:
     with rt.lock:
         return [{"job_id": j.job_id, "tenant": j.args["tenant"], "source": j.args["source"],
-                 "since": j.started.isoformat()} for j in rt.in_flight.values()]
+                 "task": j.args.get("task", "sync"), "since": j.started.isoformat()}
+                for j in rt.in_flight.values()]
 
 
 async def _abandon(rt: jobs.Runtime) -> None:
-    """Runs that did not stop in time: rows ``interrupted``, job queued again and closed."""
+    """Runs that did not stop in time: rows ``interrupted``, job queued again and closed (a
+    provisioning run has no row until it ends: its job is only queued again)."""
     from procrastinate.jobs import Status
 
     from lms_sync.scheduler import INTERRUPTED
@@ -215,10 +225,15 @@ async def _abandon(rt: jobs.Runtime) -> None:
     for job in left:
         tenant = rt.tenants.get(job.args["tenant"])
         try:
-            if tenant is not None:
-                with rt.tenants.warehouse(tenant) as engine:
-                    state.fail_stale_runs(engine, INTERRUPTED, [job.args["source"]], since=job.started)
-            await defer_sync_async(rt.app, job.args)
+            if job.args.get("task") == "provision":
+                await defer_provision_async(rt.app, job.args["tenant"], job.args["source"],
+                                            job.args.get("due"))
+            else:
+                if tenant is not None:
+                    with rt.tenants.warehouse(tenant) as engine:
+                        state.fail_stale_runs(engine, INTERRUPTED, [job.args["source"]],
+                                              since=job.started)
+                await defer_sync_async(rt.app, job.args)
             await rt.app.job_manager.finish_job_by_id_async(job.job_id, status=Status.ABORTED,
                                                             delete_job=False)
         except Exception as exc:  # noqa: BLE001 - exiting; the reaper requeues it later

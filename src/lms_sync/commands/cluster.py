@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     c = sub.add_parser("cluster", help="the worker pool's job queue")
     csub = c.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
-    init = csub.add_parser("init", parents=[common], help="create the job queue (procrastinate's schema): "
-                           "--queue-url, else the one --config names, else $LMS_SYNC_QUEUE_URL")
+    init = csub.add_parser("init", parents=[common], help="create the job queue (procrastinate's schema), "
+                           "or apply the procrastinate migrations it lacks: --queue-url, else the one "
+                           "--config names, else $LMS_SYNC_QUEUE_URL")
     _queue_options(init)
     init.set_defaults(func=run_init)
     st = csub.add_parser("status", help="queued, running, last result and next due per tenant and source")
@@ -115,6 +116,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or not 1 <= args.heartbeat_seconds <= 59:
         raise UserError("--concurrency must be 1 or more, --heartbeat-seconds 1 to 59")
     tenants = _tenants(args, migrate=not args.no_migrate)
+    tenants.keep_warm = 2 * args.concurrency  # idle warehouse pools kept open between jobs
     configs = [] if args.queue_url else quiet_configs(tenants.paths())
     tenants.target = target = resolve_target(args.queue_url, args.queue_schema, configs)
     redactor.add([p for p in [_url_password(target.url)] if p])
@@ -142,8 +144,13 @@ def run_enqueue(args: argparse.Namespace) -> int:
         for source in sources:
             job = defer_sync(app, sync_args(tenant, source.id, full_refresh=args.full_refresh,
                                             since=since.isoformat() if since else None))
-            print(f"{tenant}/{source.id}: " + (f"queued (job {job})" if job else
-                                               "already queued; that run serves this request"))
+            # a full refresh or a backfill waits beside a plain run, never melted into it
+            what = "a full refresh" if args.full_refresh else "a run"
+            what += f" since {since.isoformat()}" if since else ""
+            plain = not (args.full_refresh or since)
+            print(f"{tenant}/{source.id}: " + (
+                f"queued{'' if plain else ' ' + what} (job {job})" if job else
+                f"{what} is already queued; it serves this request"))
     finally:
         app.close()
     return 0
@@ -158,8 +165,17 @@ def run_init(args: argparse.Namespace) -> int:
     # the queue of --queue-url, else of --config, else $LMS_SYNC_QUEUE_URL (a compose service)
     configs = [setup(args)] if args.config and not args.queue_url else []
     target = resolve_target(args.queue_url, args.queue_schema, configs)
-    created = init_queue(target)
-    print(f"job queue {'created' if created else 'already there'}: {target.shown}")
+    from lms_sync.cluster.schema import procrastinate_version
+
+    outcome = init_queue(target)
+    version = f"procrastinate {procrastinate_version()}"
+    if outcome.state == "created":
+        print(f"job queue created: {target.shown} ({version})")
+    elif outcome.state == "current":
+        print(f"job queue already there: {target.shown} (up to date with {version})")
+    else:
+        print(f"job queue migrated: {target.shown} ({len(outcome.applied)} migrations of {version} "
+              f"applied: {', '.join(outcome.applied)})")
     return 0
 
 
