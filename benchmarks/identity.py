@@ -16,6 +16,11 @@ database (``SELECT`` of every learner's matching columns, fetched into Python):
 * incremental: ``after_run`` after ``--changed`` learners were written (half new
   accounts of existing people, half changed emails/HR ids: merges and splits)
 * incremental_noop: the same pass again with nothing changed
+* first_sync: ``after_run`` over every learner after their persons, keys and
+  ``matched_at`` were cleared (what the pass after a first sync does)
+
+Each phase also reports its CPU seconds (``cpu_s``: user + system of this process,
+i.e. the pass's Python and driver work; the database server's CPU is not counted).
 
 Prints one JSON object on stdout.
 """
@@ -118,10 +123,24 @@ def build(engine: Any, count: int, rng: random.Random) -> None:
             conn.execute(learners.insert(), rows[i:i + 5000])
 
 
-def timed(fn: Any) -> tuple[float, Any]:
-    started = time.perf_counter()
+CPU: dict[str, float] = {}
+
+
+def timed(fn: Any, name: str | None = None) -> tuple[float, Any]:
+    started, cpu = time.perf_counter(), time.process_time()
     result = fn()
+    if name:
+        CPU[name] = round(time.process_time() - cpu, 3)
     return round(time.perf_counter() - started, 3), result
+
+
+def unmatch(engine: Any) -> None:
+    """Back to a first load: no persons, no keys, nothing matched."""
+    with engine.begin() as conn:
+        conn.execute(person_merges.delete())
+        conn.execute(update(learners).values(person_id=None, email_key=None, hr_key=None,
+                                             matched_at=None))
+        conn.execute(persons.delete())
 
 
 def baseline(engine: Any) -> float:
@@ -170,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(engine)
         build_s, _ = timed(lambda: build(engine, args.learners, rng))
         base = baseline(engine)
-        full_first, r1 = timed(lambda: identity.recompute(engine, SETTINGS))
-        full_again, r2 = timed(lambda: identity.recompute(engine, SETTINGS))
+        full_first, r1 = timed(lambda: identity.recompute(engine, SETTINGS), "full_first")
+        full_again, r2 = timed(lambda: identity.recompute(engine, SETTINGS), "full_again")
         ids = change(engine, args.changed, args.learners, rng)
-        incr, r3 = timed(lambda: identity.after_run(engine, SETTINGS, ids))
-        noop, r4 = timed(lambda: identity.after_run(engine, SETTINGS, ids))
+        incr, r3 = timed(lambda: identity.after_run(engine, SETTINGS, ids), "incremental")
+        noop, r4 = timed(lambda: identity.after_run(engine, SETTINGS, ids), "incremental_noop")
+        unmatch(engine)
+        with engine.connect() as conn:
+            every = list(conn.execute(select(learners.c.id)).scalars())
+        first, r5 = timed(lambda: identity.after_run(engine, SETTINGS, every), "first_sync")
         with engine.connect() as conn:
             live = conn.execute(select(func.count()).select_from(persons)
                                 .where(persons.c.deleted_at.is_(None))).scalar()
@@ -197,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         "full_first": {k: getattr(r1, k) for k in ("persons_created", "relinked")},
         "full_again_relinked": r2.relinked,
         "noop_examined": r4.learners,
+        "first_sync_s": first,
+        "first_sync": {k: getattr(r5, k) for k in ("learners", "persons_created", "relinked")},
+        "cpu_s": CPU,
         "person_merges": log,
         "ratio_to_baseline": {
             "full_first": round(full_first / base, 1),

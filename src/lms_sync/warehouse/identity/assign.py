@@ -170,10 +170,8 @@ def link(learners: Mapping[int, Learner], keys: Mapping[int, Keys],
         if hk is not None:
             by_hr[hk].append(lid)
     for rule, groups in (("email", by_email), ("hr_id", by_hr)):
-        for key in sorted(groups):
-            members = groups[key]
-            if len(members) > 1:
-                uf.group(members, rule)
+        for key in sorted(key for key, members in groups.items() if len(members) > 1):
+            uf.group(groups[key], rule)
     return uf
 
 
@@ -251,26 +249,36 @@ def attributes(members: list[int], learners: Mapping[int, Learner],
                keys: Mapping[int, Keys]) -> Attributes:
     """(primary_email, display_name) of a person: its most common email key, oldest name,
     from its live accounts (a deleted account's old address must not win), else all."""
-    counts: Counter[str] = Counter()
+    if len(members) == 1:  # most persons: no counting
+        lid = members[0]
+        return keys[lid][0], _name(learners[lid])
+    members = [lid for lid in members if not learners[lid].gone] or members
+    counts: dict[str, int] = {}
     first: dict[str, int] = {}
     name: str | None = None
-    if len(members) > 1:
-        members = [lid for lid in members if not learners[lid].gone] or members
     for lid in members:
         ek = keys[lid][0]
         if ek is not None:
-            counts[ek] += 1
-            first.setdefault(ek, lid)
+            if ek in counts:
+                counts[ek] += 1
+            else:
+                counts[ek] = 1
+                first[ek] = lid
         if name is None:
-            row = learners[lid]
-            full_name = " ".join(p for p in (row.first_name, row.last_name) if p)
-            name = full_name or row.display_name or None
+            name = _name(learners[lid])
     email: str | None = None
     if len(counts) == 1:
         email = next(iter(counts))
     elif counts:
         email = min(counts, key=lambda k: (-counts[k], first[k]))
-    return email, (name[:500] if name else None)
+    return email, name
+
+
+def _name(row: Learner) -> str | None:
+    """A learner's name: first and last (those given), else its display name; <= 500."""
+    first, last = row.first_name, row.last_name
+    full_name = (f"{first} {last}" if first and last else first or last) or row.display_name
+    return full_name[:500] if full_name else None
 
 
 def person_updates(plan: Assignment, persons: Mapping[int, Person]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +80,10 @@ class Rules:
 
 def normalize_hr_id(value: str | None) -> str | None:
     """Trim and case-fold; all-digit ids lose leading zeros; "none"-like values -> None."""
-    key = re.sub(r"\s+", " ", (value or "").strip()).casefold()
+    if not value:
+        return None
+    # runs of whitespace -> one space: split() and \s agree on what whitespace is
+    key = (value if value.isalnum() else " ".join(value.split())).casefold()
     if key.isdigit():
         key = key.lstrip("0") or "0"
     if not key or key in _NULL_HR_IDS:
