@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from lms_sync import memory, metrics
-from lms_sync.canonical import Record
+from lms_sync.batch import Batch
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
@@ -213,7 +213,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
     keys = dict(seen)  # and for the vendor's total
     if stream.total_table and stream.total_table not in keys:
         keys[stream.total_table] = SeenKeys()
-    buffer: list[Record] = []
+    buffer = Batch(cfg.warehouse.batch_size, cfg.warehouse.batch_bytes)
     pending: Any = _UNSET
     batch_size = cfg.warehouse.batch_size
     totals = WriteStats()
@@ -233,7 +233,7 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         return writer, stats
 
     def flush() -> None:
-        nonlocal pending, buffer
+        nonlocal pending
         if not buffer and pending is _UNSET:
             return
         # a deadlock, or a connection lost mid-batch, rolled the batch back whole: it is
@@ -248,7 +248,8 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
         totals.merge(stats)
         log.info("batch.written", records=len(buffer), written=stats.written,
                  tables=stats.by_table(), cursor=res.cursor if pending is not _UNSET else None)
-        buffer, pending = [], _UNSET
+        buffer.clear()
+        pending = _UNSET
         memory.trim()  # at most once a second for the process, whichever source gets there
 
     try:
@@ -259,11 +260,11 @@ def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Con
                     flush()  # everything read so far resumes from this cursor: commit, stop
                     raise Interrupted("interrupted")
                 continue
-            buffer.append(item)
+            full = buffer.add(item)
             res.read += 1
             if item.table in keys:
                 keys[item.table].add(item.external_id)
-            if len(buffer) >= batch_size:
+            if full:
                 flush()
                 if stop is not None and stop.is_set():
                     raise Interrupted("interrupted")
