@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
-from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, NamedTuple, Self, overload
 
 import orjson
@@ -108,10 +108,11 @@ def dump_json(value: Any) -> bytes:
 class Encoded(NamedTuple):
     """A record as the warehouse stores it."""
 
-    values: tuple[Any, ...]
-    """Every field's value in field order (``Record.fields()``), ``raw`` as JSON text."""
+    row: tuple[Any, ...]
+    """Every field's value in field order (``Record.fields()``), ``raw`` as JSON text, then
+    the digest: the row the PostgreSQL writer COPYs."""
     digest: str
-    """sha1 of all of them: equal digests, equal rows."""
+    """sha1 of all the values: equal digests, equal rows."""
     size: int
     """Bytes of the encoded ``raw``: what a batch counts towards ``warehouse.batch_bytes``."""
 
@@ -131,14 +132,15 @@ class Record(BaseModel):
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
-        """The field names in the order of ``Encoded.values``: ``external_id``, ``raw``, then
+        """The field names in the order of ``Encoded.row``: ``external_id``, ``raw``, then
         the rest as declared."""
         return tuple(cls.model_fields)
 
     def encoded(self) -> Encoded:
         """Serialize once (cached until a field is set): ``raw`` with orjson, sorted keys; the
         digest is of those bytes and of every other field's value (references included)."""
-        private = self.__pydantic_private__  # (plain dict access: pydantic's __getattr__ costs ~1 us)
+        # a plain dict access: pydantic's __getattr__ for a private attribute costs ~1 us
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
         enc = private["_encoded"]
         if enc is None:
             getter = _GETTERS.get(type(self))
@@ -149,8 +151,9 @@ class Record(BaseModel):
             rest = values[:1] + values[2:]
             digest = hashlib.sha1(dump_json(rest), usedforsecurity=False)
             digest.update(raw)
-            text = raw.decode()
-            enc = private["_encoded"] = Encoded((values[0], text, *values[2:]), digest.hexdigest(), len(raw))
+            hexdigest = digest.hexdigest()
+            enc = private["_encoded"] = Encoded((values[0], raw.decode(), *values[2:], hexdigest),
+                                                hexdigest, len(raw))
         return enc
 
     def content_hash(self) -> str:
@@ -159,11 +162,11 @@ class Record(BaseModel):
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        self.__pydantic_private__["_encoded"] = None  # a changed field: encode again
+        self.__pydantic_private__["_encoded"] = None  # type: ignore[index]  # encode again
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         copied = super().model_copy(update=update, deep=deep)
-        copied.__pydantic_private__["_encoded"] = None
+        copied.__pydantic_private__["_encoded"] = None  # type: ignore[index]
         return copied
 
 
