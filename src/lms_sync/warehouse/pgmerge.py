@@ -3,8 +3,9 @@
 1. ``CREATE TEMP TABLE IF NOT EXISTS`` a stage for the record class (one per connection,
    typed like the record's fields; ``ON COMMIT DELETE ROWS`` so it never grows);
 2. binary COPY of each record's ``Record.encoded().row`` (its values and digest) into it;
-3. one statement: the stage is emptied (``DELETE … RETURNING``) into an ``INSERT … ON CONFLICT
-   DO UPDATE`` that writes only the rows whose ``row_hash`` differs or that were soft-deleted.
+3. one statement: the stage is emptied (``DELETE … RETURNING``); the rows whose ``row_hash``
+   differs from the stored one, or that were soft-deleted, go to ``INSERT … ON CONFLICT DO
+   UPDATE`` (an unchanged row never reaches ON CONFLICT, which would lock it).
    Beside it, CTEs create the stub rows of references not seen yet, append
    ``enrollment_history`` (a new enrollment, or a changed status/passed/progress/completed_at)
    and give activities written before their enrollment its id. It returns the counts
@@ -136,31 +137,36 @@ def plan(table: Table, cls: type[Record]) -> Plan:
     def value(f: str) -> str:
         kind = table.c[f].type
         if isinstance(kind, JSON):
-            return f's."{f}"::json'
+            return f'w."{f}"::json'
         length = getattr(kind, "length", None)
         if isinstance(kind, String) and length and f not in {"external_id", "row_hash"}:
             # text longer than its column is cut (PostgreSQL refuses it; the hash is of the
             # record as read, so a cut value does not churn)
-            return f'left(s."{f}", {length})'
-        return f's."{f}"'
+            return f'left(w."{f}", {length})'
+        return f'w."{f}"'
 
     cols = ["source_id", *stored, "row_hash", "first_seen_at", "updated_at", "deleted_at"]
-    vals = ["%(src)s::text", *(value(f) for f in stored), "s.row_hash", "%(now)s::timestamptz",
+    vals = ["%(src)s::text", *(value(f) for f in stored), "w.row_hash", "%(now)s::timestamptz",
             "%(now)s::timestamptz", "NULL"]
-    ctes = ["s AS (DELETE FROM " + stage + " RETURNING *)"]
+    # w: the staged rows to write. An unchanged row must not even reach ON CONFLICT: DO
+    # UPDATE … WHERE false still locks it (a tuple header written, WAL) on every no-change run
+    ctes = ["s AS (DELETE FROM " + stage + " RETURNING *)",
+            f'w AS (SELECT s.* FROM s WHERE NOT EXISTS (SELECT 1 FROM "{table.name}" t WHERE '
+            "t.source_id = %(src)s::text AND t.external_id = s.external_id AND t.row_hash = s.row_hash "
+            "AND t.deleted_at IS NULL))"]
     joins = []
     outputs = ["staged", "inserted", "updated"]
     selects = ["(SELECT count(*) FROM s)", "(SELECT count(*) FROM up WHERE ins)",
                "(SELECT count(*) FROM up WHERE NOT ins)"]
     for i, ref in enumerate(refs.values()):
         joins.append(f'LEFT JOIN "{ref.target.name}" x{i} ON x{i}.source_id = %(src)s::text '
-                     f'AND x{i}.external_id = s."{ref.field}"')
+                     f'AND x{i}.external_id = w."{ref.field}"')
         cols.append(ref.column)
         if ref.stub is None:
             vals.append(f"x{i}.id")
             continue
-        ctes.append(_stub_cte(f"r{i}", ref, "s", f'"{ref.field}"'))
-        joins.append(f'LEFT JOIN r{i} ON r{i}.external_id = s."{ref.field}"')
+        ctes.append(_stub_cte(f"r{i}", ref, "w", f'"{ref.field}"'))
+        joins.append(f'LEFT JOIN r{i} ON r{i}.external_id = w."{ref.field}"')
         vals.append(f"COALESCE(x{i}.id, r{i}.id)")
         outputs.append(f"stubs:{ref.target.name}")
         selects.append(f"(SELECT count(*) FROM r{i})")
@@ -172,11 +178,11 @@ def plan(table: Table, cls: type[Record]) -> Plan:
     if history:
         returning += ", t.learner_id, t.course_id, " + ", ".join(f"t.{f}" for f in HISTORY_FIELDS)
         ctes.append("old AS (SELECT t.id, t.row_hash, " + ", ".join(f"t.{f}" for f in HISTORY_FIELDS)
-                    + ' FROM "enrollments" t JOIN s ON t.source_id = %(src)s::text '
-                    "AND t.external_id = s.external_id)")
+                    + ' FROM "enrollments" t JOIN w ON t.source_id = %(src)s::text '
+                    "AND t.external_id = w.external_id)")
     sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols if c not in _NOT_UPDATED)
     ctes.append(f'up AS (INSERT INTO "{table.name}" AS t ({", ".join(cols)}) SELECT {", ".join(vals)} '
-                f"FROM s {' '.join(joins)} ON CONFLICT (source_id, external_id) DO UPDATE SET {sets} "
+                f"FROM w {' '.join(joins)} ON CONFLICT (source_id, external_id) DO UPDATE SET {sets} "
                 "WHERE t.row_hash <> EXCLUDED.row_hash OR t.deleted_at IS NOT NULL "
                 f"RETURNING {returning})")
     if history:
@@ -203,10 +209,10 @@ def plan(table: Table, cls: type[Record]) -> Plan:
         selects.append("(SELECT array_agg(id) FROM up)")
     link = None
     if parent is not None:
-        child = 'FROM up JOIN s ON s.external_id = up.external_id WHERE s."parent_external_id" IS NOT NULL'
+        child = 'FROM up JOIN w ON w.external_id = up.external_id WHERE w."parent_external_id" IS NOT NULL'
         outputs += ["child_ids", "parents"]
         selects += [f"(SELECT array_agg(up.id ORDER BY up.id) {child})",
-                    f'(SELECT array_agg(s."parent_external_id" ORDER BY up.id) {child})']
+                    f'(SELECT array_agg(w."parent_external_id" ORDER BY up.id) {child})']
         link = ("WITH c AS (SELECT * FROM unnest(%(ids)s::int8[], %(parents)s::text[]) AS c(id, x)), "
                 + _stub_cte("p", parent, "c", "x")
                 + f', u AS (UPDATE "{table.name}" t SET {parent.column} = COALESCE(y.id, p.id) '
