@@ -223,3 +223,25 @@ def test_stored_values_and_raw_read_back_alike_on_every_database(warehouse):
     assert (row["vendor_status"], row["certificate_id"], row["credits"]) == ("Failed", "cert", 1.5)
     assert row["raw"] == raw and row["deleted_at"] is None and row["row_hash"] == enrollment.content_hash()
     assert tuple(course) == ("lesson", None)
+
+
+def test_a_snapshot_series_gains_a_row_only_when_its_figures_change(warehouse):
+    first, later = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)
+    one = Snapshot(external_id="s1", metric="m", subject_id="x", value=1.0, figures={"a": 1, "b": [1]})
+    other = Snapshot(external_id="s2", metric="m", value=None, raw={"k": "v"})
+    with warehouse.engine.begin() as conn:
+        ensure_source(conn, "src", "udemy")
+        stats = BatchWriter(conn, "src").write([one, other], now_utc(), as_of=first)
+    assert dict(stats.inserted) == {"stat_snapshots": 2}
+    changed = one.model_copy(update={"figures": {"a": 2, "b": [1]}})
+    with warehouse.engine.begin() as conn:
+        stats = BatchWriter(conn, "src").write([changed, other.model_copy()], now_utc(), as_of=later)
+    assert (dict(stats.inserted), dict(stats.unchanged)) == ({"stat_snapshots": 1}, {"stat_snapshots": 1})
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(select(stat_snapshots.c.external_id, stat_snapshots.c.as_of,
+                                   stat_snapshots.c.first_seen_at, stat_snapshots.c.figures,
+                                   stat_snapshots.c.raw)
+                            .order_by(stat_snapshots.c.external_id, stat_snapshots.c.as_of)).all()
+    assert [tuple(r) for r in rows] == [("s1", first, first, {"a": 1, "b": [1]}, None),
+                                       ("s1", later, later, {"a": 2, "b": [1]}, None),
+                                       ("s2", first, first, {}, {"k": "v"})]

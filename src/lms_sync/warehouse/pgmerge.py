@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 
 from lms_sync.canonical import Record
-from lms_sync.warehouse.tables import courses, enrollments, learners, org_units
+from lms_sync.warehouse.tables import courses, enrollments, learners, org_units, stat_snapshots
 from lms_sync.warehouse.types import UTCDateTime
 
 SETTINGS = ("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
@@ -91,6 +91,8 @@ class Merged:
 
 def _pg_type(table: Table, name: str) -> str:
     kind = table.c[name].type
+    if isinstance(kind, JSON) and name != "raw":  # a dict (snapshot figures): psycopg dumps it
+        return "json"
     if isinstance(kind, UTCDateTime):
         return "timestamptz"
     if isinstance(kind, Boolean):
@@ -134,16 +136,20 @@ def plan(table: Table, cls: type[Record]) -> Plan:
               + ", ".join(f'"{f}" {t}' for f, t in zip((*fields, "row_hash"), types, strict=True))
               + ") ON COMMIT DELETE ROWS")
 
-    def value(f: str) -> str:
+    def value(f: str, rel: str = "w") -> str:
         kind = table.c[f].type
-        if isinstance(kind, JSON):
-            return f'w."{f}"::json'
+        if f == "raw":
+            return f'{rel}."{f}"::json'
         length = getattr(kind, "length", None)
         if isinstance(kind, String) and length and f not in {"external_id", "row_hash"}:
             # text longer than its column is cut (PostgreSQL refuses it; the hash is of the
             # record as read, so a cut value does not churn)
-            return f'left(w."{f}", {length})'
-        return f'w."{f}"'
+            return f'left({rel}."{f}", {length})'
+        return f'{rel}."{f}"'
+
+    if table is stat_snapshots:
+        return Plan(create, f"COPY {stage} ({staged}) FROM STDIN (FORMAT BINARY)", types,
+                    _snapshot_merge(stage, stored, value), ("staged", "inserted", "rehashed"), None)
 
     cols = ["source_id", *stored, "row_hash", "first_seen_at", "updated_at", "deleted_at"]
     vals = ["%(src)s::text", *(value(f) for f in stored), "w.row_hash", "%(now)s::timestamptz",
@@ -224,8 +230,34 @@ def plan(table: Table, cls: type[Record]) -> Plan:
                 tuple(outputs), link)
 
 
+def _snapshot_merge(stage: str, stored: list[str], value: Any) -> str:
+    """A series gains a row only when its values differ from its latest row's. The same
+    values under a hash of an older form take the new hash in place: nothing was observed."""
+    plain = [f for f in stored if f not in {"raw", "figures"}]
+    old = ", ".join(f"l.{f}" for f in plain)
+    new = ", ".join(value(f, "s") for f in plain)
+    cols = ["source_id", *stored, "as_of", "row_hash", "first_seen_at", "updated_at"]
+    # as the other path: a snapshot's first_seen_at and updated_at are its as_of
+    vals = ["%(src)s::text", *(value(f, "c") for f in stored), "%(as_of)s::timestamptz", "c.row_hash",
+            "%(as_of)s::timestamptz", "%(as_of)s::timestamptz"]
+    return (f"WITH s AS (DELETE FROM {stage} RETURNING *), "
+            f"l AS (SELECT DISTINCT ON (t.external_id) t.id, t.row_hash, t.external_id, t.raw, "
+            f"t.figures, {', '.join('t.' + f for f in plain if f != 'external_id')} "
+            "FROM stat_snapshots t JOIN s ON t.source_id = %(src)s::text AND t.external_id = s.external_id "
+            "ORDER BY t.external_id, t.as_of DESC), "
+            "c AS (SELECT s.*, l.id AS old_id, l.row_hash AS old_hash, (l.id IS NOT NULL AND "
+            f"l.row_hash <> s.row_hash AND ({old}) IS NOT DISTINCT FROM ({new}) AND "
+            "l.figures::jsonb IS NOT DISTINCT FROM s.figures::jsonb AND l.raw::jsonb IS NOT DISTINCT "
+            "FROM s.raw::jsonb) AS same FROM s LEFT JOIN l ON l.external_id = s.external_id), "
+            f"ins AS (INSERT INTO stat_snapshots ({', '.join(cols)}) SELECT {', '.join(vals)} FROM c "
+            "WHERE (c.old_id IS NULL OR c.old_hash <> c.row_hash) AND NOT c.same RETURNING 1), "
+            "re AS (UPDATE stat_snapshots t SET row_hash = c.row_hash FROM c WHERE c.same "
+            "AND t.id = c.old_id RETURNING 1) "
+            "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM ins), (SELECT count(*) FROM re)")
+
+
 def merge(cur: Any, table: Table, cls: type[Record], records: list[Record], source_id: str,
-          run_id: str | None, now: datetime) -> Merged:
+          run_id: str | None, now: datetime, as_of: datetime | None = None) -> Merged:
     """Write ``records`` (one class, distinct external ids) into ``table`` with the driver
     cursor ``cur``, in the caller's transaction."""
     p = plan(table, cls)
@@ -235,11 +267,11 @@ def merge(cur: Any, table: Table, cls: type[Record], records: list[Record], sour
         write = copy.write_row
         for record in records:
             write(record.encoded().row)
-    params = {"src": source_id, "now": now, "run": run_id}
+    params = {"src": source_id, "now": now, "run": run_id, "as_of": as_of or now}
     cur.execute(p.merge, params)
     got = dict(zip(p.outputs, cur.fetchone(), strict=True))
     stubs = {k.removeprefix("stubs:"): v for k, v in got.items() if k.startswith("stubs:")}
-    out = Merged(got["staged"], got["inserted"], got["updated"], stubs, got.get("history", 0),
+    out = Merged(got["staged"], got["inserted"], got.get("updated", 0), stubs, got.get("history", 0),
                  got.get("ids") or [])
     if p.link is not None and got["child_ids"]:
         parent = PARENTS[table.name]

@@ -181,10 +181,10 @@ class BatchWriter:
             batch = list(by_table[name].values())
             if not batch:
                 continue
-            if table is stat_snapshots:
+            if self.dialect == "postgresql":
+                self._merge(table, batch, now, stats, as_of)
+            elif table is stat_snapshots:
                 self._write_snapshots(batch, as_of or now, stats)
-            elif self.dialect == "postgresql":
-                self._merge(table, batch, now, stats)
             else:
                 self._write_rows(table, batch, now, stats)
         return stats
@@ -223,7 +223,8 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ writers
 
-    def _merge(self, table: Table, batch: list[Record], now: datetime, stats: WriteStats) -> None:
+    def _merge(self, table: Table, batch: list[Record], now: datetime, stats: WriteStats,
+               as_of: datetime | None) -> None:
         """PostgreSQL: one COPY and one merge per record class (one class per table today)."""
         by_class: dict[type[Record], list[Record]] = {}
         for record in batch:
@@ -231,7 +232,8 @@ class BatchWriter:
         cur = self._driver_cursor()
         try:
             for cls, records in by_class.items():
-                done = pgmerge.merge(cur, table, cls, records, self.source_id, self.run_id, now)
+                done = pgmerge.merge(cur, table, cls, records, self.source_id, self.run_id, now,
+                                     as_of)
                 for counter, n in ((stats.inserted, done.inserted), (stats.updated, done.updated),
                                    (stats.unchanged, done.staged - done.inserted - done.updated)):
                     if n:
