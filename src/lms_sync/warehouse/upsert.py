@@ -29,13 +29,11 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     Connection,
     Select,
     String,
     Table,
     and_,
-    any_,
     bindparam,
     func,
     select,
@@ -58,7 +56,6 @@ from lms_sync.warehouse.tables import (
 )
 
 CHUNK = 500  # keys per IN (...) lookup: well below every driver's parameter limit
-PG_CHUNK = 5000  # keys per = ANY(array) lookup: one parameter, so only round trips count
 _KEY = ("source_id", "external_id")
 _HISTORY_FIELDS = pgmerge.HISTORY_FIELDS
 _REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id",
@@ -131,19 +128,11 @@ def _fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
-def _lookup_statement(table: Table, extra: tuple[str, ...], dialect: str) -> Select:
-    """One statement per table and dialect, so SQLAlchemy compiles it once.
-
-    PostgreSQL gets ``external_id = ANY(:ids)``: one array parameter, the same SQL text
-    for any number of ids (an expanding ``IN`` is re-rendered for every execution, which
-    cost more Python time than the lookup itself), and no parameter-count limit.
-    """
+def _lookup_statement(table: Table, extra: tuple[str, ...]) -> Select:
+    """One statement per table, so SQLAlchemy compiles it once (SQLite, MySQL/MariaDB)."""
     cols = [table.c.external_id, table.c.id, table.c.row_hash, table.c.deleted_at]
     cols += [table.c[c] for c in extra]
-    if dialect == "postgresql":
-        ids = table.c.external_id == any_(bindparam("b_ids", type_=ARRAY(String)))
-    else:
-        ids = table.c.external_id.in_(bindparam("b_ids", expanding=True))
+    ids = table.c.external_id.in_(bindparam("b_ids", expanding=True))
     return select(*cols).where(table.c.source_id == bindparam("b_source"), ids)
 
 
@@ -164,11 +153,11 @@ class BatchWriter:
         """Ids of learners inserted or changed: what identity matching re-examines."""
         if self.dialect == "postgresql":
             # psycopg prepares a statement after 5 runs and PostgreSQL then may switch to a
-            # generic plan; on a table loaded since its last ANALYZE that plan filters
-            # ``external_id IN (...)`` over every row of the source instead of using the
-            # unique index, so each lookup costs O(table) and a first load goes quadratic
-            # (benchmarks/sync.py: 0.3 s per 500-key lookup at 10,000 rows). Custom plans
-            # cost ~0.5 ms of planning per statement. The settings end with the transaction.
+            # generic plan; on a table loaded since its last ANALYZE such a plan once filtered
+            # every row of the source instead of using the unique index, so each batch cost
+            # O(table) and a first load went quadratic (benchmarks/sync.py: 0.3 s per 500-key
+            # lookup at 10,000 rows). A merge is planned once per table and batch (~1 ms).
+            # The settings end with the transaction.
             conn.execute(text(pgmerge.SETTINGS))
 
     def write(self, records: Iterable[Record], now: datetime, as_of: datetime | None = None) -> WriteStats:
@@ -192,11 +181,11 @@ class BatchWriter:
     # ------------------------------------------------------------------ lookups
 
     def existing(self, table: Table, external_ids: Sequence[str], *extra: str) -> dict[str, Any]:
-        """external_id -> row (id, row_hash, deleted_at, *extra) for this source."""
-        stmt = _lookup_statement(table, extra, self.dialect)
-        size = PG_CHUNK if self.dialect == "postgresql" else CHUNK
+        """external_id -> row (id, row_hash, deleted_at, *extra) for this source (SQLite,
+        MySQL/MariaDB: PostgreSQL's merge needs no lookup)."""
+        stmt = _lookup_statement(table, extra)
         out: dict[str, Any] = {}
-        for part in chunks(list(external_ids), size):
+        for part in chunks(list(external_ids)):
             for row in self.conn.execute(stmt, {"b_source": self.source_id, "b_ids": list(part)}):
                 out[row.external_id] = row
         return out
