@@ -16,7 +16,8 @@ in a scratch schema of its own, and writes them through ``BatchWriter.write`` in
 
 Per pass: microseconds per record of CPU of the child (``cpu_us``: Python, driver) and of its
 PostgreSQL backend (``db_us``, from /proc when the server is local), their sum and wall time.
-Record construction is outside the timings. Prints one JSON object on stdout: every round's
+Records are built per batch, outside the timings (one batch
+alive at a time, as in a sync). Prints one JSON object on stdout: every round's
 figures and, per pass, the medians and the ratio baseline / this tree (> 1: this tree is
 cheaper).
 """
@@ -50,41 +51,44 @@ def _backend_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _records(n: int, changed: bool) -> list[Any]:
+def _records(n: int, changed: bool, start: int = 0, stop: int | None = None) -> list[Any]:
+    """Records ``start``..``stop`` of the 4 x ``n``: learners, courses, enrollments, activities."""
     from datetime import UTC, datetime, timedelta
 
     from lms_sync.canonical import ActivityProgress, Course, Enrollment, Learner
 
-    start = datetime(2024, 1, 1, tzinfo=UTC)
+    begin = datetime(2024, 1, 1, tzinfo=UTC)
     status, pct = ("completed", 100.0) if changed else ("in_progress", 40.0)
     out: list[Any] = []
-    for i in range(n):
-        out.append(Learner(external_id=f"u{i}", email=f"user{i}@example.com", first_name=f"First{i}",
-                           last_name="Last", hr_id=f"E{i:06d}", department="Sales",
-                           raw={"id": f"u{i}", "emailAddress": f"user{i}@example.com",
-                                "firstName": f"First{i}", "lastName": "Last", "externalId": f"E{i:06d}",
-                                "departmentId": "d-1", "isActive": True,
-                                "dateAdded": "2023-04-05T06:07:08Z"}))
-    for i in range(n):
-        out.append(Course(external_id=f"c{i}", title=f"Course {i}", category="Compliance",
-                          duration_minutes=30.0, parent_external_id=f"p{i % 50}",
-                          raw={"id": f"c{i}", "name": f"Course {i}", "category": "Compliance",
-                               "duration": "00:30:00", "tags": ["a", "b"]}))
-    for i in range(n):
-        user = f"x{i}" if i % 10 == 0 else f"u{i}"
-        out.append(Enrollment(external_id=f"{user}:c{i}", learner_external_id=user,
-                              course_external_id=f"c{i}", status=status, progress_pct=pct,
-                              score=88.5, time_spent_seconds=1234.0, enrolled_at=start,
-                              started_at=start + timedelta(days=1), vendor_status=status,
-                              raw={"userId": user, "courseId": f"c{i}", "status": 1, "progress": pct,
-                                   "score": 88.5, "dateAdded": "2024-01-01T00:00:00Z",
-                                   "dateStarted": "2024-01-02T00:00:00Z", "timeSpentTicks": 12340000000}))
-    for i in range(n):
-        out.append(ActivityProgress(external_id=f"u{i}:c{i}:l1", learner_external_id=f"u{i}",
-                                    course_external_id=f"c{i}", enrollment_external_id=f"u{i}:c{i}",
-                                    activity_type="lesson", status=status, progress_pct=pct,
-                                    raw={"userId": f"u{i}", "lessonId": "l1", "status": 1,
-                                         "progress": pct}))
+    for k in range(start, 4 * n if stop is None else min(stop, 4 * n)):
+        table, i = divmod(k, n)
+        if table == 0:
+            out.append(Learner(
+                external_id=f"u{i}", email=f"user{i}@example.com", first_name=f"First{i}",
+                last_name="Last", hr_id=f"E{i:06d}", department="Sales",
+                raw={"id": f"u{i}", "emailAddress": f"user{i}@example.com", "firstName": f"First{i}",
+                     "lastName": "Last", "externalId": f"E{i:06d}", "departmentId": "d-1",
+                     "isActive": True, "dateAdded": "2023-04-05T06:07:08Z"}))
+        elif table == 1:
+            out.append(Course(
+                external_id=f"c{i}", title=f"Course {i}", category="Compliance", duration_minutes=30.0,
+                parent_external_id=f"p{i % 50}",
+                raw={"id": f"c{i}", "name": f"Course {i}", "category": "Compliance",
+                     "duration": "00:30:00", "tags": ["a", "b"]}))
+        elif table == 2:
+            user = f"x{i}" if i % 10 == 0 else f"u{i}"
+            out.append(Enrollment(
+                external_id=f"{user}:c{i}", learner_external_id=user, course_external_id=f"c{i}",
+                status=status, progress_pct=pct, score=88.5, time_spent_seconds=1234.0,
+                enrolled_at=begin, started_at=begin + timedelta(days=1), vendor_status=status,
+                raw={"userId": user, "courseId": f"c{i}", "status": 1, "progress": pct, "score": 88.5,
+                     "dateAdded": "2024-01-01T00:00:00Z", "dateStarted": "2024-01-02T00:00:00Z",
+                     "timeSpentTicks": 12340000000}))
+        else:
+            out.append(ActivityProgress(
+                external_id=f"u{i}:c{i}:l1", learner_external_id=f"u{i}", course_external_id=f"c{i}",
+                enrollment_external_id=f"u{i}:c{i}", activity_type="lesson", status=status,
+                progress_pct=pct, raw={"userId": f"u{i}", "lessonId": "l1", "status": 1, "progress": pct}))
     return out
 
 
@@ -109,16 +113,26 @@ def child(url: str, n: int, batch: int) -> dict[str, Any]:
 
         out: dict[str, Any] = {"module": lms_sync.__file__}
         for name in PASSES:
-            records = _records(n, changed=name == "changed")
-            written = 0
-            backend0, cpu0, wall0 = _backend_cpu(pid), time.process_time(), time.perf_counter()
-            for i in range(0, len(records), batch):
+            written = total = 0
+            cpu = wall = 0.0
+            db: float | None = 0.0
+            for i in range(0, 4 * n, batch):
+                # built per batch, untimed: as in a sync, only a batch of records is alive (the
+                # collector's full passes walk every live object)
+                records = _records(n, name == "changed", i, i + batch)
+                backend0, cpu0, wall0 = _backend_cpu(pid), time.process_time(), time.perf_counter()
                 with engine.begin() as conn:
-                    stats = BatchWriter(conn, "bench", "bench-run").write(records[i:i + batch], now_utc())
+                    stats = BatchWriter(conn, "bench", "bench-run").write(records, now_utc())
                     written += stats.written
-            cpu, wall, backend1 = time.process_time() - cpu0, time.perf_counter() - wall0, _backend_cpu(pid)
-            db = backend1 - backend0 if backend0 is not None and backend1 is not None else None
-            total = len(records)
+                cpu += time.process_time() - cpu0
+                wall += time.perf_counter() - wall0
+                backend1 = _backend_cpu(pid)
+                if db is not None and backend0 is not None and backend1 is not None:
+                    db += backend1 - backend0
+                else:
+                    db = None  # not a local server
+                total += len(records)
+                del records
             out[name] = {"records": total, "written": written, "cpu_us": round(cpu / total * 1e6, 2),
                          "db_us": round(db / total * 1e6, 2) if db is not None else None,
                          "total_us": round((cpu + (db or 0)) / total * 1e6, 2),
