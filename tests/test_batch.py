@@ -52,3 +52,12 @@ def test_datetimes_are_aware_utc_whatever_the_input():
                      started_at=naive, completed_at=east, assigned_at="2024-05-01T08:00:00Z")
     assert one.started_at == one.completed_at == one.assigned_at == naive.replace(tzinfo=UTC)
     assert all(v.tzinfo is UTC for v in (one.started_at, one.completed_at, one.assigned_at))
+
+
+def test_a_record_built_without_validation_encodes_alike():
+    """model_construct (a connector whose vendor model already checked the types) gives the
+    same row and digest as a validated record, the enum default included."""
+    fields = dict(external_id="e", learner_external_id="u", course_external_id="c", raw={"b": [1]},
+                  started_at=datetime(2024, 5, 1, tzinfo=UTC), progress_pct=10.0)
+    built = Enrollment.model_construct(**fields)
+    assert built.encoded() == Enrollment(**fields).encoded()
