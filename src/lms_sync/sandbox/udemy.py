@@ -280,7 +280,9 @@ class FakeUdemy(FakeVendor):
     def _table(self, attr: str):
         def handler(request: Request, match: Any) -> Response:
             denied = self._check(request, match)
-            return denied if denied is not None else self.page(request, lambda: self._report(request, match, attr))
+            if denied is not None:
+                return denied
+            return self.page(request, lambda: self._report(request, match, attr))
         return handler
 
     def _report(self, request: Request, match: Any, attr: str) -> Response:
