@@ -53,7 +53,7 @@ CORES = len(os.sched_getaffinity(0))
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # the record-heavy workload of issue #19: what a generic loader would be compared on
-BULK = {
+BULK: dict[str, Any] = {
     "learners": "20000", "kinds": ["absorb", "udemy"], "warehouse": PG_URL,
     "options": {"absorb": {"page_size": 1000, "lesson_enrollments": False},
                 "udemy": {"page_size": 100}},
