@@ -1,6 +1,6 @@
 """Where a py-spy profile's samples go: top functions (self, cumulative), modules, areas, threads.
 
-    python benchmarks/pyspy_top.py pyspy-full-20000.txt [--top 30]
+    python benchmarks/pyspy_top.py pyspy-full-20000.txt [--top 30] [--under run_source]
 
 Reads py-spy's ``--format raw`` output (collapsed stacks, ``frame;frame;... count``), as
 ``BENCH_PYSPY=1 benchmarks/sync.py`` writes it (``record --gil --threads``: one line per
@@ -82,8 +82,8 @@ def load(path: str) -> list[tuple[str, list[tuple[str, str]], int]]:
         frames = stack.split(";")
         thread = "?"
         m = _THREAD.match(frames[0])
-        if m:
-            thread = thread_group(m.group("name") or "?")
+        if m:  # py-spy names a thread once Python's threading knows it (not the main one early on)
+            thread = thread_group(m.group("name") or "(no name)")
             frames = frames[1:]
         parsed = []
         for frame in frames:
@@ -95,8 +95,11 @@ def load(path: str) -> list[tuple[str, list[tuple[str, str]], int]]:
     return out
 
 
-def report(path: str, top: int = 30) -> str:
+def report(path: str, top: int = 30, under: str | None = None) -> str:
     stacks = load(path)
+    everything = sum(n for _, _, n in stacks)
+    if under:  # e.g. run_sources: the sync itself, not the child's imports and set-up
+        stacks = [st for st in stacks if any(under == f for f, _ in st[1])]
     total = sum(n for _, _, n in stacks) or 1
     self_fn: Counter[str] = Counter()
     cum_fn: Counter[str] = Counter()
@@ -121,7 +124,7 @@ def report(path: str, top: int = 30) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f}%"
 
-    lines = [f"{path}: {total} samples"]
+    lines = [f"{path}: {total} samples" + (f" under {under} (of {everything})" if under else "")]
     lines.append(f"\ntop {top} functions by self samples (innermost frame)")
     lines += [f"  {pct(n)} {n:7d}  {name}" for name, n in self_fn.most_common(top)]
     lines.append(f"\ntop {top} functions by cumulative samples (anywhere on the stack)")
@@ -142,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("file", help="py-spy raw (collapsed stacks) file")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--under", metavar="FUNCTION", help="only stacks through this function "
+                   "(e.g. run_source: the sources' threads, without start-up and imports)")
     args = p.parse_args(argv)
-    print(report(args.file, args.top))
+    print(report(args.file, args.top, args.under))
     return 0
 
 
