@@ -1,6 +1,6 @@
 """Where a py-spy profile's samples go: top functions (self, cumulative), modules, areas, threads.
 
-    python benchmarks/pyspy_top.py pyspy-full-20000.txt [--top 30] [--under run_source]
+    python benchmarks/pyspy_top.py pyspy-full-20000.txt [--top 30] [--under FUNC] [--skip-thread NAME]
 
 Reads py-spy's ``--format raw`` output (collapsed stacks, ``frame;frame;... count``), as
 ``BENCH_PYSPY=1 benchmarks/sync.py`` writes it (``record --gil --threads``: one line per
@@ -95,11 +95,13 @@ def load(path: str) -> list[tuple[str, list[tuple[str, str]], int]]:
     return out
 
 
-def report(path: str, top: int = 30, under: str | None = None) -> str:
+def report(path: str, top: int = 30, under: str | None = None, skip: tuple[str, ...] = ()) -> str:
     stacks = load(path)
     everything = sum(n for _, _, n in stacks)
-    if under:  # e.g. run_sources: the sync itself, not the child's imports and set-up
+    if under:  # e.g. run_source: the sources' own threads only
         stacks = [st for st in stacks if any(under == f for f, _ in st[1])]
+    if skip:  # e.g. "(no name)": the child's start-up and imports, before the sync
+        stacks = [st for st in stacks if st[0] not in skip]
     total = sum(n for _, _, n in stacks) or 1
     self_fn: Counter[str] = Counter()
     cum_fn: Counter[str] = Counter()
@@ -124,7 +126,8 @@ def report(path: str, top: int = 30, under: str | None = None) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f}%"
 
-    lines = [f"{path}: {total} samples" + (f" under {under} (of {everything})" if under else "")]
+    lines = [f"{path}: {total} samples" + (f" (of {everything}; under {under}, threads but {list(skip)})"
+                                           if under or skip else "")]
     lines.append(f"\ntop {top} functions by self samples (innermost frame)")
     lines += [f"  {pct(n)} {n:7d}  {name}" for name, n in self_fn.most_common(top)]
     lines.append(f"\ntop {top} functions by cumulative samples (anywhere on the stack)")
@@ -147,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--under", metavar="FUNCTION", help="only stacks through this function "
                    "(e.g. run_source: the sources' threads, without start-up and imports)")
+    p.add_argument("--skip-thread", action="append", default=[], metavar="NAME",
+                   help="leave out this thread group (repeatable), e.g. '(no name)'")
     args = p.parse_args(argv)
-    print(report(args.file, args.top, args.under))
+    print(report(args.file, args.top, args.under, tuple(args.skip_thread)))
     return 0
 
 
