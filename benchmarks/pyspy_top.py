@@ -83,7 +83,7 @@ def load(path: str) -> list[tuple[str, list[tuple[str, str]], int]]:
         thread = "?"
         m = _THREAD.match(frames[0])
         if m:  # py-spy names a thread once Python's threading knows it (not the main one early on)
-            thread = thread_group(m.group("name") or "(no name)")
+            thread = thread_group(m.group("name")) if m.group("name") else "(no name)"
             frames = frames[1:]
         parsed = []
         for frame in frames:
