@@ -126,8 +126,9 @@ def report(path: str, top: int = 30, under: str | None = None, skip: tuple[str, 
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f}%"
 
-    lines = [f"{path}: {total} samples" + (f" (of {everything}; under {under}, threads but {list(skip)})"
-                                           if under or skip else "")]
+    kept = [f"under {under}"] if under else []
+    kept += [f"without threads {list(skip)}"] if skip else []
+    lines = [f"{path}: {total} samples" + (f" of {everything} ({', '.join(kept)})" if kept else "")]
     lines.append(f"\ntop {top} functions by self samples (innermost frame)")
     lines += [f"  {pct(n)} {n:7d}  {name}" for name, n in self_fn.most_common(top)]
     lines.append(f"\ntop {top} functions by cumulative samples (anywhere on the stack)")
