@@ -21,12 +21,10 @@ so its peak RSS is the sync's own:
                  child) sent again through the source's own HTTP client (auth, rate-limit
                  pacing, retries, max_concurrency), bodies read, not parsed.
 
-``--workload bulk``: the record-heavy workload of issue #19 (Absorb without lessons at
-``page_size`` 1000 and Udemy, 20,000 people, PostgreSQL; the fakes serve cached pages):
-per phase records per CPU-second, wall records/s, the fetch-only time of the phase's own
-requests, ``--repeat N`` medians, ``--before FILE`` ratios, ``BENCH_PYSPY=1`` a py-spy
-profile. Figures are ratios against limits measured in the same run (the machine may be
-noisy); scratch warehouses are dropped afterwards. More in benchmarks/README.md.
+``--workload bulk``: issue #19's record-heavy workload (Absorb, Udemy; cached fake pages),
+``--repeat N`` medians, ``--before FILE`` ratios, ``BENCH_PYSPY=1`` a py-spy profile.
+Figures are ratios against limits measured in the same run (the machine may be noisy);
+scratch warehouses are dropped afterwards. More in benchmarks/README.md.
 """
 
 from __future__ import annotations
