@@ -4,11 +4,9 @@
         --warehouse postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         [--latency-ms 50] [--kinds absorb,udemy] [--batch-size 1000] [--out results.json]
 
-``--learners`` takes a comma list (``10000,100000``) to check that peak RSS stays flat.
-
-For each size: the fakes of every kind that has both a connector and a fake (or
-``--kinds``) are started in this process; each phase runs in a child process of its own,
-so its peak RSS is the sync's own:
+``--learners``: a comma list (``10000,100000``) checks that peak RSS stays flat. Per size,
+the fakes (every kind with a connector and a fake, or ``--kinds``) run in this process;
+each phase in a child process of its own, so its peak RSS is the sync's own:
 
 1. ``full``      first sync of every source into an empty warehouse (run_source per source,
                  as ``lms-sync sync`` does); the fakes record every request they answer;
