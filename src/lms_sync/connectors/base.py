@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+INVALID: tuple[type[Exception], ...] = (ValidationError, ValueError, TypeError, KeyError)
+"""What a normalizer raises for a vendor record it cannot map: the record is skipped
+(``ctx.skip``). A hot loop catches these itself rather than call :meth:`ReadContext.normalize`
+with a lambda per record."""
+
 
 class Settings(BaseModel):
     """Base for a connector's ``Auth`` and ``Options`` models."""
@@ -112,7 +117,7 @@ class ReadContext:
         bind their loop variables as lambda defaults (``lambda r=row: ...``)."""
         try:
             return fn()
-        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        except INVALID as exc:
             self.skip(vendor_id, exc)
             return None
 

@@ -19,6 +19,7 @@ each record equals ``type(r).model_validate(r.model_dump())``, value types inclu
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,27 +33,27 @@ R = TypeVar("R", bound=Record)
 _set = object.__setattr__
 
 
-def _checks(metadata: list[Any]) -> list[tuple[Callable[[Any], bool], str]]:
-    out: list[tuple[Callable[[Any], bool], str]] = []
+Check = tuple[bool, Callable[[Any, Any], bool], Any, str]
+Checks = dict[str, list[Check]]
+"""(on the value's length, the comparison, its bound, what the value must be)."""
+
+_KINDS: dict[type, tuple[str, bool, Callable[[Any, Any], bool], str]] = {
+    at.MinLen: ("min_length", True, operator.ge, "at least {} characters"),
+    at.MaxLen: ("max_length", True, operator.le, "at most {} characters"),
+    at.Ge: ("ge", False, operator.ge, ">= {}"), at.Le: ("le", False, operator.le, "<= {}"),
+    at.Gt: ("gt", False, operator.gt, "> {}"), at.Lt: ("lt", False, operator.lt, "< {}"),
+}
+
+
+def _checks(metadata: list[Any]) -> list[Check]:
+    out: list[Check] = []
     for m in metadata:
-        if isinstance(m, at.MinLen):
-            out.append((lambda v, n=m.min_length: len(v) >= n, f"at least {m.min_length} characters"))
-        elif isinstance(m, at.MaxLen):
-            out.append((lambda v, n=m.max_length: len(v) <= n, f"at most {m.max_length} characters"))
-        elif isinstance(m, at.Ge):
-            out.append((lambda v, n=m.ge: v >= n, f">= {m.ge}"))
-        elif isinstance(m, at.Le):
-            out.append((lambda v, n=m.le: v <= n, f"<= {m.le}"))
-        elif isinstance(m, at.Gt):
-            out.append((lambda v, n=m.gt: v > n, f"> {m.gt}"))
-        elif isinstance(m, at.Lt):
-            out.append((lambda v, n=m.lt: v < n, f"< {m.lt}"))
-        else:  # a constraint this module does not know: build such records by validating
+        if type(m) not in _KINDS:  # a constraint this module does not know: validate such records
             raise TypeError(f"construct() cannot check {m!r}")
+        attr, on_len, op, what = _KINDS[type(m)]
+        bound = getattr(m, attr)
+        out.append((on_len, op, bound, what.format(bound)))
     return out
-
-
-Checks = dict[str, list[tuple[Callable[[Any], bool], str]]]
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,15 @@ class _Plan:
 @functools.cache
 def _plan(cls: type[Record]) -> _Plan:
     template: dict[str, Any] = {}
-    required, factories, checks = set(), [], {}
+    required: set[str] = set()
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    checks: Checks = {}
     for name, f in cls.model_fields.items():
         template[name] = None
         if f.is_required():
             required.add(name)
         elif f.default_factory is not None:
-            factories.append((name, f.default_factory))
+            factories.append((name, f.default_factory))  # type: ignore[arg-type]  # takes no data
         else:
             template[name] = f.get_default()
         if f.metadata:
@@ -98,8 +101,8 @@ def construct(cls: type[R], **values: Any) -> R:
     for name, tests in plan.checks.items():
         value = data[name]
         if value is not None:
-            for ok, what in tests:
-                if not ok(value):
+            for on_len, op, bound, what in tests:
+                if not op(len(value) if on_len else value, bound):
                     raise ValueError(f"{name} must be {what}")
     record = cls.__new__(cls)
     _set(record, "__dict__", data)

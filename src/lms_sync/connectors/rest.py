@@ -5,8 +5,9 @@ A list endpoint is declared, not looped over: a :class:`RestStream` names its ``
 paginator, its cursor and a pure ``normalize`` function; :meth:`HttpClient.paginate
 <lms_sync.http.client.HttpClient.paginate>` owns the page loop. Here too, once: the
 vendor base model (:class:`VendorModel`, and the blank-tolerant field types ``Text``,
-``When``, ``Number``), :class:`Cursor`, the token fetch (:func:`fetch_token`), the JSON
-error describer (:func:`describe_json`) and the date helper :func:`iso`.
+``When`` (aware UTC, as :data:`UtcTime`), ``Number``), :class:`Cursor`, the token fetch
+(:func:`fetch_token`), the JSON error describer (:func:`describe_json`) and the date helper
+:func:`iso`.
 
 A connector keeps only vendor knowledge: auth, paths, fields, status tables, quirks.
 docs/architecture.md, "Writing a connector", walks through one.
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import httpx
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, utc
-from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
+from lms_sync.connectors.base import INVALID, Checkpoint, ReadContext, Stream, whole
 from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
@@ -42,8 +43,10 @@ def _blank(value: Any) -> Any:
     return value
 
 
+UtcTime = Annotated[datetime, AfterValidator(utc)]
+"""A time as canonical records keep it: aware UTC (a naive one taken as UTC)."""
 Text = Annotated[str | None, BeforeValidator(_blank)]
-When = Annotated[datetime | None, BeforeValidator(_blank)]
+When = Annotated[UtcTime | None, BeforeValidator(_blank)]
 Number = Annotated[float | None, BeforeValidator(_blank)]
 
 
@@ -184,7 +187,11 @@ class RestStream(Stream):
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
         normalize, id_key = self.normalize, self.id_key
         for row in self.rows(ctx):
-            out = ctx.normalize(row.get(id_key), lambda r=row: normalize(r, ctx))
+            try:
+                out = normalize(row, ctx)
+            except INVALID as exc:
+                ctx.skip(row.get(id_key), exc)
+                continue
             if isinstance(out, Record):
                 yield out
             elif out is not None:

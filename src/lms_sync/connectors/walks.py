@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lms_sync.canonical import Record, utc
-from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
+from lms_sync.connectors.base import INVALID, Checkpoint, ReadContext, Stream, whole
 from lms_sync.connectors.rest import iso
 from lms_sync.errors import DataError, IncompleteRead, RequestRejected
 from lms_sync.http.paging import (
@@ -44,6 +44,7 @@ class _Checked(Paginator):
         self.inner, self.walk, self.guard = inner, walk, guard
         self.asked: Any = None
         self.previous: list[Any] | None = None
+        self.values: list[Any] | None = None
 
     def next_request(self) -> PageRequest:
         request = self.inner.next_request()
@@ -69,11 +70,17 @@ class _Checked(Paginator):
         if rows and ids == self.previous:
             raise DataError(f"paging loop: page {self.asked} repeats the page before it",
                             fix=walk.loop_fix)
-        if self.guard is not None and not self.guard.ordered(walk.value(row) for row in rows):
+        by_value = isinstance(self.inner, SortValuePaginator)
+        # each row's value once a page: the guard, the paginator and the reader share them
+        self.values = [walk.value(row) for row in rows] if by_value or self.guard else None
+        if self.guard is not None and not self.guard.ordered(self.values or ()):
             raise Unsorted(page.path)
         self.previous = ids
         try:
-            self.inner.update_state(page)
+            if by_value and self.values is not None:  # its key is (id, value)
+                self.inner.update(count=len(rows), keys=list(zip(ids, self.values, strict=True)))
+            else:
+                self.inner.update_state(page)
         except DataError as exc:
             raise DataError(exc.message, fix=walk.stuck_fix) from None
         self.has_next, self.pages = self.inner.has_next, self.inner.pages
@@ -185,8 +192,10 @@ class SortedWalk:
                     f"read {counted} of the {total} rows {self.vendor} counts", source=self.http.source_id,
                     path=path, fix="rows read are kept, nothing was soft-deleted and the cursor was kept; "
                                    f"run again, and if it repeats report it to {self.vendor}")
-            yield ListPage(path, page.rows, total, isinstance(pager, SortValuePaginator), last,
-                           restart and page.number == 1)
+            by_value = isinstance(pager, SortValuePaginator)
+            values = checked.values if by_value and len(page.rows) == len(checked.values or ()) else None
+            yield ListPage(path, page.rows, total, by_value, last, restart and page.number == 1,
+                           values)
             if bare:
                 return
 
@@ -246,12 +255,16 @@ class SortedStream(Stream):
         for page in self.pages(self.path, start, ctx=ctx):
             if page.restart:  # the sorted pages before proved nothing: back to the saved cursor
                 yield self.checkpoint(saved, None)
+            records_of, id_key = self.records_of, self.walk.id_key
             for row in page.rows:
-                out = ctx.normalize(row.get(self.walk.id_key), lambda r=row: self.records_of(r, ctx))
-                if out is not None:
-                    yield from out[0]
-                    edited = utc(out[1]) if out[1] else None
-                    seen = max(seen, edited) if seen and edited else edited or seen
+                try:
+                    records, edited = records_of(row, ctx)
+                except INVALID as exc:
+                    ctx.skip(row.get(id_key), exc)
+                    continue
+                yield from records
+                edited = utc(edited) if edited else None
+                seen = max(seen, edited) if seen and edited else edited or seen
             if page.last and start is None and page.total is not None:
                 ctx.report_total(page.total)
             if page.by_value or page.last:
@@ -284,9 +297,13 @@ class LookupStream(Stream):
                 if page.last and page.total is not None:
                     ctx.report_total(page.total)
                 for row in page.rows:
-                    if record := ctx.normalize(row.get(self.walk.id_key), lambda r=row: self.normalize(r)):
-                        names[str(record.external_id)] = getattr(record, "name", None) or ""
-                        yield record
+                    try:
+                        record = self.normalize(row)
+                    except INVALID as exc:
+                        ctx.skip(row.get(self.walk.id_key), exc)
+                        continue
+                    names[str(record.external_id)] = getattr(record, "name", None) or ""
+                    yield record
         except RequestRejected as exc:
             if exc.status not in (403, 404):
                 raise
