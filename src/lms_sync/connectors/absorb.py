@@ -31,7 +31,7 @@ from lms_sync.connectors.absorb_records import (
     normalize_enrollment,
     normalize_lesson,
 )
-from lms_sync.connectors.base import INVALID, Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.errors import DataError, IncompleteRead
 from lms_sync.http.auth import Token, TokenAuth
 
@@ -205,15 +205,9 @@ class EnrollmentsStream(_Stream):
             values = page.values or [fields.second_of(row.get("dateEdited")) for row in page.rows]
             if edited := max(filter(None, values), default=None):
                 self.seen = max(self.seen, edited) if self.seen else edited
-            for row in page.rows:
-                if row.get("isActive") is False:
-                    old += 1
-                    continue
-                try:
-                    record = normalize_enrollment(row)
-                except INVALID as exc:
-                    ctx.skip(row.get("id"), exc)
-                    continue
+            active = [row for row in page.rows if row.get("isActive") is not False]
+            old += len(page.rows) - len(active)
+            for record in ctx.valid(active, normalize_enrollment):
                 started = record.status != NOT_STARTED or record.progress_pct
                 yield record, (record.learner_external_id, record.course_external_id) if started else None
             if not page.last:
@@ -252,8 +246,4 @@ class EnrollmentsStream(_Stream):
         if not isinstance(rows, list):
             raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
                             path=self.lesson_path(user_id, course_id))
-        for row in rows:
-            try:
-                yield normalize_lesson(row, user_id, course_id)
-            except INVALID as exc:
-                ctx.skip(row.get("id"), exc)
+        yield from ctx.valid(rows, lambda row: normalize_lesson(row, user_id, course_id))

@@ -25,7 +25,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, utc
-from lms_sync.connectors.base import INVALID, Checkpoint, ReadContext, Stream, whole
+from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
 from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
@@ -185,13 +185,7 @@ class RestStream(Stream):
             yield from page.rows
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        normalize, id_key = self.normalize, self.id_key
-        for row in self.rows(ctx):
-            try:
-                out = normalize(row, ctx)
-            except INVALID as exc:
-                ctx.skip(row.get(id_key), exc)
-                continue
+        for out in ctx.valid(self.rows(ctx), lambda row: self.normalize(row, ctx), self.id_key):
             if isinstance(out, Record):
                 yield out
             elif out is not None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lms_sync.canonical import Record, utc
-from lms_sync.connectors.base import INVALID, Checkpoint, ReadContext, Stream, whole
+from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
 from lms_sync.connectors.rest import iso
 from lms_sync.errors import DataError, IncompleteRead, RequestRejected
 from lms_sync.http.paging import (
@@ -70,15 +70,15 @@ class _Checked(Paginator):
         if rows and ids == self.previous:
             raise DataError(f"paging loop: page {self.asked} repeats the page before it",
                             fix=walk.loop_fix)
-        by_value = isinstance(self.inner, SortValuePaginator)
-        # each row's value once a page: the guard, the paginator and the reader share them
-        self.values = [walk.value(row) for row in rows] if by_value or self.guard else None
-        if self.guard is not None and not self.guard.ordered(self.values or ()):
+        # a walk by value: each row's value once a page, for the guard, the paginator (a row's
+        # key is its (id, value)) and the reader
+        values = self.values = [walk.value(row) for row in rows] if self.guard is not None else None
+        if self.guard is not None and not self.guard.ordered(values or ()):
             raise Unsorted(page.path)
         self.previous = ids
         try:
-            if by_value and self.values is not None:  # its key is (id, value)
-                self.inner.update(count=len(rows), keys=list(zip(ids, self.values, strict=True)))
+            if values is not None and isinstance(self.inner, SortValuePaginator):
+                self.inner.update(count=len(rows), keys=list(zip(ids, values, strict=True)))
             else:
                 self.inner.update_state(page)
         except DataError as exc:
@@ -90,11 +90,10 @@ class _Checked(Paginator):
 class SortedWalk:
     """How one source walks its lists (one per source: it remembers which kinds of list
     proved unsorted in this run). Every page asks ``size_param`` = ``page_size`` rows and
-    page ``page_param`` (a number from 0, up to ``max_page``).
-
-    :meth:`by_value` asks a list sorted (``sort`` params) and pages it by the last
-    ``value`` seen (:class:`~lms_sync.http.paging.SortValuePaginator`; ``where(bound)``
-    are the params that filter rows of values >= bound) under a :class:`SortGuard`: a page
+    page ``page_param`` (a number from 0, up to ``max_page``). :meth:`by_value` asks a
+    list sorted (``sort`` params) and pages it by the last ``value`` seen
+    (:class:`~lms_sync.http.paging.SortValuePaginator`; ``where(bound)`` are the params
+    that filter rows of values >= bound) under a :class:`SortGuard`: a page
     out of order calls ``on_unsorted`` once per ``kind`` of list, and the list is read
     again from its start by page number, as is every list of that kind later in the run.
     :meth:`by_number` walks a list by page number. A whole walk must read as many rows as
@@ -120,8 +119,7 @@ class SortedWalk:
     loop_fix: str = ""
     stuck_fix: str = ""
     unsorted: set[str] = field(default_factory=set)
-    names: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Lookups read in this run (:meth:`lookup`), by path."""
+    names: dict[str, dict[str, str]] = field(default_factory=dict)  # lookups read in this run, by path
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def lookup(self, path: str, records: str, ctx: ReadContext, fix: str) -> dict[str, str]:
@@ -181,8 +179,7 @@ class SortedWalk:
         for page in self.http.paginate(path, checked, params={**params, self.size_param: self.page_size},
                                        records=rows_of):
             bare = isinstance(page.body, list)
-            if page.number == 1:
-                total = whole(dig(page.body, self.total_key))
+            total = whole(dig(page.body, self.total_key)) if page.number == 1 else total
             if ctx is not None:
                 ctx.count("pages")
             counted += len(page.rows)
@@ -192,10 +189,9 @@ class SortedWalk:
                     f"read {counted} of the {total} rows {self.vendor} counts", source=self.http.source_id,
                     path=path, fix="rows read are kept, nothing was soft-deleted and the cursor was kept; "
                                    f"run again, and if it repeats report it to {self.vendor}")
-            by_value = isinstance(pager, SortValuePaginator)
-            values = checked.values if by_value and len(page.rows) == len(checked.values or ()) else None
-            yield ListPage(path, page.rows, total, by_value, last, restart and page.number == 1,
-                           values)
+            values = checked.values if len(page.rows) == len(checked.values or ()) else None  # none dropped
+            yield ListPage(path, page.rows, total, isinstance(pager, SortValuePaginator), last,
+                           restart and page.number == 1, values)
             if bare:
                 return
 
@@ -255,16 +251,9 @@ class SortedStream(Stream):
         for page in self.pages(self.path, start, ctx=ctx):
             if page.restart:  # the sorted pages before proved nothing: back to the saved cursor
                 yield self.checkpoint(saved, None)
-            records_of, id_key = self.records_of, self.walk.id_key
-            for row in page.rows:
-                try:
-                    records, edited = records_of(row, ctx)
-                except INVALID as exc:
-                    ctx.skip(row.get(id_key), exc)
-                    continue
+            for records, edited in ctx.valid(page.rows, lambda r: self.records_of(r, ctx), self.walk.id_key):
                 yield from records
-                edited = utc(edited) if edited else None
-                seen = max(seen, edited) if seen and edited else edited or seen
+                seen = (max(seen, utc(edited)) if seen else utc(edited)) if edited else seen
             if page.last and start is None and page.total is not None:
                 ctx.report_total(page.total)
             if page.by_value or page.last:
@@ -296,12 +285,7 @@ class LookupStream(Stream):
                 ctx.count("pages")
                 if page.last and page.total is not None:
                     ctx.report_total(page.total)
-                for row in page.rows:
-                    try:
-                        record = self.normalize(row)
-                    except INVALID as exc:
-                        ctx.skip(row.get(self.walk.id_key), exc)
-                        continue
+                for record in ctx.valid(page.rows, self.normalize, self.walk.id_key):
                     names[str(record.external_id)] = getattr(record, "name", None) or ""
                     yield record
         except RequestRejected as exc:
