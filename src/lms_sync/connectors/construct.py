@@ -63,6 +63,7 @@ class _Plan:
     required: frozenset[str]
     factories: tuple[tuple[str, Callable[[], Any]], ...]
     checks: tuple[Check, ...]
+    private: dict[str, Any] | None  # private attributes' defaults (Record caches its encoding there)
 
 
 @functools.cache
@@ -81,7 +82,9 @@ def _plan(cls: type[Record]) -> _Plan:
             template[name] = f.get_default()
         if f.metadata:
             checks.append(_check(name, f.metadata))
-    return _Plan(template, frozenset(template), frozenset(required), tuple(factories), tuple(checks))
+    private = {k: p.get_default() for k, p in cls.__private_attributes__.items()} or None
+    return _Plan(template, frozenset(template), frozenset(required), tuple(factories), tuple(checks),
+                 private)
 
 
 def construct(cls: type[R], **values: Any) -> R:
@@ -105,7 +108,7 @@ def construct(cls: type[R], **values: Any) -> R:
     _set(record, "__dict__", data)
     _set(record, "__pydantic_fields_set__", set(given))
     _set(record, "__pydantic_extra__", None)
-    _set(record, "__pydantic_private__", None)
+    _set(record, "__pydantic_private__", None if plan.private is None else plan.private.copy())
     return record
 
 
