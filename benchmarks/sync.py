@@ -718,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="bulk: the fakes render every page on every request (no warm-up sync)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every fake response")
     p.add_argument("--kinds", default="", help="comma list (default: every connector with a fake)")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="warehouse.batch_size (default: the service's own default)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", help="write the JSON result here")
     p.add_argument("--full-only", action="store_true",
@@ -726,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sql-stats", action="store_true",
                    help="time every SQL statement of the full sync (adds a little overhead)")
     args = p.parse_args(argv)
+    if args.batch_size is None:
+        from lms_sync.config import WarehouseConfig
+
+        args.batch_size = WarehouseConfig.model_fields["batch_size"].default
     bulk = args.workload == "bulk"
     args.learners = args.learners or (BULK["learners"] if bulk else "1000")
     args.warehouse = args.warehouse or (BULK["warehouse"] if bulk else "sqlite:///")
