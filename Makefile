@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench bench-bulk clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/sync.py --learners 2000
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+# issue #19's record-heavy workload on the local PostgreSQL; BULK_ARGS e.g. "--repeat 3 --out x.json"
+bench-bulk: $(BIN)/.bench-installed
+	$(BIN)/python benchmarks/sync.py --workload bulk $(BULK_ARGS)
 
 clean:
 	rm -rf $(VENV) lms_sync_demo.db*

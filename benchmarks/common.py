@@ -10,7 +10,8 @@ The limits a sync is compared to, measured on the same machine in the same run:
   multi-row INSERT … ON DUPLICATE KEY UPDATE (PyMySQL's executemany).
 * fetch limit: the HTTP requests the sync's connectors asked for, sent again
   through the source's own HTTP client (same auth, concurrency, rate budget and
-  retries), bodies read and not parsed.
+  retries), bodies read and not parsed; "fetch-only" (``--workload bulk``): the same,
+  and each JSON body parsed with orjson, nothing else.
 """
 
 from __future__ import annotations
@@ -398,13 +399,15 @@ def load_recorded(path: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def replay(source: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Send ``requests`` again through the source's own client; read bodies, parse nothing.
+def replay(source: Any, requests: list[dict[str, Any]], parse: bool = False) -> dict[str, Any]:
+    """Send ``requests`` again through the source's own client; read bodies, and with
+    ``parse`` parse each JSON body with orjson (nothing else: the "fetch-only" time).
 
     The connector builds its client as in a sync (auth, ``max_concurrency``, the rate
     budget and X-RateLimit pacing, retries on 429/5xx), so the figure is the fastest the
     source can be fetched within its vendor's limits.
     """
+    import orjson
     import structlog
 
     from lms_sync.connectors import connector_class
@@ -420,6 +423,8 @@ def replay(source: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
         r = client.request(req["method"], req["url"], params=req["params"], json=req["json"],
                            data=req["data"], headers=req["headers"],
                            accept=[c for c in accept if c not in (401, 429) and c < 500])
+        if parse and "json" in r.headers.get("content-type", ""):
+            orjson.loads(r.content)
         return r.status_code, len(r.content)
 
     t0 = time.perf_counter()
@@ -436,20 +441,33 @@ def replay(source: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- child processes
 
 
-def run_child(script: str, mode: str, spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """Run ``script --child MODE spec.json`` in a fresh interpreter; return its JSON result."""
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's finished (waited-for) children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_child(script: str, mode: str, spec: dict[str, Any], tmp: Path,
+              prefix: list[str] | None = None) -> dict[str, Any]:
+    """Run ``script --child MODE spec.json`` in a fresh interpreter; return its JSON result.
+
+    ``prefix``: a command that runs the child (``py-spy record ... --``). The result's
+    ``process_cpu_seconds`` is the child's whole CPU (imports included; a prefix's too)."""
     spec_path = tmp / f"{mode}-{uuid.uuid4().hex[:6]}.json"
     out_path = spec_path.with_suffix(".out.json")
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, script, "--child", mode, str(spec_path), str(out_path)],
-                          env=env, capture_output=True, text=True)
+    cpu0 = children_cpu_seconds()
+    proc = subprocess.run([*(prefix or []), sys.executable, script, "--child", mode, str(spec_path),
+                           str(out_path)], env=env, capture_output=True, text=True)
+    process_cpu = children_cpu_seconds() - cpu0
     if proc.returncode != 0 or not out_path.exists():
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"benchmark child {mode!r} failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(out_path.read_text())
     result["process_seconds"] = round(time.perf_counter() - t0, 3)
+    result["process_cpu_seconds"] = round(process_cpu, 3)
     return result
 
 
@@ -479,3 +497,57 @@ class SqlTimer:
         return {"total_seconds": round(total, 3),
                 "statements": sum(int(v[0]) for v in self.stats.values()),
                 "top": [{"sql": k, "count": int(v[0]), "seconds": round(v[1], 3)} for k, v in rows]}
+
+
+# --------------------------------------------------------------------------- PostgreSQL CPU
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tagged(url: str, name: str) -> str:
+    """``url`` whose connections carry ``application_name=name`` (to find their backends)."""
+    return make_url(url).update_query_dict({"application_name": name}).render_as_string(
+        hide_password=False)
+
+
+class PgBackends(threading.Thread):
+    """CPU of the PostgreSQL backends whose ``application_name`` is ``app``, sampled every
+    50 ms from /proc (the server is local): a backend's last sample stands for it, so this
+    is a lower bound (each backend's last <= 50 ms are missed). ``own_cpu_seconds``: this
+    thread's own CPU, for the caller to take out of its process's figure."""
+
+    def __init__(self, url: str, app: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.app, self.done = make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False), app, threading.Event()
+        self.seen: dict[int, float] = {}
+        self.own_cpu_seconds = 0.0
+
+    def run(self) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                while True:
+                    stop = self.done.wait(0.05)
+                    for (pid,) in conn.execute(
+                            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [self.app]):
+                        try:
+                            self.seen[pid] = process_cpu_seconds(pid)
+                        except OSError:
+                            continue
+                    if stop:
+                        break
+        finally:
+            self.own_cpu_seconds = time.thread_time()
+
+    def stop(self) -> float:
+        """CPU seconds of the tagged backends seen (backends are new per phase: whole lives)."""
+        self.done.set()
+        self.join()
+        return round(sum(self.seen.values()), 3)

@@ -4,11 +4,9 @@
         --warehouse postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         [--latency-ms 50] [--kinds absorb,udemy] [--batch-size 1000] [--out results.json]
 
-``--learners`` takes a comma list (``10000,100000``) to check that peak RSS stays flat.
-
-For each size: the fakes of every kind that has both a connector and a fake (or
-``--kinds``) are started in this process; each phase runs in a child process of its own,
-so its peak RSS is the sync's own:
+``--learners``: a comma list (``10000,100000``) checks that peak RSS stays flat. Per size,
+the fakes (every kind with a connector and a fake, or ``--kinds``) run in this process;
+each phase in a child process of its own, so its peak RSS is the sync's own:
 
 1. ``full``      first sync of every source into an empty warehouse (run_source per source,
                  as ``lms-sync sync`` does); the fakes record every request they answer;
@@ -21,6 +19,8 @@ so its peak RSS is the sync's own:
                  child) sent again through the source's own HTTP client (auth, rate-limit
                  pacing, retries, max_concurrency), bodies read, not parsed.
 
+``--workload bulk``: issue #19's record-heavy workload (Absorb, Udemy; cached fake pages),
+``--repeat N`` medians, ``--before FILE`` ratios, ``BENCH_PYSPY=1`` a py-spy profile.
 Figures are ratios against limits measured in the same run (the machine may be noisy);
 scratch warehouses are dropped afterwards. More in benchmarks/README.md.
 """
@@ -31,6 +31,8 @@ import argparse
 import importlib.util  # noqa: F401 - lms_sync's available_kinds() uses importlib.util
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 CORES = len(os.sched_getaffinity(0))
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# the record-heavy workload of issue #19: what a generic loader would be compared on
+BULK: dict[str, Any] = {
+    "learners": "20000", "kinds": ["absorb", "udemy"], "warehouse": PG_URL,
+    "options": {"absorb": {"page_size": 1000, "lesson_enrollments": False},
+                "udemy": {"page_size": 100}},
+}
+BULK_TARGETS = {"records_per_cpu_second": 20_000, "resync_over_fetch_only": 1.5, "peak_rss_mb": 250}
 
 TARGETS = {
     "full_records_per_s": 50_000,
@@ -153,8 +164,9 @@ def child_fetch_limit(spec: dict[str, Any]) -> dict[str, Any]:
     engine.dispose()
     cpu0 = common.cpu_seconds()
     t0 = time.perf_counter()
+    parse = bool(spec.get("parse"))  # fetch-only: each JSON body parsed, nothing else
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {sid: pool.submit(common.replay, cfg.sources[sid], requests)
+        futures = {sid: pool.submit(common.replay, cfg.sources[sid], requests, parse)
                    for sid, requests in recorded.items()}
         sources = {sid: f.result() for sid, f in futures.items()}
     return {"sources": sources, "seconds": round(time.perf_counter() - t0, 3), "parallel": workers,
@@ -222,6 +234,279 @@ def bench_size(learners: int, args: argparse.Namespace, kinds: list[str], tmp: P
             server.stop()
     run["summary"] = summarize(run)
     return run
+
+
+# =========================================================================== bulk workload
+
+
+def pyspy_prefix(learners: int) -> tuple[list[str] | None, str | None]:
+    """``py-spy record`` to run a child under (env ``BENCH_PYSPY``: ``1``, or the output file)."""
+    want = os.environ.get("BENCH_PYSPY")
+    if not want:
+        return None, None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        raise SystemExit("benchmark: BENCH_PYSPY needs py-spy: pip install -e '.[bench]'")
+    out = str(Path(f"pyspy-full-{learners}.txt" if want == "1" else want).resolve())
+    # --gil: the thread holding the GIL, i.e. where the process's Python CPU goes; raw =
+    # collapsed stacks (flamegraph.pl input; benchmarks/pyspy_top.py reads it)
+    return [exe, "record", "--format", "raw", "--rate", "100", "--gil", "--threads",
+            "--nonblocking", "--output", out, "--"], out
+
+
+class _Phase:
+    """Runs benchmark children, each with its own figures from outside: the fakes' CPU (this
+    process serves them and meanwhile only waits for the child) and the CPU of the child's
+    PostgreSQL backends (tagged ``application_name``, sampled from /proc)."""
+
+    def __init__(self, script: str, tmp: Path, pg_url: str | None) -> None:
+        self.script, self.tmp, self.pg_url, self.n = script, tmp, pg_url, 0
+
+    def run(self, mode: str, spec: dict[str, Any], prefix: list[str] | None = None) -> dict[str, Any]:
+        self.n += 1
+        sampler = None
+        if self.pg_url:
+            app = f"lmsbench-{os.getpid()}-{self.n}"
+            spec = json.loads(json.dumps(spec))
+            for block in ([spec["config"]["warehouse"]] if "config" in spec else []) + (
+                    [spec["block"]] if "block" in spec else []):
+                block["url"] = common.tagged(block["url"], app)
+            sampler = common.PgBackends(self.pg_url, app)
+            sampler.start()
+        cpu0 = common.cpu_seconds()
+        result = common.run_child(self.script, mode, spec, self.tmp, prefix)
+        fakes = common.cpu_seconds() - cpu0
+        if sampler:
+            result["pg_backend_cpu_seconds"] = sampler.stop()
+            fakes -= sampler.own_cpu_seconds
+        result["fakes_cpu_seconds"] = round(max(fakes, 0.0), 3)
+        return result
+
+
+def bench_bulk(learners: int, args: argparse.Namespace, kinds: list[str], tmp: Path) -> dict[str, Any]:
+    """The bulk workload at one size: a warm-up sync (the fakes render and store their pages),
+    then ``--repeat`` rounds of full / resync / refresh / limits / fetch-only replays."""
+    from lms_sync.commands.sandbox import start_all
+    from lms_sync.config import parse_config
+    from lms_sync.warehouse.db import make_engine, upgrade
+
+    script = str(Path(__file__).resolve())
+    started = start_all(learners, args.seed, kinds, latency_ms=0.0)
+    for kind, server, block in started:
+        block.setdefault("options", {}).update(BULK["options"].get(kind, {}))
+        server.vendor.cache_pages = args.cache_pages
+    sources = {f"{kind}-bench": block for kind, _server, block in started}
+    is_pg = args.warehouse.startswith("postgresql")
+    phases = _Phase(script, tmp, args.warehouse if is_pg else None)
+    prefix, profile = pyspy_prefix(learners)
+    entry: dict[str, Any] = {"learners": learners, "kinds": kinds, "cache_pages": args.cache_pages,
+                             "options": {k: BULK["options"].get(k, {}) for k in kinds}, "runs": []}
+
+    def tree_for(block: dict[str, Any]) -> dict[str, Any]:
+        tree = {"warehouse": {**block, "batch_size": args.batch_size},
+                "logging": {"format": "json", "level": "WARNING"}, "sources": sources}
+        cfg = parse_config(tree, "benchmark")
+        engine = make_engine(cfg.warehouse.url, cfg.warehouse.schema_)
+        upgrade(engine)
+        engine.dispose()
+        return tree
+
+    try:
+        if args.cache_pages:  # the fakes render every page once, here; measured runs get bytes
+            with common.scratch_warehouse(args.warehouse, tmp) as block:
+                warm = phases.run("sync", {"config": tree_for(block), "full_refresh": False}, prefix)
+            entry["warmup"] = {"seconds": warm["seconds"], "cpu_seconds": warm["cpu_seconds"],
+                               "fakes_cpu_seconds": warm["fakes_cpu_seconds"],
+                               "records": sum(s["read"] for s in warm["sources"]),
+                               "profiled": profile}
+            prefix = None
+        for r in range(args.repeat):
+            run: dict[str, Any] = {"learners": learners, "latency_ms": 0.0, "kinds": kinds,
+                                   "repeat": r + 1, "load_average_before": os.getloadavg()}
+            with common.scratch_warehouse(args.warehouse, tmp) as block:
+                tree = tree_for(block)
+                for name, refresh in (("full", False), ("resync", False), ("refresh", True)):
+                    rec = str(tmp / f"requests-{name}.jsonl")
+                    run[name] = phases.run("sync", {"config": tree, "full_refresh": refresh,
+                                                    "record": rec}, prefix if name == "full" else None)
+                    run[name]["profiled"] = profile if name == "full" and prefix else None
+                    _check(run[name], name)
+                prefix = None
+                run["warehouse_limit"] = phases.run(
+                    "warehouse-limit", {"block": block, "batch_size": args.batch_size})
+                run["fetch_limit"] = phases.run(
+                    "fetch-limit", {"config": tree, "requests": str(tmp / "requests-full.jsonl")})
+                for name in ("full", "resync", "refresh"):
+                    run[f"fetch_only_{name}"] = phases.run(
+                        "fetch-limit", {"config": tree, "requests": str(tmp / f"requests-{name}.jsonl"),
+                                        "parse": True})
+            run["load_average_after"] = os.getloadavg()
+            run["summary"] = summarize(run)
+            run["bulk"] = summarize_bulk(run)
+            entry["runs"].append(run)
+            print(f"bulk {learners}: repeat {r + 1}/{args.repeat} done "
+                  f"(load average {run['load_average_after'][0]:.2f})", file=sys.stderr, flush=True)
+    finally:
+        for _kind, server, _block in started:
+            server.stop()
+    entry["medians"] = median_tree([run["bulk"] for run in entry["runs"]])
+    return entry
+
+
+def summarize_bulk(run: dict[str, Any]) -> dict[str, Any]:
+    """Per phase: records per CPU-second, wall records/s, the fetch-only replay of the phase's
+    own requests, peak RSS, the fakes' and PostgreSQL's CPU; then the limits and #19's ratios."""
+    out: dict[str, Any] = {}
+    for name in ("full", "resync", "refresh"):
+        ph, fo = run[name], run[f"fetch_only_{name}"]
+        records = sum(s["read"] for s in ph["sources"])
+        cpu = ph["cpu_seconds"]
+        out[name] = {
+            "records": records, "rows_written": sum(s["written"] for s in ph["sources"]),
+            "http_requests": sum(s["http"].get("requests", 0) for s in ph["sources"]),
+            "seconds": ph["seconds"],
+            "records_per_s": round(records / ph["seconds"]) if ph["seconds"] else None,
+            "cpu_seconds": cpu, "records_per_cpu_second": round(records / cpu) if cpu else None,
+            "cpu_us_per_record": round(cpu * 1e6 / records, 1) if records else None,
+            "process_cpu_seconds": ph["process_cpu_seconds"], "peak_rss_mb": ph["rss_peak_mb"],
+            "fakes_cpu_seconds": ph["fakes_cpu_seconds"],
+            "pg_backend_cpu_seconds": ph.get("pg_backend_cpu_seconds"),
+            "fetch_only_seconds": fo["seconds"], "fetch_only_cpu_seconds": fo["cpu_seconds"],
+            "fetch_only_requests": sum(s["requests"] for s in fo["sources"].values()),
+            "fetch_only_fakes_cpu_seconds": fo["fakes_cpu_seconds"],
+            "over_fetch_only": _ratio(ph["seconds"], fo["seconds"]),
+            "sources": {s["source"]: {"records": s["read"], "rows_written": s["written"],
+                                      "seconds": s["seconds"], "result": s["result"]} for s in ph["sources"]},
+        }
+    wlim = run["warehouse_limit"]
+    full, resync = out["full"], out["resync"]
+    out["warehouse_limit"] = {
+        "rows": wlim["rows"], "seconds": wlim["seconds"], "rows_per_s": wlim["rows_per_s"],
+        "pg_backend_cpu_seconds": wlim.get("pg_backend_cpu_seconds"),
+        # the rows of every table the full sync wrote (history, memberships too), as the limit loads
+        "full_table_rows": sum(sum(s["tables"].values()) for s in run["full"]["sources"]),
+        "full_rows_per_s": round(sum(sum(s["tables"].values()) for s in run["full"]["sources"])
+                                 / full["seconds"]) if full["seconds"] else None}
+    out["full_vs_warehouse_limit"] = _ratio(wlim["seconds"], full["seconds"])
+    out["fetch_limit_seconds"] = run["fetch_limit"]["seconds"]  # the full sync's requests, unparsed
+    out["fetch_limit_cpu_seconds"] = run["fetch_limit"]["cpu_seconds"]
+    # issue #19: a no-change re-sync within 1.5 x the time of fetching its own pages
+    out["resync_over_fetch_only"] = resync["over_fetch_only"]
+    out["resync_over_fetch_only_of_full"] = _ratio(resync["seconds"], full["fetch_only_seconds"])
+    out["resync_vs_full_time"] = _ratio(resync["seconds"], full["seconds"])
+    out["load_average"] = [round(x, 2) for x in run["load_average_after"]]
+    return out
+
+
+def median_tree(items: list[Any]) -> Any:
+    """The median of every number at the same place in ``items`` (dicts alike); else the first."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: median_tree([i[k] for i in items if isinstance(i, dict) and k in i]) for k in first}
+    if isinstance(first, list) and all(isinstance(i, list) and len(i) == len(first) for i in items):
+        return [median_tree([i[n] for i in items]) for n in range(len(first))]
+    nums = [i for i in items if isinstance(i, int | float) and not isinstance(i, bool)]
+    if nums and len(nums) == len(items):
+        m = statistics.median(nums)
+        return round(m, 3) if isinstance(m, float) else m
+    return first
+
+
+def bulk_targets(medians: dict[str, Any]) -> dict[str, Any]:
+    full, resync = medians["full"], medians["resync"]
+    peak = max(medians[p]["peak_rss_mb"] for p in ("full", "resync", "refresh"))
+    return {
+        "records_per_cpu_second": {"value": full["records_per_cpu_second"], "target": ">= 20000",
+                                   "met": (full["records_per_cpu_second"] or 0) >= 20_000},
+        "resync_over_fetch_only": {"value": medians["resync_over_fetch_only"], "target": "<= 1.5, 0 rows",
+                                   "met": (medians["resync_over_fetch_only"] or 99) <= 1.5
+                                   and resync["rows_written"] == 0},
+        "peak_rss_mb": {"value": peak, "target": "<= 250", "met": peak <= 250},
+    }
+
+
+def print_bulk(entry: dict[str, Any]) -> None:
+    med = entry["medians"]
+    warm = entry.get("warmup")
+    print(f"\n== bulk workload: {entry['learners']} people, {','.join(entry['kinds'])} "
+          f"{entry['options']}, pages cached by the fakes: {entry['cache_pages']}, "
+          f"{len(entry['runs'])} repeat(s)")
+    if warm:
+        print(f"warm-up full sync (the fakes render every page once): {warm['seconds']} s, sync "
+              f"{warm['cpu_seconds']} CPU-s, fakes {warm['fakes_cpu_seconds']} CPU-s"
+              + (f"; py-spy profile: {warm['profiled']}" if warm.get("profiled") else ""))
+    head = (f"{'phase':8} {'rep':>4} {'records':>8} {'rows':>8} {'reqs':>5} {'wall s':>7} {'rec/s':>7} "
+            f"{'CPU s':>6} {'rec/CPU-s':>9} {'us/rec':>7} {'fetch-only s':>12} {'÷fetch':>7} {'RSS MB':>7} "
+            f"{'fakes CPU':>9} {'PG CPU':>7}")
+    print(head)
+    rows = [(str(run["repeat"]), run["bulk"]) for run in entry["runs"]]
+    if len(rows) > 1:
+        rows.append(("med", med))
+    for name in ("full", "resync", "refresh"):
+        for rep, b in rows:
+            p = b[name]
+            print(f"{name:8} {rep:>4} {p['records']:8.0f} {p['rows_written']:8.0f} {p['http_requests']:5.0f} "
+                  f"{p['seconds']:7.2f} {p['records_per_s'] or 0:7.0f} {p['cpu_seconds']:6.2f} "
+                  f"{p['records_per_cpu_second'] or 0:9.0f} {p['cpu_us_per_record'] or 0:7.1f} "
+                  f"{p['fetch_only_seconds']:12.2f} {p['over_fetch_only'] or 0:7.2f} {p['peak_rss_mb']:7.1f} "
+                  f"{p['fakes_cpu_seconds']:9.2f} {p['pg_backend_cpu_seconds'] or 0:7.2f}")
+    w = med["warehouse_limit"]
+    print(f"warehouse limit (COPY + merge, batches of the sync's size): {w['rows']:.0f} rows in "
+          f"{w['seconds']} s = {w['rows_per_s']:.0f} rows/s (PG CPU {w['pg_backend_cpu_seconds']}); "
+          f"the full sync wrote "
+          f"{w['full_table_rows']:.0f} rows at {w['full_rows_per_s']:.0f} rows/s: "
+          f"{med['full_vs_warehouse_limit']} x the limit's speed")
+    print(f"fetch limit (the full sync's requests, bodies read, not parsed): {med['fetch_limit_seconds']} s; "
+          f"fetch-only (parsed with orjson): {med['full']['fetch_only_seconds']} s, "
+          f"{med['full']['fetch_only_cpu_seconds']} CPU-s")
+    print(f"re-sync: {med['resync_over_fetch_only']} x its own fetch-only time "
+          f"({med['resync_over_fetch_only_of_full']} x the full sync's), "
+          f"{med['resync']['rows_written']} rows written, {med['resync_vs_full_time']} x the full time; "
+          f"load average {med['load_average']}")
+    print("issue #19 targets (medians):")
+    for name, t in bulk_targets(med).items():
+        print(f"  {name:28} {t['value']!s:>10}  target {t['target']:>14}  {'met' if t['met'] else 'MISSED'}")
+
+
+BEFORE_FIGURES = [
+    "full.records_per_cpu_second", "full.cpu_us_per_record", "full.records_per_s", "full.seconds",
+    "full.cpu_seconds", "full.process_cpu_seconds", "full.peak_rss_mb", "full.fetch_only_seconds",
+    "full.over_fetch_only", "full.fakes_cpu_seconds", "full.pg_backend_cpu_seconds",
+    "resync.seconds", "resync.cpu_seconds", "resync.http_requests", "resync.fetch_only_seconds",
+    "resync.peak_rss_mb", "refresh.seconds", "refresh.cpu_seconds", "refresh.records_per_cpu_second",
+    "refresh.peak_rss_mb", "warehouse_limit.rows_per_s", "full_vs_warehouse_limit",
+    "resync_over_fetch_only", "resync_vs_full_time",
+]
+
+
+def print_before(before_path: str, result: dict[str, Any]) -> None:
+    """after / before of the key figures: bulk medians of the same size (else the default
+    workload's overall summary of the last run)."""
+    before = json.loads(Path(before_path).read_text())
+
+    def dig(tree: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    print(f"\nagainst {before_path} ({before.get('started_at')}): after / before")
+    if result.get("bulk"):
+        old = {e["learners"]: e["medians"] for e in before.get("bulk", [])}
+        pairs = [(f"{e['learners']} people: ", old.get(e["learners"]), e["medians"], BEFORE_FIGURES)
+                 for e in result["bulk"]]
+    else:
+        keys = ["records_per_s", "records_per_cpu_second", "seconds", "resync_seconds", "refresh_seconds",
+                "full_vs_fetch_limit", "full_vs_warehouse_limit", "resync_vs_full_time"]
+        pairs = [("", before["runs"][-1]["summary"]["overall"] if before.get("runs") else None,
+                  result["runs"][-1]["summary"]["overall"], keys)]
+    for label, old_tree, new_tree, keys in pairs:
+        if old_tree is None:
+            print(f"  {label}no matching figures in {before_path}")
+            continue
+        for key in keys:
+            a, b = dig(new_tree, key), dig(old_tree, key)
+            ratio = _ratio(a, b)
+            print(f"  {label}{key:34} {b!s:>10} -> {a!s:>10}  {ratio if ratio is not None else '-'!s:>7} x")
 
 
 def _check(phase: dict[str, Any], name: str) -> None:
@@ -419,12 +704,22 @@ def main(argv: list[str] | None = None) -> int:
         Path(out_path).write_text(json.dumps(result))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--learners", default="1000", help="people in the population; comma list ok")
-    p.add_argument("--warehouse", default="sqlite:///", help="database URL (a scratch "
-                   "schema/database/file of its own is used and dropped)")
+    p.add_argument("--workload", choices=["default", "bulk"], default="default",
+                   help="bulk: issue #19's record-heavy workload (Absorb without lessons, page_size 1000, "
+                   f"and Udemy; {BULK['learners']} people; {PG_URL})")
+    p.add_argument("--learners", default=None, help="people in the population; comma list ok "
+                   f"(default 1000; bulk: {BULK['learners']})")
+    p.add_argument("--warehouse", default=None, help="database URL (a scratch "
+                   "schema/database/file of its own is used and dropped; default sqlite:///, "
+                   "bulk: PostgreSQL)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds per size (bulk: medians reported)")
+    p.add_argument("--before", metavar="FILE", help="a previous --out JSON: print after/before ratios")
+    p.add_argument("--no-cache-pages", dest="cache_pages", action="store_false",
+                   help="bulk: the fakes render every page on every request (no warm-up sync)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every fake response")
     p.add_argument("--kinds", default="", help="comma list (default: every connector with a fake)")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="warehouse.batch_size (default: the service's own default)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", help="write the JSON result here")
     p.add_argument("--full-only", action="store_true",
@@ -432,21 +727,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sql-stats", action="store_true",
                    help="time every SQL statement of the full sync (adds a little overhead)")
     args = p.parse_args(argv)
-    kinds = available([k for k in args.kinds.split(",") if k] or None)
+    if args.batch_size is None:
+        from lms_sync.config import WarehouseConfig
+
+        args.batch_size = WarehouseConfig.model_fields["batch_size"].default
+    bulk = args.workload == "bulk"
+    args.learners = args.learners or (BULK["learners"] if bulk else "1000")
+    args.warehouse = args.warehouse or (BULK["warehouse"] if bulk else "sqlite:///")
+    kinds = available([k for k in args.kinds.split(",") if k] or (BULK["kinds"] if bulk else None))
     sizes = [int(x) for x in args.learners.split(",")]
     result: dict[str, Any] = {"command": " ".join(["python", "benchmarks/sync.py", *argv]),
                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "runs": []}
+                              "load_average_at_start": os.getloadavg(), "cores": CORES, "runs": []}
     with tempfile.TemporaryDirectory(prefix="lms-bench-") as tmp:
-        for n in sizes:
-            result["runs"].append(bench_size(n, args, kinds, Path(tmp)))
-    if args.full_only:
+        if bulk:
+            result["workload"] = "bulk"
+            result["bulk"] = []
+            for n in sizes:
+                result["bulk"].append(bench_bulk(n, args, kinds, Path(tmp)))  # its runs inside
+        else:
+            for n in sizes:
+                for _ in range(args.repeat):
+                    result["runs"].append(bench_size(n, args, kinds, Path(tmp)))
+    result["load_average_at_end"] = os.getloadavg()
+    if bulk:
+        for entry in result["bulk"]:
+            entry["targets"] = bulk_targets(entry["medians"])
+    if args.out:  # before the report: a report's bug must not lose a long run's figures
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    if args.full_only and not bulk:
         print_full_only(result)
+    elif bulk:
+        for entry in result["bulk"]:
+            print_bulk(entry)
+        print(f"load average at start {result['load_average_at_start']}, "
+              f"at end {result['load_average_at_end']}; {CORES} cores")
     else:
         result["targets"] = targets(result["runs"])
         print_report(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    if args.before:
+        print_before(args.before, result)
     return 0
 
 

@@ -4,20 +4,18 @@ For each stream: one ``sync_runs`` row; the connector's records are buffered
 into batches; each batch is written in one transaction together with the
 latest checkpoint's cursor, so a crash loses at most the batch in flight and
 the next run resumes from the saved cursor. A failing stream fails its run but
-not the other streams' or sources' runs. A stream is read in a thread of its
-own (``_Reader``) a few batches ahead of the writer, so fetching and writing overlap.
+not the other streams' or sources' runs. A stream (:class:`StreamRun`) is read in a
+thread of its own (:class:`~lms_sync.producer.Producer`) a batch ahead of the writer, so
+fetching and writing overlap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import queue
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,11 +26,13 @@ from sqlalchemy.exc import DBAPIError
 
 from lms_sync import memory, metrics
 from lms_sync.batch import Batch
+from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
 from lms_sync.errors import IncompleteRead, LmsSyncError
 from lms_sync.logs import get_logger, one_line
+from lms_sync.producer import Producer
 from lms_sync.warehouse import identity, retry, state
 from lms_sync.warehouse.dialect import LockBusy, LockLost, SourceLock, source_lock
 from lms_sync.warehouse.rowids import RowIds
@@ -40,6 +40,15 @@ from lms_sync.warehouse.seen import SeenKeys, mark_deleted
 from lms_sync.warehouse.upsert import BatchWriter, WriteStats
 
 _UNSET: Any = object()
+
+# chunks in the reader's queue (one, plus the one being read). Read-ahead is memory that fills
+# only on a big source, for every source at once (records carry their vendor rows: ~3 KB
+# each); the writer is the faster side, so a short queue keeps it fed.
+# benchmarks/sync.py --full-only, 3,000 / 30,000 people: peak RSS 125.0 / 146.8 MB with 4,
+# 123.4 / 139.0 with 2 (16 held up to ~5,000 records per source); 4,300 / 43,000 people:
+# 121.4 / 131.0 and 120.9 / 135.6 with 2, 120.6 / 129.6 with 1, whose 1,000-people full
+# sync (6.8-7.4 s) and --latency-ms 50 (1.192 x) were no slower
+_AHEAD = 1
 
 
 class Interrupted(LmsSyncError):
@@ -61,8 +70,13 @@ class StreamResult:
     vendor_total: int | None = None
     distinct_read: int | None = None
     excluded: int = 0  # rows of the vendor's total left out by design
-    _exc: BaseException | None = field(default=None, repr=False, compare=False)
+    exc: BaseException | None = field(default=None, repr=False, compare=False)
     """The error itself, for the streams after it (fatal ones are not run)."""
+
+    @property
+    def _exc(self) -> BaseException | None:
+        """The former name of :attr:`exc`."""
+        return self.exc
 
 
 @dataclass
@@ -145,7 +159,7 @@ def _run_locked(engine: Engine, cfg: Config, source: SourceConfig, result: Sourc
                                      full_refresh=full_refresh, since=since, stop=stop,
                                      learner_ids=learner_ids, lock=lock)
                     if res.error_class in {"CredentialsRejected", "Interrupted", "LockLost"}:
-                        fatal = res._exc
+                        fatal = res.exc
             result.streams.append(res)
     finally:
         if connector.http is not None:  # (the Prometheus counters count as requests go)
@@ -183,154 +197,208 @@ def _record_not_run(engine: Engine, run_id: str, source_id: str, stream: str,
                         error_class=type(cause).__name__)
 
 
-def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector,
+def run_stream(engine: Engine, cfg: Config, source: SourceConfig, connector: Connector | None,
                stream: Stream, run_id: str, *, full_refresh: bool = False,
                since: datetime | None = None, stop: threading.Event | None = None,
                learner_ids: RowIds | None = None, lock: SourceLock | None = None) -> StreamResult:
     """Run one stream; returns its result (failed streams are recorded, not raised).
+    See :class:`StreamRun`."""
+    return StreamRun(engine, cfg, source, stream, run_id, full_refresh=full_refresh, since=since,
+                     stop=stop, learner_ids=learner_ids, lock=lock).run()
+
+
+class StreamRun:
+    """One run of one stream: its ``sync_runs`` row, the read (a :class:`Producer` thread a
+    batch ahead), batches written with the latest checkpoint's cursor, the check against
+    the vendor's total, soft deletes, and the row's result.
 
     Every warehouse call rides out a lost connection or a write conflict under the
     retry policy (:mod:`lms_sync.warehouse.retry`); before each batch the source ``lock``
     is checked, and taken again if its connection was lost."""
-    log = get_logger("lms_sync.pipeline")
-    started_at = state.now_utc()
-    t0 = time.monotonic()
-    window = cfg.warehouse.reconnect_seconds
 
-    def begin(conn: Any) -> tuple[int, Any]:  # retried: it may find the row a lost commit made
-        row = state.run_row(conn, run_id, stream.name)
-        return (row or state.start_run(conn, run_id, source.id, stream.name, started_at),
-                state.load_cursor(conn, source.id, stream.name))
+    def __init__(self, engine: Engine, cfg: Config, source: SourceConfig, stream: Stream,
+                 run_id: str, *, full_refresh: bool = False, since: datetime | None = None,
+                 stop: threading.Event | None = None, learner_ids: RowIds | None = None,
+                 lock: SourceLock | None = None) -> None:
+        self.engine, self.source, self.stream, self.run_id = engine, source, stream, run_id
+        self.full_refresh, self.since, self.stop = full_refresh, since, stop
+        self.learner_ids, self.lock = learner_ids, lock
+        self.window = cfg.warehouse.reconnect_seconds
+        self.batch_size = cfg.warehouse.batch_size
+        self.log = get_logger("lms_sync.pipeline")
+        self.started_at = state.now_utc()
+        self.res = StreamResult(stream.name, "running")
+        self.totals = WriteStats()
+        # the batch in the making: records, and the latest checkpoint's cursor (if any)
+        self.buffer = Batch(cfg.warehouse.batch_size, cfg.warehouse.batch_bytes)
+        self.pending: Any = _UNSET
+        self.seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
+        self.keys = dict(self.seen)  # and for the vendor's total
+        if stream.total_table and stream.total_table not in self.keys:
+            self.keys[stream.total_table] = SeenKeys()
 
-    row_id, prior = retry.transaction(engine, begin, window=window, op="start_run")
-    saved = None if full_refresh else prior
-    log.info("sync.started", cursor=saved, full_refresh=full_refresh,
-             since=since.isoformat() if since else None)
-    ctx = ReadContext(source.id, stream.name, saved, full_refresh, since, started_at,
-                      log, fail_on_invalid=source.fail_on_invalid_records)
-    res = StreamResult(stream.name, "running", cursor=saved)
-    seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
-    keys = dict(seen)  # and for the vendor's total
-    if stream.total_table and stream.total_table not in keys:
-        keys[stream.total_table] = SeenKeys()
-    buffer = Batch(cfg.warehouse.batch_size, cfg.warehouse.batch_bytes)
-    pending: Any = _UNSET
-    batch_size = cfg.warehouse.batch_size
-    totals = WriteStats()
-    reader = _Reader(lambda: stream.read(ctx), min(256, batch_size), stop)
+    def run(self) -> StreamResult:
+        res, t0 = self.res, time.monotonic()
+        row_id, prior = retry.transaction(self.engine, self._begin, window=self.window,
+                                          op="start_run")
+        saved = None if self.full_refresh else prior
+        res.cursor = saved
+        self.log.info("sync.started", cursor=saved, full_refresh=self.full_refresh,
+                      since=self.since.isoformat() if self.since else None)
+        ctx = self.ctx = ReadContext(self.source.id, self.stream.name, saved, self.full_refresh,
+                                     self.since, self.started_at, self.log,
+                                     fail_on_invalid=self.source.fail_on_invalid_records)
+        stop = self.stop
+        reader: Producer[Record | Checkpoint] = Producer(
+            lambda _: self.stream.read(ctx), [None], ahead=_AHEAD, chunk=min(256, self.batch_size),
+            cut=lambda item: isinstance(item, Checkpoint),
+            hold=None if stop is None else lambda item: isinstance(item, Checkpoint) and stop.is_set(),
+            name="lms-sync-reader")
+        try:
+            self._read(reader)
+            self._reconcile()
+            self._soft_delete()
+            res.result = "succeeded"
+        except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
+            self._failed(exc, prior)
+        finally:
+            reader.close()  # the reader has ended: ctx is no longer touched by it
+            for ids in self.keys.values():
+                ids.close()
+        res.skipped, res.excluded = ctx.skipped, ctx.excluded
+        res.written = self.totals.written + res.deleted
+        res.tables = Counter(self.totals.by_table())
+        self._finish(row_id)
+        if res.result == "succeeded":
+            self.log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
+                          deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
+                          duration=round(time.monotonic() - t0, 3), **ctx.counters)
+        return res
 
-    def keep_lock() -> None:
-        if lock is not None:  # lost with its connection: taken again, or LockLost
-            lock.keep(window)
+    def _begin(self, conn: Any) -> tuple[int, Any]:  # retried: it may find the row a lost commit made
+        row = state.run_row(conn, self.run_id, self.stream.name)
+        return (row or state.start_run(conn, self.run_id, self.source.id, self.stream.name,
+                                       self.started_at),
+                state.load_cursor(conn, self.source.id, self.stream.name))
 
-    def write() -> tuple[BatchWriter, WriteStats]:
-        keep_lock()
-        with engine.begin() as conn:
-            writer = BatchWriter(conn, source.id, run_id)
-            stats = writer.write(buffer, state.now_utc(), as_of=started_at)
-            if pending is not _UNSET:
-                state.save_cursor(conn, source.id, stream.name, pending)
+    def _read(self, items: Iterable[Record | Checkpoint]) -> None:
+        res, keys, stop = self.res, self.keys, self.stop
+        for item in items:
+            if isinstance(item, Checkpoint):
+                self.pending = item.cursor
+                if stop is not None and stop.is_set():
+                    self.flush()  # everything read so far resumes from this cursor: commit, stop
+                    raise Interrupted("interrupted")
+                continue
+            res.read += 1
+            if item.table in keys:
+                keys[item.table].add(item.external_id)
+            if self.add(item):
+                self.flush()
+                if stop is not None and stop.is_set():
+                    raise Interrupted("interrupted")
+        self.flush()
+
+    def add(self, record: Record) -> bool:
+        """The one spot a record joins the batch in the making; True: the batch is full."""
+        return self.buffer.add(record)  # full at batch_size records or batch_bytes of raw
+
+    def _keep_lock(self) -> None:
+        if self.lock is not None:  # lost with its connection: taken again, or LockLost
+            self.lock.keep(self.window)
+
+    def _write(self) -> tuple[BatchWriter, WriteStats]:
+        self._keep_lock()
+        with self.engine.begin() as conn:
+            writer = BatchWriter(conn, self.source.id, self.run_id)
+            stats = writer.write(self.buffer, state.now_utc(), as_of=self.started_at)
+            if self.pending is not _UNSET:
+                state.save_cursor(conn, self.source.id, self.stream.name, self.pending)
         return writer, stats
 
-    def flush() -> None:
-        nonlocal pending
-        if not buffer and pending is _UNSET:
+    def flush(self) -> None:
+        """Write the batch in the making with its cursor, in one transaction."""
+        if not self.buffer and self.pending is _UNSET:
             return
         # a deadlock, or a connection lost mid-batch, rolled the batch back whole: it is
         # written again with its cursor (the reader waits, its queue full, and re-fetches
         # nothing)
-        writer, stats = retry.call(write, engine=engine, window=window, event="batch.retry",
-                                   records=len(buffer))
-        if pending is not _UNSET:
-            res.cursor = pending
-        if learner_ids is not None:
-            learner_ids.update(writer.learner_ids)
-        totals.merge(stats)
-        log.info("batch.written", records=len(buffer), written=stats.written,
-                 tables=stats.by_table(), cursor=res.cursor if pending is not _UNSET else None)
-        buffer.clear()
-        pending = _UNSET
+        writer, stats = retry.call(self._write, engine=self.engine, window=self.window,
+                                   event="batch.retry", records=len(self.buffer))
+        cursor = self.pending is not _UNSET
+        if cursor:
+            self.res.cursor = self.pending
+        if self.learner_ids is not None:
+            self.learner_ids.update(writer.learner_ids)
+        self.totals.merge(stats)
+        self.log.info("batch.written", records=len(self.buffer), written=stats.written,
+                      tables=stats.by_table(), cursor=self.res.cursor if cursor else None)
+        self.buffer.clear()
+        self.pending = _UNSET
         memory.trim()  # at most once a second for the process, whichever source gets there
 
-    try:
-        for item in reader:
-            if isinstance(item, Checkpoint):
-                pending = item.cursor
-                if stop is not None and stop.is_set():
-                    flush()  # everything read so far resumes from this cursor: commit, stop
-                    raise Interrupted("interrupted")
-                continue
-            full = buffer.add(item)
-            res.read += 1
-            if item.table in keys:
-                keys[item.table].add(item.external_id)
-            if full:
-                flush()
-                if stop is not None and stop.is_set():
-                    raise Interrupted("interrupted")
-        flush()
-        _reconcile(ctx, stream, keys, res, log)
-        if seen and not ctx.partial and ctx.skipped:
+    def _reconcile(self) -> None:
+        _reconcile(self.ctx, self.stream, self.keys, self.res, self.log)
+
+    def _soft_delete(self) -> None:
+        ctx, seen, res = self.ctx, self.seen, self.res
+        if not seen or ctx.partial:
+            return
+        if ctx.skipped:
             # a record skipped as invalid was still there: its row must not look deleted
-            log.warning("rows.soft_delete_held", skipped=ctx.skipped, tables=sorted(seen),
-                        reason="records were skipped as invalid; rows no longer listed are kept "
-                               "until a full read skips none")
-        elif seen and not ctx.partial:
+            self.log.warning("rows.soft_delete_held", skipped=ctx.skipped, tables=sorted(seen),
+                             reason="records were skipped as invalid; rows no longer listed are "
+                                    "kept until a full read skips none")
+            return
 
-            def soft_delete() -> int:  # redone whole after a lost connection, lock first
-                keep_lock()
-                with engine.begin() as conn:
-                    now = state.now_utc()
-                    return sum(mark_deleted(conn, table, source.id, ids, now)
-                               for table, ids in seen.items())
+        def soft_delete() -> int:  # redone whole after a lost connection, lock first
+            self._keep_lock()
+            with self.engine.begin() as conn:
+                now = state.now_utc()
+                return sum(mark_deleted(conn, table, self.source.id, ids, now)
+                           for table, ids in seen.items())
 
-            res.deleted += retry.call(soft_delete, engine=engine, window=window, op="soft_delete")
-            if res.deleted:
-                log.info("rows.soft_deleted", count=res.deleted)
-        res.result = "succeeded"
-    except Exception as exc:  # noqa: BLE001 - recorded on the run row and logged
+        res.deleted += retry.call(soft_delete, engine=self.engine, window=self.window,
+                                  op="soft_delete")
+        if res.deleted:
+            self.log.info("rows.soft_deleted", count=res.deleted)
+
+    def _failed(self, exc: Exception, prior: Any) -> None:
+        res = self.res
         res.result, res.error, res.error_class = "failed", one_line(exc), type(exc).__name__
-        res._exc = exc
+        res.exc = exc
         if isinstance(exc, Interrupted):
             res.error = "interrupted"
         if isinstance(exc, IncompleteRead):  # the next run reads this window again
-            res.cursor = _restore_cursor(engine, source.id, stream.name, prior, log)
-        log.error("sync.failed", error_class=res.error_class, error=res.error,
-                  exc_info=not isinstance(exc, LmsSyncError))
-    finally:
-        reader.close()  # the reader has ended: ctx is no longer touched by it
-        for ids in keys.values():
-            ids.close()
-    res.skipped, res.excluded = ctx.skipped, ctx.excluded
-    res.written = totals.written + res.deleted
-    res.tables = Counter(totals.by_table())
-    # metrics first: they must count a run whose result the warehouse cannot take
-    metrics.runs.labels(source.id, stream.name, res.result).inc()
-    metrics.records_read.labels(source.id).inc(res.read)
-    for table, n in res.tables.items():
-        metrics.records_written.labels(source.id, table).inc(n)
-    gone = res._exc if isinstance(res._exc, retry.WarehouseUnreachable) else None
-    try:
-        # after reconnecting; not waiting again if the stream failed on a warehouse gone
-        retry.transaction(engine, lambda conn: state.finish_run(
-            conn, row_id, result=res.result, read=res.read, written=res.written,
-            skipped=res.skipped, error=res.error, cursor=res.cursor,
-            vendor_total=res.vendor_total, distinct_read=res.distinct_read,
-            excluded=res.excluded if res.vendor_total is not None else None),
-            window=0 if gone is not None else window, op="finish_run")
-    except Exception as exc:
-        # the warehouse did not come back in time: the run row stays `running` (the next
-        # run marks it abandoned); the log keeps what it could not store
-        log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
-                  written=res.written, cause=one_line(exc))
-        if gone is not None:  # its line names the warehouse and the setting that bounded the wait
-            raise gone from exc
-        raise
-    if res.result == "succeeded":
-        log.info("sync.finished", read=res.read, written=res.written, skipped=res.skipped,
-                 deleted=res.deleted, tables=dict(res.tables), cursor=res.cursor,
-                 duration=round(time.monotonic() - t0, 3), **ctx.counters)
-    return res
+            res.cursor = _restore_cursor(self.engine, self.source.id, self.stream.name, prior,
+                                         self.log)
+        self.log.error("sync.failed", error_class=res.error_class, error=res.error,
+                       exc_info=not isinstance(exc, LmsSyncError))
+
+    def _finish(self, row_id: int) -> None:
+        res, source_id, stream = self.res, self.source.id, self.stream.name
+        # metrics first: they must count a run whose result the warehouse cannot take
+        metrics.runs.labels(source_id, stream, res.result).inc()
+        metrics.records_read.labels(source_id).inc(res.read)
+        for table, n in res.tables.items():
+            metrics.records_written.labels(source_id, table).inc(n)
+        gone = res.exc if isinstance(res.exc, retry.WarehouseUnreachable) else None
+        try:
+            # after reconnecting; not waiting again if the stream failed on a warehouse gone
+            retry.transaction(self.engine, lambda conn: state.finish_run(
+                conn, row_id, result=res.result, read=res.read, written=res.written,
+                skipped=res.skipped, error=res.error, cursor=res.cursor,
+                vendor_total=res.vendor_total, distinct_read=res.distinct_read,
+                excluded=res.excluded if res.vendor_total is not None else None),
+                window=0 if gone is not None else self.window, op="finish_run")
+        except Exception as exc:
+            # the warehouse did not come back in time: the run row stays `running` (the next
+            # run marks it abandoned); the log keeps what it could not store
+            self.log.error("run.unrecorded", result=res.result, error=res.error, read=res.read,
+                           written=res.written, cause=one_line(exc))
+            if gone is not None:  # its line names the warehouse and the setting that bounded the wait
+                raise gone from exc
+            raise
 
 
 def _reconcile(ctx: ReadContext, stream: Stream, keys: dict[str, SeenKeys], res: StreamResult,
@@ -362,96 +430,6 @@ def _restore_cursor(engine: Engine, source_id: str, stream: str, cursor: Any,
     except DBAPIError as exc:  # the run fails anyway; its result says why
         log.error("cursor.unrestored", cause=one_line(exc))
     return cursor
-
-
-class _Reader:
-    """Runs a stream's generator in a thread of its own, a few batches ahead of the writer.
-
-    Items travel in order through a bounded queue in chunks of up to ``chunk`` items; a
-    chunk ends at every checkpoint, so the writer sees a checkpoint as soon as it is read.
-    The thread runs in a copy of the caller's context (the log's run/source/stream fields).
-    An exception of the generator is raised by ``__iter__`` after the items yielded before
-    it. On a stop request the reader pauses after handing over a checkpoint (the writer
-    stops there). ``close()`` makes the reader close the generator in its own thread and
-    waits for it: after an item in flight (e.g. an HTTP request) the thread is gone.
-    """
-
-    _DONE: Any = object()
-    # chunks in the queue (one, plus the one being read). Read-ahead is memory that fills
-    # only on a big source, for every source at once (records carry their vendor rows:
-    # ~3 KB each); the writer is the faster side, so a short queue keeps it fed.
-    # benchmarks/sync.py --full-only, 3,000 / 30,000 people: peak RSS 125.0 / 146.8 MB
-    # with 4, 123.4 / 139.0 with 2 (16 held up to ~5,000 records per source); 4,300 /
-    # 43,000 people: 121.4 / 131.0 and 120.9 / 135.6 with 2, 120.6 / 129.6 with 1, whose
-    # 1,000-people full sync (6.8-7.4 s) and --latency-ms 50 (1.192 x) were no slower
-    _AHEAD = 1
-
-    def __init__(self, read: Callable[[], Iterable[Any]], chunk: int,
-                 stop: threading.Event | None) -> None:
-        self._read, self._chunk, self._stop = read, max(1, chunk), stop
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self._AHEAD)
-        self._closed = threading.Event()
-        run = contextvars.copy_context().run
-        self._thread = threading.Thread(target=run, args=(self._run,), name="lms-sync-reader",
-                                        daemon=True)  # a vendor that never answers can't block exit
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._closed.is_set():  # timeouts: a writer that has gone doesn't hang us
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        items: Iterator[Any] | None = None
-        chunk: list[Any] = []
-        try:
-            items = iter(self._read())
-            for item in items:
-                if self._closed.is_set():
-                    return
-                chunk.append(item)
-                checkpoint = isinstance(item, Checkpoint)
-                if checkpoint or len(chunk) >= self._chunk:
-                    # stop is checked before the put: the writer, checking after, sees it too
-                    pause = checkpoint and self._stop is not None and self._stop.is_set()
-                    if not self._put(chunk):
-                        return
-                    chunk = []
-                    while pause and self._stop is not None and self._stop.is_set():
-                        if self._closed.wait(0.1):
-                            return
-            if self._put(chunk):
-                self._put(self._DONE)
-        except BaseException as exc:  # noqa: BLE001 - raised in the writer, in order
-            if self._put(chunk):
-                self._put(exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            try:
-                got = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                if self._thread.is_alive() or not self._queue.empty():
-                    continue
-                raise RuntimeError("stream reader ended without a result") from None
-            if got is self._DONE:
-                return
-            if isinstance(got, BaseException):
-                raise got
-            yield from got
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join()
 
 
 def default_parallelism(cfg: Config, engine: Engine) -> int:

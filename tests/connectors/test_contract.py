@@ -1,6 +1,8 @@
 """One contract, every registered connector (each must have a sandbox fake).
 
-Records validate (the pipeline would skip or fail otherwise) and reach the warehouse
+Records validate (the pipeline would skip or fail otherwise) and equal what validating
+their own dump gives (value types and aware-UTC times included: records may be built
+without validating, :mod:`lms_sync.connectors.construct`) and reach the warehouse
 whole (no stubs left), a stream that reports the vendor's total reads exactly it, keys
 are unique within a read of a stream, every stream that
 ends with a cursor has it saved, a second run writes nothing, and after learners make
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from lms_sync.canonical import Record
 from lms_sync.config import parse_config
 from lms_sync.connectors import available_kinds, connector_class
 from lms_sync.connectors.base import Checkpoint, ReadContext
@@ -60,6 +63,19 @@ def read_all(block: dict) -> dict[str, tuple[list, dict | None]]:
     return out
 
 
+def assert_as_validated(record: Record) -> None:
+    """``record`` equals the record validated from its own dump, value types included (an
+    enum member where validating keeps its value, a naive or non-UTC time would differ)."""
+    again = type(record).model_validate(record.model_dump())
+    assert record == again, (record, again)
+    types = {k: type(v) for k, v in record.__dict__.items()}
+    assert types == {k: type(v) for k, v in again.__dict__.items()}, record
+    assert record.model_fields_set <= set(type(record).model_fields), record
+    for name, value in record.__dict__.items():
+        if isinstance(value, datetime):
+            assert value.utcoffset() == timedelta(0) and value.tzinfo is UTC, (name, record)
+
+
 def cursors(engine) -> dict[str, dict | None]:
     with engine.connect() as conn:
         return {r.stream: r.cursor for r in conn.execute(select(sync_state.c.stream, sync_state.c.cursor))}
@@ -72,6 +88,8 @@ def test_contract(kind, start_vendor, sqlite_warehouse):
     for stream, (records, _) in read.items():
         keys = Counter((r.table, r.external_id) for r in records)
         assert [k for k, n in keys.items() if n > 1] == [], f"{stream} repeats keys"
+        for r in records:  # built without validating (construct) or not: as validating makes it
+            assert_as_validated(r)
     assert sum(len(records) for records, _ in read.values()) > 0
 
     first = sync(sqlite_warehouse, {"src": vendor.source})

@@ -22,8 +22,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from lms_sync.canonical import EnrollmentStatus as S
-from lms_sync.canonical import Record
+from lms_sync.canonical import EnrollmentStatus, Record
 from lms_sync.connectors import fields, rest, walks
 from lms_sync.connectors.absorb_records import (
     AbsorbCourse,
@@ -37,6 +36,7 @@ from lms_sync.errors import DataError, IncompleteRead
 from lms_sync.http.auth import Token, TokenAuth
 
 AUTH_PATH = "/authenticate"
+NOT_STARTED = EnrollmentStatus.NOT_STARTED.value
 READY_MAX = 1000  # enrollment records waiting behind lesson calls, at most
 API_VERSION = "2"
 TOKEN_SECONDS = 4 * 3600
@@ -202,14 +202,14 @@ class EnrollmentsStream(_Stream):
                 f"/courses/{fields.segment(c)}/enrollments", start, kind=KIND, gone=(404,)), course_ids):
             before = historical.pop(page.path, 0)
             old = 0 if page.restart else before  # a re-read counts its list afresh
-            for row in page.rows:
-                edited = fields.second_of(row.get("dateEdited"))
-                self.seen = max(self.seen, edited) if self.seen and edited else edited or self.seen
-                if row.get("isActive") is False:
-                    old += 1
-                elif record := ctx.normalize(row.get("id"), lambda r=row: normalize_enrollment(r)):
-                    started = record.status != S.NOT_STARTED or record.progress_pct
-                    yield record, (record.learner_external_id, record.course_external_id) if started else None
+            values = page.values or [fields.second_of(row.get("dateEdited")) for row in page.rows]
+            if edited := max(filter(None, values), default=None):
+                self.seen = max(self.seen, edited) if self.seen else edited
+            active = [row for row in page.rows if row.get("isActive") is not False]
+            old += len(page.rows) - len(active)
+            for record in ctx.valid(active, normalize_enrollment):
+                started = record.status != NOT_STARTED or record.progress_pct
+                yield record, (record.learner_external_id, record.course_external_id) if started else None
             if not page.last:
                 historical[page.path] = old
                 continue
@@ -246,6 +246,4 @@ class EnrollmentsStream(_Stream):
         if not isinstance(rows, list):
             raise DataError("lesson enrollments are not a list", source=self.conn.source.id,
                             path=self.lesson_path(user_id, course_id))
-        for row in rows:
-            if record := ctx.normalize(row.get("id"), lambda r=row: normalize_lesson(r, user_id, course_id)):
-                yield record
+        yield from ctx.valid(rows, lambda row: normalize_lesson(row, user_id, course_id))

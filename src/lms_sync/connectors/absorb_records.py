@@ -1,18 +1,19 @@
 """Absorb's pure normalization (no I/O), tested value by value: the vendor row models (each
-row validated once), the enrollment status table and row -> canonical records. Ids:
+row validated once; times aware UTC), the enrollment status table and row -> canonical
+records, built from the validated values without validating again (:func:`construct`). Ids:
 ``<userId>:<courseId>`` (enrollments), ``<userId>:<courseId>:<lessonId>`` (lessons)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
 
 from lms_sync import canonical as cn
 from lms_sync.canonical import EnrollmentStatus as S
+from lms_sync.connectors.construct import construct, email
 from lms_sync.connectors.fields import percent, timespan_seconds
-from lms_sync.connectors.rest import VendorModel
+from lms_sync.connectors.rest import UtcTime, VendorModel
 
 PCT_TOLERANCE = 0.5
 
@@ -43,21 +44,22 @@ class AbsorbUser(VendorModel):
     departmentId: Opt = None
     activeStatus: int | None = None
     isActive: bool | None = None  # older payloads (documented on enrollments, not users)
-    dateEdited: datetime | None = None
+    dateEdited: UtcTime | None = None
 
     def learner(self, raw: dict[str, Any], departments: dict[str, str] | None = None) -> cn.Learner:
         names = [n for n in (self.firstName, self.lastName) if n]
         active = self.isActive if self.activeStatus is None else ACTIVE_STATUS.get(self.activeStatus)
-        return cn.Learner(external_id=self.id, email=self.emailAddress, first_name=self.firstName,
-                          last_name=self.lastName, display_name=" ".join(names) or self.username,
-                          hr_id=(self.externalId or "").strip() or None, is_active=active,
-                          department=(departments or {}).get(self.departmentId or ""), raw=raw)
+        return construct(cn.Learner, external_id=self.id, email=email(self.emailAddress),
+                         first_name=self.firstName, last_name=self.lastName,
+                         display_name=" ".join(names) or self.username,
+                         hr_id=(self.externalId or "").strip() or None, is_active=active,
+                         department=(departments or {}).get(self.departmentId or ""), raw=raw)
 
     def membership(self) -> cn.LearnerOrgUnit | None:
         """The user's membership of its one department (None: no department)."""
-        return cn.LearnerOrgUnit(external_id=self.id, learner_external_id=self.id,
-                                 org_unit_external_id=self.departmentId,
-                                 raw={"departmentId": self.departmentId}) if self.departmentId else None
+        return construct(cn.LearnerOrgUnit, external_id=self.id, learner_external_id=self.id,
+                         org_unit_external_id=self.departmentId,
+                         raw={"departmentId": self.departmentId}) if self.departmentId else None
 
 
 class AbsorbCourse(VendorModel):
@@ -66,11 +68,11 @@ class AbsorbCourse(VendorModel):
     description: Opt = None
     categoryId: Opt = None
     estimatedDuration: Opt = None
-    dateEdited: datetime | None = None
+    dateEdited: UtcTime | None = None
 
     def course(self, raw: dict[str, Any], categories: dict[str, str] | None = None) -> cn.Course:
         seconds = timespan_seconds(self.estimatedDuration, "estimatedDuration")
-        return cn.Course(external_id=self.id, kind=cn.CourseKind.COURSE, title=self.name,
+        return construct(cn.Course, external_id=self.id, kind=cn.CourseKind.COURSE.value, title=self.name,
                          description=self.description, category=(categories or {}).get(self.categoryId or ""),
                          duration_minutes=None if seconds is None else seconds / 60, raw=raw)
 
@@ -84,16 +86,16 @@ class _Progress(VendorModel):
     score: float | None = None
     timeSpent: Opt = None
     timeSpentTicks: int | None = None
-    dateStarted: datetime | None = None
-    dateCompleted: datetime | None = None
-    dateEdited: datetime | None = None
+    dateStarted: UtcTime | None = None
+    dateCompleted: UtcTime | None = None
+    dateEdited: UtcTime | None = None
 
     def progress_fields(self) -> dict[str, Any]:
         if self.status not in STATUS_MAP:
             raise ValueError(f"unknown enrollment status {self.status}")
         name, status, passed = STATUS_MAP[self.status]
         ticks = self.timeSpentTicks
-        return dict(status=status, passed=passed, vendor_status=name,
+        return dict(status=status.value, passed=passed, vendor_status=name,
                     progress_pct=percent(self.progress, "progress", PCT_TOLERANCE),
                     score=percent(self.score, "score", PCT_TOLERANCE), started_at=self.dateStarted,
                     time_spent_seconds=ticks / 10_000_000 if ticks is not None else
@@ -103,9 +105,9 @@ class _Progress(VendorModel):
 class AbsorbEnrollment(_Progress):
     courseId: str = Field(min_length=1)
     isActive: bool = True
-    dateAdded: datetime | None = None
-    dateDue: datetime | None = None
-    dateExpires: datetime | None = None
+    dateAdded: UtcTime | None = None
+    dateDue: UtcTime | None = None
+    dateExpires: UtcTime | None = None
     certificateId: Opt = None
     credits: float | None = None
 
@@ -113,8 +115,8 @@ class AbsorbEnrollment(_Progress):
 class AbsorbLesson(_Progress):
     lessonId: str = Field(min_length=1)
     type: Opt = None
-    dateEnrolled: datetime | None = None
-    lastAttempt: datetime | None = None
+    dateEnrolled: UtcTime | None = None
+    lastAttempt: UtcTime | None = None
 
 
 class AbsorbDepartment(VendorModel):
@@ -137,25 +139,25 @@ def normalize_course(raw: dict[str, Any], categories: dict[str, str] | None = No
 
 def normalize_department(raw: dict[str, Any]) -> cn.OrgUnit:
     d = AbsorbDepartment.model_validate(raw)
-    return cn.OrgUnit(external_id=d.id, name=d.name, kind=cn.OrgUnitKind.DEPARTMENT,
-                      parent_external_id=d.parentId or None, raw=raw)
+    return construct(cn.OrgUnit, external_id=d.id, name=d.name, kind=cn.OrgUnitKind.DEPARTMENT.value,
+                     parent_external_id=d.parentId or None, raw=raw)
 
 
 def normalize_enrollment(raw: dict[str, Any]) -> cn.Enrollment:
     e = AbsorbEnrollment.model_validate(raw)
     certificate = e.certificateId or None
-    return cn.Enrollment(external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
-                         course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
-                         expires_at=e.dateExpires, last_activity_at=e.dateEdited,
-                         certificate_id=certificate, credits=e.credits,
-                         certificate_expires_at=e.dateExpires if certificate else None,  # [guess]
-                         **e.progress_fields(), raw=raw)
+    return construct(cn.Enrollment, external_id=f"{e.userId}:{e.courseId}", learner_external_id=e.userId,
+                     course_external_id=e.courseId, enrolled_at=e.dateAdded, due_at=e.dateDue,
+                     expires_at=e.dateExpires, last_activity_at=e.dateEdited,
+                     certificate_id=certificate, credits=e.credits,
+                     certificate_expires_at=e.dateExpires if certificate else None,  # [guess]
+                     **e.progress_fields(), raw=raw)
 
 
 def normalize_lesson(raw: dict[str, Any], user_id: str, course_id: str) -> cn.ActivityProgress:
     r = AbsorbLesson.model_validate({"userId": user_id, **raw})
-    return cn.ActivityProgress(
-        external_id=f"{user_id}:{course_id}:{r.lessonId}", learner_external_id=user_id,
+    return construct(
+        cn.ActivityProgress, external_id=f"{user_id}:{course_id}:{r.lessonId}", learner_external_id=user_id,
         course_external_id=course_id, enrollment_external_id=f"{user_id}:{course_id}",
         activity_type=(r.type or "lesson").lower(), enrolled_at=r.dateEnrolled,
         last_activity_at=r.lastAttempt or r.dateEdited, **r.progress_fields(), raw=raw)

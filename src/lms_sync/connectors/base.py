@@ -27,7 +27,7 @@ functions; an invalid record goes to ``ctx.skip()`` (fatal only with fail_on_inv
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from lms_sync.provision.plan import RemoteUser, Wanted
 
 T = TypeVar("T")
+
+INVALID: tuple[type[Exception], ...] = (ValidationError, ValueError, TypeError, KeyError)
+"""What a normalizer raises for a vendor record it cannot map: the record is skipped."""
 
 
 class Settings(BaseModel):
@@ -105,6 +108,19 @@ class ReadContext:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
+    def valid(self, rows: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], T],
+              id_key: str = "id") -> Iterator[T]:
+        """``fn(row)`` for each row; a row it cannot map (:data:`INVALID`) is skipped, named
+        by its ``id_key`` field. For a page's rows: no lambda per row, as :meth:`normalize`
+        takes."""
+        for row in rows:
+            try:
+                out = fn(row)
+            except INVALID as exc:
+                self.skip(row.get(id_key), exc)
+                continue
+            yield out
+
     def normalize(self, vendor_id: object, fn: Callable[..., T]) -> T | None:
         """Run a normalizer; on a validation error, skip the record and return None.
 
@@ -112,7 +128,7 @@ class ReadContext:
         bind their loop variables as lambda defaults (``lambda r=row: ...``)."""
         try:
             return fn()
-        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        except INVALID as exc:
             self.skip(vendor_id, exc)
             return None
 

@@ -1,7 +1,8 @@
 """iSpring Learn: the pure normalization, vendor row -> canonical records (no I/O).
 
 The vendor row models, the status table, and one function per row shape; each row is
-validated once and its records are built from that model (``raw``: the vendor's row).
+validated once and its records are built from that model without validating them again
+(:func:`~lms_sync.connectors.construct.construct`; ``raw``: the vendor's row).
 Tested value by value (tests/connectors/test_ispring.py); the connector is
 ``connectors.ispring``, the vendor's fields and guesses are in docs/vendors/ispring.md.
 """
@@ -23,6 +24,7 @@ from lms_sync.canonical import (
     OrgUnit,
     OrgUnitKind,
 )
+from lms_sync.connectors.construct import construct, email
 from lms_sync.connectors.rest import Number, Text, VendorModel, When
 
 STATUS_MAP: dict[str, tuple[EnrollmentStatus, bool | None]] = {
@@ -117,24 +119,27 @@ def normalize_user(user: IspringUser, departments: Mapping[str, Department | Org
                    raw: dict[str, Any], hr_id_field: str | None = None) -> Learner:
     dept = departments.get(user.departmentId or "")
     names = [n for n in (user.firstName, user.lastName) if n]
-    return Learner(
-        external_id=user.userId, email=user.email, first_name=user.firstName,
-        last_name=user.lastName, display_name=" ".join(names) or user.login,
-        hr_id=user.field(hr_id_field) if hr_id_field else None,
+    hr_id = user.field(hr_id_field) if hr_id_field else None
+    if hr_id is not None and not isinstance(hr_id, str):  # (a field's value is free-form XML)
+        raise ValueError(f"profile field {hr_id_field} is not text")
+    return construct(
+        Learner, external_id=user.userId, email=email(user.email), first_name=user.firstName,
+        last_name=user.lastName, display_name=" ".join(names) or user.login, hr_id=hr_id,
         department=dept.name if dept else None, is_active=user.status == ACTIVE_STATUS, raw=raw)
 
 
 def department_unit(dept: Department, raw: dict[str, Any]) -> OrgUnit:
-    return OrgUnit(external_id=dept.departmentId, name=dept.name, kind=OrgUnitKind.DEPARTMENT,
-                   parent_external_id=dept.parentDepartmentId or None, raw=raw)
+    return construct(OrgUnit, external_id=dept.departmentId, name=dept.name,
+                     kind=OrgUnitKind.DEPARTMENT.value, parent_external_id=dept.parentDepartmentId or None,
+                     raw=raw)
 
 
 def user_records(row: dict[str, Any], departments: Mapping[str, Department | OrgUnit],
                  hr_id_field: str | None = None) -> tuple[Learner, LearnerOrgUnit | None]:
     """A ``<userProfile>`` -> its learner and its membership of its one department (if any)."""
     user = IspringUser.from_row(row)
-    member = None if not user.departmentId else LearnerOrgUnit(
-        external_id=user.userId, learner_external_id=user.userId,
+    member = None if not user.departmentId else construct(
+        LearnerOrgUnit, external_id=user.userId, learner_external_id=user.userId,
         org_unit_external_id=user.departmentId, raw={"departmentId": user.departmentId})
     return normalize_user(user, departments, row, hr_id_field), member
 
@@ -147,16 +152,16 @@ def normalize_result(result: IspringResult, raw: dict[str, Any], course_title: s
     if r.completionStatus not in STATUS_MAP:
         raise ValueError(f"unknown completionStatus {r.completionStatus!r}")
     status, passed = STATUS_MAP[r.completionStatus]
-    course = Course(external_id=r.courseId, kind=CourseKind.COURSE, title=course_title,
-                    raw={"courseId": r.courseId})
+    course = construct(Course, external_id=r.courseId, kind=CourseKind.COURSE.value, title=course_title,
+                       raw={"courseId": r.courseId})
     module_id = f"{r.courseId}:{r.moduleId}"
-    module = Course(external_id=module_id, kind=CourseKind.MODULE, title=r.moduleTitle,
-                    parent_external_id=r.courseId,
-                    raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
+    module = construct(Course, external_id=module_id, kind=CourseKind.MODULE.value, title=r.moduleTitle,
+                       parent_external_id=r.courseId,
+                       raw={k: raw.get(k) for k in ("courseId", "moduleId", "moduleTitle", "courseItemId")})
     key = f"{r.enrollmentId}:{r.moduleId}" if r.enrollmentId else f"{r.userId}:{module_id}"
-    enrollment = Enrollment(
-        external_id=key, learner_external_id=r.userId, course_external_id=module_id,
-        status=status, passed=passed, vendor_status=r.completionStatus, progress_pct=r.progress,
+    enrollment = construct(
+        Enrollment, external_id=key, learner_external_id=r.userId, course_external_id=module_id,
+        status=status.value, passed=passed, vendor_status=r.completionStatus, progress_pct=r.progress,
         score=r.awardedScore,
         time_spent_seconds=None if r.timeSpent is None else r.timeSpent * SECONDS_PER[time_unit],
         enrolled_at=r.accessDate, completed_at=r.completionDate, due_at=r.dueDate,

@@ -5,8 +5,9 @@ A list endpoint is declared, not looped over: a :class:`RestStream` names its ``
 paginator, its cursor and a pure ``normalize`` function; :meth:`HttpClient.paginate
 <lms_sync.http.client.HttpClient.paginate>` owns the page loop. Here too, once: the
 vendor base model (:class:`VendorModel`, and the blank-tolerant field types ``Text``,
-``When``, ``Number``), :class:`Cursor`, the token fetch (:func:`fetch_token`), the JSON
-error describer (:func:`describe_json`) and the date helper :func:`iso`.
+``When`` (aware UTC, as :data:`UtcTime`), ``Number``), :class:`Cursor`, the token fetch
+(:func:`fetch_token`), the JSON error describer (:func:`describe_json`) and the date helper
+:func:`iso`.
 
 A connector keeps only vendor knowledge: auth, paths, fields, status tables, quirks.
 docs/architecture.md, "Writing a connector", walks through one.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import httpx
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, utc
 from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
@@ -42,8 +43,10 @@ def _blank(value: Any) -> Any:
     return value
 
 
+UtcTime = Annotated[datetime, AfterValidator(utc)]
+"""A time as canonical records keep it: aware UTC (a naive one taken as UTC)."""
 Text = Annotated[str | None, BeforeValidator(_blank)]
-When = Annotated[datetime | None, BeforeValidator(_blank)]
+When = Annotated[UtcTime | None, BeforeValidator(_blank)]
 Number = Annotated[float | None, BeforeValidator(_blank)]
 
 
@@ -182,9 +185,7 @@ class RestStream(Stream):
             yield from page.rows
 
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
-        normalize, id_key = self.normalize, self.id_key
-        for row in self.rows(ctx):
-            out = ctx.normalize(row.get(id_key), lambda r=row: normalize(r, ctx))
+        for out in ctx.valid(self.rows(ctx), lambda row: self.normalize(row, ctx), self.id_key):
             if isinstance(out, Record):
                 yield out
             elif out is not None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from lms_sync.canonical import Record
-from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Settings, Stream
+from lms_sync.connectors.base import INVALID, Checkpoint, Connector, ReadContext, Settings, Stream
 from lms_sync.connectors.rest import RestStream, describe_json
 from lms_sync.connectors.udemy_records import (  # noqa: F401 - the public normalizers, re-exported
     ACTIVITY_METRIC,
@@ -113,8 +113,12 @@ class _Reader(RestStream):
                 keys[anon] = keys.get(anon, 0) + 1
                 anon = anon if keys[anon] == 1 else f"{anon}#{keys[anon]}"
                 ctx.count("anonymized")
-            vendor_id = anon or f"{row.get('user_email')}|{row.get('course_id')}"
-            yield from ctx.normalize(vendor_id, lambda r=row, a=anon: self.records_of(r, a)) or ()
+            try:
+                records = self.records_of(row, anon)
+            except INVALID as exc:
+                ctx.skip(anon or f"{row.get('user_email')}|{row.get('course_id')}", exc)
+                continue
+            yield from records
         yield self.cursor(ctx)
 
     def records_of(self, row: dict[str, Any], anon: str | None) -> list[Record]:

@@ -3,7 +3,8 @@
 The Reporting API has no row ids: keys come from the lower-case email (learner ``<email>``,
 enrollment ``<email>|<course_id>``); an anonymized row is a placeholder learner of its own,
 keyed by a digest of its identifying fields. Status tables are data: the first field set
-decides (docs/contracts.md, "Warehouse"). docs/vendors/udemy.md has the reasoning.
+decides (docs/contracts.md, "Warehouse"). docs/vendors/udemy.md has the reasoning. Records
+are built from the validated row models without validating again (:func:`construct`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from lms_sync import canonical
 from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Snapshot
 from lms_sync.canonical import EnrollmentStatus as S
+from lms_sync.connectors.construct import construct, email
 from lms_sync.connectors.rest import Number, Text, VendorModel, When
 
 ANONYMIZED = "anonymized user"
@@ -40,7 +42,10 @@ ANON_KEY_FIELDS = ("id", "lms_user_id", "course_id", "item_type", "item_id", "re
 
 
 def status_of(row: BaseModel, rules: tuple[tuple[str, S], ...]) -> S:
-    return next((status for name, status in rules if getattr(row, name, None)), S.NOT_STARTED)
+    for name, status in rules:
+        if getattr(row, name, None):
+            return status
+    return S.NOT_STARTED
 
 
 def _pct(value: float | None) -> float | None:
@@ -103,7 +108,7 @@ class UserProgress(UserRow):
 
 
 class UserActivity(UserRow):
-    report_date: datetime
+    report_date: datetime  # its own date names the day (not made UTC: that could change it)
 
 
 def is_anonymized(row: dict[str, Any]) -> bool:
@@ -121,29 +126,29 @@ def anon_key(stream: str, row: dict[str, Any]) -> str:
 
 def normalize_course(raw: dict[str, Any]) -> Course:
     c = UdemyCourse.model_validate(raw)
-    return Course(external_id=str(c.id), kind=CourseKind.COURSE, title=c.title,
-                  category=c.categories[0] if c.categories else None, description=c.description,
-                  duration_minutes=c.estimated_content_length, raw=raw)
+    return construct(Course, external_id=str(c.id), kind=CourseKind.COURSE.value, title=c.title,
+                     category=c.categories[0] if c.categories else None, description=c.description,
+                     duration_minutes=c.estimated_content_length, raw=raw)
 
 
 def normalize_learner(raw: dict[str, Any], anon: str | None = None, u: UserRow | None = None) -> Learner:
     user_raw = {k: v for k, v in raw.items() if k.startswith("user_") or k in USER_FIELDS}
     if anon:
-        return Learner(external_id=anon, display_name="Anonymized User", is_placeholder=True,
-                       is_active=None, raw=user_raw)
+        return construct(Learner, external_id=anon, display_name="Anonymized User",
+                         is_placeholder=True, is_active=None, raw=user_raw)
     u = u or UserRow.model_validate(raw)
-    return Learner(external_id=u.key(), email=u.user_email, first_name=u.user_name,
-                   last_name=u.user_surname, display_name=u.name, hr_id=u.user_external_id,
-                   is_active=not u.user_is_deactivated, raw=user_raw)
+    return construct(Learner, external_id=u.key(), email=email(u.user_email), first_name=u.user_name,
+                     last_name=u.user_surname, display_name=u.name, hr_id=u.user_external_id,
+                     is_active=not u.user_is_deactivated, raw=user_raw)
 
 
 def normalize_enrollment(raw: dict[str, Any], anon: str | None = None,
                          r: CourseActivity | None = None) -> Enrollment:
     r = r or CourseActivity.model_validate(raw)
     who, minutes = r.key(anon), r.num_video_consumed_minutes
-    return Enrollment(
-        external_id=f"{who}|{r.course_id}", learner_external_id=who,
-        course_external_id=str(r.course_id), status=status_of(r, ENROLLMENT_STATUS_RULES),
+    return construct(
+        Enrollment, external_id=f"{who}|{r.course_id}", learner_external_id=who,
+        course_external_id=str(r.course_id), status=status_of(r, ENROLLMENT_STATUS_RULES).value,
         progress_pct=_pct(r.completion_ratio),
         time_spent_seconds=None if minutes is None else max(0.0, minutes * 60),
         enrolled_at=r.course_enroll_date, started_at=r.course_start_date,
@@ -161,11 +166,11 @@ def normalize_progress(raw: dict[str, Any], anon: str | None = None,
     if pct is None and status == S.COMPLETED:
         pct = 100.0
     item = str(int(r.item_id)) if r.item_id == r.item_id.to_integral_value() else str(r.item_id)
-    return ActivityProgress(
-        external_id=f"{who}|{r.course_id}|{kind}:{item}", learner_external_id=who,
+    return construct(
+        ActivityProgress, external_id=f"{who}|{r.course_id}|{kind}:{item}", learner_external_id=who,
         course_external_id=str(r.course_id),
         enrollment_external_id=None if anon else f"{who}|{r.course_id}",
-        activity_type=item_type, status=status, progress_pct=pct,
+        activity_type=item_type, status=status.value, progress_pct=pct,
         score=_score(r.final_result) if kind == "quiz" else None,
         started_at=r.item_start_time, completed_at=r.item_completion_time, raw=raw)
 
@@ -174,6 +179,7 @@ def normalize_activity(raw: dict[str, Any], anon: str | None = None) -> Snapshot
     r = UserActivity.model_validate(raw)
     figures = {k: v for k, v in raw.items()
                if k.startswith("num_") and isinstance(v, int | float) and not isinstance(v, bool)}
-    return Snapshot.series(ACTIVITY_METRIC, r.key(anon), group_key=r.report_date.date().isoformat(),
-                           subject_title="Anonymized User" if anon else r.name,
-                           figures=figures, raw=raw)
+    subject, day = r.key(anon), r.report_date.date().isoformat()
+    return construct(Snapshot, external_id=f"{ACTIVITY_METRIC}|{subject}|{day}"[:255],  # as series() keys it
+                     metric=ACTIVITY_METRIC, subject_id=subject or None, group_key=day,
+                     subject_title="Anonymized User" if anon else r.name, figures=figures, raw=raw)

@@ -44,6 +44,7 @@ class _Checked(Paginator):
         self.inner, self.walk, self.guard = inner, walk, guard
         self.asked: Any = None
         self.previous: list[Any] | None = None
+        self.values: list[Any] | None = None
 
     def next_request(self) -> PageRequest:
         request = self.inner.next_request()
@@ -69,11 +70,17 @@ class _Checked(Paginator):
         if rows and ids == self.previous:
             raise DataError(f"paging loop: page {self.asked} repeats the page before it",
                             fix=walk.loop_fix)
-        if self.guard is not None and not self.guard.ordered(walk.value(row) for row in rows):
+        # a walk by value: each row's value once a page, for the guard, the paginator (a row's
+        # key is its (id, value)) and the reader
+        values = self.values = [walk.value(row) for row in rows] if self.guard is not None else None
+        if self.guard is not None and not self.guard.ordered(values or ()):
             raise Unsorted(page.path)
         self.previous = ids
         try:
-            self.inner.update_state(page)
+            if values is not None and isinstance(self.inner, SortValuePaginator):
+                self.inner.update(count=len(rows), keys=list(zip(ids, values, strict=True)))
+            else:
+                self.inner.update_state(page)
         except DataError as exc:
             raise DataError(exc.message, fix=walk.stuck_fix) from None
         self.has_next, self.pages = self.inner.has_next, self.inner.pages
@@ -83,11 +90,10 @@ class _Checked(Paginator):
 class SortedWalk:
     """How one source walks its lists (one per source: it remembers which kinds of list
     proved unsorted in this run). Every page asks ``size_param`` = ``page_size`` rows and
-    page ``page_param`` (a number from 0, up to ``max_page``).
-
-    :meth:`by_value` asks a list sorted (``sort`` params) and pages it by the last
-    ``value`` seen (:class:`~lms_sync.http.paging.SortValuePaginator`; ``where(bound)``
-    are the params that filter rows of values >= bound) under a :class:`SortGuard`: a page
+    page ``page_param`` (a number from 0, up to ``max_page``). :meth:`by_value` asks a
+    list sorted (``sort`` params) and pages it by the last ``value`` seen
+    (:class:`~lms_sync.http.paging.SortValuePaginator`; ``where(bound)`` are the params
+    that filter rows of values >= bound) under a :class:`SortGuard`: a page
     out of order calls ``on_unsorted`` once per ``kind`` of list, and the list is read
     again from its start by page number, as is every list of that kind later in the run.
     :meth:`by_number` walks a list by page number. A whole walk must read as many rows as
@@ -113,8 +119,7 @@ class SortedWalk:
     loop_fix: str = ""
     stuck_fix: str = ""
     unsorted: set[str] = field(default_factory=set)
-    names: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Lookups read in this run (:meth:`lookup`), by path."""
+    names: dict[str, dict[str, str]] = field(default_factory=dict)  # lookups read in this run, by path
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def lookup(self, path: str, records: str, ctx: ReadContext, fix: str) -> dict[str, str]:
@@ -174,8 +179,7 @@ class SortedWalk:
         for page in self.http.paginate(path, checked, params={**params, self.size_param: self.page_size},
                                        records=rows_of):
             bare = isinstance(page.body, list)
-            if page.number == 1:
-                total = whole(dig(page.body, self.total_key))
+            total = whole(dig(page.body, self.total_key)) if page.number == 1 else total
             if ctx is not None:
                 ctx.count("pages")
             counted += len(page.rows)
@@ -185,8 +189,9 @@ class SortedWalk:
                     f"read {counted} of the {total} rows {self.vendor} counts", source=self.http.source_id,
                     path=path, fix="rows read are kept, nothing was soft-deleted and the cursor was kept; "
                                    f"run again, and if it repeats report it to {self.vendor}")
+            values = checked.values if len(page.rows) == len(checked.values or ()) else None  # none dropped
             yield ListPage(path, page.rows, total, isinstance(pager, SortValuePaginator), last,
-                           restart and page.number == 1)
+                           restart and page.number == 1, values)
             if bare:
                 return
 
@@ -246,12 +251,9 @@ class SortedStream(Stream):
         for page in self.pages(self.path, start, ctx=ctx):
             if page.restart:  # the sorted pages before proved nothing: back to the saved cursor
                 yield self.checkpoint(saved, None)
-            for row in page.rows:
-                out = ctx.normalize(row.get(self.walk.id_key), lambda r=row: self.records_of(r, ctx))
-                if out is not None:
-                    yield from out[0]
-                    edited = utc(out[1]) if out[1] else None
-                    seen = max(seen, edited) if seen and edited else edited or seen
+            for records, edited in ctx.valid(page.rows, lambda r: self.records_of(r, ctx), self.walk.id_key):
+                yield from records
+                seen = (max(seen, utc(edited)) if seen else utc(edited)) if edited else seen
             if page.last and start is None and page.total is not None:
                 ctx.report_total(page.total)
             if page.by_value or page.last:
@@ -283,10 +285,9 @@ class LookupStream(Stream):
                 ctx.count("pages")
                 if page.last and page.total is not None:
                     ctx.report_total(page.total)
-                for row in page.rows:
-                    if record := ctx.normalize(row.get(self.walk.id_key), lambda r=row: self.normalize(r)):
-                        names[str(record.external_id)] = getattr(record, "name", None) or ""
-                        yield record
+                for record in ctx.valid(page.rows, self.normalize, self.walk.id_key):
+                    names[str(record.external_id)] = getattr(record, "name", None) or ""
+                    yield record
         except RequestRejected as exc:
             if exc.status not in (403, 404):
                 raise

@@ -322,6 +322,8 @@ class ListPage:
     by_value: bool  # paged by a sort value: every row below its last row's value is read
     last: bool      # the walk's last page
     restart: bool = False  # the first page of a re-read from the list's start
+    values: list[Any] | None = None
+    """Each row's sort value, where the walk worked them out (paged by value), else None."""
 
 
 class SortGuard:

@@ -21,7 +21,7 @@ Test hooks: :meth:`change_enrollments` (K enrollments change status, ``dateEdite
 stored order whatever ``_sort`` says; ``_filter`` still applies), ``categories_as`` (``paged``,
 ``array``: a bare JSON array, or ``404`` / ``403``), ``departments_as`` (the same for
 ``/departments``), ``lesson_path`` (where lessons are
-served; elsewhere every lesson call is a 404), and the framework's faults.
+served; elsewhere every lesson call is a 404), and the framework's faults and page cache.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ class FakeAbsorb(FakeVendor):
     def __init__(self, population: Population, courses: int = 8, token_ttl: float = 4 * 3600,
                  ignore_offset: bool = False, cap_limit: int | None = None, ignore_sort: bool = False,
                  categories_as: str = "paged", lesson_path: str = LESSON_PATH,
-                 departments_as: str = "paged", **_: Any) -> None:
-        super().__init__(population)
+                 departments_as: str = "paged", cache_pages: bool = False, **_: Any) -> None:
+        super().__init__(population, cache_pages)
         self.n_courses, self.token_ttl, self.ignore_offset = courses, token_ttl, ignore_offset
         self.cap_limit = cap_limit  # a server that pages by fewer rows than _limit asks for
         self.ignore_sort, self.categories_as = ignore_sort, categories_as
@@ -282,6 +282,7 @@ class FakeAbsorb(FakeVendor):
                             row.update(progress=100.0, dateCompleted=_date(self.clock),
                                        dateStarted=row["dateStarted"] or _date(self.clock))
                         changed.append(f"{row['userId']}:{row['courseId']}")
+        self.clear_pages()
         return changed
 
     def make_progress(self, k: int) -> int:
@@ -295,6 +296,7 @@ class FakeAbsorb(FakeVendor):
                 for row in [r for r in rows if r["isActive"]][: k - len(removed)]:
                     rows.remove(row)
                     removed.append(f"{row['userId']}:{row['courseId']}")
+        self.clear_pages()
         return removed
 
     def remove_users(self, hr_ids: set[str]) -> int:
@@ -306,6 +308,7 @@ class FakeAbsorb(FakeVendor):
             self.users[:] = [u for u in self.users if u["id"] not in gone]
             for rows in enrollments.values():
                 rows[:] = [r for r in rows if r["userId"] not in gone]
+        self.clear_pages()
         return len(gone)
 
     def invalidate_token(self) -> None:
@@ -358,6 +361,15 @@ class FakeAbsorb(FakeVendor):
         return lambda req, _match: self._list(req, key, getattr(self, key))
 
     def _list(self, req: Request, key: str, rows: list[dict[str, Any]]) -> Response:
+        flt = req.arg("_filter")
+        if flt:
+            with self._state:
+                self.filters.append(flt)
+        if self.after_page is not None:  # tests edit the data as it is read: nothing to store
+            return self._render_list(req, key, rows)
+        return self.page(req, lambda: self._render_list(req, key, rows))
+
+    def _render_list(self, req: Request, key: str, rows: list[dict[str, Any]]) -> Response:
         try:
             limit, offset = int(req.arg("_limit") or 20), int(req.arg("_offset") or 0)
         except ValueError:
@@ -370,8 +382,6 @@ class FakeAbsorb(FakeVendor):
             limit = min(limit, self.cap_limit)
         flt, sort = req.arg("_filter"), req.arg("_sort")
         if flt:
-            with self._state:
-                self.filters.append(flt)
             m = _FILTER.match(flt)
             if not m:
                 return error(400, "Invalid filter.", f"unsupported _filter: {flt}")

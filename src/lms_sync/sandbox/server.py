@@ -4,7 +4,9 @@ A :class:`FakeVendor` declares routes; :class:`SandboxServer` serves it with the
 standard library's threading HTTP server (HTTP/1.1 keep-alive). Faults are
 injected per server, in-process (``vendor.faults``) or over HTTP with
 ``POST /_sandbox/faults`` (JSON body of :class:`Faults` fields), so tests that
-run lms-sync as a separate process can break a vendor too.
+run lms-sync as a separate process can break a vendor too. With ``cache_pages`` (opt-in,
+for benchmarks) a fake renders each list page once and then serves the stored bytes, so
+the fake costs less CPU than the client it serves.
 """
 
 from __future__ import annotations
@@ -91,12 +93,18 @@ Handler = Callable[[Request, Any], Response]
 
 
 class FakeVendor:
-    """Base for one fake vendor: routes, request log, faults."""
+    """Base for one fake vendor: routes, request log, faults, the optional page cache."""
 
     name = "vendor"
 
-    def __init__(self, population: Population | None = None) -> None:
+    def __init__(self, population: Population | None = None, cache_pages: bool = False) -> None:
         self.population = population or Population()
+        self.cache_pages = cache_pages
+        """Serve list pages rendered once (:meth:`page`); benchmarks turn it on, so that a fake
+        re-serializing thousands of rows per request does not cost more than its client."""
+        self.page_hits = 0
+        self._pages: dict[tuple[Any, ...], Response] = {}
+        self._pages_generation = 0
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
         self.request_log: list[tuple[str, str]] = []
@@ -113,6 +121,37 @@ class FakeVendor:
         passed...), as between two syncs; returns how many did. The connector contract
         test (tests/connectors/test_contract.py) uses it on every fake."""
         raise NotImplementedError
+
+    def page(self, request: Request, render: Callable[[], Response]) -> Response:
+        """``render()``'s response, or with ``cache_pages`` the one stored for this request.
+
+        Keyed by everything a page's bytes may depend on besides the data: method, path,
+        the query in the order sent (a ``next`` link repeats it) and the Host (links are
+        absolute). Only 200s are stored; the data changing (:meth:`clear_pages`) empties
+        the cache, and a page rendered across such a change is not stored.
+        """
+        if not self.cache_pages:
+            return render()
+        key = (request.method, request.path, tuple((k, tuple(v)) for k, v in request.query.items()),
+               request.headers.get("host"))
+        with self._lock:
+            hit = self._pages.get(key)
+            generation = self._pages_generation
+            if hit is not None:
+                self.page_hits += 1
+                return hit
+        response = render()
+        if response.status == 200:
+            with self._lock:
+                if generation == self._pages_generation:
+                    self._pages[key] = response
+        return response
+
+    def clear_pages(self) -> None:
+        """Forget every stored page: the fake's data changed (its mutators call this)."""
+        with self._lock:
+            self._pages.clear()
+            self._pages_generation += 1
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self._routes.append((method, re.compile(f"^{pattern}$"), handler))

@@ -11,7 +11,7 @@ vendor's documented example, docs/vendors/udemy.md), Django-REST-style error bod
 (``user_is_deactivated``, ``lms_user_id``, ``course_first_completion_date``,
 ``item_marked_complete``). With ``default_fields``, reporting rows keep
 ``user_external_id`` and ``course_first_completion_date`` only for a request that asks
-``fields[<the row's _class>]=@all``.
+``fields[<the row's _class>]=@all``. List pages go through the framework's page cache.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class FakeUdemy(FakeVendor):
                  client_id: str = "udemy-client-id", client_secret: str = "udemy-client-secret",
                  organization_id: str = "8888", next_origin: str | None = None,
                  next_path: str | None = None, default_fields: bool = False,
-                 lose_rows: int = 0) -> None:
-        super().__init__(population)
+                 lose_rows: int = 0, cache_pages: bool = False) -> None:
+        super().__init__(population, cache_pages)
         self.num_courses, self.popular = courses, max(1, min(popular, courses))
         self.anonymized, self.report_days = anonymized, report_days
         self.max_page_size = max_page_size
@@ -226,6 +226,7 @@ class FakeUdemy(FakeVendor):
         row["course_first_completion_date"] = row["course_first_completion_date"] or _iso(when)
         self.__dict__.pop("progress_rows", None)
         self.__dict__.pop("activity_rows", None)
+        self.clear_pages()
         return row
 
     def incomplete(self, k: int) -> list[tuple[str, int]]:
@@ -243,6 +244,7 @@ class FakeUdemy(FakeVendor):
         self.course_rows.remove(self.enrollment(email, course_id))
         self.__dict__.pop("progress_rows", None)
         self.__dict__.pop("activity_rows", None)
+        self.clear_pages()
 
     # ------------------------------------------------------------------ handlers
 
@@ -273,20 +275,23 @@ class FakeUdemy(FakeVendor):
             rows = [self.course(i) for i in range(start, min(stop, self.num_courses))]
             return rows if keep is None else [{k: v for k, v in r.items() if k in keep} for r in rows]
 
-        return self._page(request, match, self.num_courses, page)
+        return self.page(request, lambda: self._page(request, match, self.num_courses, page))
 
     def _table(self, attr: str):
         def handler(request: Request, match: Any) -> Response:
             denied = self._check(request, match)
             if denied is not None:
                 return denied
-            rows = getattr(self, attr)
-            try:
-                rows = self._filter(request, rows)
-            except ValueError as exc:
-                return Response.json({"detail": str(exc)}, 400)
-            return self._page(request, match, len(rows), lambda a, b: self._fields(request, rows[a:b]))
+            return self.page(request, lambda: self._report(request, match, attr))
         return handler
+
+    def _report(self, request: Request, match: Any, attr: str) -> Response:
+        rows = getattr(self, attr)
+        try:
+            rows = self._filter(request, rows)
+        except ValueError as exc:
+            return Response.json({"detail": str(exc)}, 400)
+        return self._page(request, match, len(rows), lambda a, b: self._fields(request, rows[a:b]))
 
     def _fields(self, request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not self.default_fields:
