@@ -4,18 +4,23 @@ A connector maps its vendor's shapes to these models (pure functions, no I/O).
 Records point at each other by the vendor's ids (``learner_external_id``...),
 never by warehouse ids: the warehouse resolves them when it writes a batch.
 ``raw`` keeps the vendor record as JSON for audit and re-normalizing.
+``Record.encoded()`` serializes a record once (``raw`` with orjson, sorted keys) and takes
+its content hash from those bytes; the warehouse writes what it returns.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar, overload
+from operator import itemgetter
+from typing import Annotated, Any, ClassVar, NamedTuple, Self, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class EnrollmentStatus(StrEnum):
@@ -66,6 +71,11 @@ def utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+UTCTime = Annotated[datetime, AfterValidator(utc)]
+"""A datetime field that always holds an aware UTC value (naive input is taken as UTC):
+binary COPY and the content hash need one form per instant."""
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -83,6 +93,33 @@ def stable_json(value: Any) -> str:
     return _STABLE.encode(value)
 
 
+_ORJSON_SORTED = orjson.OPT_SORT_KEYS
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact JSON with sorted keys, as bytes (orjson; stdlib json for what orjson refuses:
+    integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_SORTED)
+    except orjson.JSONEncodeError:
+        return stable_json(value).encode()
+
+
+class Encoded(NamedTuple):
+    """A record as the warehouse stores it."""
+
+    row: tuple[Any, ...]
+    """Every field's value in field order (``Record.fields()``), ``raw`` as JSON text, then
+    the digest: the row the PostgreSQL writer COPYs."""
+    digest: str
+    """sha1 of all the values: equal digests, equal rows."""
+    size: int
+    """Bytes of the encoded ``raw``: what a batch counts towards ``warehouse.batch_bytes``."""
+
+
+_GETTERS: dict[type, Any] = {}
+
+
 class Record(BaseModel):
     """Base of every canonical record."""
 
@@ -91,16 +128,46 @@ class Record(BaseModel):
     table: ClassVar[str]
     external_id: str = Field(min_length=1, max_length=255)
     raw: dict[str, Any] | list[Any] | None = None
+    _encoded: Encoded | None = PrivateAttr(default=None)
 
-    @field_validator("*", mode="after")
     @classmethod
-    def _aware_utc(cls, value: Any) -> Any:
-        return utc(value) if isinstance(value, datetime) else value
+    def fields(cls) -> tuple[str, ...]:
+        """The field names in the order of ``Encoded.row``: ``external_id``, ``raw``, then
+        the rest as declared."""
+        return tuple(cls.model_fields)
+
+    def encoded(self) -> Encoded:
+        """Serialize once (cached until a field is set): ``raw`` with orjson, sorted keys; the
+        digest is of those bytes and of every other field's value (references included)."""
+        # a plain dict access: pydantic's __getattr__ for a private attribute costs ~1 us
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        enc = private["_encoded"]
+        if enc is None:
+            getter = _GETTERS.get(type(self))
+            if getter is None:
+                getter = _GETTERS[type(self)] = itemgetter(*self.fields())
+            values = getter(self.__dict__)
+            raw = dump_json(values[1])
+            rest = values[:1] + values[2:]
+            digest = hashlib.sha1(dump_json(rest), usedforsecurity=False)
+            digest.update(raw)
+            hexdigest = digest.hexdigest()
+            enc = private["_encoded"] = Encoded((values[0], raw.decode(), *values[2:], hexdigest),
+                                                hexdigest, len(raw))
+        return enc
 
     def content_hash(self) -> str:
         """A digest of everything we store for this record, ``raw`` included."""
-        data = self.model_dump(mode="json")
-        return hashlib.sha1(stable_json(data).encode(), usedforsecurity=False).hexdigest()
+        return self.encoded().digest
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        self.__pydantic_private__["_encoded"] = None  # type: ignore[index]  # encode again
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__pydantic_private__["_encoded"] = None  # type: ignore[index]
+        return copied
 
 
 class Learner(Record):
@@ -142,12 +209,12 @@ class _Progress(Record):
     progress_pct: float | None = Field(default=None, ge=0, le=100)
     score: float | None = None
     time_spent_seconds: float | None = Field(default=None, ge=0)
-    enrolled_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    due_at: datetime | None = None
-    expires_at: datetime | None = None
-    last_activity_at: datetime | None = None
+    enrolled_at: UTCTime | None = None
+    started_at: UTCTime | None = None
+    completed_at: UTCTime | None = None
+    due_at: UTCTime | None = None
+    expires_at: UTCTime | None = None
+    last_activity_at: UTCTime | None = None
     is_overdue: bool | None = None
     vendor_status: str | None = None
 
@@ -164,10 +231,10 @@ class Enrollment(_Progress):
     learner_external_id: str
     course_external_id: str
     assigned: bool | None = None
-    assigned_at: datetime | None = None
+    assigned_at: UTCTime | None = None
     required: bool | None = None
     certificate_id: str | None = Field(default=None, max_length=255)
-    certificate_expires_at: datetime | None = None
+    certificate_expires_at: UTCTime | None = None
     credits: float | None = None
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from lms_sync import memory, metrics
+from lms_sync.batch import Batch
 from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
@@ -229,7 +230,7 @@ class StreamRun:
         self.res = StreamResult(stream.name, "running")
         self.totals = WriteStats()
         # the batch in the making: records, and the latest checkpoint's cursor (if any)
-        self.buffer: list[Record] = []
+        self.buffer = Batch(cfg.warehouse.batch_size, cfg.warehouse.batch_bytes)
         self.pending: Any = _UNSET
         self.seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
         self.keys = dict(self.seen)  # and for the vendor's total
@@ -300,8 +301,7 @@ class StreamRun:
 
     def add(self, record: Record) -> bool:
         """The one spot a record joins the batch in the making; True: the batch is full."""
-        self.buffer.append(record)
-        return len(self.buffer) >= self.batch_size
+        return self.buffer.add(record)  # full at batch_size records or batch_bytes of raw
 
     def _keep_lock(self) -> None:
         if self.lock is not None:  # lost with its connection: taken again, or LockLost
@@ -333,7 +333,8 @@ class StreamRun:
         self.totals.merge(stats)
         self.log.info("batch.written", records=len(self.buffer), written=stats.written,
                       tables=stats.by_table(), cursor=self.res.cursor if cursor else None)
-        self.buffer, self.pending = [], _UNSET
+        self.buffer.clear()
+        self.pending = _UNSET
         memory.trim()  # at most once a second for the process, whichever source gets there
 
     def _reconcile(self) -> None:

@@ -43,10 +43,14 @@ class SyntheticOptions(Settings):
 
 
 class _KilledWhenWritten(Learner):
-    """A learner whose serialization (by the writer, never by the reader) kills the process."""
+    """A learner whose serialization (by the writer, never by the reader) kills the process:
+    ``encoded()`` runs when the record joins the writer's batch; a dump, in any writer."""
 
     @model_serializer(mode="wrap")
     def _die(self, handler):  # type: ignore[no-untyped-def]
+        os._exit(9)
+
+    def encoded(self):  # type: ignore[no-untyped-def]
         os._exit(9)
 
 

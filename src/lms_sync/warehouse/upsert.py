@@ -12,28 +12,28 @@
 * a new enrollment, or one whose status/passed/progress/completed_at changed,
   appends one ``enrollment_history`` row;
 * a snapshot series gains a row only when its figures differ from its latest row.
+
+PostgreSQL writes each table's batch with a binary COPY and one merge statement that does
+all of the above (``pgmerge``); SQLite and MySQL/MariaDB look rows up and use executemany.
+``row_hash`` is ``Record.encoded().digest``; a row whose stored hash has an older form but
+whose values are equal is rewritten once (new hash) with no history row.
 """
 
 from __future__ import annotations
 
-import itertools
-import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    JSON,
     Connection,
     Select,
     String,
     Table,
     and_,
-    any_,
     bindparam,
     func,
     select,
@@ -43,6 +43,7 @@ from sqlalchemy import (
 
 from lms_sync.canonical import ActivityProgress, Course, Enrollment, LearnerOrgUnit, OrgUnit, Record
 from lms_sync.warehouse import dialect as dialects
+from lms_sync.warehouse import pgmerge
 from lms_sync.warehouse.tables import (
     RECORD_TABLES,
     activity_progress,
@@ -55,9 +56,8 @@ from lms_sync.warehouse.tables import (
 )
 
 CHUNK = 500  # keys per IN (...) lookup: well below every driver's parameter limit
-PG_CHUNK = 5000  # keys per = ANY(array) lookup: one parameter, so only round trips count
 _KEY = ("source_id", "external_id")
-_HISTORY_FIELDS = ("status", "passed", "progress_pct", "completed_at")
+_HISTORY_FIELDS = pgmerge.HISTORY_FIELDS
 _REFS = {"learner_external_id", "course_external_id", "enrollment_external_id", "parent_external_id",
          "org_unit_external_id"}
 _PARENT_COLUMN = {"courses": "parent_course_id", "org_units": "parent_id"}
@@ -100,12 +100,11 @@ class WriteStats:
 
 
 @cache
-def _stored_fields(cls: type[Record], table: Table) -> dict[str, bool]:
-    """The fields of ``cls`` that are columns of ``table`` (references are resolved apart).
-
-    Dumping only these is the same dict as dumping all and filtering, for less work.
-    """
-    return {f: True for f in cls.model_fields if f not in _REFS and f in table.c}
+def _stored_fields(cls: type[Record], table: Table) -> tuple[tuple[int, str], ...]:
+    """(position in ``Encoded.row``, name) of the fields of ``cls`` that are columns of
+    ``table``, ``raw`` aside (references are resolved apart)."""
+    return tuple((i, f) for i, f in enumerate(cls.fields())
+                 if f not in _REFS and f in table.c and f != "raw")
 
 
 @cache
@@ -129,19 +128,11 @@ def _fit(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
-def _lookup_statement(table: Table, extra: tuple[str, ...], dialect: str) -> Select:
-    """One statement per table and dialect, so SQLAlchemy compiles it once.
-
-    PostgreSQL gets ``external_id = ANY(:ids)``: one array parameter, the same SQL text
-    for any number of ids (an expanding ``IN`` is re-rendered for every execution, which
-    cost more Python time than the lookup itself), and no parameter-count limit.
-    """
+def _lookup_statement(table: Table, extra: tuple[str, ...]) -> Select:
+    """One statement per table, so SQLAlchemy compiles it once (SQLite, MySQL/MariaDB)."""
     cols = [table.c.external_id, table.c.id, table.c.row_hash, table.c.deleted_at]
     cols += [table.c[c] for c in extra]
-    if dialect == "postgresql":
-        ids = table.c.external_id == any_(bindparam("b_ids", type_=ARRAY(String)))
-    else:
-        ids = table.c.external_id.in_(bindparam("b_ids", expanding=True))
+    ids = table.c.external_id.in_(bindparam("b_ids", expanding=True))
     return select(*cols).where(table.c.source_id == bindparam("b_source"), ids)
 
 
@@ -162,12 +153,12 @@ class BatchWriter:
         """Ids of learners inserted or changed: what identity matching re-examines."""
         if self.dialect == "postgresql":
             # psycopg prepares a statement after 5 runs and PostgreSQL then may switch to a
-            # generic plan; on a table loaded since its last ANALYZE that plan filters
-            # ``external_id IN (...)`` over every row of the source instead of using the
-            # unique index, so each lookup costs O(table) and a first load goes quadratic
-            # (benchmarks/sync.py: 0.3 s per 500-key lookup at 10,000 rows). Custom plans
-            # cost ~0.5 ms of planning per statement. SET LOCAL ends with the transaction.
-            conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            # generic plan; on a table loaded since its last ANALYZE such a plan once filtered
+            # every row of the source instead of using the unique index, so each batch cost
+            # O(table) and a first load went quadratic (benchmarks/sync.py: 0.3 s per 500-key
+            # lookup at 10,000 rows). A merge is planned once per table and batch (~1 ms).
+            # The settings end with the transaction.
+            conn.execute(text(pgmerge.SETTINGS))
 
     def write(self, records: Iterable[Record], now: datetime, as_of: datetime | None = None) -> WriteStats:
         """Write ``records``; snapshots get ``as_of`` (default ``now``)."""
@@ -179,7 +170,9 @@ class BatchWriter:
             batch = list(by_table[name].values())
             if not batch:
                 continue
-            if table is stat_snapshots:
+            if self.dialect == "postgresql":
+                self._merge(table, batch, now, stats, as_of)
+            elif table is stat_snapshots:
                 self._write_snapshots(batch, as_of or now, stats)
             else:
                 self._write_rows(table, batch, now, stats)
@@ -188,11 +181,11 @@ class BatchWriter:
     # ------------------------------------------------------------------ lookups
 
     def existing(self, table: Table, external_ids: Sequence[str], *extra: str) -> dict[str, Any]:
-        """external_id -> row (id, row_hash, deleted_at, *extra) for this source."""
-        stmt = _lookup_statement(table, extra, self.dialect)
-        size = PG_CHUNK if self.dialect == "postgresql" else CHUNK
+        """external_id -> row (id, row_hash, deleted_at, *extra) for this source (SQLite,
+        MySQL/MariaDB: PostgreSQL's merge needs no lookup)."""
+        stmt = _lookup_statement(table, extra)
         out: dict[str, Any] = {}
-        for part in chunks(list(external_ids), size):
+        for part in chunks(list(external_ids)):
             for row in self.conn.execute(stmt, {"b_source": self.source_id, "b_ids": list(part)}):
                 out[row.external_id] = row
         return out
@@ -211,12 +204,7 @@ class BatchWriter:
             if table is learners:
                 stub["is_placeholder"] = False
             rows = [{"source_id": self.source_id, "external_id": x, **stub} for x in missing]
-            stmt = dialects.insert_ignore_statement(table, _KEY, self.dialect)
-            if self.dialect == "postgresql":  # the new ids come back with the insert
-                stmt = stmt.returning(table.c.external_id, table.c.id)
-                found.update({row.external_id: row.id for row in self.conn.execute(stmt, rows)})
-            else:
-                self.conn.execute(stmt, rows)
+            self.conn.execute(dialects.insert_ignore_statement(table, _KEY, self.dialect), rows)
             stats.stubs[table.name] += len(missing)
             if missing_after := [x for x in missing if x not in found]:
                 found.update({k: row.id for k, row in self.existing(table, missing_after).items()})
@@ -224,84 +212,67 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ writers
 
+    def _merge(self, table: Table, batch: list[Record], now: datetime, stats: WriteStats,
+               as_of: datetime | None) -> None:
+        """PostgreSQL: one COPY and one merge per record class (one class per table today)."""
+        by_class: dict[type[Record], list[Record]] = {}
+        for record in batch:
+            by_class.setdefault(type(record), []).append(record)
+        cur = self._driver_cursor()
+        try:
+            for cls, records in by_class.items():
+                done = pgmerge.merge(cur, table, cls, records, self.source_id, self.run_id, now,
+                                     as_of)
+                for counter, n in ((stats.inserted, done.inserted), (stats.updated, done.updated),
+                                   (stats.unchanged, done.staged - done.inserted - done.updated)):
+                    if n:
+                        counter[table.name] += n
+                for name, n in done.stubs.items():
+                    if n:
+                        stats.stubs[name] += n
+                stats.history += done.history
+                if table is learners:
+                    self.learner_ids.update(done.ids)
+        finally:
+            cur.close()
+
     def _write_rows(self, table: Table, batch: list[Record], now: datetime, stats: WriteStats) -> None:
+        """SQLite, MySQL/MariaDB: look the rows up, skip the unchanged, executemany the rest."""
         extra = _HISTORY_FIELDS if table is enrollments else ()
         current = self.existing(table, [r.external_id for r in batch], *extra)
-        todo: list[tuple[Record, str]] = []
+        todo: list[Record] = []
         for record in batch:
-            digest = record.content_hash()
             row = current.get(record.external_id)
-            if row is not None and row.row_hash == digest and row.deleted_at is None:
+            if row is not None and row.row_hash == record.encoded().digest and row.deleted_at is None:
                 stats.unchanged[table.name] += 1
                 continue
-            todo.append((record, digest))
+            todo.append(record)
         if not todo:
             return
-        refs = self._references(table, [r for r, _ in todo], now, stats)
-        # a row is a copy of its record (raw included): on PostgreSQL each goes to COPY as
-        # it is made, so a batch is not held twice over while it is written
-        rows = (self._row(table, record, digest, now, refs) for record, digest in todo)
-        want_ids = table is learners or table.name in _PARENT_COLUMN or table is enrollments
-        ids: dict[str, int] | None = None  # external_id -> id of every row written
-        if self.dialect == "postgresql":
-            ids = self._copy_merge(table, rows, returning=want_ids)
-        else:
-            listed = list(rows)
-            stmt = dialects.upsert_statement(table, _KEY, _update_cols(listed[0]), self.dialect)
-            self.conn.execute(stmt, listed)
-        for record, _ in todo:
+        refs = self._references(table, todo, now, stats)
+        rows = [self._row(table, record, now, refs) for record in todo]
+        stmt = dialects.upsert_statement(table, _KEY, _update_cols(rows[0]), self.dialect)
+        self.conn.execute(stmt, rows)
+        for record in todo:
             if record.external_id in current:
                 stats.updated[table.name] += 1
             else:
                 stats.inserted[table.name] += 1
-        if not want_ids:
+        if not (table is learners or table.name in _PARENT_COLUMN or table is enrollments):
             return
-        if ids is None:  # the rows we had plus one lookup of the new ones
-            ids = {r.external_id: current[r.external_id].id for r, _ in todo if r.external_id in current}
-            added = [r.external_id for r, _ in todo if r.external_id not in current]
-            ids.update({k: row.id for k, row in self.existing(table, added).items()})
+        # the rows we had plus one lookup of the new ones
+        ids = {r.external_id: current[r.external_id].id for r in todo if r.external_id in current}
+        added = [r.external_id for r in todo if r.external_id not in current]
+        ids.update({k: row.id for k, row in self.existing(table, added).items()})
         if table is learners:
             self.learner_ids.update(ids.values())
         if table.name in _PARENT_COLUMN:
-            self._link_parents(table, [r for r, _ in todo if isinstance(r, Course | OrgUnit)], ids, now,
+            self._link_parents(table, [r for r in todo if isinstance(r, Course | OrgUnit)], ids, now,
                                stats)
         if table is enrollments:
             self._append_history(todo, current, ids, now, stats)
-            if new := [r for r, _ in todo if r.external_id not in current and isinstance(r, Enrollment)]:
+            if new := [r for r in todo if r.external_id not in current and isinstance(r, Enrollment)]:
                 self._adopt_activities(new, refs, now)
-
-    def _copy_merge(self, table: Table, rows: Iterator[dict[str, Any]],
-                    returning: bool = False) -> dict[str, int] | None:
-        """PostgreSQL: COPY the rows into a session temp table, then one INSERT … SELECT … ON
-        CONFLICT DO UPDATE. Same rows and result as the executemany upsert, 1.1-1.7x faster
-        per 1,000-row batch on a loaded 2-core machine (more on a quiet one). Values are bound as
-        SQLAlchemy would: UTC-aware datetimes, JSON columns as JSON text with None -> 'null'.
-        With ``returning``: external_id -> id of every row written (inserted or updated).
-        """
-        from psycopg.types.json import Json
-
-        first = next(rows)
-        cols = list(first)
-        stage = f"lms_stage_{table.name}_{zlib.crc32(' '.join(cols).encode()):08x}"  # per column set
-        collist = ", ".join(f'"{c}"' for c in cols)
-        cur = self._driver_cursor()
-        cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS '
-                    f'SELECT {collist} FROM "{table.name}" WITH NO DATA')
-        json_cols = {i for i, c in enumerate(cols) if isinstance(table.c[c].type, JSON)}
-        with cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as copy:
-            for row in itertools.chain((first,), rows):
-                values = [row[c] for c in cols]
-                for i in json_cols:
-                    values[i] = Json(values[i])
-                copy.write_row(values)
-        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _update_cols(first))
-        cur.execute(f'INSERT INTO "{table.name}" ({collist}) SELECT {collist} FROM {stage} '
-                    f'ON CONFLICT ({", ".join(_KEY)}) DO UPDATE SET {sets}'
-                    + (" RETURNING external_id, id" if returning else ""))
-        ids = dict(cur.fetchall()) if returning else None
-        cur.execute(f"TRUNCATE {stage}")
-        cur.close()
-        return ids
 
     def _driver_cursor(self) -> Any:
         """The driver's own cursor (psycopg's COPY), in this connection's transaction."""
@@ -328,10 +299,12 @@ class BatchWriter:
             refs["enrollment"] = {k: row.id for k, row in found.items()}
         return refs
 
-    def _row(self, table: Table, record: Record, digest: str, now: datetime, refs: dict) -> dict[str, Any]:
-        row = record.model_dump(include=_stored_fields(type(record), table))
-        row.update(source_id=self.source_id, row_hash=digest, first_seen_at=now, updated_at=now,
-                   deleted_at=None)
+    def _row(self, table: Table, record: Record, now: datetime, refs: dict) -> dict[str, Any]:
+        enc = record.encoded()
+        values = enc.row
+        row = {name: values[i] for i, name in _stored_fields(type(record), table)}
+        row.update(raw=record.raw, source_id=self.source_id, row_hash=enc.digest, first_seen_at=now,
+                   updated_at=now, deleted_at=None)
         if table.name in _PARENT_COLUMN:  # set again below for a row that has one (_link_parents)
             row[_PARENT_COLUMN[table.name]] = None
         if isinstance(record, Enrollment | ActivityProgress):
@@ -373,10 +346,10 @@ class BatchWriter:
                                 a.c.learner_id.in_(part), match.is_not(None))
                 .values(enrollment_id=match, updated_at=now))
 
-    def _append_history(self, todo: list[tuple[Record, str]], before: dict, ids: dict[str, int],
+    def _append_history(self, todo: list[Record], before: dict, ids: dict[str, int],
                         now: datetime, stats: WriteStats) -> None:
         changed = []
-        for record, _ in todo:
+        for record in todo:
             old = before.get(record.external_id)
             new = tuple(getattr(record, f) for f in _HISTORY_FIELDS)
             if old is None or old.row_hash == "" or tuple(getattr(old, f) for f in _HISTORY_FIELDS) != new:
@@ -388,20 +361,12 @@ class BatchWriter:
              **{f: getattr(r, f) for f in _HISTORY_FIELDS}}
             for r in changed
         ]
-        if self.dialect == "postgresql":  # append-only: a plain COPY, no executemany round trips
-            cols = list(rows[0])
-            cur = self._driver_cursor()
-            with cur.copy(f"COPY enrollment_history ({', '.join(cols)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[c] for c in cols])
-            cur.close()
-        else:
-            self.conn.execute(enrollment_history.insert(), rows)
+        self.conn.execute(enrollment_history.insert(), rows)
         stats.history += len(rows)
 
     def _write_snapshots(self, batch: list[Record], now: datetime, stats: WriteStats) -> None:
         t = stat_snapshots
-        latest: dict[str, str] = {}
+        latest: dict[str, Any] = {}
         series = [r.external_id for r in batch]
         for part in chunks(series):
             newest = (
@@ -411,20 +376,30 @@ class BatchWriter:
                 .subquery()
             )
             found = self.conn.execute(
-                select(t.c.external_id, t.c.row_hash).join(
+                select(t).join(
                     newest, and_(t.c.external_id == newest.c.external_id, t.c.as_of == newest.c.as_of)
                 ).where(t.c.source_id == self.source_id)
             )
-            latest.update({row.external_id: row.row_hash for row in found})
-        rows = []
+            latest.update({row.external_id: row for row in found})
+        rows, rehash = [], []
         for record in batch:
-            digest = record.content_hash()
-            if latest.get(record.external_id) == digest:
+            digest = record.encoded().digest
+            data = _fit(t, {k: v for k, v in record.__dict__.items() if k in t.c})
+            old = latest.get(record.external_id)
+            if old is not None and old.row_hash != digest and all(
+                    getattr(old, k) == v for k, v in data.items()):
+                # the same figures under a hash of an older form: no new observation
+                rehash.append({"b_id": old.id, "b_hash": digest})
                 stats.unchanged[t.name] += 1
                 continue
-            data = {k: v for k, v in record.model_dump().items() if k in t.c}
-            rows.append(_fit(t, {**data, "source_id": self.source_id, "as_of": now, "row_hash": digest,
-                                 "first_seen_at": now, "updated_at": now}))
+            if old is not None and old.row_hash == digest:
+                stats.unchanged[t.name] += 1
+                continue
+            rows.append({**data, "source_id": self.source_id, "as_of": now, "row_hash": digest,
+                         "first_seen_at": now, "updated_at": now})
+        if rehash:
+            self.conn.execute(update(t).where(t.c.id == bindparam("b_id"))
+                              .values(row_hash=bindparam("b_hash")), rehash)
         if rows:
             self.conn.execute(t.insert(), rows)
             stats.inserted[t.name] += len(rows)
