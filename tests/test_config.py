@@ -227,7 +227,7 @@ def test_a_bare_postgres_url_syncs_through_copy(postgres_warehouse, tmp_path):
 
 def test_batches_end_at_records_or_bytes_with_documented_defaults():
     warehouse = parse_config({}).warehouse
-    assert (warehouse.batch_size, warehouse.batch_bytes) == (5000, 16 * 1024 * 1024)
+    assert (warehouse.batch_size, warehouse.batch_bytes) == (2500, 16 * 1024 * 1024)
     tuned = parse_config({"warehouse": {"batch_size": 200, "batch_bytes": 65536}}).warehouse
     assert (tuned.batch_size, tuned.batch_bytes) == (200, 65536)
     with pytest.raises(ConfigError):

@@ -52,7 +52,7 @@ def _validate_tz(value: str) -> str:
 class WarehouseConfig(_Model):
     url: str = Field(default="sqlite:///lms_sync.db", repr=False)  # may carry a password
     schema_: str | None = Field(default=None, alias="schema")
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    batch_size: int = Field(default=2500, ge=1, le=100_000)
     """Records per transaction (with the stream's cursor)."""
     batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     """A batch also ends when its records' encoded ``raw`` reaches this many bytes: big vendor
