@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -79,31 +78,16 @@ class Sandbox:
         return yaml.safe_load(self.config.read_text(encoding="utf-8"))["sources"]
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
+        return common.process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (/proc/PID/stat, clock ticks)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tagged(url: str, name: str) -> str:
-    """``url`` whose connections carry ``application_name=name`` (to find their backends)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).update_query_dict({"application_name": name}).render_as_string(
-        hide_password=False)
-
-
 def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, list[str]]:
     """A fresh queue and one fresh, migrated warehouse schema per tenant; their config files
-    (the workers' connections tagged ``application_name``, see :class:`Backends`)."""
+    (the workers' connections tagged ``application_name``, see :class:`common.PgBackends`)."""
     from lms_sync.cluster.queue import QueueTarget, init_queue
     from lms_sync.warehouse.db import make_engine, upgrade
 
@@ -117,7 +101,7 @@ def prepare(url: str, blocks: list[dict[str, Any]], folder: Path) -> tuple[Any, 
         engine = make_engine(url, schema)
         upgrade(engine)
         engine.dispose()
-        tree = {"warehouse": {"url": tagged(url, APP), "schema": schema},
+        tree = {"warehouse": {"url": common.tagged(url, APP), "schema": schema},
                 "logging": {"format": "json", "level": "INFO"}, "defaults": {"schedule": SCHEDULE},
                 "sources": sources}
         (folder / f"tenant{t:02d}.yaml").write_text(yaml.safe_dump(tree), encoding="utf-8")
@@ -130,7 +114,7 @@ class WorkerProcess:
         self._fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lms_sync", "worker", "--configs", str(folder),
-             "--queue-url", tagged(target.url, APP), "--queue-schema", target.schema,
+             "--queue-url", common.tagged(target.url, APP), "--queue-schema", target.schema,
              "--concurrency", str(concurrency), "--heartbeat-seconds", "2"],
             env={k: v for k, v in os.environ.items() if not k.startswith("LMS_SYNC_")},
             stdout=subprocess.DEVNULL, stderr=self._fh)
@@ -147,7 +131,7 @@ class WorkerProcess:
         return round(int(line.split()[1]) / 1024, 1)
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
+        return common.process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -179,52 +163,6 @@ def machine_busy_seconds() -> float:
     with open("/proc/stat", encoding="ascii") as fh:
         fields = [int(x) for x in fh.readline().split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-class Backends(threading.Thread):
-    """The CPU of the PostgreSQL backends serving the workers (``application_name``
-    ``APP``), sampled every 50 ms: a backend's last sample stands for it, so this is a
-    lower bound (it misses each backend's last <= 50 ms). The whole server's CPU, other
-    users' included, is ``postgres_server_cpu_seconds``."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.done = url, threading.Event()
-        self.seen: dict[int, float] = {}
-        self.base: dict[int, float] = {}
-
-    def run(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self.done.wait(0.05):
-                pids = [r[0] for r in conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP])]
-                for pid in pids:
-                    try:
-                        self.seen[pid] = process_cpu_seconds(pid)
-                    except OSError:
-                        continue
-
-    def stop(self) -> float:
-        """Their CPU seconds since started (backends already there: since then)."""
-        self.done.set()
-        self.join()
-        return sum(self.seen.values()) - sum(self.base.values())
-
-    def start(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            pids = [r[0] for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP])]
-        self.base = {}
-        for pid in pids:
-            try:
-                self.base[pid] = process_cpu_seconds(pid)
-            except OSError:
-                continue
-        super().start()
 
 
 def queue_counts(conn: Any) -> dict[str, int]:
@@ -261,7 +199,7 @@ def run_round(workers: int, args: argparse.Namespace, sandboxes: list[Sandbox],
         cpu0 = [w.cpu_seconds() for w in pool]
         fakes0, pg0, machine0 = (sum(f.cpu_seconds() for f in sandboxes), postgres_cpu_seconds(),
                                  machine_busy_seconds())
-        backends = Backends(target.conninfo)
+        backends = common.PgBackends(target.conninfo, APP)
         backends.start()
         sources = sum(len(b) for b in blocks)
         with psycopg.connect(target.conninfo, options=target.options, autocommit=True) as conn:

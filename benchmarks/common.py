@@ -518,15 +518,34 @@ def tagged(url: str, name: str) -> str:
 class PgBackends(threading.Thread):
     """CPU of the PostgreSQL backends whose ``application_name`` is ``app``, sampled every
     50 ms from /proc (the server is local): a backend's last sample stands for it, so this
-    is a lower bound (each backend's last <= 50 ms are missed). ``own_cpu_seconds``: this
-    thread's own CPU, for the caller to take out of its process's figure."""
+    is a lower bound (each backend's last <= 50 ms are missed); backends already there at
+    ``start()`` count from then. ``conninfo``: a libpq URL or a SQLAlchemy one.
+    ``own_cpu_seconds``: this thread's own CPU, for the caller to take out of its figure."""
 
-    def __init__(self, url: str, app: str) -> None:
+    def __init__(self, conninfo: str, app: str) -> None:
         super().__init__(daemon=True)
-        self.url, self.app, self.done = make_url(url).set(drivername="postgresql").render_as_string(
-            hide_password=False), app, threading.Event()
+        if "+" in conninfo.partition("://")[0]:  # postgresql+psycopg://: libpq wants none
+            conninfo = make_url(conninfo).set(drivername="postgresql").render_as_string(
+                hide_password=False)
+        self.url, self.app, self.done = conninfo, app, threading.Event()
         self.seen: dict[int, float] = {}
+        self.base: dict[int, float] = {}
         self.own_cpu_seconds = 0.0
+
+    def _sample(self, conn: Any, into: dict[int, float]) -> None:
+        for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                   [self.app]):
+            try:
+                into[pid] = process_cpu_seconds(pid)
+            except OSError:  # gone since the query
+                continue
+
+    def start(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            self._sample(conn, self.base)
+        super().start()
 
     def run(self) -> None:
         import psycopg
@@ -535,19 +554,14 @@ class PgBackends(threading.Thread):
             with psycopg.connect(self.url, autocommit=True) as conn:
                 while True:
                     stop = self.done.wait(0.05)
-                    for (pid,) in conn.execute(
-                            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [self.app]):
-                        try:
-                            self.seen[pid] = process_cpu_seconds(pid)
-                        except OSError:
-                            continue
+                    self._sample(conn, self.seen)
                     if stop:
                         break
         finally:
             self.own_cpu_seconds = time.thread_time()
 
     def stop(self) -> float:
-        """CPU seconds of the tagged backends seen (backends are new per phase: whole lives)."""
+        """CPU seconds of the tagged backends since ``start()``."""
         self.done.set()
         self.join()
-        return round(sum(self.seen.values()), 3)
+        return round(sum(self.seen.values()) - sum(self.base.get(p, 0.0) for p in self.seen), 3)
