@@ -71,6 +71,12 @@ def utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def normalize_email(value: str | None) -> str | None:
+    """An email as :class:`Learner` keeps it: trimmed, lower-case, or None."""
+    value = (value or "").strip().lower()
+    return value or None
+
+
 UTCTime = Annotated[datetime, AfterValidator(utc)]
 """A datetime field that always holds an aware UTC value (naive input is taken as UTC):
 binary COPY and the content hash need one form per instant."""
@@ -187,8 +193,7 @@ class Learner(Record):
     @field_validator("email")
     @classmethod
     def _normalize_email(cls, value: str | None) -> str | None:
-        value = (value or "").strip().lower()
-        return value or None
+        return normalize_email(value)
 
 
 class Course(Record):

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from lms_sync import canonical as cn
-from lms_sync.connectors.construct import construct, email
+from lms_sync.canonical import normalize_email as email
+from lms_sync.connectors.construct import construct
 
 NOW = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 

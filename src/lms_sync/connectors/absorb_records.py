@@ -11,9 +11,11 @@ from pydantic import Field
 
 from lms_sync import canonical as cn
 from lms_sync.canonical import EnrollmentStatus as S
-from lms_sync.connectors.construct import construct, email
+from lms_sync.canonical import UTCTime
+from lms_sync.canonical import normalize_email as email
+from lms_sync.connectors.construct import construct
 from lms_sync.connectors.fields import percent, timespan_seconds
-from lms_sync.connectors.rest import UtcTime, VendorModel
+from lms_sync.connectors.rest import VendorModel
 
 PCT_TOLERANCE = 0.5
 
@@ -44,7 +46,7 @@ class AbsorbUser(VendorModel):
     departmentId: Opt = None
     activeStatus: int | None = None
     isActive: bool | None = None  # older payloads (documented on enrollments, not users)
-    dateEdited: UtcTime | None = None
+    dateEdited: UTCTime | None = None
 
     def learner(self, raw: dict[str, Any], departments: dict[str, str] | None = None) -> cn.Learner:
         names = [n for n in (self.firstName, self.lastName) if n]
@@ -68,7 +70,7 @@ class AbsorbCourse(VendorModel):
     description: Opt = None
     categoryId: Opt = None
     estimatedDuration: Opt = None
-    dateEdited: UtcTime | None = None
+    dateEdited: UTCTime | None = None
 
     def course(self, raw: dict[str, Any], categories: dict[str, str] | None = None) -> cn.Course:
         seconds = timespan_seconds(self.estimatedDuration, "estimatedDuration")
@@ -86,9 +88,9 @@ class _Progress(VendorModel):
     score: float | None = None
     timeSpent: Opt = None
     timeSpentTicks: int | None = None
-    dateStarted: UtcTime | None = None
-    dateCompleted: UtcTime | None = None
-    dateEdited: UtcTime | None = None
+    dateStarted: UTCTime | None = None
+    dateCompleted: UTCTime | None = None
+    dateEdited: UTCTime | None = None
 
     def progress_fields(self) -> dict[str, Any]:
         if self.status not in STATUS_MAP:
@@ -105,9 +107,9 @@ class _Progress(VendorModel):
 class AbsorbEnrollment(_Progress):
     courseId: str = Field(min_length=1)
     isActive: bool = True
-    dateAdded: UtcTime | None = None
-    dateDue: UtcTime | None = None
-    dateExpires: UtcTime | None = None
+    dateAdded: UTCTime | None = None
+    dateDue: UTCTime | None = None
+    dateExpires: UTCTime | None = None
     certificateId: Opt = None
     credits: float | None = None
 
@@ -115,8 +117,8 @@ class AbsorbEnrollment(_Progress):
 class AbsorbLesson(_Progress):
     lessonId: str = Field(min_length=1)
     type: Opt = None
-    dateEnrolled: UtcTime | None = None
-    lastAttempt: UtcTime | None = None
+    dateEnrolled: UTCTime | None = None
+    lastAttempt: UTCTime | None = None
 
 
 class AbsorbDepartment(VendorModel):

@@ -11,9 +11,10 @@ make: each field's length and range constraints (an id over 255 characters, a ne
 time spent) raise ValueError, and a missing required field TypeError, as validating
 would (the record is then skipped). What it does not check is the caller's promise: every
 value of the canonical field's type, datetimes aware UTC (vendor fields typed
-:data:`lms_sync.connectors.rest.UtcTime`), enums as their plain ``.value`` strings,
-emails trimmed lower-case (:func:`email`). The contract suite holds every connector to it:
-each record equals ``type(r).model_validate(r.model_dump())``, value types included.
+:data:`lms_sync.canonical.UTCTime`), enums as their plain ``.value`` strings,
+emails trimmed lower-case (:func:`lms_sync.canonical.normalize_email`). The contract
+suite holds every connector to it: each record equals
+``type(r).model_validate(r.model_dump())``, value types included.
 """
 
 from __future__ import annotations
@@ -110,9 +111,3 @@ def construct(cls: type[R], **values: Any) -> R:
     _set(record, "__pydantic_extra__", None)
     _set(record, "__pydantic_private__", None if plan.private is None else plan.private.copy())
     return record
-
-
-def email(value: str | None) -> str | None:
-    """An email as :class:`~lms_sync.canonical.Learner` keeps it: trimmed, lower-case, or None."""
-    value = (value or "").strip().lower()
-    return value or None

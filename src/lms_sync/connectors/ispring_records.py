@@ -24,7 +24,8 @@ from lms_sync.canonical import (
     OrgUnit,
     OrgUnitKind,
 )
-from lms_sync.connectors.construct import construct, email
+from lms_sync.canonical import normalize_email as email
+from lms_sync.connectors.construct import construct
 from lms_sync.connectors.rest import Number, Text, VendorModel, When
 
 STATUS_MAP: dict[str, tuple[EnrollmentStatus, bool | None]] = {

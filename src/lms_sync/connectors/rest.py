@@ -5,7 +5,7 @@ A list endpoint is declared, not looped over: a :class:`RestStream` names its ``
 paginator, its cursor and a pure ``normalize`` function; :meth:`HttpClient.paginate
 <lms_sync.http.client.HttpClient.paginate>` owns the page loop. Here too, once: the
 vendor base model (:class:`VendorModel`, and the blank-tolerant field types ``Text``,
-``When`` (aware UTC, as :data:`UtcTime`), ``Number``), :class:`Cursor`, the token fetch
+``When`` (aware UTC, as :data:`~lms_sync.canonical.UTCTime`), ``Number``), :class:`Cursor`, the token fetch
 (:func:`fetch_token`), the JSON error describer (:func:`describe_json`) and the date helper
 :func:`iso`.
 
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import httpx
 import orjson
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from lms_sync.canonical import Record, utc
+from lms_sync.canonical import Record, UTCTime, utc
 from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
 from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
@@ -43,10 +43,8 @@ def _blank(value: Any) -> Any:
     return value
 
 
-UtcTime = Annotated[datetime, AfterValidator(utc)]
-"""A time as canonical records keep it: aware UTC (a naive one taken as UTC)."""
 Text = Annotated[str | None, BeforeValidator(_blank)]
-When = Annotated[UtcTime | None, BeforeValidator(_blank)]
+When = Annotated[UTCTime | None, BeforeValidator(_blank)]
 Number = Annotated[float | None, BeforeValidator(_blank)]
 
 

@@ -20,7 +20,8 @@ from pydantic import AliasChoices, BaseModel, Field
 from lms_sync import canonical
 from lms_sync.canonical import ActivityProgress, Course, CourseKind, Enrollment, Learner, Snapshot
 from lms_sync.canonical import EnrollmentStatus as S
-from lms_sync.connectors.construct import construct, email
+from lms_sync.canonical import normalize_email as email
+from lms_sync.connectors.construct import construct
 from lms_sync.connectors.rest import Number, Text, VendorModel, When
 
 ANONYMIZED = "anonymized user"
