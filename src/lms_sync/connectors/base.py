@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import structlog
 
     from lms_sync.config import SourceConfig
+    from lms_sync.connectors.skim import PageSkim
     from lms_sync.provision.plan import RemoteUser, Wanted
 
 T = TypeVar("T")
@@ -86,6 +87,10 @@ class ReadContext:
     """The vendor's own count of the ``Stream.total_table`` rows this read should see."""
     excluded: int = 0
     """Rows the vendor counts in its total that the stream leaves out by design."""
+    skim: PageSkim | None = None
+    """A ``Stream.skim`` stream's page digests (set by the pipeline; see
+    :mod:`lms_sync.connectors.skim`): ``RestStream.pages`` skips the pages equal to the
+    last clean run's."""
 
     def report_total(self, n: int) -> None:
         """Add a total the vendor reported for a list this read walks whole."""
@@ -185,6 +190,11 @@ class Stream(ABC):
     name: ClassVar[str]
     full_refresh_tables: tuple[str, ...] = ()  # a class attribute; a stream may set its own
     total_table: str | None = None  # the table the vendor's total counts (see above)
+    skim: ClassVar[bool] = False
+    """Opt-in page skim (:mod:`lms_sync.connectors.skim`): the stream re-reads one whole
+    list every run, walked once by ``RestStream.pages``, and its records depend only on
+    that list's pages, in order. Never for a walk steered by page contents (sorted walks,
+    sweeps)."""
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:
