@@ -457,6 +457,8 @@ def run_child(script: str, mode: str, spec: dict[str, Any], tmp: Path,
     out_path = spec_path.with_suffix(".out.json")
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if other := os.environ.get("BENCH_CHILD_SRC"):  # the sync of another checkout's src/
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (other, env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     cpu0 = children_cpu_seconds()
     proc = subprocess.run([*(prefix or []), sys.executable, script, "--child", mode, str(spec_path),

@@ -75,13 +75,21 @@ def child_sync(spec: dict[str, Any]) -> dict[str, Any]:
     from lms_sync.connectors import connector_class
     from lms_sync.logs import configure
     from lms_sync.memory import tune_malloc
+
+    try:
+        from lms_sync.memory import tune_gc
+    except ImportError:  # BENCH_CHILD_SRC: a checkout older than tune_gc
+        tune_gc = None  # type: ignore[assignment]
     from lms_sync.warehouse.db import make_engine
 
     tune_malloc()  # as `lms-sync` does at start
     configure("json", "WARNING")
+
     cfg = parse_config(spec["config"], "benchmark")
     for source in cfg.sources.values():  # import the connectors before the baseline
         connector_class(source.kind)
+    if tune_gc is not None:
+        tune_gc()  # as `lms-sync` does once its commands are imported
     import structlog
 
     import lms_sync.pipeline as pipeline

@@ -18,7 +18,7 @@ from lms_sync import __version__
 from lms_sync.config import Config, load_config
 from lms_sync.errors import ConfigError, LmsSyncError, UserError
 from lms_sync.logs import configure, get_logger, one_line
-from lms_sync.memory import tune_malloc
+from lms_sync.memory import tune_gc, tune_malloc
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_malloc()
     _load_extra_commands()
     args = _parser().parse_args(argv)
+    tune_gc()  # after the imports: they are what it freezes
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import sys
 import threading
 import time
@@ -42,6 +43,23 @@ def tune_malloc() -> bool:
         return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except AttributeError:  # musl and others: no mallopt
         return False
+
+
+GC_THRESHOLDS = (50_000, 20, 10)
+"""Python's are (700, 10, 10). A sync keeps a batch of records alive (thousands of dicts
+and models per source) while it allocates: at 700, a young collection every few records
+walked the live batch again and again. benchmarks/sync.py --workload bulk: 13.7 -> 9.6
+CPU-s for the full sync, 8.1 -> 5.7 for the re-sync, peak RSS 149 -> 151 MB."""
+
+
+def tune_gc() -> None:
+    """Collect, freeze what start-up made (modules, models, config: never garbage, so no
+    later full collection walks it again), and space the cyclic collector's passes
+    (:data:`GC_THRESHOLDS`). Records hold no cycles: reference counting frees them. Called
+    once per process, at start; a second call only collects and freezes again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 _trim_lock = threading.Lock()

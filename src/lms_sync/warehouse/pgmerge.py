@@ -13,6 +13,12 @@
 There is no existence query. Courses and org units that name a parent take one more
 statement after the rows exist (stub parents, then the links), as the old path did.
 
+Every lookup of a stored row is an index probe by key (a LATERAL … LIMIT 1 or a scalar
+subquery, which the planner cannot turn into a join), so a batch costs the same whatever
+the tables hold and whatever their statistics say: planned as joins on a fresh table's
+stale statistics, they became nested loops over every row of the source, per batch
+(tests/warehouse/test_pgmerge.py checks the plans).
+
 Every CTE of a statement sees the same snapshot: ``old`` reads the enrollments as they were
 before the merge, and a reference is found either in its table or in its stub CTE.
 """
@@ -106,6 +112,15 @@ def _pg_type(table: Table, name: str) -> str:
     raise TypeError(f"no stage type for {table.name}.{name} ({kind!r})")
 
 
+def _probe(table: str, key: str, column: str = "id") -> str:
+    """A scalar subquery: ``column`` of the ``table`` row of this source whose external id is
+    ``key``. A scalar subquery is never turned into a join, so it is one index probe per row
+    whatever the table's statistics say (a join planned on a fresh table's stale statistics
+    became a nested loop over every row of the source, per batch: quadratic)."""
+    return (f'(SELECT {column} FROM "{table}" WHERE source_id = %(src)s::text '
+            f"AND external_id = {key})")
+
+
 def _stub_cte(name: str, ref: Ref, rel: str, col: str) -> str:
     """``name`` inserts a stub row for each distinct ``rel.col`` not in ``ref.target`` yet."""
     extra = ref.stub or ()
@@ -114,8 +129,7 @@ def _stub_cte(name: str, ref: Ref, rel: str, col: str) -> str:
     return (f'{name} AS (INSERT INTO "{ref.target.name}" (source_id, external_id, row_hash, '
             f"first_seen_at, updated_at{cols}) SELECT %(src)s::text, d.x, '', %(now)s::timestamptz, "
             f"%(now)s::timestamptz{vals} FROM (SELECT DISTINCT {rel}.{col} AS x FROM {rel} "
-            f"WHERE {rel}.{col} IS NOT NULL) d WHERE NOT EXISTS (SELECT 1 FROM \"{ref.target.name}\" e "
-            "WHERE e.source_id = %(src)s::text AND e.external_id = d.x) "
+            f"WHERE {rel}.{col} IS NOT NULL) d WHERE {_probe(ref.target.name, 'd.x')} IS NULL "
             "ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id, external_id)")
 
 
@@ -156,36 +170,39 @@ def plan(table: Table, cls: type[Record]) -> Plan:
             "%(now)s::timestamptz", "NULL"]
     # w: the staged rows to write. An unchanged row must not even reach ON CONFLICT: DO
     # UPDATE … WHERE false still locks it (a tuple header written, WAL) on every no-change run
+    history = table is enrollments
+    kept = ("id", "row_hash", "deleted_at", *(HISTORY_FIELDS if history else ()))
+    # o: the stored row, one index probe per staged row (LIMIT 1 keeps the subquery from
+    # becoming a join; see _probe)
     ctes = ["s AS (DELETE FROM " + stage + " RETURNING *)",
-            f'w AS (SELECT s.* FROM s WHERE NOT EXISTS (SELECT 1 FROM "{table.name}" t WHERE '
-            "t.source_id = %(src)s::text AND t.external_id = s.external_id AND t.row_hash = s.row_hash "
-            "AND t.deleted_at IS NULL))"]
+            "w AS (SELECT s.*, " + ", ".join(f'o.{c} AS "_o_{c}"' for c in kept)
+            + " FROM s LEFT JOIN LATERAL (SELECT " + ", ".join(f"t.{c}" for c in kept)
+            + f' FROM "{table.name}" t WHERE t.source_id = %(src)s::text AND t.external_id = '
+            "s.external_id LIMIT 1) o ON true WHERE o.id IS NULL OR o.row_hash <> s.row_hash "
+            "OR o.deleted_at IS NOT NULL)"]
     joins = []
     outputs = ["staged", "inserted", "updated"]
     selects = ["(SELECT count(*) FROM s)", "(SELECT count(*) FROM up WHERE ins)",
                "(SELECT count(*) FROM up WHERE NOT ins)"]
     for i, ref in enumerate(refs.values()):
-        joins.append(f'LEFT JOIN "{ref.target.name}" x{i} ON x{i}.source_id = %(src)s::text '
-                     f'AND x{i}.external_id = w."{ref.field}"')
+        found = _probe(ref.target.name, f'w."{ref.field}"')
         cols.append(ref.column)
         if ref.stub is None:
-            vals.append(f"x{i}.id")
+            vals.append(found)
             continue
         ctes.append(_stub_cte(f"r{i}", ref, "w", f'"{ref.field}"'))
         joins.append(f'LEFT JOIN r{i} ON r{i}.external_id = w."{ref.field}"')
-        vals.append(f"COALESCE(x{i}.id, r{i}.id)")
+        vals.append(f"COALESCE({found}, r{i}.id)")
         outputs.append(f"stubs:{ref.target.name}")
         selects.append(f"(SELECT count(*) FROM r{i})")
     if parent is not None:  # linked by the second statement, once the rows exist
         cols.append(parent.column)
         vals.append("NULL")
     returning = "t.id, t.external_id, (t.xmax = 0) AS ins"
-    history = table is enrollments
     if history:
         returning += ", t.learner_id, t.course_id, " + ", ".join(f"t.{f}" for f in HISTORY_FIELDS)
-        ctes.append("old AS (SELECT t.id, t.row_hash, " + ", ".join(f"t.{f}" for f in HISTORY_FIELDS)
-                    + ' FROM "enrollments" t JOIN w ON t.source_id = %(src)s::text '
-                    "AND t.external_id = w.external_id)")
+        ctes.append("old AS (SELECT " + ", ".join(f'w."_o_{c}" AS {c}' for c in kept if c != "deleted_at")
+                    + ' FROM w WHERE w."_o_id" IS NOT NULL)')
     sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols if c not in _NOT_UPDATED)
     ctes.append(f'up AS (INSERT INTO "{table.name}" AS t ({", ".join(cols)}) SELECT {", ".join(vals)} '
                 f"FROM w {' '.join(joins)} ON CONFLICT (source_id, external_id) DO UPDATE SET {sets} "
@@ -201,13 +218,18 @@ def plan(table: Table, cls: type[Record]) -> Plan:
         # activities written before their enrollment existed have no enrollment_id, and an
         # unchanged activity is never written again: a new enrollment (same source, learner
         # and course) fills it in, the lowest id of those that match (existing ids are lower)
-        ctes.append("adopt AS (UPDATE activity_progress a SET enrollment_id = COALESCE((SELECT "
-                    "min(e.id) FROM enrollments e WHERE e.source_id = a.source_id AND e.learner_id "
-                    "= a.learner_id AND e.course_id = a.course_id), m.id), updated_at = "
-                    "%(now)s::timestamptz FROM (SELECT learner_id, course_id, min(id) AS id FROM up "
-                    "WHERE ins GROUP BY learner_id, course_id) m WHERE a.source_id = %(src)s::text "
-                    "AND a.enrollment_id IS NULL AND a.learner_id = m.learner_id "
-                    "AND a.course_id = m.course_id RETURNING 1)")
+        # learner ids are per source, so a learner's rows need no source test (which would
+        # let the planner walk the source's rows by the unique index); the fence (OFFSET 0)
+        # keeps `enrollment_id IS NULL` out of the probe, which its own index would answer
+        # with every unadopted activity
+        ctes.append("adopt AS (UPDATE activity_progress a SET enrollment_id = q.eid, updated_at = "
+                    "%(now)s::timestamptz FROM (SELECT p.id, COALESCE((SELECT min(e.id) FROM "
+                    "enrollments e WHERE e.learner_id = m.learner_id AND e.course_id = m.course_id), "
+                    "m.id) AS eid FROM (SELECT learner_id, course_id, min(id) AS id FROM up WHERE ins "
+                    "GROUP BY learner_id, course_id) m CROSS JOIN LATERAL (SELECT ap.id, "
+                    "ap.enrollment_id FROM activity_progress ap WHERE ap.learner_id = m.learner_id "
+                    "AND ap.course_id = m.course_id OFFSET 0) p WHERE p.enrollment_id IS NULL) q "
+                    "WHERE a.id = q.id RETURNING 1)")
         outputs += ["history", "adopted"]
         selects += ["(SELECT count(*) FROM hist)", "(SELECT count(*) FROM adopt)"]
     if table is learners:
@@ -221,9 +243,10 @@ def plan(table: Table, cls: type[Record]) -> Plan:
                     f'(SELECT array_agg(w."parent_external_id" ORDER BY up.id) {child})']
         link = ("WITH c AS (SELECT * FROM unnest(%(ids)s::int8[], %(parents)s::text[]) AS c(id, x)), "
                 + _stub_cte("p", parent, "c", "x")
-                + f', u AS (UPDATE "{table.name}" t SET {parent.column} = COALESCE(y.id, p.id) '
-                f'FROM c LEFT JOIN "{table.name}" y ON y.source_id = %(src)s::text AND y.external_id '
-                "= c.x LEFT JOIN p ON p.external_id = c.x WHERE t.id = c.id RETURNING 1) "
+                + f', u AS (UPDATE "{table.name}" t SET {parent.column} = COALESCE('
+                f"{_probe(table.name, 'c.x')}, p.id) "
+                "FROM c LEFT JOIN p ON p.external_id = c.x WHERE t.id = c.id AND t.id = ANY(%(ids)s::int8[]) "
+                "RETURNING 1) "
                 "SELECT (SELECT count(*) FROM p)")
     merge = "WITH " + ", ".join(ctes) + " SELECT " + ", ".join(selects)
     return Plan(create, f"COPY {stage} ({staged}) FROM STDIN (FORMAT BINARY)", types, merge,
@@ -241,18 +264,17 @@ def _snapshot_merge(stage: str, stored: list[str], value: Any) -> str:
     vals = ["%(src)s::text", *(value(f, "c") for f in stored), "%(as_of)s::timestamptz", "c.row_hash",
             "%(as_of)s::timestamptz", "%(as_of)s::timestamptz"]
     return (f"WITH s AS (DELETE FROM {stage} RETURNING *), "
-            f"l AS (SELECT DISTINCT ON (t.external_id) t.id, t.row_hash, t.external_id, t.raw, "
-            f"t.figures, {', '.join('t.' + f for f in plain if f != 'external_id')} "
-            "FROM stat_snapshots t JOIN s ON t.source_id = %(src)s::text AND t.external_id = s.external_id "
-            "ORDER BY t.external_id, t.as_of DESC), "
             "c AS (SELECT s.*, l.id AS old_id, l.row_hash AS old_hash, (l.id IS NOT NULL AND "
             f"l.row_hash <> s.row_hash AND ({old}) IS NOT DISTINCT FROM ({new}) AND "
             "l.figures::jsonb IS NOT DISTINCT FROM s.figures::jsonb AND l.raw::jsonb IS NOT DISTINCT "
-            "FROM s.raw::jsonb) AS same FROM s LEFT JOIN l ON l.external_id = s.external_id), "
+            "FROM s.raw::jsonb) AS same FROM s LEFT JOIN LATERAL (SELECT t.id, t.row_hash, t.raw, "
+            f"t.figures, {', '.join('t.' + f for f in plain)} FROM stat_snapshots t "
+            "WHERE t.source_id = %(src)s::text AND t.external_id = s.external_id "
+            "ORDER BY t.as_of DESC LIMIT 1) l ON true), "
             f"ins AS (INSERT INTO stat_snapshots ({', '.join(cols)}) SELECT {', '.join(vals)} FROM c "
             "WHERE (c.old_id IS NULL OR c.old_hash <> c.row_hash) AND NOT c.same RETURNING 1), "
             "re AS (UPDATE stat_snapshots t SET row_hash = c.row_hash FROM c WHERE c.same "
-            "AND t.id = c.old_id RETURNING 1) "
+            "AND t.id = c.old_id AND t.id = ANY(ARRAY(SELECT old_id FROM c WHERE same)) RETURNING 1) "
             "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM ins), (SELECT count(*) FROM re)")
 
 

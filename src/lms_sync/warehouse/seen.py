@@ -15,7 +15,6 @@ when their working sets peak together — and ~8 bytes an id for the few seconds
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from array import array
 from bisect import bisect_left
@@ -36,13 +35,18 @@ other sources' streams; each spill costs ~1 KiB of bookkeeping (1 M ids: ~60 KiB
 _BUCKETS = 256
 
 
+_MASK = (1 << 64) - 1
+
+
 def seen_key(external_id: str) -> int:
-    """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest.
+    """What a stream keeps of each id it read, for ``mark_deleted``: an 8-byte digest, the
+    string's own ``hash()`` (SipHash, keyed per process: the keys never leave the run that
+    made them; ~0.05 us where blake2b took ~0.6, for every id read and every live row).
 
     Two ids share a digest with odds ~2^-64: a row gone upstream whose digest equals a
     read one's is then not soft-deleted (at 10^6 rows: ~5e-14 per row).
     """
-    return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "little")
+    return hash(external_id) & _MASK
 
 
 class SeenKeys:
@@ -157,7 +161,7 @@ def mark_deleted(conn: Connection, table_name: str, source_id: str, seen: SeenKe
         ),
         execution_options={"yield_per": 2_000},  # this statement only
     )
-    gone = [row.id for row in live if row.external_id not in seen]
+    gone = [row_id for row_id, external_id in live if external_id not in seen]
     live.close()
     for part in chunks(gone):
         conn.execute(update(table).where(table.c.id.in_(part)).values(deleted_at=now, updated_at=now))
