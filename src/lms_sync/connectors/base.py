@@ -22,6 +22,8 @@ else the stream fails (``stream.incomplete``), deletes nothing and keeps its sta
 :class:`~lms_sync.errors.IncompleteRead` does the same. Soft deletes: after a complete read,
 rows of ``Stream.full_refresh_tables`` not seen get ``deleted_at``. Normalizers are pure
 functions; an invalid record goes to ``ctx.skip()`` (fatal only with fail_on_invalid_records).
+A stream that re-reads one whole list every run may opt in to the page skim (``Stream.skim``,
+:mod:`lms_sync.connectors.skim`): pages equal to its last clean run's are not processed.
 """
 
 from __future__ import annotations
