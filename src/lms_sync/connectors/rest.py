@@ -184,7 +184,8 @@ class RestStream(Stream):
                 if (count := whole(dig(page.body, self.total_key))) is not None:
                     total = max(total or 0, count)
                 ctx.count("pages")
-                if skim is not None and page.response is not None:
+                if skim is not None:
+                    assert page.response is not None  # paginate keeps every page's response
                     step = skim.page(page.response.content)
                     if step is Step.SKIP:
                         ctx.count("pages_skimmed")
