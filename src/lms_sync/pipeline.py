@@ -6,7 +6,9 @@ latest checkpoint's cursor, so a crash loses at most the batch in flight and
 the next run resumes from the saved cursor. A failing stream fails its run but
 not the other streams' or sources' runs. A stream (:class:`StreamRun`) is read in a
 thread of its own (:class:`~lms_sync.producer.Producer`) a batch ahead of the writer, so
-fetching and writing overlap.
+fetching and writing overlap. A ``Stream.skim`` stream gets its last clean run's page
+digests (:mod:`lms_sync.connectors.skim`): unchanged, it writes nothing and reports that
+run's counts; a clean run saves its own with its result.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from lms_sync.canonical import Record
 from lms_sync.config import Config, SourceConfig
 from lms_sync.connectors import connector_class
 from lms_sync.connectors.base import Checkpoint, Connector, ReadContext, Stream
+from lms_sync.connectors.skim import PageSkim, SavedPages, skim_base
 from lms_sync.errors import IncompleteRead, LmsSyncError
 from lms_sync.logs import get_logger, one_line
 from lms_sync.producer import Producer
-from lms_sync.warehouse import identity, retry, state
+from lms_sync.warehouse import identity, pages, retry, state
 from lms_sync.warehouse.dialect import LockBusy, LockLost, SourceLock, source_lock
 from lms_sync.warehouse.rowids import RowIds
 from lms_sync.warehouse.seen import SeenKeys, mark_deleted
@@ -232,6 +235,7 @@ class StreamRun:
         # the batch in the making: records, and the latest checkpoint's cursor (if any)
         self.buffer = Batch(cfg.warehouse.batch_size, cfg.warehouse.batch_bytes)
         self.pending: Any = _UNSET
+        self.saved_pages: SavedPages | None = None  # a skim stream's last clean run's pages
         self.seen = {t: SeenKeys() for t in stream.full_refresh_tables}  # for soft deletes
         self.keys = dict(self.seen)  # and for the vendor's total
         if stream.total_table and stream.total_table not in self.keys:
@@ -239,15 +243,16 @@ class StreamRun:
 
     def run(self) -> StreamResult:
         res, t0 = self.res, time.monotonic()
-        row_id, prior = retry.transaction(self.engine, self._begin, window=self.window,
-                                          op="start_run")
+        row_id, prior, self.saved_pages = retry.transaction(self.engine, self._begin,
+                                                            window=self.window, op="start_run")
         saved = None if self.full_refresh else prior
         res.cursor = saved
         self.log.info("sync.started", cursor=saved, full_refresh=self.full_refresh,
                       since=self.since.isoformat() if self.since else None)
         ctx = self.ctx = ReadContext(self.source.id, self.stream.name, saved, self.full_refresh,
                                      self.since, self.started_at, self.log,
-                                     fail_on_invalid=self.source.fail_on_invalid_records)
+                                     fail_on_invalid=self.source.fail_on_invalid_records,
+                                     skim=self._skim())
         stop = self.stop
         reader: Producer[Record | Checkpoint] = Producer(
             lambda _: self.stream.read(ctx), [None], ahead=_AHEAD, chunk=min(256, self.batch_size),
@@ -256,6 +261,7 @@ class StreamRun:
             name="lms-sync-reader")
         try:
             self._read(reader)
+            self._unchanged()
             self._reconcile()
             self._soft_delete()
             res.result = "succeeded"
@@ -275,11 +281,47 @@ class StreamRun:
                           duration=round(time.monotonic() - t0, 3), **ctx.counters)
         return res
 
-    def _begin(self, conn: Any) -> tuple[int, Any]:  # retried: it may find the row a lost commit made
-        row = state.run_row(conn, self.run_id, self.stream.name)
-        return (row or state.start_run(conn, self.run_id, self.source.id, self.stream.name,
-                                       self.started_at),
-                state.load_cursor(conn, self.source.id, self.stream.name))
+    def _begin(self, conn: Any) -> tuple[int, Any, SavedPages | None]:
+        # retried: it may find the row a lost commit made
+        source_id, stream = self.source.id, self.stream.name
+        row = state.run_row(conn, self.run_id, stream) or state.start_run(
+            conn, self.run_id, source_id, stream, self.started_at)
+        skim = self.stream.skim and not self.full_refresh and self.since is None
+        return (row, state.load_cursor(conn, source_id, stream),
+                pages.load(conn, source_id, stream, row) if skim else None)
+
+    def _skim(self) -> PageSkim | None:
+        """A skim stream's page digests: compared with the saved ones (if any still count),
+        and taken for the next run."""
+        if not self.stream.skim:
+            return None
+        source = self.source
+        return PageSkim(skim_base(source.kind, source.base_url, source.options, self.stream.name),
+                        self.saved_pages, self.log)
+
+    @property
+    def unchanged(self) -> bool:
+        """Every page equalled the last clean run's: nothing was processed."""
+        return self.ctx.skim is not None and self.ctx.skim.unchanged
+
+    def _unchanged(self) -> None:
+        """An unchanged stream reports what the run that saved its pages read."""
+        if not self.unchanged or self.saved_pages is None:
+            return
+        saved, ctx = self.saved_pages, self.ctx
+        self.res.read, ctx.excluded = saved.records_read, saved.excluded
+        self.log.info("stream.unchanged", pages=saved.pages, records=saved.records_read)
+
+    def _pages_to_save(self) -> SavedPages | None:
+        """The run's page digests, if the run was clean: succeeded, a whole read (no
+        ``--since``, not partial) that skipped no record (so its soft delete was done)."""
+        ctx, res = self.ctx, self.res
+        skim = ctx.skim
+        if (skim is None or not skim.usable or res.result != "succeeded" or ctx.skipped
+                or ctx.partial or self.since is not None):
+            return None
+        return SavedPages(self.run_id, skim.fingerprint, bytes(skim.digests), res.read,
+                          res.distinct_read, ctx.excluded)
 
     def _read(self, items: Iterable[Record | Checkpoint]) -> None:
         res, keys, stop = self.res, self.keys, self.stop
@@ -338,11 +380,12 @@ class StreamRun:
         memory.trim()  # at most once a second for the process, whichever source gets there
 
     def _reconcile(self) -> None:
-        _reconcile(self.ctx, self.stream, self.keys, self.res, self.log)
+        distinct = self.saved_pages.distinct_read if self.unchanged and self.saved_pages else None
+        _reconcile(self.ctx, self.stream, self.keys, self.res, self.log, distinct)
 
     def _soft_delete(self) -> None:
         ctx, seen, res = self.ctx, self.seen, self.res
-        if not seen or ctx.partial:
+        if not seen or ctx.partial or self.unchanged:  # unchanged: its saved run did it
             return
         if ctx.skipped:
             # a record skipped as invalid was still there: its row must not look deleted
@@ -383,14 +426,21 @@ class StreamRun:
         for table, n in res.tables.items():
             metrics.records_written.labels(source_id, table).inc(n)
         gone = res.exc if isinstance(res.exc, retry.WarehouseUnreachable) else None
-        try:
-            # after reconnecting; not waiting again if the stream failed on a warehouse gone
-            retry.transaction(self.engine, lambda conn: state.finish_run(
+        keep = self._pages_to_save()
+
+        def finish(conn: Any) -> None:  # with the pages of a clean run: both or neither
+            state.finish_run(
                 conn, row_id, result=res.result, read=res.read, written=res.written,
                 skipped=res.skipped, error=res.error, cursor=res.cursor,
                 vendor_total=res.vendor_total, distinct_read=res.distinct_read,
-                excluded=res.excluded if res.vendor_total is not None else None),
-                window=0 if gone is not None else self.window, op="finish_run")
+                excluded=res.excluded if res.vendor_total is not None else None)
+            if keep is not None:
+                pages.save(conn, source_id, stream, keep, state.now_utc())
+
+        try:
+            # after reconnecting; not waiting again if the stream failed on a warehouse gone
+            retry.transaction(self.engine, finish, window=0 if gone is not None else self.window,
+                              op="finish_run")
         except Exception as exc:
             # the warehouse did not come back in time: the run row stays `running` (the next
             # run marks it abandoned); the log keeps what it could not store
@@ -402,12 +452,14 @@ class StreamRun:
 
 
 def _reconcile(ctx: ReadContext, stream: Stream, keys: dict[str, SeenKeys], res: StreamResult,
-               log: structlog.stdlib.BoundLogger) -> None:
-    """Check a full read against the vendor's own total; raise IncompleteRead if short."""
+               log: structlog.stdlib.BoundLogger, distinct: int | None = None) -> None:
+    """Check a full read against the vendor's own total; raise IncompleteRead if short.
+    ``distinct``: the distinct ids read, when not ``keys`` (an unchanged stream's saved count)."""
     table = stream.total_table
     if table is None:
         return
-    res.distinct_read, res.vendor_total = keys[table].distinct(), ctx.vendor_total
+    res.distinct_read = keys[table].distinct() if distinct is None else distinct
+    res.vendor_total = ctx.vendor_total
     if ctx.vendor_total is None or ctx.partial:
         return
     if res.distinct_read + ctx.skipped + ctx.excluded >= ctx.vendor_total:

@@ -36,3 +36,33 @@ def test_upgrade_is_idempotent_and_creates_the_view(warehouse):
         cols = conn.execute(text("SELECT * FROM learner_progress WHERE 1=0")).keys()
     assert {"person_id", "source_id", "course_title", "status", "passed", "progress_pct",
             "completed_at"} <= set(cols)
+
+
+def test_0008_stream_pages_downgrades_and_upgrades_again_keeping_big_digest_sets(warehouse):
+    """stream_pages holds a stream's page digests: 10,000 pages (160 KB, past MariaDB's
+    64 KiB BLOB) round-trip on every database; 0008 goes down and up again."""
+    from alembic import command
+
+    from lms_sync.connectors.skim import SavedPages
+    from lms_sync.warehouse import pages
+    from lms_sync.warehouse.db import alembic_config
+    from lms_sync.warehouse.state import ensure_source, finish_run, now_utc, start_run
+
+    engine = warehouse.engine
+    digests = b"".join(i.to_bytes(16, "big") for i in range(10_000))
+    saved = SavedPages("run-1", "f" * 32, digests, 123, 120, 3)
+    with engine.begin() as conn:
+        ensure_source(conn, "s", "udemy")
+        row = start_run(conn, "run-1", "s", "progress", now_utc())
+        finish_run(conn, row, result="succeeded", read=123, written=0)
+        pages.save(conn, "s", "progress", saved, now_utc())
+        current = start_run(conn, "run-2", "s", "progress", now_utc())
+    with engine.connect() as conn:
+        assert pages.load(conn, "s", "progress", current) == saved
+    head = current_revision(engine)
+    command.downgrade(alembic_config(engine), "0007")
+    assert "stream_pages" not in inspect(engine).get_table_names(schema=warehouse.schema)
+    upgrade(engine)
+    assert current_revision(engine) == head
+    with engine.connect() as conn:  # empty again: the next run reads for real
+        assert pages.load(conn, "s", "progress", current) is None

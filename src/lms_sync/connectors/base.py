@@ -22,6 +22,8 @@ else the stream fails (``stream.incomplete``), deletes nothing and keeps its sta
 :class:`~lms_sync.errors.IncompleteRead` does the same. Soft deletes: after a complete read,
 rows of ``Stream.full_refresh_tables`` not seen get ``deleted_at``. Normalizers are pure
 functions; an invalid record goes to ``ctx.skip()`` (fatal only with fail_on_invalid_records).
+A stream that re-reads one whole list every run may opt in to the page skim (``Stream.skim``,
+:mod:`lms_sync.connectors.skim`): pages equal to its last clean run's are not processed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     import structlog
 
     from lms_sync.config import SourceConfig
+    from lms_sync.connectors.skim import PageSkim
     from lms_sync.provision.plan import RemoteUser, Wanted
 
 T = TypeVar("T")
@@ -86,6 +89,10 @@ class ReadContext:
     """The vendor's own count of the ``Stream.total_table`` rows this read should see."""
     excluded: int = 0
     """Rows the vendor counts in its total that the stream leaves out by design."""
+    skim: PageSkim | None = None
+    """A ``Stream.skim`` stream's page digests (set by the pipeline; see
+    :mod:`lms_sync.connectors.skim`): ``RestStream.pages`` skips the pages equal to the
+    last clean run's."""
 
     def report_total(self, n: int) -> None:
         """Add a total the vendor reported for a list this read walks whole."""
@@ -185,6 +192,11 @@ class Stream(ABC):
     name: ClassVar[str]
     full_refresh_tables: tuple[str, ...] = ()  # a class attribute; a stream may set its own
     total_table: str | None = None  # the table the vendor's total counts (see above)
+    skim: ClassVar[bool] = False
+    """Opt-in page skim (:mod:`lms_sync.connectors.skim`): the stream re-reads one whole
+    list every run, walked once by ``RestStream.pages``, and its records depend only on
+    that list's pages, in order. Never for a walk steered by page contents (sorted walks,
+    sweeps)."""
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[Record | Checkpoint]:

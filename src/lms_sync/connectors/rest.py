@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from lms_sync.canonical import Record, UTCTime, utc
 from lms_sync.connectors.base import Checkpoint, ReadContext, Stream, whole
+from lms_sync.connectors.skim import Step
 from lms_sync.errors import CredentialsRejected, DataError, SourceError
 from lms_sync.http.auth import Token
 from lms_sync.http.errors import ErrorDescriber, classify_response, classify_transport
@@ -135,7 +136,8 @@ class RestStream(Stream):
     * ``total_key``: the vendor's count of ``total_table`` rows on a page (the largest any
       page gives is reported when the read is whole);
     * ``id_key``: the row field that names a record skipped as invalid;
-    * :meth:`cursor`: the checkpoint after the last page (default: none to resume from).
+    * :meth:`cursor`: the checkpoint after the last page (default: none to resume from);
+    * ``skim``: opt in to the page skim (a whole list re-read every run, one walk a read).
 
     ``read`` walks the pages and yields each row's records; override :meth:`rows` or
     :meth:`read` for what the declaration cannot say.
@@ -166,15 +168,35 @@ class RestStream(Stream):
 
     def pages(self, ctx: ReadContext, path: str | None = None,
               params: dict[str, Any] | None = None) -> Iterator[Page]:
-        """Every page of the list; reports its total when the read is whole."""
-        total = None
-        for page in self.http.paginate(path or self.path, self.paginator(ctx),
-                                       params=self.params_for(ctx) if params is None else params,
-                                       records=self.records, fix=self.fix):
-            if (count := whole(dig(page.body, self.total_key))) is not None:
-                total = max(total or 0, count)
-            ctx.count("pages")
-            yield page
+        """Every page of the list; reports its total when the read is whole. A ``skim``
+        stream's pages equal to its last clean run's are fetched but not yielded
+        (:mod:`lms_sync.connectors.skim`)."""
+        path = path or self.path
+        params = self.params_for(ctx) if params is None else params
+        skim = ctx.skim if self.skim else None
+        if skim is not None:
+            skim.begin(path, params)
+        while True:
+            total, again = None, False
+            # (a walk left by ``break`` is closed as it is dropped)
+            for page in self.http.paginate(path, self.paginator(ctx), params=params,
+                                           records=self.records, fix=self.fix):
+                if (count := whole(dig(page.body, self.total_key))) is not None:
+                    total = max(total or 0, count)
+                ctx.count("pages")
+                if skim is not None:
+                    assert page.response is not None  # paginate keeps every page's response
+                    step = skim.page(page.response.content)
+                    if step is Step.SKIP:
+                        ctx.count("pages_skimmed")
+                        continue
+                    if step is Step.RESTART:  # rows must be read in order from page 1
+                        again = True
+                        break
+                yield page
+            if skim is None or not (again or skim.end()):
+                break
+            skim.restart()
         if total is not None and not ctx.partial:
             ctx.report_total(total)
 

@@ -70,6 +70,7 @@ class _Reader(RestStream):
     total_key = "count"
     fix = "check base_url and organization_id"
     reporting: ClassVar[bool] = True
+    skim: ClassVar[bool] = True  # no change feed: an unchanged list is skimmed, not processed
 
     def __init__(self, http: HttpClient, options: UdemyOptions) -> None:
         super().__init__(http)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -47,6 +48,8 @@ ExternalId = String(255).with_variant(
 # MariaDB/MySQL FLOAT is 4 bytes (~7 digits: 195605.5 s read back as 195606); DOUBLE keeps
 # what PostgreSQL and SQLite keep (migration 0003)
 Number = Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+# MariaDB/MySQL BLOB holds 64 KiB: 4,096 page digests; LONGBLOB as PostgreSQL's bytea
+Digests = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 def _id() -> Column:
@@ -318,6 +321,22 @@ sync_state = Table(
     Column("stream", String(50), primary_key=True),
     Column("cursor", JSONType),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# the page digests of a stream's last clean run (connectors/skim.py): one row per stream
+stream_pages = Table(
+    "stream_pages",
+    metadata,
+    Column("source_id", SourceId, ForeignKey("sources.id"), primary_key=True),
+    Column("stream", String(50), primary_key=True),
+    Column("run_id", String(36), nullable=False),  # the run that saved them
+    Column("fingerprint", String(32), nullable=False),  # of what shapes the records
+    Column("pages", Integer, nullable=False),
+    Column("digests", Digests, nullable=False),  # 16 bytes a page, in order
+    Column("records_read", Integer, nullable=False),
+    Column("distinct_read", Integer),
+    Column("records_excluded", Integer, nullable=False),
+    Column("saved_at", UTCDateTime(), nullable=False),
 )
 
 RECORD_TABLES: dict[str, Table] = {  # in the order a batch is written (referenced rows first)
