@@ -4,10 +4,19 @@ over, and what a run may save. The pipeline and HTTP side: tests/connectors/test
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
-from lms_sync.connectors.skim import PageSkim, SavedPages, Step, page_digest, skim_base
+from lms_sync.connectors.skim import (
+    PageSkim,
+    SavedPages,
+    Step,
+    code_digest,
+    page_digest,
+    record_code_files,
+    skim_base,
+)
 from lms_sync.logs import get_logger
 
 BASE = skim_base("udemy", "http://vendor.test", {"page_size": 2}, "progress")
@@ -92,3 +101,28 @@ def test_a_second_walk_in_one_read_is_not_saved(caplog):
         [skim.page(b) for b in BODIES]
         skim.end()
     assert not skim.usable
+
+
+def test_a_change_to_the_code_that_makes_records_changes_the_fingerprint(tmp_path) -> None:
+    """Saved pages describe records made by some code: a normalizer fixed since voids them."""
+    files = [tmp_path / "udemy_records.py", tmp_path / "canonical.py"]
+    for f in files:
+        f.write_text("LIMIT = 1\n")
+    before = code_digest(files)
+    assert code_digest(list(reversed(files))) == before  # the order they are found in: no matter
+    files[0].write_text("LIMIT = 2\n")
+    assert code_digest(files) != before
+    files[0].rename(tmp_path / "udemy.py")  # the same bytes under another name
+    assert code_digest([tmp_path / "udemy.py", files[1]]) not in {before, code_digest(files)}
+
+
+def test_the_fingerprinted_code_is_every_connector_and_the_canonical_models() -> None:
+    import lms_sync.canonical
+    import lms_sync.connectors.udemy_records
+
+    names = {p.name for p in record_code_files() if p.exists()}
+    assert {"udemy.py", "udemy_records.py", "absorb_records.py", "construct.py", "rest.py",
+            "canonical.py"} <= names
+    assert Path(lms_sync.canonical.__file__).resolve() in {p.resolve() for p in record_code_files()}
+    assert Path(lms_sync.connectors.udemy_records.__file__).resolve() in {
+        p.resolve() for p in record_code_files()}

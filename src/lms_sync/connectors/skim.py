@@ -18,15 +18,19 @@ rows are not processed at all (no validation, no records). Then:
 
 Saved digests are used only when the fingerprint of what shapes the records matches
 (:func:`skim_base`, plus the first request's path and params) and the pipeline found the
-saving run to be the stream's latest; bump :data:`SKIM_VERSION` when a skim stream's
-normalization changes without a new lms-sync version.
+saving run to be the stream's latest. The fingerprint holds a digest of the connectors'
+and canonical models' source, so changed normalization voids saved pages by itself;
+:data:`SKIM_VERSION` is for what that cannot see (the page digest itself).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -57,12 +61,40 @@ def _hash(value: Any) -> str:
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
 
 
+def code_digest(files: Iterable[Path]) -> str:
+    """A digest of these files' names and bytes ('' for one that cannot be read)."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b""
+        digest.update(f"{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:32]
+
+
+def record_code_files() -> list[Path]:
+    """The code that turns pages into records: every connector module and the canonical
+    models."""
+    here = Path(__file__).resolve().parent
+    return [*here.glob("*.py"), here.parent / "canonical.py"]
+
+
+@functools.cache
+def _record_code() -> str:
+    """Any change to :func:`record_code_files` (a normalizer fixed between two releases, a
+    field added) voids every saved page set, so no one has to remember
+    :data:`SKIM_VERSION`; the next run of each skim stream reads for real once."""
+    return code_digest(record_code_files())
+
+
 def skim_base(kind: str, base_url: str, options: Any, stream: str) -> str:
     """The part of a stream's fingerprint the pipeline knows: lms-sync's version,
-    :data:`SKIM_VERSION`, the source's kind, base URL and options (a pydantic model or a
-    dict), and the stream's name."""
+    :data:`SKIM_VERSION`, the record code's digest, the source's kind, base URL and
+    options (a pydantic model or a dict), and the stream's name."""
     dumped = options.model_dump(mode="json") if hasattr(options, "model_dump") else options
-    return _hash([__version__, SKIM_VERSION, kind, base_url, dumped, stream])
+    return _hash([__version__, SKIM_VERSION, _record_code(), kind, base_url, dumped, stream])
 
 
 @dataclass(frozen=True)
