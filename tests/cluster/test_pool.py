@@ -237,11 +237,14 @@ def test_two_tickers_queue_a_source_once_and_a_running_source_once_more_after_it
     ticks = [e["due"] for w in pool for e in w.all("tick.done")]
     manual = [datetime.fromtimestamp(t0 - s, UTC).isoformat() for s in (0, 60, 120)]
     assert set(manual) <= set(ticks) and len(ticks) == len(set(ticks))  # (a real one may come too)
-    coalesced = [e for w in pool for e in w.all("sync.coalesced", source="academy-sandbox")]
-    assert coalesced[0]["due"] == manual[2]  # the third tick: its second run was still waiting
+    # the third tick found a second run still waiting (queued by the second tick, or by a real
+    # one when the minute turned between the first two): it coalesced, never a third job
+    coalesced = {e["due"] for w in pool for e in w.all("sync.coalesced", source="academy-sandbox")}
+    assert manual[2] in coalesced and coalesced <= set(ticks), (coalesced, ticks)
     academy_jobs = [j for j in jobs(queue) if j["args"].get("source") == "academy-sandbox"]
-    assert [(j["args"]["due"], j["status"]) for j in academy_jobs][:2] == [
-        (manual[0], "succeeded"), (manual[1], "succeeded")]
+    queued = [(j["args"]["due"], j["status"]) for j in academy_jobs]
+    assert queued[0] == (manual[0], "succeeded") and queued[1][1] == "succeeded", queued
+    assert queued[1][0] == manual[1] or manual[1] in coalesced, queued  # the second tick's run
     rows = [r for r in runs(schema) if r["source_id"] == "academy-sandbox"]
     assert len({r["run_id"] for r in rows}) == len(academy_jobs)
     no_overlap(rows)  # the second ran after the first
