@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -288,7 +288,7 @@ class StreamRun:
             conn, self.run_id, source_id, stream, self.started_at)
         skim = self.stream.skim and not self.full_refresh and self.since is None
         return (row, state.load_cursor(conn, source_id, stream),
-                pages.load(conn, source_id, stream, row) if skim else None)
+                _saved_pages(pages.load(conn, source_id, stream, row)) if skim else None)
 
     def _skim(self) -> PageSkim | None:
         """A skim stream's page digests: compared with the saved ones (if any still count),
@@ -435,7 +435,7 @@ class StreamRun:
                 vendor_total=res.vendor_total, distinct_read=res.distinct_read,
                 excluded=res.excluded if res.vendor_total is not None else None)
             if keep is not None:
-                pages.save(conn, source_id, stream, keep, state.now_utc())
+                pages.save(conn, source_id, stream, asdict(keep), keep.pages, state.now_utc())
 
         try:
             # after reconnecting; not waiting again if the stream failed on a warehouse gone
@@ -449,6 +449,10 @@ class StreamRun:
             if gone is not None:  # its line names the warehouse and the setting that bounded the wait
                 raise gone from exc
             raise
+
+
+def _saved_pages(stored: dict[str, Any] | None) -> SavedPages | None:
+    return None if stored is None else SavedPages(**stored)
 
 
 def _reconcile(ctx: ReadContext, stream: Stream, keys: dict[str, SeenKeys], res: StreamResult,

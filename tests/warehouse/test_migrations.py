@@ -41,6 +41,8 @@ def test_upgrade_is_idempotent_and_creates_the_view(warehouse):
 def test_0008_stream_pages_downgrades_and_upgrades_again_keeping_big_digest_sets(warehouse):
     """stream_pages holds a stream's page digests: 10,000 pages (160 KB, past MariaDB's
     64 KiB BLOB) round-trip on every database; 0008 goes down and up again."""
+    from dataclasses import asdict
+
     from alembic import command
 
     from lms_sync.connectors.skim import SavedPages
@@ -55,10 +57,10 @@ def test_0008_stream_pages_downgrades_and_upgrades_again_keeping_big_digest_sets
         ensure_source(conn, "s", "udemy")
         row = start_run(conn, "run-1", "s", "progress", now_utc())
         finish_run(conn, row, result="succeeded", read=123, written=0)
-        pages.save(conn, "s", "progress", saved, now_utc())
+        pages.save(conn, "s", "progress", asdict(saved), saved.pages, now_utc())
         current = start_run(conn, "run-2", "s", "progress", now_utc())
     with engine.connect() as conn:
-        assert pages.load(conn, "s", "progress", current) == saved
+        assert SavedPages(**pages.load(conn, "s", "progress", current)) == saved
     head = current_revision(engine)
     command.downgrade(alembic_config(engine), "0007")
     assert "stream_pages" not in inspect(engine).get_table_names(schema=warehouse.schema)

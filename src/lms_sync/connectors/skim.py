@@ -33,9 +33,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from lms_sync import __version__
+from lms_sync.canonical import dump_json
 
 if TYPE_CHECKING:
     import structlog
@@ -57,8 +56,7 @@ def page_digest(content: bytes) -> bytes:
 
 
 def _hash(value: Any) -> str:
-    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
+    return hashlib.sha256(dump_json(value)).hexdigest()[:2 * DIGEST_SIZE]
 
 
 def code_digest(files: Iterable[Path]) -> str:
